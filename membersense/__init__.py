@@ -1,0 +1,1 @@
+"""MemberSense: a self-hosted REST gateway to a Discord bot's guild data."""
