@@ -1,0 +1,15 @@
+"""The HTTP API: one blueprint per resource."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from membersense.api import auth, channels, health, members, messages
+
+__all__ = ["register_blueprints"]
+
+
+def register_blueprints(app: Flask) -> None:
+    """Mount every blueprint on *app*."""
+    for module in (health, auth, members, channels, messages):
+        app.register_blueprint(module.bp)

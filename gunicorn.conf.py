@@ -1,0 +1,9 @@
+"""gunicorn configuration: ``gunicorn -c gunicorn.conf.py wsgi:app``.
+
+Everything comes from membersense.serving (and the environment / .env it
+reads through membersense.config); see the README's configuration table.
+"""
+
+from membersense.serving import gunicorn_options, on_starting, worker_exit  # noqa: F401
+
+globals().update(gunicorn_options())

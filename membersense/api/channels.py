@@ -1,0 +1,23 @@
+"""``GET /api/channels``: the guild's channels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify
+
+from membersense.api.params import choice_arg, snowflake_arg
+from membersense.extensions import sessions
+
+bp = Blueprint("channels", __name__, url_prefix="/api")
+
+CHANNEL_KINDS = ("text", "voice", "category", "all")
+
+
+@bp.get("/channels")
+def list_channels() -> Any:
+    """Text channels of the session's guild (``type`` picks voice, category or all)."""
+    session = sessions.authenticate()
+    guild_id = snowflake_arg("guildId")
+    kind = choice_arg("type", CHANNEL_KINDS, default="text")
+    return jsonify(session.service.channels(guild_id, kind=kind))  # type: ignore[arg-type]

@@ -1,0 +1,29 @@
+"""``GET /api/members``: the guild's members with their roles."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, request
+
+from membersense.api.params import int_arg, snowflake_arg
+from membersense.extensions import sessions
+
+bp = Blueprint("members", __name__, url_prefix="/api")
+
+
+@bp.get("/members")
+def list_members() -> Response:
+    """Members of the session's guild (or ``guildId``), ordered by user id.
+
+    ``limit`` (1–1000) and ``after`` (a user id) page through the list;
+    without them the whole list is returned, as the original did. The body is
+    served from the session's cache with an ``ETag``; ``If-None-Match`` gets
+    a 304 while nothing changed.
+    """
+    session = sessions.authenticate()
+    guild_id = snowflake_arg("guildId")
+    limit = int_arg("limit", default=None, minimum=1, maximum=1000)
+    after = snowflake_arg("after")
+    document = session.service.members(guild_id, limit=limit, after=after)
+    response = current_app.response_class(document.body, mimetype="application/json")
+    response.set_etag(document.etag)
+    return response.make_conditional(request)

@@ -1,0 +1,52 @@
+"""Query-string parsing for the API: one place that turns strings into values or 400s."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from flask import request
+
+from membersense.errors import BadRequest
+
+__all__ = ["snowflake_arg", "required_snowflake_arg", "int_arg", "choice_arg"]
+
+_MAX_SNOWFLAKE = 2**64 - 1
+
+
+def snowflake_arg(name: str) -> int | None:
+    """A Discord id from the query string; None when absent."""
+    raw = request.args.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.isascii() or not raw.isdigit() or not 0 < int(raw) <= _MAX_SNOWFLAKE:
+        raise BadRequest(f"{name} must be a numeric Discord ID")
+    return int(raw)
+
+
+def required_snowflake_arg(name: str, missing_message: str) -> int:
+    """A Discord id from the query string; 400 *missing_message* when absent."""
+    value = snowflake_arg(name)
+    if value is None:
+        raise BadRequest(missing_message)
+    return value
+
+
+def int_arg(name: str, *, default: int | None, minimum: int, maximum: int) -> int | None:
+    """An integer in [minimum, maximum] from the query string, or *default*."""
+    raw = request.args.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isascii() or not raw.lstrip("-").isdigit() or not minimum <= int(raw) <= maximum:
+        raise BadRequest(f"{name} must be an integer between {minimum} and {maximum}")
+    return int(raw)
+
+
+def choice_arg(name: str, choices: Iterable[str], *, default: str) -> str:
+    """One of *choices* (case-insensitive) from the query string, or *default*."""
+    options = tuple(choices)
+    raw = request.args.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in options:
+        raise BadRequest(f"{name} must be one of {', '.join(options)}")
+    return raw

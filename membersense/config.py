@@ -1,0 +1,219 @@
+"""Every MemberSense setting: its environment name, default and validation.
+
+Settings come from the process environment, optionally seeded from a ``.env``
+file in the working directory (real environment variables win). The names and
+defaults of the original design are kept (durations in milliseconds); the
+rest are additions documented in the README's configuration table.
+
+A bad value stops start-up with one line naming the variable and what it
+expects (:class:`ConfigError`), so a typo in a deployment never turns into a
+silently different service.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+__all__ = ["ConfigError", "Settings", "load_settings"]
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("json", "text")
+
+
+class ConfigError(ValueError):
+    """A setting has a value MemberSense cannot run with.
+
+    The message is a single line meant for the operator, e.g.
+    ``RATE_LIMIT_WINDOW must be a positive whole number of milliseconds, got 'abc'``.
+    """
+
+
+def _integer(minimum: int, unit: str = "") -> Callable[[str, str], int]:
+    what = f"an integer >= {minimum}" + (f" ({unit})" if unit else "")
+
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw.strip(), 10)
+        except ValueError:
+            raise ConfigError(f"{name} must be {what}, got {raw!r}") from None
+        if value < minimum:
+            raise ConfigError(f"{name} must be {what}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _port(name: str, raw: str) -> int:
+    value = _integer(1)(name, raw)
+    if value > 65535:
+        raise ConfigError(f"{name} must be a TCP port between 1 and 65535, got {raw!r}")
+    return value
+
+
+def _whole_seconds_ms(name: str, raw: str) -> int:
+    # The rate limiter (limits' moving window) counts in whole seconds.
+    value = _integer(1000, "milliseconds")(name, raw)
+    if value % 1000:
+        raise ConfigError(
+            f"{name} must be a whole number of seconds in milliseconds (e.g. 60000), got {raw!r}"
+        )
+    return value
+
+
+def _origins(name: str, raw: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    if not origins:
+        raise ConfigError(f"{name} must be '*' or a comma-separated list of origins, got {raw!r}")
+    if "*" in origins:
+        return ("*",)
+    for origin in origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+            raise ConfigError(
+                f"{name} must list origins like https://app.example.com, got {origin!r}"
+            )
+    return origins
+
+
+def _choice(choices: tuple[str, ...], *, upper: bool) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().upper() if upper else raw.strip().lower()
+        if value not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _url(schemes: tuple[str, ...], *, optional: bool = False) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().rstrip("/")
+        if optional and not value:
+            return ""
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not parts.netloc:
+            raise ConfigError(
+                f"{name} must be a {'/'.join(schemes)} URL, got {raw!r}"
+            )
+        return value
+
+    return parse
+
+
+def _storage_uri(name: str, raw: str) -> str:
+    value = raw.strip()
+    scheme = urlsplit(value).scheme
+    if scheme not in ("memory", "redis", "rediss", "redis+sentinel", "redis+cluster", "valkey"):
+        raise ConfigError(
+            f"{name} must be memory:// or a redis:// URL, got {raw!r}"
+        )
+    return value
+
+
+def _setting(env: str, default: str, parse: Callable[[str, str], Any]) -> Any:
+    return field(metadata={"env": env, "default": default, "parse": parse})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated configuration of one MemberSense process.
+
+    Field names are the lower-cased environment variable names; durations
+    keep the original design's milliseconds.
+    """
+
+    port: int = _setting("PORT", "8080", _port)
+    max_concurrent_users: int = _setting("MAX_CONCURRENT_USERS", "100", _integer(1))
+    allowed_origins: tuple[str, ...] = _setting("ALLOWED_ORIGINS", "*", _origins)
+    rate_limit_window: int = _setting("RATE_LIMIT_WINDOW", "60000", _whole_seconds_ms)
+    rate_limit_max_requests: int = _setting("RATE_LIMIT_MAX_REQUESTS", "100", _integer(1))
+    rate_limit_storage_uri: str = _setting("RATE_LIMIT_STORAGE_URI", "memory://", _storage_uri)
+    session_timeout: int = _setting("SESSION_TIMEOUT", "1800000", _integer(1, "milliseconds"))
+    cleanup_interval: int = _setting("CLEANUP_INTERVAL", "300000", _integer(1, "milliseconds"))
+    trusted_proxies: int = _setting("TRUSTED_PROXIES", "0", _integer(0))
+    max_content_length: int = _setting("MAX_CONTENT_LENGTH", "65536", _integer(1, "bytes"))
+    log_level: str = _setting("LOG_LEVEL", "INFO", _choice(LOG_LEVELS, upper=True))
+    log_format: str = _setting("LOG_FORMAT", "json", _choice(LOG_FORMATS, upper=False))
+    discord_api_base: str = _setting(
+        "DISCORD_API_BASE", "https://discord.com/api/v10", _url(("http", "https"))
+    )
+    discord_gateway_url: str = _setting(
+        "DISCORD_GATEWAY_URL", "", _url(("ws", "wss"), optional=True)
+    )
+    discord_timeout: int = _setting("DISCORD_TIMEOUT", "10000", _integer(1, "milliseconds"))
+    login_timeout: int = _setting("LOGIN_TIMEOUT", "30000", _integer(1, "milliseconds"))
+    threads: int = _setting("THREADS", "8", _integer(1))
+
+    @classmethod
+    def env_names(cls) -> dict[str, str]:
+        """Map each environment variable name to its field name."""
+        return {f.metadata["env"]: f.name for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
+        """Build settings from a mapping keyed by environment variable name.
+
+        Missing names take their defaults; values may be strings (as in the
+        environment) or already-typed values, which are validated the same way.
+        """
+        parsed: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            env = f.metadata["env"]
+            raw = values.get(env)
+            if raw is None:
+                raw = f.metadata["default"]
+            elif isinstance(raw, (list, tuple)):
+                raw = ",".join(raw)
+            parsed[f.name] = f.metadata["parse"](env, str(raw))
+        return cls(**parsed)
+
+    @property
+    def session_timeout_s(self) -> float:
+        """Idle time after which a session expires, in seconds."""
+        return self.session_timeout / 1000
+
+    @property
+    def cleanup_interval_s(self) -> float:
+        """Period of the idle-session sweep, in seconds."""
+        return self.cleanup_interval / 1000
+
+    @property
+    def discord_timeout_s(self) -> float:
+        """Bound on one Discord call made for a request, in seconds."""
+        return self.discord_timeout / 1000
+
+    @property
+    def login_timeout_s(self) -> float:
+        """Bound on a login (token check, gateway READY, member chunking), in seconds."""
+        return self.login_timeout / 1000
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    dotenv: bool = True,
+) -> Settings:
+    """Read and validate the settings.
+
+    With no *environ*, the process environment is used, seeded first from a
+    ``.env`` file in the working directory when *dotenv* is true (variables
+    already set are never overridden). *overrides* (keyed by environment name)
+    win over both; the app factory's ``test_config`` uses them.
+    """
+    if environ is None:
+        if dotenv:
+            from dotenv import load_dotenv
+
+            load_dotenv(os.path.join(os.getcwd(), ".env"), override=False)
+        environ = os.environ
+    names = Settings.env_names()
+    values: dict[str, Any] = {k: v for k, v in environ.items() if k in names}
+    if overrides:
+        values.update({k: v for k, v in overrides.items() if k in names})
+    return Settings.from_mapping(values)

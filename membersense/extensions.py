@@ -1,0 +1,88 @@
+"""The process's module-level services, wired into an app by :func:`init_app`.
+
+- :data:`sessions`: each app's lock-protected session registry.
+- :data:`limiter`: the per-IP sliding-window rate limiter (Flask-Limiter).
+- :data:`discord`: each app's Discord connector (the discord.py bridge in
+  production, a test double in HTTP-layer tests).
+
+Nothing here starts a thread, loop or socket when imported or initialised:
+the bridge's loop and the session sweeper start with the first login, in the
+serving process.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import weakref
+from typing import Any
+
+from flask import Flask, current_app
+
+from membersense import ratelimit
+from membersense.config import Settings
+from membersense.discord.service import DiscordConnector
+from membersense.ratelimit import limiter
+from membersense.sessions import Sessions
+
+__all__ = ["sessions", "limiter", "discord", "init_app", "shutdown"]
+
+log = logging.getLogger("membersense")
+
+
+class Discord:
+    """The Flask extension holding each app's :class:`DiscordConnector`."""
+
+    key = "membersense.discord"
+
+    def init_app(self, app: Flask, settings: Settings, connector: DiscordConnector | None) -> None:
+        """Use *connector*, or build the discord.py bridge connector from *settings*."""
+        if connector is None:
+            from membersense.discord.connector import BridgeConnector
+
+            connector = BridgeConnector(settings)
+        app.extensions[self.key] = connector
+
+    @property
+    def connector(self) -> DiscordConnector:
+        """The current app's connector."""
+        return current_app.extensions[self.key]
+
+
+sessions = Sessions()
+discord = Discord()
+
+# Apps whose services must be closed at exit; weak so tests' apps can be collected.
+_apps: weakref.WeakSet[Flask] = weakref.WeakSet()
+_shutdown_lock = threading.Lock()
+
+
+def init_app(app: Flask, settings: Settings, test_config: dict[str, Any]) -> None:
+    """Wire every service into *app*. Order matters only for request hooks."""
+    sessions.init_app(app, settings, clock=test_config.get("CLOCK"))
+    ratelimit.init_app(app, settings)
+    discord.init_app(app, settings, test_config.get("DISCORD_CONNECTOR"))
+    _apps.add(app)
+
+
+def shutdown(app: Flask | None = None) -> None:
+    """Close sessions and Discord connections of *app* (default: every app).
+
+    Runs from gunicorn's ``worker_exit`` hook, the CLI's signal handlers and
+    at interpreter exit; safe to call more than once.
+    """
+    with _shutdown_lock:
+        apps = [app] if app is not None else list(_apps)
+        for each in apps:
+            registry = each.extensions.get(Sessions.key)
+            if registry is not None:
+                closed = registry.close_all()
+                if closed:
+                    log.info("closed sessions at shutdown", extra={"fields": {"count": closed}})
+            connector = each.extensions.get(Discord.key)
+            if connector is not None:
+                connector.close()
+
+
+atexit.register(shutdown)

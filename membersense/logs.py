@@ -1,0 +1,105 @@
+"""Logging: one line per event, JSON for log collectors or plain text.
+
+JSON lines carry Cloud Run's ``severity`` and ``message`` keys, so Cloud
+Logging files them at the right level; structured fields come from
+``extra={"fields": {...}}``. A filter on the handler blanks anything shaped
+like a Discord token, whatever logger it comes from (ours, discord.py's,
+gunicorn's), as a last line of defence behind "never log a token".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+from typing import Any
+
+from membersense.config import Settings
+
+__all__ = ["configure_logging", "JsonFormatter", "TextFormatter", "RedactTokens"]
+
+#: Discord bot tokens: base64 user id, base64 timestamp, HMAC, dot-separated.
+TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{23,28}\.[A-Za-z0-9_-]{6,7}\.[A-Za-z0-9_-]{27,}")
+REDACTED = "[redacted]"
+
+#: Loggers MemberSense configures; discord.py is louder than we want at INFO.
+_OWN_LOGGERS = ("membersense",)
+_LIBRARY_LOGGERS = ("discord", "flask_limiter")
+
+
+class RedactTokens(logging.Filter):
+    """Replace token-shaped substrings in a record's message and fields."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if TOKEN_PATTERN.search(message):
+            record.msg, record.args = TOKEN_PATTERN.sub(REDACTED, message), None
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            record.fields = {
+                k: TOKEN_PATTERN.sub(REDACTED, v) if isinstance(v, str) else v
+                for k, v in fields.items()
+            }
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, severity, logger, message, fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "severity": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update(fields)
+        # Exceptions are reported by type, never with their text or traceback.
+        if record.exc_info and record.exc_info[0] is not None:
+            entry["exception"] = record.exc_info[0].__name__
+        return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """``time level logger: message key=value ...`` for humans at a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
+        line = f"{stamp} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict) and fields:
+            line += " " + " ".join(f"{k}={v}" for k, v in fields.items())
+        if record.exc_info and record.exc_info[0] is not None:
+            line += f" exception={record.exc_info[0].__name__}"
+        return line
+
+
+def make_handler(log_format: str, stream: Any = None) -> logging.Handler:
+    """A stream handler with the chosen formatter and the token filter."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    handler.addFilter(RedactTokens())
+    handler.set_name("membersense")
+    return handler
+
+
+def configure_logging(settings: Settings, stream: Any = None) -> None:
+    """Point MemberSense's and its libraries' loggers at one handler.
+
+    Idempotent: calling it again (another app in the same process) replaces
+    the handler rather than adding a second one.
+    """
+    handler = make_handler(settings.log_format, stream)
+    library_level = logging.DEBUG if settings.log_level == "DEBUG" else logging.WARNING
+    for name in _OWN_LOGGERS + _LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in [h for h in logger.handlers if h.get_name() == "membersense"]:
+            logger.removeHandler(old)
+        logger.addHandler(handler)
+        logger.propagate = False
+        logger.setLevel(settings.log_level if name in _OWN_LOGGERS else library_level)

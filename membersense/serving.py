@@ -1,0 +1,87 @@
+"""How gunicorn serves MemberSense: its settings and lifecycle hooks.
+
+``gunicorn.conf.py`` (used by the Procfile, the Dockerfile and ``membersense
+serve``) takes everything from here, so there is one place that decides how
+the app is served:
+
+- one worker process: sessions and their Discord connections live in the
+  worker's memory, so a second worker would not know the first one's
+  sessions. Asking for more workers (``-w``) is refused at start-up.
+- the ``gthread`` worker with ``THREADS`` threads: request handlers block on
+  the Discord bridge, so threads, not async workers, give concurrency.
+- a graceful timeout inside Cloud Run's 10 s SIGTERM grace period, and a
+  ``worker_exit`` hook that closes sessions and the Discord bridge.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from membersense.config import Settings, load_settings
+
+__all__ = ["gunicorn_options", "on_starting", "worker_exit"]
+
+#: Cloud Run sends SIGKILL 10 s after SIGTERM; leave room for the hook.
+GRACEFUL_TIMEOUT_S = 8
+
+
+def gunicorn_options(settings: Settings | None = None) -> dict[str, Any]:
+    """gunicorn settings for MemberSense (the names of gunicorn's config file)."""
+    settings = settings or load_settings()
+    formatter = (
+        "membersense.logs.JsonFormatter" if settings.log_format == "json"
+        else "membersense.logs.TextFormatter"
+    )
+    return {
+        "bind": [f"0.0.0.0:{settings.port}"],
+        "workers": 1,
+        "worker_class": "gthread",
+        "threads": settings.threads,
+        # A request is bounded by LOGIN_TIMEOUT / DISCORD_TIMEOUT; the worker
+        # timeout only catches a wedged process.
+        "timeout": max(30, int(settings.login_timeout_s) + 10),
+        "graceful_timeout": GRACEFUL_TIMEOUT_S,
+        "keepalive": 5,
+        # gunicorn 24+ opens a management socket in $HOME by default; several
+        # instances (tests, containers with a read-only home) would collide.
+        "control_socket_disable": True,
+        # Our app logs one access line per request itself.
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": settings.log_level.lower(),
+        "logconfig_dict": {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {"membersense": {"()": formatter}},
+            "filters": {"redact": {"()": "membersense.logs.RedactTokens"}},
+            "handlers": {
+                "console": {
+                    "class": "logging.StreamHandler",
+                    "formatter": "membersense",
+                    "filters": ["redact"],
+                    "stream": "ext://sys.stderr",
+                }
+            },
+            "loggers": {
+                "gunicorn.error": {"level": settings.log_level, "handlers": ["console"],
+                                   "propagate": False},
+            },
+        },
+    }
+
+
+def on_starting(server: Any) -> None:
+    """Refuse more than one worker: sessions are per process."""
+    workers = server.cfg.workers
+    if workers != 1:
+        raise SystemExit(
+            f"MemberSense keeps sessions in process memory and must run with one worker "
+            f"(got {workers}); scale with THREADS or more instances instead"
+        )
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Close every session and the Discord bridge as the worker leaves."""
+    from membersense import extensions
+
+    extensions.shutdown()

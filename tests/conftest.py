@@ -1,0 +1,81 @@
+"""Shared fixtures: an app wired to the fake Discord, a client, a clock, logins."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from membersense import create_app, extensions
+from tests.fakes import FakeConnector
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def connector() -> FakeConnector:
+    return FakeConnector()
+
+
+@pytest.fixture
+def log_stream() -> io.StringIO:
+    return io.StringIO()
+
+
+@pytest.fixture
+def make_app(connector: FakeConnector, clock: FakeClock,
+             log_stream: io.StringIO) -> Iterator[Callable[..., Flask]]:
+    """Build apps wired to the fake Discord; every one is shut down afterwards."""
+    apps: list[Flask] = []
+
+    def factory(**config: Any) -> Flask:
+        app = create_app({"DISCORD_CONNECTOR": connector, "CLOCK": clock,
+                          "LOG_STREAM": log_stream, **config})
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        extensions.shutdown(app)
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def login(client: FlaskClient) -> Callable[..., str]:
+    """Log a token in through the API and return the session id."""
+
+    def do_login(token: str = "good-token", test_client: FlaskClient | None = None) -> str:
+        response = (test_client or client).post("/api/auth/login", json={"token": token})
+        assert response.status_code == 200, response.get_json()
+        return response.get_json()["sessionId"]
+
+    return do_login
