@@ -77,12 +77,11 @@ def _init_cors(app: Flask, settings: Settings) -> None:
     # With a list, flask-cors answers with the request's own Origin when it is
     # allowed and grants nothing otherwise (one origin per header, as browsers
     # require).
-    origins: str | list[str] = "*" if settings.allowed_origins == ("*",) else list(
-        settings.allowed_origins
-    )
+    wildcard = settings.allowed_origins == ("*",)
     CORS(
         app,
-        origins=origins,
+        origins="*" if wildcard else list(settings.allowed_origins),
+        send_wildcard=wildcard,
         methods=["GET", "POST", "OPTIONS"],
         allow_headers=CORS_REQUEST_HEADERS,
         expose_headers=CORS_EXPOSED_HEADERS,

@@ -16,7 +16,7 @@ import traceback
 from typing import Any
 
 from flask import Flask, Response, current_app, g, json
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException
 
 __all__ = [
     "ApiError",
@@ -158,7 +158,7 @@ def _handle_unexpected(error: Exception) -> Response:
         where,
         extra={"fields": {"request_id": g.get("request_id"), "exception": type(error).__name__}},
     )
-    return json_error(500, InternalServerError.name)
+    return json_error(500, "Internal Server Error")
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -1,7 +1,7 @@
 """The process's module-level services, wired into an app by :func:`init_app`.
 
 - :data:`sessions`: each app's lock-protected session registry.
-- :data:`limiter`: the per-IP sliding-window rate limiter (Flask-Limiter).
+- :data:`rate_limiting`: each app's per-IP sliding-window limiter (Flask-Limiter).
 - :data:`discord`: each app's Discord connector (the discord.py bridge in
   production, a test double in HTTP-layer tests).
 
@@ -20,13 +20,12 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from membersense import ratelimit
 from membersense.config import Settings
 from membersense.discord.service import DiscordConnector
-from membersense.ratelimit import limiter
+from membersense.ratelimit import RateLimiting
 from membersense.sessions import Sessions
 
-__all__ = ["sessions", "limiter", "discord", "init_app", "shutdown"]
+__all__ = ["sessions", "rate_limiting", "discord", "init_app", "shutdown"]
 
 log = logging.getLogger("membersense")
 
@@ -51,6 +50,7 @@ class Discord:
 
 
 sessions = Sessions()
+rate_limiting = RateLimiting()
 discord = Discord()
 
 # Apps whose services must be closed at exit; weak so tests' apps can be collected.
@@ -61,7 +61,7 @@ _shutdown_lock = threading.Lock()
 def init_app(app: Flask, settings: Settings, test_config: dict[str, Any]) -> None:
     """Wire every service into *app*. Order matters only for request hooks."""
     sessions.init_app(app, settings, clock=test_config.get("CLOCK"))
-    ratelimit.init_app(app, settings)
+    rate_limiting.init_app(app, settings)
     discord.init_app(app, settings, test_config.get("DISCORD_CONNECTOR"))
     _apps.add(app)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from membersense.extensions import limiter
+from membersense.extensions import rate_limiting
 
 bp = Blueprint("health", __name__)
 # Probes must never be throttled, whatever else the address sends.
-limiter.exempt(bp)
+rate_limiting.exempt(bp)
 
 
 @bp.get("/_ah/health")

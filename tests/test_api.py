@@ -1,0 +1,248 @@
+"""Request handling of every endpoint, against the fake Discord."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from membersense.errors import DiscordTimeout
+from tests.fakes import FakeConnector, make_guild
+
+
+def auth(session_id: str) -> dict[str, str]:
+    return {"Authorization": session_id}
+
+
+def test_health_needs_no_session(client: FlaskClient) -> None:
+    response = client.get("/_ah/health")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "healthy"}
+
+
+def test_login_answers_what_the_web_client_reads(client: FlaskClient) -> None:
+    response = client.post("/api/auth/login", json={"token": "good-token"})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert set(body) == {"sessionId", "message", "serverName", "memberCount", "iconURL",
+                         "guildId"}
+    assert body["message"] == "Logged in successfully"
+    assert body["serverName"] == "Test Guild"
+    assert body["memberCount"] == 5
+    assert body["iconURL"] is None
+    assert body["guildId"] == "100"
+    assert len(body["sessionId"]) == 21
+
+
+def test_login_lists_guilds_when_the_bot_is_in_several(
+    make_app: Callable[..., Flask], connector: FakeConnector
+) -> None:
+    connector.tokens["multi"] = [make_guild(1, "One"), make_guild(2, "Two")]
+    body = make_app().test_client().post("/api/auth/login", json={"token": "multi"}).get_json()
+    assert body["serverName"] == "One"
+    assert body["guilds"] == [{"id": "1", "name": "One"}, {"id": "2", "name": "Two"}]
+
+
+def test_login_accepts_a_token_pasted_with_the_bot_prefix(
+    client: FlaskClient, connector: FakeConnector
+) -> None:
+    assert client.post("/api/auth/login", json={"token": "Bot good-token"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"data": "{not json"}, "Invalid JSON payload"),
+        ({"data": ""}, "Invalid JSON payload"),
+        ({"json": ["token"]}, "Invalid JSON payload"),
+        ({"json": {}}, "Token is required"),
+        ({"json": {"token": ""}}, "Token is required"),
+        ({"json": {"token": "   "}}, "Token is required"),
+        ({"json": {"token": 12345}}, "Token is required"),
+        ({"json": {"token": None}}, "Token is required"),
+    ],
+)
+def test_login_rejects_bad_bodies(client: FlaskClient, kwargs: dict[str, object],
+                                  message: str) -> None:
+    response = client.post("/api/auth/login", **kwargs)  # type: ignore[arg-type]
+    assert response.status_code == 400
+    assert response.get_json() == {"error": message}
+
+
+def test_login_reads_json_whatever_the_content_type(client: FlaskClient) -> None:
+    response = client.post("/api/auth/login", data='{"token": "good-token"}',
+                           content_type="text/plain")
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("token", ["wrong-token", "bad\ntoken", "a b", "x" * 300, "tök"])
+def test_login_with_a_token_discord_would_reject_is_401(client: FlaskClient, token: str) -> None:
+    response = client.post("/api/auth/login", json={"token": token})
+    assert response.status_code == 401
+    assert response.get_json() == {"error": "Invalid Discord token"}
+
+
+def test_login_is_refused_when_the_server_is_full(make_app: Callable[..., Flask]) -> None:
+    client = make_app(MAX_CONCURRENT_USERS=2).test_client()
+    for _ in range(2):
+        assert client.post("/api/auth/login", json={"token": "good-token"}).status_code == 200
+    response = client.post("/api/auth/login", json={"token": "good-token"})
+    assert response.status_code == 503
+    assert response.get_json() == {"error": "Maximum number of concurrent users reached"}
+
+
+def test_logout_destroys_the_session_and_its_discord_client(
+    client: FlaskClient, login: Callable[..., str], connector: FakeConnector
+) -> None:
+    session_id = login()
+    response = client.post("/api/auth/logout", headers=auth(session_id))
+    assert response.status_code == 200
+    assert response.get_json() == {"message": "Logged out successfully"}
+    assert connector.services[0].closed
+    assert client.get("/api/members", headers=auth(session_id)).status_code == 401
+    assert client.post("/api/auth/logout", headers=auth(session_id)).status_code == 401
+
+
+@pytest.mark.parametrize("path", ["/api/members", "/api/channels", "/api/messages?channelId=1"])
+@pytest.mark.parametrize("header", [None, "", "nope", "Bearer ", "x" * 21, "Bearer abc",
+                                    "Basic dXNlcjpwYXNz"])
+def test_data_endpoints_need_a_live_session(client: FlaskClient, path: str,
+                                            header: str | None) -> None:
+    headers = {} if header is None else {"Authorization": header}
+    response = client.get(path, headers=headers)
+    assert response.status_code == 401
+    assert response.get_json() == {"error": "Unauthorized"}
+
+
+def test_the_session_id_may_be_raw_or_a_bearer_token(client: FlaskClient,
+                                                     login: Callable[..., str]) -> None:
+    session_id = login()
+    assert client.get("/api/members", headers={"Authorization": session_id}).status_code == 200
+    assert client.get("/api/members",
+                      headers={"Authorization": f"Bearer {session_id}"}).status_code == 200
+    assert client.get("/api/members",
+                      headers={"Authorization": f"bearer  {session_id} "}).status_code == 200
+
+
+def test_an_expired_session_is_unauthorized(client: FlaskClient, login: Callable[..., str],
+                                            clock, connector: FakeConnector) -> None:
+    session_id = login()
+    clock.advance(30 * 60 + 1)
+    assert client.get("/api/members", headers=auth(session_id)).status_code == 401
+    assert connector.services[0].closed
+
+
+def test_members_are_served_with_an_etag_and_304_when_unchanged(
+    client: FlaskClient, login: Callable[..., str]
+) -> None:
+    headers = auth(login())
+    first = client.get("/api/members", headers=headers)
+    assert first.status_code == 200
+    assert first.mimetype == "application/json"
+    assert [m["username"] for m in first.get_json()] == [f"user{i}" for i in range(5)]
+    etag = first.headers["ETag"]
+    again = client.get("/api/members", headers={**headers, "If-None-Match": etag})
+    assert again.status_code == 304
+    assert again.data == b""
+    other = client.get("/api/members", headers={**headers, "If-None-Match": '"other"'})
+    assert other.status_code == 200
+
+
+def test_members_pagination_is_passed_through(client: FlaskClient, login: Callable[..., str],
+                                              connector: FakeConnector) -> None:
+    headers = auth(login())
+    response = client.get("/api/members?limit=2&after=1001", headers=headers)
+    assert [m["id"] for m in response.get_json()] == ["1002", "1003"]
+    assert connector.services[0].calls[-1] == ("members", (None,), {"limit": 2, "after": 1001})
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("limit=0", "limit must be an integer between 1 and 1000"),
+        ("limit=1001", "limit must be an integer between 1 and 1000"),
+        ("limit=ten", "limit must be an integer between 1 and 1000"),
+        ("after=abc", "after must be a numeric Discord ID"),
+        ("guildId=-5", "guildId must be a numeric Discord ID"),
+        ("guildId=99999999999999999999999", "guildId must be a numeric Discord ID"),
+    ],
+)
+def test_members_rejects_bad_parameters(client: FlaskClient, login: Callable[..., str],
+                                        query: str, message: str) -> None:
+    response = client.get(f"/api/members?{query}", headers=auth(login()))
+    assert response.status_code == 400
+    assert response.get_json() == {"error": message}
+
+
+def test_a_guild_the_bot_is_not_in_is_404(client: FlaskClient, login: Callable[..., str]) -> None:
+    response = client.get("/api/members?guildId=424242", headers=auth(login()))
+    assert response.status_code == 404
+    assert response.get_json() == {"error": "Guild not found"}
+
+
+def test_channels_default_to_text_and_filter_by_type(client: FlaskClient,
+                                                     login: Callable[..., str]) -> None:
+    headers = auth(login())
+    assert [c["name"] for c in client.get("/api/channels", headers=headers).get_json()] == [
+        "general"]
+    assert [c["name"] for c in
+            client.get("/api/channels?type=voice", headers=headers).get_json()] == ["Voice"]
+    assert len(client.get("/api/channels?type=ALL", headers=headers).get_json()) == 2
+    bad = client.get("/api/channels?type=forum", headers=headers)
+    assert bad.status_code == 400
+    assert bad.get_json() == {"error": "type must be one of text, voice, category, all"}
+
+
+def test_messages_default_to_100_newest_first(client: FlaskClient, login: Callable[..., str],
+                                              connector: FakeConnector) -> None:
+    response = client.get("/api/messages?channelId=500", headers=auth(login()))
+    messages = response.get_json()
+    assert len(messages) == 100
+    assert messages[0]["content"] == "message 0"
+    assert connector.services[0].calls[-1][2]["limit"] == 100
+
+
+def test_messages_pass_one_cursor(client: FlaskClient, login: Callable[..., str],
+                                  connector: FakeConnector) -> None:
+    response = client.get("/api/messages?channelId=500&limit=3&before=8990",
+                          headers=auth(login()))
+    assert [m["id"] for m in response.get_json()] == ["8989", "8988", "8987"]
+    assert connector.services[0].calls[-1] == (
+        "messages", (None, 500), {"limit": 3, "before": 8990, "after": None, "around": None})
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("", "Channel ID is required"),
+        ("channelId=", "Channel ID is required"),
+        ("channelId=general", "channelId must be a numeric Discord ID"),
+        ("channelId=500&limit=0", "limit must be an integer between 1 and 100"),
+        ("channelId=500&limit=101", "limit must be an integer between 1 and 100"),
+        ("channelId=500&before=1&after=2", "Use at most one of before, after and around"),
+        ("channelId=500&around=x", "around must be a numeric Discord ID"),
+    ],
+)
+def test_messages_reject_bad_parameters(client: FlaskClient, login: Callable[..., str],
+                                        query: str, message: str) -> None:
+    response = client.get(f"/api/messages?{query}", headers=auth(login()))
+    assert response.status_code == 400
+    assert response.get_json() == {"error": message}
+
+
+def test_messages_of_an_unknown_channel_are_404(client: FlaskClient,
+                                                login: Callable[..., str]) -> None:
+    response = client.get("/api/messages?channelId=777", headers=auth(login()))
+    assert response.status_code == 404
+
+
+def test_discord_errors_from_the_service_keep_their_status(
+    client: FlaskClient, login: Callable[..., str], connector: FakeConnector
+) -> None:
+    headers = auth(login())
+    connector.services[0].fail_with = DiscordTimeout()
+    response = client.get("/api/channels", headers=headers)
+    assert response.status_code == 504
+    assert response.get_json() == {"error": "Discord did not respond in time"}

@@ -1,0 +1,55 @@
+"""CORS: one origin per answer, errors included; preflights advertise what clients send."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flask import Flask
+
+
+def test_wildcard_by_default(make_app: Callable[..., Flask]) -> None:
+    client = make_app().test_client()
+    response = client.get("/_ah/health", headers={"Origin": "https://anything.example"})
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+
+
+def test_several_origins_answer_with_the_requesting_one_only(
+    make_app: Callable[..., Flask]
+) -> None:
+    client = make_app(ALLOWED_ORIGINS="https://a.example,https://b.example").test_client()
+    allowed = client.get("/api/members", headers={"Origin": "https://b.example"})
+    assert allowed.status_code == 401
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://b.example"
+    assert "Origin" in allowed.headers.get("Vary", "")
+    denied = client.get("/api/members", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in denied.headers
+
+
+def test_preflight_allows_the_headers_the_web_client_sends(
+    make_app: Callable[..., Flask]
+) -> None:
+    client = make_app(ALLOWED_ORIGINS="https://a.example").test_client()
+    response = client.options(
+        "/api/members",
+        headers={
+            "Origin": "https://a.example",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "Authorization, X-Request-ID",
+        },
+    )
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] == "https://a.example"
+    allowed_headers = response.headers["Access-Control-Allow-Headers"].lower()
+    assert "authorization" in allowed_headers and "x-request-id" in allowed_headers
+    methods = response.headers["Access-Control-Allow-Methods"]
+    assert {"GET", "POST", "OPTIONS"} <= {m.strip() for m in methods.split(",")}
+
+
+def test_clients_may_read_request_id_rate_limit_and_etag_headers(
+    make_app: Callable[..., Flask]
+) -> None:
+    client = make_app().test_client()
+    response = client.get("/api/channels", headers={"Origin": "https://a.example"})
+    exposed = {h.strip() for h in response.headers["Access-Control-Expose-Headers"].split(",")}
+    assert {"X-Request-ID", "Retry-After", "RateLimit-Limit", "RateLimit-Remaining",
+            "RateLimit-Reset", "ETag"} <= exposed

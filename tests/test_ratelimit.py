@@ -1,0 +1,126 @@
+"""Sliding-window rate limiting per client IP."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import pytest
+import redis
+import time_machine
+from flask import Flask
+
+
+START = 1_800_000_000.0  # a fixed wall-clock instant; the limiter uses time.time()
+
+
+@pytest.fixture
+def traveller() -> object:
+    with time_machine.travel(START, tick=False) as traveller:
+        yield traveller
+
+
+def hit(client, path: str = "/api/members", ip: str = "10.0.0.1", **headers: str):
+    return client.get(path, environ_base={"REMOTE_ADDR": ip}, headers=headers)
+
+
+def test_the_budget_is_per_ip_and_shared_by_every_route(
+    make_app: Callable[..., Flask], traveller: object
+) -> None:
+    client = make_app(RATE_LIMIT_MAX_REQUESTS=3, RATE_LIMIT_WINDOW=10000).test_client()
+    statuses = [hit(client, path).status_code
+                for path in ("/api/members", "/api/channels", "/api/messages")]
+    assert statuses == [401, 401, 401]
+    blocked = hit(client)
+    assert blocked.status_code == 429
+    assert blocked.get_json() == {"error": "Too many requests", "retryAfter": 10}
+    assert blocked.headers["Retry-After"] == "10"
+    assert hit(client, ip="10.0.0.2").status_code == 401  # another client is unaffected
+
+
+def test_rate_limit_headers_count_down(make_app: Callable[..., Flask], traveller: object) -> None:
+    client = make_app(RATE_LIMIT_MAX_REQUESTS=2, RATE_LIMIT_WINDOW=60000).test_client()
+    first = hit(client)
+    assert first.headers["RateLimit-Limit"] == "2"
+    assert first.headers["RateLimit-Remaining"] == "1"
+    assert first.headers["RateLimit-Reset"] == "60"
+    assert first.headers["RateLimit-Policy"] == "2;w=60"
+    assert "Retry-After" not in first.headers
+    assert hit(client).headers["RateLimit-Remaining"] == "0"
+    blocked = hit(client)
+    assert blocked.status_code == 429
+    assert blocked.headers["RateLimit-Remaining"] == "0"
+
+
+def test_the_window_slides_rather_than_resetting(make_app: Callable[..., Flask],
+                                                 traveller) -> None:
+    client = make_app(RATE_LIMIT_MAX_REQUESTS=2, RATE_LIMIT_WINDOW=10000).test_client()
+    assert hit(client).status_code == 401  # t=0
+    traveller.shift(6)
+    assert hit(client).status_code == 401  # t=6
+    traveller.shift(3)
+    blocked = hit(client)  # t=9: both still in the last 10 s
+    assert blocked.status_code == 429
+    assert blocked.get_json()["retryAfter"] == 1  # the t=0 request leaves at t=10
+    traveller.shift(1.5)
+    assert hit(client).status_code == 401  # t=10.5: the first has left the window
+    assert hit(client).status_code == 429  # ... but t=6 and t=10.5 fill it again
+
+
+def test_health_checks_and_preflights_are_never_limited(make_app: Callable[..., Flask],
+                                                        traveller: object) -> None:
+    client = make_app(RATE_LIMIT_MAX_REQUESTS=1).test_client()
+    assert hit(client).status_code == 401
+    assert hit(client).status_code == 429
+    for _ in range(5):
+        assert hit(client, "/_ah/health").status_code == 200
+        preflight = client.options("/api/members", environ_base={"REMOTE_ADDR": "10.0.0.1"},
+                                   headers={"Origin": "https://a.example",
+                                            "Access-Control-Request-Method": "GET"})
+        assert preflight.status_code == 200
+
+
+def test_a_client_cannot_pick_its_own_address(make_app: Callable[..., Flask],
+                                              traveller: object) -> None:
+    client = make_app(RATE_LIMIT_MAX_REQUESTS=1).test_client()
+    assert hit(client, X_Forwarded_For="1.1.1.1").status_code == 401
+    assert hit(client, **{"X-Forwarded-For": "2.2.2.2"}).status_code == 429
+
+
+def test_behind_trusted_proxies_the_proxies_view_of_the_client_counts(
+    make_app: Callable[..., Flask], traveller: object
+) -> None:
+    client = make_app(RATE_LIMIT_MAX_REQUESTS=1, TRUSTED_PROXIES=1).test_client()
+    # The proxy appends the real peer; whatever the client prepended is ignored.
+    assert hit(client, **{"X-Forwarded-For": "6.6.6.6, 203.0.113.9"}).status_code == 401
+    assert hit(client, **{"X-Forwarded-For": "7.7.7.7, 203.0.113.9"}).status_code == 429
+    assert hit(client, **{"X-Forwarded-For": "203.0.113.10"}).status_code == 401
+
+
+def test_idle_clients_are_forgotten(make_app: Callable[..., Flask], traveller) -> None:
+    app = make_app(RATE_LIMIT_MAX_REQUESTS=5, RATE_LIMIT_WINDOW=1000)
+    client = app.test_client()
+    for n in range(50):
+        hit(client, ip=f"10.1.0.{n}")
+    storage = app.extensions["membersense.limiter"].storage
+    assert len(storage.events) == 50
+    traveller.shift(2)
+    storage._MemoryStorage__expire_events()  # what its expiry timer runs
+    assert storage.events == {}
+
+
+def test_redis_storage_shares_one_budget_between_processes(
+    make_app: Callable[..., Flask], traveller: object
+) -> None:
+    try:
+        redis.Redis(host="127.0.0.1", port=6379, socket_timeout=1).ping()
+    except redis.RedisError:
+        pytest.fail("Redis is expected at 127.0.0.1:6379 (see README: test requirements)")
+    db = "redis://127.0.0.1:6379/0"
+    config = {"RATE_LIMIT_MAX_REQUESTS": 2, "RATE_LIMIT_STORAGE_URI": db}
+    ip = f"10.9.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"
+    first, second = make_app(**config).test_client(), None
+    assert hit(first, ip=ip).status_code == 401
+    second = make_app(**config).test_client()  # a second process, same Redis
+    assert hit(second, ip=ip).status_code == 401
+    assert hit(second, ip=ip).status_code == 429

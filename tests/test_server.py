@@ -1,0 +1,117 @@
+"""The app under real gunicorn, configured by gunicorn.conf.py, over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.servers import ROOT, VENV_BIN, GunicornServer, free_port
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornServer]:
+    log = tmp_path_factory.mktemp("gunicorn") / "server.log"
+    env = {"RATE_LIMIT_MAX_REQUESTS": "40", "RATE_LIMIT_WINDOW": "60000",
+           "MAX_CONTENT_LENGTH": "2048", "ALLOWED_ORIGINS": "https://app.example"}
+    with GunicornServer(env, log_path=log) as running:
+        yield running
+
+
+def test_health_check(server: GunicornServer) -> None:
+    response = requests.get(f"{server.base_url}/_ah/health", timeout=5)
+    assert response.status_code == 200
+    assert response.json() == {"status": "healthy"}
+    assert response.headers["Content-Type"] == "application/json"
+    assert len(response.headers["X-Request-ID"]) == 21
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status", "error"),
+    [
+        ("GET", "/nowhere", {}, 404, "Not Found"),
+        ("PUT", "/api/members", {}, 405, "Method Not Allowed"),
+        ("POST", "/api/auth/login", {"data": "{"}, 400, "Invalid JSON payload"),
+        ("POST", "/api/auth/login", {"json": {"token": ""}}, 400, "Token is required"),
+        ("POST", "/api/auth/login", {"json": {"token": "no spaces allowed"}}, 401,
+         "Invalid Discord token"),
+        ("POST", "/api/auth/login", {"data": "x" * 5000}, 413, "Request Entity Too Large"),
+        ("GET", "/api/members", {}, 401, "Unauthorized"),
+        ("POST", "/api/auth/logout", {"headers": {"Authorization": "Bearer nope"}}, 401,
+         "Unauthorized"),
+        ("GET", "/api/messages", {"headers": {"Authorization": "x" * 21}}, 401, "Unauthorized"),
+    ],
+)
+def test_errors_over_http(server: GunicornServer, method: str, path: str,
+                          kwargs: dict[str, object], status: int, error: str) -> None:
+    response = requests.request(method, server.base_url + path, timeout=5,
+                                headers={"Origin": "https://app.example"},
+                                **kwargs)  # type: ignore[arg-type]
+    assert response.status_code == status
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json() == {"error": error}
+    assert response.headers["Access-Control-Allow-Origin"] == "https://app.example"
+
+
+def test_the_rate_limit_over_http(server: GunicornServer) -> None:
+    session = requests.Session()
+    statuses = []
+    for _ in range(45):
+        statuses.append(session.get(f"{server.base_url}/api/channels", timeout=5))
+    codes = [r.status_code for r in statuses]
+    assert 429 in codes, codes
+    first_429 = statuses[codes.index(429)]
+    assert first_429.json()["error"] == "Too many requests"
+    assert int(first_429.headers["Retry-After"]) == first_429.json()["retryAfter"] >= 1
+    assert first_429.headers["RateLimit-Remaining"] == "0"
+    assert requests.get(f"{server.base_url}/_ah/health", timeout=5).status_code == 200
+    session.close()
+
+
+def test_access_log_is_json_and_free_of_tokens(server: GunicornServer) -> None:
+    token = "MTE0NTE0MTkxOTgxMDg5MzQ0MA.GhIjKl.abcdefghijklmnopqrstuvwxyz0123456789"
+    requests.post(f"{server.base_url}/api/auth/login", json={"token": token + " x"}, timeout=5,
+                  headers={"X-Request-ID": "trace-me"})
+    deadline = time.monotonic() + 5
+    while "trace-me" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = server.log()
+    assert token not in log
+    entry = next(json.loads(line) for line in log.splitlines() if "trace-me" in line)
+    assert entry["path"] == "/api/auth/login" and entry["status"] == 401
+
+
+def test_sigterm_stops_gracefully(tmp_path: Path) -> None:
+    server = GunicornServer(log_path=tmp_path / "log").start()
+    assert server.process is not None
+    server.process.send_signal(signal.SIGTERM)
+    assert server.stop() == 0
+    assert "Shutting down: Master" in server.log()
+
+
+def test_more_than_one_worker_is_refused() -> None:
+    port = free_port()
+    result = subprocess.run(
+        [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", "-w", "3",
+         "-b", f"127.0.0.1:{port}", "wsgi:app"],
+        cwd=ROOT, capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode != 0
+    assert "must run with one worker (got 3)" in result.stderr
+
+
+def test_a_bad_setting_stops_start_up_with_one_line() -> None:
+    result = subprocess.run(
+        [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
+        cwd=ROOT, capture_output=True, text=True, timeout=30,
+        env={"PATH": str(VENV_BIN), "RATE_LIMIT_MAX_REQUESTS": "lots"},
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip() == (
+        "membersense: RATE_LIMIT_MAX_REQUESTS must be an integer >= 1, got 'lots'")
