@@ -1,0 +1,60 @@
+"""Where discord.py connects: Discord, or the sandbox.
+
+discord.py reads its REST base (``Route.BASE``) and gateway URL
+(``DiscordWebSocket.DEFAULT_GATEWAY``) from class attributes, i.e. once per
+process for every client. They are set here from ``DISCORD_API_BASE`` and
+``DISCORD_GATEWAY_URL`` before a client is created. Changing them while any
+client is alive would silently move that client, so it is refused.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import yarl
+from discord.gateway import DiscordWebSocket
+from discord.http import Route
+
+from membersense.config import Settings
+
+__all__ = ["EndpointConflict", "use_endpoints", "release_endpoints"]
+
+_lock = threading.Lock()
+_current: tuple[str, str] | None = None
+_users = 0
+#: discord.py's own defaults, for an empty DISCORD_GATEWAY_URL.
+_DEFAULT_GATEWAY = DiscordWebSocket.DEFAULT_GATEWAY
+
+
+class EndpointConflict(RuntimeError):
+    """Another Discord API base or gateway is in use by live clients of this process."""
+
+
+def use_endpoints(settings: Settings) -> None:
+    """Point discord.py at the configured Discord; pair with :func:`release_endpoints`.
+
+    Call it before creating a client. Raises :class:`EndpointConflict` if live
+    clients use different endpoints.
+    """
+    global _current, _users
+    wanted = (settings.discord_api_base, settings.discord_gateway_url)
+    with _lock:
+        if _current != wanted:
+            if _users:
+                raise EndpointConflict(
+                    "this process already talks to another Discord API base or gateway"
+                )
+            Route.BASE = settings.discord_api_base
+            DiscordWebSocket.DEFAULT_GATEWAY = (
+                yarl.URL(settings.discord_gateway_url) if settings.discord_gateway_url
+                else _DEFAULT_GATEWAY
+            )
+            _current = wanted
+        _users += 1
+
+
+def release_endpoints() -> None:
+    """A client that called :func:`use_endpoints` is gone."""
+    global _users
+    with _lock:
+        _users = max(0, _users - 1)
