@@ -23,6 +23,7 @@ from membersense.sandbox.models import (
     PERM_MANAGE_MESSAGES,
     PERM_MANAGE_NICKNAMES,
     PERM_MENTION_EVERYONE,
+    PERM_SEND_MESSAGES,
     PERM_VIEW_AUDIT_LOG,
     PERM_VIEW_CHANNEL,
     Bot,
@@ -313,19 +314,21 @@ class _Generator:
                       for i, name in enumerate(_CATEGORIES[:category_count])]
         channels.extend(categories)
         per_category = math.ceil(text_count / category_count) if category_count else 0
-        hidden = list(spec.hidden_channels)
         names = [(_TEXT_CHANNELS[i] if i < len(_TEXT_CHANNELS) else f"channel-{i + 1}") for i in range(text_count)]
-        for name in hidden:  # hidden channels are extra text channels in the last category
-            names.append(name)
+        # Extra restricted channels (scenario only) go last: (name, what @everyone is denied).
+        restricted = [(n, PERM_VIEW_CHANNEL) for n in spec.hidden_channels]
+        restricted += [(n, PERM_SEND_MESSAGES) for n in spec.read_only_channels]
+        names += [n for n, _ in restricted]
         for index, name in enumerate(names):
             parent = categories[min(index // per_category, category_count - 1)] if categories else None
             channel = Channel(id=ids.at(next(t)), guild_id=guild.id, type=CHANNEL_TEXT, name=name, position=index,
                               parent_id=None if parent is None else parent.id,
                               topic=f"Talk about {name.replace('-', ' ')}." if index % 3 else None)
-            if name in hidden and index >= text_count:
+            if index >= text_count:
+                denied = restricted[index - text_count][1]
                 channel.overwrites = [
-                    Overwrite(id=guild.id, type=0, deny=PERM_VIEW_CHANNEL),
-                    Overwrite(id=by_name["Moderator"].id, type=0, allow=PERM_VIEW_CHANNEL),
+                    Overwrite(id=guild.id, type=0, deny=denied),
+                    Overwrite(id=by_name["Moderator"].id, type=0, allow=denied),
                 ]
             channels.append(channel)
         if spec.voice_channels:

@@ -46,9 +46,21 @@ class ApiError(Exception):
         return json_response(self.body(), self.status, headers)
 
 
+#: ``code`` of each entry in ``errors.…._errors``.  Discord's live API sends a symbolic string there
+#: ("BASE_TYPE_MAX_LENGTH"), but its OpenAPI document types it as an integer (the ``Error``
+#: schema), and the sandbox's contract is to validate against that document; so entries carry
+#: Invalid Form Body's own code.  Clients read the ``message`` (discord.py) or print the code
+#: opaquely (discord.js), so either form works for them.
+FIELD_ERROR_CODE = 50035
+
+
 def field_error(path: str, code: str, message: str) -> dict[str, Any]:
-    """Discord's nested ``errors`` object for one field; ``path`` is dotted ("embeds.0.title", "" for the root)."""
-    leaf: dict[str, Any] = {"_errors": [{"code": code, "message": message}]}
+    """Discord's nested ``errors`` object for one field; ``path`` is dotted ("embeds.0.title", "" for the root).
+
+    ``code`` is Discord's symbolic error code, kept at call sites for the reader; see
+    :data:`FIELD_ERROR_CODE` for what the answer carries.
+    """
+    leaf: dict[str, Any] = {"_errors": [{"code": FIELD_ERROR_CODE, "message": message}]}
     for part in reversed([p for p in path.split(".") if p]):
         leaf = {part: leaf}
     return leaf

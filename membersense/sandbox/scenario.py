@@ -12,7 +12,7 @@ A scenario file describes several guilds and bots::
       "guilds": [
         {"name": "Alpha HQ", "members": 200, "channels": 5, "voice_channels": 2, "messages": 50,
          "bots": ["alpha-token"],
-         "hidden_channels": ["staff-only"],
+         "hidden_channels": ["staff-only"], "read_only_channels": ["news"],
          "named_members": [{"username": "alice", "global_name": "Alice", "nick": null,
                             "roles": ["Moderator"], "status": "online"}]}
       ]
@@ -20,6 +20,9 @@ A scenario file describes several guilds and bots::
 
 Every key but ``guilds`` is optional.  Missing guild sizes default to the CLI flags
 (``--members``/``--channels``/``--messages``); a guild's ``bots`` defaults to every bot;
+``hidden_channels`` are extra text channels only moderators can view (bots get 403 Missing
+Access), ``read_only_channels`` extra text channels where only moderators may post (bots
+get 403 Missing Permissions);
 without ``bots`` the ``--token`` tokens (or the demo token) become bots with every
 privileged intent.  ``seed`` defaults to ``--seed``.
 """
@@ -75,6 +78,7 @@ class GuildSpec:
     voice_channels: int = 2
     bots: list[str] | None = None
     hidden_channels: list[str] = field(default_factory=list)
+    read_only_channels: list[str] = field(default_factory=list)
     named_members: list[NamedMemberSpec] = field(default_factory=list)
 
 
@@ -191,7 +195,7 @@ def _named_member(raw: Any, where: str) -> NamedMemberSpec:
 
 def _guild(raw: Any, where: str, config: SandboxConfig, tokens: list[str]) -> GuildSpec:
     obj = _object(raw, where, {"name", "members", "channels", "voice_channels", "messages", "bots",
-                               "hidden_channels", "named_members"})
+                               "hidden_channels", "read_only_channels", "named_members"})
     name = _str(obj.get("name", "Sandbox Guild"), f"{where}.name")
     assert name is not None
     spec = GuildSpec(
@@ -207,10 +211,11 @@ def _guild(raw: Any, where: str, config: SandboxConfig, tokens: list[str]) -> Gu
             if token not in tokens:
                 raise ScenarioError(f"{where}.bots[{i}]: not the token of a bot in 'bots'")
             spec.bots.append(token)
-    for i, hidden in enumerate(_list(obj.get("hidden_channels", []), f"{where}.hidden_channels")):
-        hidden_name = _str(hidden, f"{where}.hidden_channels[{i}]")
-        assert hidden_name is not None
-        spec.hidden_channels.append(hidden_name)
+    for key in ("hidden_channels", "read_only_channels"):
+        for i, name in enumerate(_list(obj.get(key, []), f"{where}.{key}")):
+            channel_name = _str(name, f"{where}.{key}[{i}]")
+            assert channel_name is not None
+            getattr(spec, key).append(channel_name)
     for i, member in enumerate(_list(obj.get("named_members", []), f"{where}.named_members")):
         spec.named_members.append(_named_member(member, f"{where}.named_members[{i}]"))
     return spec

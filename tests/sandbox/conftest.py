@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import requests
 
 from membersense.sandbox.config import SandboxConfig
 from membersense.sandbox.server import SandboxServer
@@ -55,3 +56,48 @@ def point_discord() -> Iterator[Callable[[SandboxServer], None]]:
     yield point
     discord.http.Route.BASE = old_base
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = old_gateway
+
+
+class RestClient:
+    """Plain HTTP to one sandbox: REST calls as a bot (``get``/``post``/...) and control calls."""
+
+    def __init__(self, session: requests.Session, server: SandboxServer, token: str | None) -> None:
+        self.session = session
+        self.server = server
+        self.token = token
+
+    def request(self, method: str, path: str, *, token: str | None = None, **kwargs: Any) -> requests.Response:
+        """``METHOD /api/v10{path}`` with ``Authorization: Bot <token>`` (the client's token by default)."""
+        headers = dict(kwargs.pop("headers", {}) or {})
+        auth = token if token is not None else self.token
+        if auth is not None and "Authorization" not in headers:
+            headers["Authorization"] = f"Bot {auth}"
+        return self.session.request(method, self.server.api_url + path, headers=headers, timeout=30, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("POST", path, **kwargs)
+
+    def patch(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("PATCH", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("DELETE", path, **kwargs)
+
+    def control(self, method: str, path: str, body: Any = None) -> requests.Response:
+        """``METHOD /_sandbox{path}`` with a JSON body."""
+        return self.session.request(method, self.server.base_url + "/_sandbox" + path, json=body, timeout=30)
+
+
+@pytest.fixture
+def rest_client() -> Iterator[Callable[..., RestClient]]:
+    """``client(sandbox, token=TEST_TOKEN)``: a :class:`RestClient`; its HTTP session is closed afterwards."""
+    session = requests.Session()
+
+    def make(server: SandboxServer, token: str | None = TEST_TOKEN) -> RestClient:
+        return RestClient(session, server, token)
+
+    yield make
+    session.close()
