@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 
 import yarl
+from discord import VoiceClient
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
@@ -50,6 +51,10 @@ def use_endpoints(settings: Settings) -> None:
                 else _DEFAULT_GATEWAY
             )
             _current = wanted
+            # MemberSense never joins voice: discord.py's warnings about missing voice
+            # libraries at the first client would only alarm operators.
+            VoiceClient.warn_nacl = False
+            VoiceClient.warn_dave = False
         _users += 1
 
 

@@ -1,0 +1,126 @@
+"""Shared fixtures for integration tests: the sandbox (a real Discord emulator on a
+thread of the test process) and MemberSense under gunicorn (a real subprocess),
+talking over real sockets with real discord.py in between.
+
+Servers are started once per module; each test logs out what it logged in and
+clears the sandbox's faults, so tests of a module stay independent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from membersense.sandbox.config import SandboxConfig
+from membersense.sandbox.server import SandboxServer
+from tests.integration.support import Api, Control, worker_pid, write_scenario
+from tests.servers import GunicornServer
+
+#: Settings every MemberSense server of these tests runs with (on top of the sandbox's URLs).
+BASE_ENV = {
+    "RATE_LIMIT_MAX_REQUESTS": "1000000",
+    "DISCORD_TIMEOUT": "3000",
+    "LOGIN_TIMEOUT": "15000",
+    "LOG_LEVEL": "INFO",
+    "THREADS": "8",
+}
+
+
+def start_sandbox(tmp: Path, main_members: int = 1000, **config: Any) -> SandboxServer:
+    """A sandbox serving :func:`tests.integration.support.scenario` (fast member-request cooldown)."""
+    options: dict[str, Any] = {"member_request_cooldown_s": 2.0, **config}
+    return SandboxServer(SandboxConfig(port=0, scenario=write_scenario(tmp / "world.json",
+                                                                       main_members),
+                                       **options)).start()
+
+
+class MemberSense:
+    """gunicorn serving MemberSense against a sandbox, with clients for both."""
+
+    def __init__(self, sandbox: SandboxServer, log_path: Path, **env: str) -> None:
+        self.sandbox = sandbox
+        self.server = GunicornServer({**BASE_ENV, "DISCORD_API_BASE": sandbox.api_url,
+                                      "DISCORD_GATEWAY_URL": sandbox.gateway_url, **env},
+                                     log_path=log_path)
+        self.api: Api | None = None
+        self.control = Control(sandbox.base_url)
+
+    def start(self) -> MemberSense:
+        self.server.start()
+        self.api = Api(self.server.base_url)
+        return self
+
+    @property
+    def worker(self) -> int:
+        assert self.server.process is not None
+        return worker_pid(self.server.process.pid)
+
+    def stop(self) -> int | None:
+        if self.api is not None:
+            self.api.close()
+        self.control.close()
+        return self.server.stop()
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    return tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+
+
+@pytest.fixture(scope="module")
+def sandbox(module_tmp: Path) -> Iterator[SandboxServer]:
+    server = start_sandbox(module_tmp)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def membersense_factory(sandbox: SandboxServer, module_tmp: Path
+                        ) -> Iterator[Callable[..., MemberSense]]:
+    """``make(**env)`` starts MemberSense under gunicorn; all are stopped at the module's end."""
+    made: list[MemberSense] = []
+
+    def make(**env: str) -> MemberSense:
+        server = MemberSense(sandbox, module_tmp / f"gunicorn-{len(made)}.log", **env)
+        made.append(server)
+        return server.start()
+
+    yield make
+    for server in made:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def app_server(membersense_factory: Callable[..., MemberSense]) -> MemberSense:
+    """The module's MemberSense server with the base settings."""
+    return membersense_factory()
+
+
+@pytest.fixture
+def api(app_server: MemberSense) -> Iterator[Api]:
+    """The API client; sessions a test opened with ``login`` are logged out afterwards."""
+    client = app_server.api
+    assert client is not None
+    opened: list[str] = []
+    real_login = client.login
+
+    def login(token: str = "main-bot-token") -> str:
+        session_id = real_login(token)
+        opened.append(session_id)
+        return session_id
+
+    client.login = login  # type: ignore[method-assign]
+    yield client
+    client.login = real_login  # type: ignore[method-assign]
+    for session_id in opened:
+        client.logout(session_id)
+
+
+@pytest.fixture
+def control(app_server: MemberSense) -> Iterator[Control]:
+    """The sandbox control API; faults are cleared after each test."""
+    yield app_server.control
+    app_server.control.request("DELETE", "/faults")

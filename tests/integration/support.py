@@ -1,0 +1,174 @@
+"""Helpers for tests against real servers: a sandbox world, API and control clients,
+and counts of a process's threads and sockets read from /proc.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+
+T = TypeVar("T")
+
+#: Bots of the test world (sandbox-only fake tokens).
+MAIN_TOKEN = "main-bot-token"
+SECOND_TOKEN = "second-bot-token"
+NO_INTENTS_TOKEN = "no-intents-bot-token"
+LONELY_TOKEN = "lonely-bot-token"
+MULTI_TOKEN = "multi-bot-token"
+
+MAIN_GUILD_MEMBERS = 1000
+
+
+def scenario(main_members: int = MAIN_GUILD_MEMBERS) -> dict[str, Any]:
+    """A world with a big guild, a small one, and bots in every situation a login can meet."""
+    return {
+        "seed": 11,
+        "bots": [
+            {"token": MAIN_TOKEN, "username": "Main Bot"},
+            {"token": SECOND_TOKEN, "username": "Second Bot"},
+            {"token": NO_INTENTS_TOKEN, "username": "Shy Bot", "privileged_intents": []},
+            {"token": LONELY_TOKEN, "username": "Lonely Bot"},
+            {"token": MULTI_TOKEN, "username": "Multi Bot"},
+        ],
+        "guilds": [
+            {"name": "Alpha", "members": main_members, "channels": 4, "messages": 150,
+             "bots": [MAIN_TOKEN, SECOND_TOKEN, NO_INTENTS_TOKEN, MULTI_TOKEN],
+             "hidden_channels": ["staff-only"]},
+            {"name": "Beta", "members": 20, "channels": 2, "messages": 5, "bots": [MULTI_TOKEN]},
+        ],
+    }
+
+
+def write_scenario(path: Path, main_members: int = MAIN_GUILD_MEMBERS) -> str:
+    path.write_text(json.dumps(scenario(main_members)))
+    return str(path)
+
+
+def wait_until(check: Callable[[], T], *, timeout: float = 10.0, what: str = "condition",
+               interval: float = 0.02) -> T:
+    """Poll *check* until it returns something truthy (returned) or *timeout* passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Api:
+    """The MemberSense API over HTTP."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.http = requests.Session()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def post_login(self, token: str) -> requests.Response:
+        return self.http.post(f"{self.base_url}/api/auth/login", json={"token": token}, timeout=60)
+
+    def login(self, token: str = MAIN_TOKEN) -> str:
+        response = self.post_login(token)
+        assert response.status_code == 200, response.text
+        return response.json()["sessionId"]
+
+    def logout(self, session_id: str) -> requests.Response:
+        return self.http.post(f"{self.base_url}/api/auth/logout",
+                              headers={"Authorization": session_id}, timeout=30)
+
+    def get(self, path: str, session_id: str, headers: dict[str, str] | None = None,
+            **params: Any) -> requests.Response:
+        return self.http.get(f"{self.base_url}{path}", params=params, timeout=60,
+                             headers={"Authorization": session_id, **(headers or {})})
+
+
+class Control:
+    """The sandbox's control API."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = f"{base_url}/_sandbox"
+        self.http = requests.Session()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def request(self, method: str, path: str, **body: Any) -> Any:
+        response = self.http.request(method, self.base_url + path, json=body or None, timeout=30)
+        assert response.status_code < 300, response.text
+        return response.json() if response.content else None
+
+    def state(self) -> dict[str, Any]:
+        return self.request("GET", "/state")
+
+    def gateway(self) -> dict[str, Any]:
+        return self.state()["gateway"]
+
+    def bot_id(self, username: str) -> str:
+        return next(b["id"] for b in self.state()["bots"] if b["username"] == username)
+
+    def guild_id(self, name: str) -> str:
+        return next(g["id"] for g in self.state()["guilds"] if g["name"] == name)
+
+    def connections_of(self, username: str) -> int:
+        return self.gateway()["connections_by_bot"].get(self.bot_id(username), 0)
+
+
+# -- a process's resources, from /proc ------------------------------------------
+
+def worker_pid(master_pid: int) -> int:
+    """The (single) gunicorn worker of *master_pid*."""
+    def child() -> int | None:
+        path = Path(f"/proc/{master_pid}/task/{master_pid}/children")
+        children = path.read_text().split() if path.exists() else []
+        return int(children[0]) if children else None
+
+    return wait_until(child, timeout=10, what="the gunicorn worker")
+
+
+def thread_names(pid: int) -> list[str]:
+    """Names of *pid*'s threads (as the kernel knows them: 15 characters at most)."""
+    names = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            names.append(Path(f"/proc/{pid}/task/{task}/comm").read_text().strip())
+        except FileNotFoundError:  # the thread ended while we looked
+            continue
+    return sorted(names)
+
+
+def tcp_peer_ports(pid: int) -> list[int]:
+    """Remote ports of *pid*'s connected TCP sockets (IPv4 and IPv6)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = []
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            fields = line.split()
+            remote, state, inode = fields[2], fields[3], fields[9]
+            if inode in inodes and state != "0A":  # 0A: LISTEN
+                ports.append(int(remote.rsplit(":", 1)[1], 16))
+    return sorted(ports)
+
+
+def sockets_to(pid: int, port: int) -> int:
+    """How many of *pid*'s TCP sockets are connected to *port*."""
+    return tcp_peer_ports(pid).count(port)
