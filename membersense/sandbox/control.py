@@ -16,11 +16,12 @@ from aiohttp import web
 
 from membersense.sandbox import responses as err
 from membersense.sandbox.faults import FAULT_STATUSES, Fault
-from membersense.sandbox.models import CHANNEL_CATEGORY, CHANNEL_TEXT, CHANNEL_TYPE_NAMES, PRESENCE_STATUSES, Channel, Guild
+from membersense.sandbox.models import CHANNEL_CATEGORY, CHANNEL_TEXT, CHANNEL_TYPE_NAMES, PRESENCE_STATUSES, Channel, Guild, Message
 from membersense.sandbox.responses import ApiError, InvalidFormBody, json_response
 from membersense.sandbox.rest import MAX_CONTENT, parse_snowflake
 from membersense.sandbox.routing import Route, RouteTable
 from membersense.sandbox.state import STATE, SandboxState
+from membersense.sandbox.world import World
 
 _log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class Control:
     body: dict[str, Any]
 
     @property
-    def world(self):  # noqa: ANN201 - World
+    def world(self) -> World:
         """The sandbox world."""
         return self.state.world
 
@@ -248,7 +249,7 @@ async def post_message(ctl: Control) -> Any:
     return ctl.world.message_payload(message)
 
 
-def _message(ctl: Control) -> Any:
+def _message(ctl: Control) -> tuple[Guild, Message]:
     guild, channel = ctl.channel()
     message = channel.messages.get(ctl.params["message_id"])
     if message is None:

@@ -34,6 +34,7 @@ from membersense.sandbox.ratelimits import VIA_HEADER, RateLimitInfo, rate_limit
 from membersense.sandbox.responses import ApiError, InvalidFormBody, json_response
 from membersense.sandbox.routing import Route, RouteTable, major_parameter
 from membersense.sandbox.state import STATE, SandboxState
+from membersense.sandbox.world import World
 
 _log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class Call:
         return self.bot
 
     @property
-    def world(self):  # noqa: ANN201 - World; kept short for handler readability
+    def world(self) -> World:
         """The sandbox world."""
         return self.state.world
 
@@ -589,6 +590,9 @@ ROUTES = RouteTable([
 
 
 # ==================================================================== the one entry point
+#: The rate-limit bucket of requests that match no route.
+UNKNOWN_ROUTE_KEY = "* /{unknown}"
+
 def _token(request: web.Request) -> str | None:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
@@ -617,13 +621,17 @@ async def handle_api(request: web.Request) -> web.StreamResponse:
 
 async def _answer(request: web.Request, state: SandboxState, path: str,
                   ip: str) -> tuple[web.StreamResponse, str | None]:
-    try:
-        route, params = ROUTES.match(request.method, path)
-    except ApiError as exc:
-        return _with_headers(exc.response(), None), None
     token = _token(request)
     bot = state.world.bot_for_token(token) if token is not None else None
     identity = f"bot:{bot.id}" if bot is not None else f"ip:{ip}"
+    try:
+        route, params = ROUTES.match(request.method, path)
+    except ApiError as exc:
+        # Unknown routes and methods share one bucket, so even these answers carry the headers.
+        info = state.ratelimits.hit(identity, UNKNOWN_ROUTE_KEY, "")
+        if info.limited:
+            return rate_limited_response(info.retry_after, scope="user", headers=info.headers()), "user"
+        return _with_headers(exc.response(), info), None
     info = state.ratelimits.hit(identity, route.key, major_parameter(params))
     if info.limited:
         return rate_limited_response(info.retry_after, scope=info.scope or "user", headers=info.headers()), info.scope

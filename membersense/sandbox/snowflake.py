@@ -45,20 +45,23 @@ class SnowflakeFactory:
         self._worker = worker
         self._process = process
         self._used: set[int] = set()
+        #: Next free increment per millisecond, so a busy millisecond is not rescanned.
+        self._next_increment: dict[int, int] = {}
         self._last_live = 0
 
     def at(self, unix_ms: int) -> int:
-        """A fresh snowflake whose timestamp is ``unix_ms`` (bumps the increment on clashes)."""
-        base = make_snowflake(unix_ms, worker=self._worker, process=self._process)
-        flake = base
-        while flake in self._used:
-            flake += 1
-            if flake - base >= 4096:  # increment exhausted within this ms: move on a ms
-                base = make_snowflake(unix_ms + 1, worker=self._worker, process=self._process)
-                unix_ms += 1
-                flake = base
-        self._used.add(flake)
-        return flake
+        """A fresh snowflake whose timestamp is ``unix_ms`` (or the next ms once 4096 ids used it)."""
+        while True:
+            base = make_snowflake(unix_ms, worker=self._worker, process=self._process)
+            increment = self._next_increment.get(unix_ms, 0)
+            while increment < 4096 and base | increment in self._used:
+                increment += 1
+            if increment < 4096:
+                self._next_increment[unix_ms] = increment + 1
+                flake = base | increment
+                self._used.add(flake)
+                return flake
+            unix_ms += 1
 
     def next(self) -> int:
         """A fresh snowflake for the current wall-clock time, greater than every earlier one."""

@@ -96,6 +96,7 @@ def test_exact_json_content_type_and_discord_headers(sandbox, rest_client):
                      client.delete("/users/@me"), client.get("/users/@me", token="bad")):
         assert response.headers["Content-Type"] == "application/json"
         assert response.headers["Via"] == "1.1 google"
+        assert "X-RateLimit-Bucket" in response.headers  # on every answer, errors included
     ok = client.get("/users/@me")
     for header in ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "X-RateLimit-Reset-After",
                    "X-RateLimit-Bucket"):
@@ -375,3 +376,68 @@ def test_config_validation():
         SandboxConfig(tokens=("has space",))
     with pytest.raises(ValueError):
         SandboxConfig(port=70000)
+
+
+# ------------------------------------------------------------------ CLI
+@pytest.mark.parametrize("stop_signal", ["SIGTERM", "SIGINT"])
+def test_cli_prints_one_ready_line_serves_and_stops_on_signal(stop_signal):
+    import signal
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "membersense.sandbox", "--port", "0", "--members", "20", "--channels", "1",
+               "--messages", "2", "--token", "cli-a", "--token", "cli-b", "--seed", "5"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        match = __import__("re").fullmatch(
+            r"sandbox ready api=(http://127\.0\.0\.1:(\d+)/api/v10) gateway=ws://127\.0\.0\.1:(\d+)/ws "
+            r"tokens=cli-a,cli-b\n", line)
+        assert match, line
+        api, port, ws_port = match.groups()
+        assert port == ws_port and int(port) > 0
+        with requests.Session() as http:
+            me = http.get(api + "/users/@me", headers={"Authorization": "Bot cli-b"}, timeout=10)
+            assert me.status_code == 200
+            guilds = http.get(api + "/users/@me/guilds?with_counts=true", headers={"Authorization": "Bot cli-a"},
+                              timeout=10).json()
+            assert guilds[0]["approximate_member_count"] == 22
+        process.send_signal(getattr(signal, stop_signal))
+        out, err = process.communicate(timeout=20)
+        assert process.returncode == 0, err
+        assert out == ""  # exactly one line was printed
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def test_cli_reports_bad_input(tmp_path, capsys):
+    from membersense.sandbox.cli import build_parser, config_from_args, main
+
+    assert main(["--port", "0", "--scenario", str(tmp_path / "missing.json")]) == 2
+    assert "cannot read scenario" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as bad_limit:
+        main(["--rate-limit", "lots"])
+    assert bad_limit.value.code == 2
+    args = build_parser().parse_args(["--rate-limit", "5/2", "--route-limit",
+                                      "POST /channels/{channel_id}/messages=5/5", "--invalid-request-limit", "100",
+                                      "--heartbeat-interval", "1000", "--global-rate-limit", "50"])
+    config = config_from_args(args)
+    assert (config.rate_limit_per_route, config.rate_limit_window_s) == (5, 2.0)
+    assert config.route_limits == {"POST /channels/{channel_id}/messages": (5, 5.0)}
+    assert config.invalid_request_limit == 100 and config.heartbeat_interval_ms == 1000
+    assert config.global_rate_limit == 50 and config.tokens == ()
+
+
+def test_cli_port_in_use(capsys):
+    import socket
+
+    from membersense.sandbox.cli import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["--port", str(port), "--members", "1", "--messages", "0"]) == 1
+    assert "cannot listen" in capsys.readouterr().err
