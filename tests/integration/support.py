@@ -101,8 +101,9 @@ class Control:
     def close(self) -> None:
         self.http.close()
 
-    def request(self, method: str, path: str, **body: Any) -> Any:
-        response = self.http.request(method, self.base_url + path, json=body or None, timeout=30)
+    def request(self, method: str, route: str, **body: Any) -> Any:
+        """``METHOD /_sandbox{route}`` with *body* as JSON; the decoded answer."""
+        response = self.http.request(method, self.base_url + route, json=body or None, timeout=30)
         assert response.status_code < 300, response.text
         return response.json() if response.content else None
 

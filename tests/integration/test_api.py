@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+
+import pytest
 
 from tests.integration.conftest import MemberSense
 from tests.integration.support import (
@@ -16,6 +19,22 @@ from tests.integration.support import (
 )
 
 MAIN_BOTS = 4  # bots in the Alpha guild besides its human members
+
+
+@pytest.fixture(scope="module", autouse=True)
+def keepers(app_server: MemberSense) -> Iterator[None]:
+    """Keep the main bots logged in for the whole module.
+
+    Their gateway connections then outlive each test's own logout, as they
+    would with any other session open: tests log in and read at once instead
+    of waiting out the sandbox's member-request cooldown on every reconnect
+    (test_lifecycle covers connections that close and open again).
+    """
+    assert app_server.api is not None
+    sessions = [app_server.api.login(token) for token in ("main-bot-token", MULTI_TOKEN)]
+    yield
+    for session in sessions:
+        app_server.api.logout(session)
 
 
 def _ids(response) -> list[int]:
