@@ -258,7 +258,12 @@ class BotConnection:
             log.warning("closing a Discord client failed: %s", type(exc).__name__)
         if runner is not None and not runner.done():
             runner.cancel()
-        pending = [t for t in [runner, *(c.chunk_task for c in self.caches.values())]
+        # discord.py's close() leaves the task that holds on_ready back (it waits
+        # guild_ready_timeout after the last GUILD_CREATE) running; we never use on_ready.
+        ready_task = getattr(client._connection, "_ready_task", None) if client else None
+        if ready_task is not None:
+            ready_task.cancel()
+        pending = [t for t in [runner, ready_task, *(c.chunk_task for c in self.caches.values())]
                    if t is not None and t is not asyncio.current_task()]
         if pending:
             await asyncio.wait(pending, timeout=5)

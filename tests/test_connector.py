@@ -1,0 +1,230 @@
+"""BridgeConnector in-process against the sandbox: what a login starts, and that
+logout, failed logins and shutdown leave no thread, task or socket behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from membersense.config import load_settings
+from membersense.discord.bot import BotConnection
+from membersense.discord.connector import BridgeConnector
+from membersense.discord.serializers import member_record
+from membersense.errors import BadRequest, DiscordTimeout, ServiceUnavailable, Unauthorized
+from membersense.sandbox.config import SandboxConfig
+from membersense.sandbox.server import SandboxServer
+from tests.integration.support import (
+    LONELY_TOKEN,
+    MAIN_TOKEN,
+    NO_INTENTS_TOKEN,
+    Control,
+    sockets_to,
+    wait_until,
+    write_scenario,
+)
+
+BRIDGE_THREAD = "membersense-discord"
+HEARTBEAT_THREAD = "keep-alive-handler"
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]:
+    scenario = write_scenario(tmp_path_factory.mktemp("connector") / "world.json", 300)
+    server = SandboxServer(SandboxConfig(port=0, scenario=scenario,
+                                         member_request_cooldown_s=0.5)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def control(sandbox: SandboxServer) -> Iterator[Control]:
+    client = Control(sandbox.base_url)
+    yield client
+    client.request("DELETE", "/faults")
+    client.close()
+
+
+def make_connector(sandbox: SandboxServer, **settings: str) -> BridgeConnector:
+    return BridgeConnector(load_settings(environ={}, overrides={
+        "DISCORD_API_BASE": sandbox.api_url, "DISCORD_GATEWAY_URL": sandbox.gateway_url,
+        "DISCORD_TIMEOUT": "3000", "LOGIN_TIMEOUT": "10000", **settings}))
+
+
+@pytest.fixture
+def connector(sandbox: SandboxServer) -> Iterator[BridgeConnector]:
+    made = make_connector(sandbox)
+    yield made
+    made.close()
+
+
+def thread_names() -> list[str]:
+    return sorted(t.name.split(":")[0] for t in threading.enumerate())
+
+
+def loop_tasks(connector: BridgeConnector) -> list[str]:
+    async def names() -> list[str]:
+        current = asyncio.current_task()
+        return sorted(f"{t.get_name()} {t.get_coro().__qualname__}" for t in asyncio.all_tasks()
+                      if t is not current)
+
+    return connector.bridge.call(names, timeout=5)
+
+
+def only_bots(connector: BridgeConnector) -> list[BotConnection]:
+    return list(connector._bots.values())
+
+
+def test_login_starts_one_connection_and_logout_leaves_nothing(
+        connector: BridgeConnector, sandbox: SandboxServer) -> None:
+    threads_before = thread_names()
+    service = connector.connect(MAIN_TOKEN)
+    assert BRIDGE_THREAD in thread_names()
+    assert thread_names().count(HEARTBEAT_THREAD) == 1
+    assert sockets_to(os.getpid(), sandbox.port) >= 1
+    assert loop_tasks(connector)  # the gateway runs as a task on the loop
+
+    again = connector.connect(MAIN_TOKEN)  # shares the connection
+    assert thread_names().count(HEARTBEAT_THREAD) == 1
+    [bot] = only_bots(connector)
+    assert bot.refs == 2
+    service.close()
+    service.close()  # idempotent
+    assert bot.refs == 1 and not bot.closed
+    assert len(again.members(None, limit=3).body) > 2
+
+    again.close()
+    assert bot.closed and only_bots(connector) == []
+    assert loop_tasks(connector) == []
+    wait_until(lambda: sockets_to(os.getpid(), sandbox.port) == 0, what="sockets to close")
+    wait_until(lambda: thread_names() == sorted(threads_before + [BRIDGE_THREAD]),
+               what="the heartbeat thread to stop")
+
+    connector.close()
+    wait_until(lambda: thread_names() == threads_before, what="the bridge thread to stop")
+
+
+@pytest.mark.parametrize("token, error, message", [
+    ("not-a-token", Unauthorized, "Invalid Discord token"),
+    (NO_INTENTS_TOKEN, BadRequest, "Server Members Intent and Message Content Intent"),
+    (LONELY_TOKEN, BadRequest, "not in any server"),
+])
+def test_a_failed_login_leaves_nothing_running(connector: BridgeConnector, sandbox: SandboxServer,
+                                               token: str, error: type, message: str) -> None:
+    with pytest.raises(error) as raised:
+        connector.connect(token)
+    assert message in str(raised.value.description)
+    assert only_bots(connector) == []
+    assert loop_tasks(connector) == []
+    wait_until(lambda: sockets_to(os.getpid(), sandbox.port) == 0, what="sockets to close")
+    wait_until(lambda: HEARTBEAT_THREAD not in thread_names(), what="heartbeats to stop")
+
+
+def test_a_login_slower_than_login_timeout_is_a_504(sandbox: SandboxServer,
+                                                     control: Control) -> None:
+    connector = make_connector(sandbox, LOGIN_TIMEOUT="1000")
+    try:
+        control.request("POST", "/faults", delay_ms=3000, count=1, path="/users/@me")
+        with pytest.raises(DiscordTimeout):
+            connector.connect(MAIN_TOKEN)
+        assert only_bots(connector) == [] and loop_tasks(connector) == []
+    finally:
+        connector.close()
+
+
+def test_a_member_request_rate_limited_past_the_login_timeout_is_a_503(
+        tmp_path: Path) -> None:
+    # Discord's own 30 s cooldown between two full member requests of a guild.
+    sandbox = SandboxServer(SandboxConfig(port=0, members=20, channels=1, messages=1,
+                                          tokens=(MAIN_TOKEN,))).start()
+    connector = make_connector(sandbox, LOGIN_TIMEOUT="5000")
+    try:
+        connector.connect(MAIN_TOKEN).close()
+        with pytest.raises(ServiceUnavailable) as raised:
+            connector.connect(MAIN_TOKEN)  # a new connection asks for the members again
+        assert 20 < raised.value.extra["retryAfter"] <= 30
+        assert raised.value.headers["Retry-After"] == str(raised.value.extra["retryAfter"])
+        assert only_bots(connector) == [] and loop_tasks(connector) == []
+    finally:
+        connector.close()
+        sandbox.stop()
+
+
+def test_member_records_read_what_discord_py_exposes(connector: BridgeConnector) -> None:
+    connector.connect("multi-bot-token")
+    [bot] = only_bots(connector)
+
+    async def compare() -> int:
+        checked = 0
+        client = bot._client
+        assert client is not None
+        for guild in client.guilds:
+            for member in guild.members:
+                record = member_record(member)
+                assert record.id == member.id and record.username == member.name
+                assert record.global_name == member.global_name and record.nick == member.nick
+                assert record.avatar == (member.avatar.key if member.avatar else None)
+                assert record.guild_avatar == (member.guild_avatar.key
+                                               if member.guild_avatar else None)
+                assert set(record.role_ids) == {r.id for r in member.roles if not r.is_default()}
+                assert record.joined_at == member.joined_at and record.bot == member.bot
+                checked += 1
+        return checked
+
+    assert connector.bridge.call(compare, timeout=10) > 300
+
+
+def test_a_cache_hit_reuses_the_snapshot_until_a_member_changes(
+        connector: BridgeConnector, control: Control) -> None:
+    service = connector.connect(MAIN_TOKEN)
+    first = service.members(None)
+    assert service.members(None) is first  # no copy, no loop call
+    alpha = control.guild_id("Alpha")
+    control.request("POST", f"/guilds/{alpha}/members", username="snapshot_changer")
+    changed = wait_until(lambda: (d := service.members(None)) is not first and (d,),
+                         what="a new snapshot")[0]
+    assert b"snapshot_changer" in changed.body and changed.etag != first.etag
+
+
+def test_closing_the_connector_closes_live_sessions(sandbox: SandboxServer) -> None:
+    threads_before = thread_names()
+    connector = make_connector(sandbox)
+    service = connector.connect(MAIN_TOKEN)
+    connector.close()
+    connector.close()
+    assert thread_names() == threads_before
+    wait_until(lambda: sockets_to(os.getpid(), sandbox.port) == 0, what="sockets to close")
+    with pytest.raises(ServiceUnavailable):
+        service.members(None)
+    service.close()  # after shutdown: harmless
+    with pytest.raises(ServiceUnavailable):
+        connector.connect(MAIN_TOKEN)
+
+
+def test_no_repr_shows_the_token(connector: BridgeConnector) -> None:
+    service = connector.connect(MAIN_TOKEN)
+    [bot] = only_bots(connector)
+    for thing in (connector, service, bot, bot.caches):
+        assert MAIN_TOKEN not in repr(thing)
+
+
+def test_settings_reach_discord_py(connector: BridgeConnector, sandbox: SandboxServer) -> None:
+    import discord.gateway
+    import discord.http
+
+    connector.connect(MAIN_TOKEN)
+    assert discord.http.Route.BASE == sandbox.api_url
+    assert str(discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY) == sandbox.gateway_url
+
+
+def test_nothing_starts_before_the_first_login(sandbox: SandboxServer) -> None:
+    threads_before = thread_names()
+    connector = make_connector(sandbox)
+    assert thread_names() == threads_before
+    connector.close()
+    assert Path("/proc/self").exists()
