@@ -20,6 +20,14 @@ Deliberate choices where Discord is vague or the sandbox differs:
 - The 120-events-per-minute client limit (close 4008) does not count heartbeats.
 - Chunks asked with ``presences`` (and GUILD_PRESENCES granted) carry the presences of
   the members in them that are not offline, as Discord leaves offline ones out.
+- An empty session start budget answers IDENTIFY with op 9 (d=false) and leaves the
+  socket open for the client to close.
+- A session outlives its socket for ``gateway_session.RESUME_WINDOW_S`` (180 s of the
+  world's clock) unless the client closed with 1000/1001 or the sandbox closed with a
+  session-ending code; its replay buffer keeps the last 4096 dispatches (32 MiB at most).
+- Without MESSAGE_CONTENT (requested in IDENTIFY; 4014 guarantees it is granted) message
+  dispatches lose ``content``, ``embeds``, ``attachments``, ``components`` and ``poll``,
+  except messages the bot wrote or that mention it, as on Discord.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
-from .gateway_members import (
+from membersense.sandbox.gateway_members import (
     BadRequest,
     MemberRequestCooldown,
     chunk_payloads,
@@ -40,7 +48,7 @@ from .gateway_members import (
     rate_limited_payload,
     select_members,
 )
-from .gateway_protocol import (
+from membersense.sandbox.gateway_protocol import (
     API_VERSION,
     CLIENT_EVENTS_PER_MINUTE,
     IGNORED_CLIENT_OPS,
@@ -56,12 +64,12 @@ from .gateway_protocol import (
     parse_snowflake,
     strip_message_content,
 )
-from .gateway_session import Session, SessionRegistry
-from .models import INTENT_MESSAGE_CONTENT, PRIVILEGED_INTENTS
+from membersense.sandbox.gateway_session import Session, SessionRegistry
+from membersense.sandbox.models import INTENT_MESSAGE_CONTENT, PRIVILEGED_INTENTS
 
 if TYPE_CHECKING:
-    from .config import SandboxConfig
-    from .world import Bot, Guild, World, WorldEvent
+    from membersense.sandbox.config import SandboxConfig
+    from membersense.sandbox.world import Bot, Guild, World, WorldEvent
 
 _log = logging.getLogger(__name__)
 
@@ -329,8 +337,9 @@ class Gateway:
             self._counters["identify_rejected"] += 1
             conn.close_soon(Close.DISALLOWED_INTENTS, "Disallowed intent(s).")
             return
-        shard = self._parse_shard(d.get("shard"))
-        if shard is False:
+        try:
+            shard = self._parse_shard(d.get("shard"))
+        except ValueError:
             self._counters["identify_rejected"] += 1
             conn.close_soon(Close.INVALID_SHARD, "Invalid shard.")
             return
@@ -344,7 +353,7 @@ class Gateway:
             conn.send(control_frame(Op.INVALID_SESSION, False))
             return
 
-        session = Session(bot, intents=intents, shard=shard or None, large_threshold=threshold)
+        session = Session(bot, intents=intents, shard=shard, large_threshold=threshold)
         self._sessions.add(session)
         session.connection = conn
         conn.session = session
@@ -367,7 +376,7 @@ class Gateway:
             "application": {"id": str(bot.application_id), "flags": bot.application_flags},
             "_trace": ["membersense-sandbox"],
         }
-        if shard:
+        if shard is not None:
             ready["shard"] = list(shard)
         conn.send(session.next_frame("READY", dumps(ready)))
         for guild in guilds:
@@ -375,8 +384,8 @@ class Gateway:
             conn.send(session.next_frame("GUILD_CREATE", dumps(payload)))
 
     @staticmethod
-    def _parse_shard(raw: Any) -> tuple[int, int] | None | bool:
-        """``(shard_id, num_shards)``, None when absent, False when invalid."""
+    def _parse_shard(raw: Any) -> tuple[int, int] | None:
+        """IDENTIFY's ``shard`` as ``(shard_id, num_shards)``, None when absent; ValueError when invalid."""
         if raw is None:
             return None
         if (
@@ -385,7 +394,7 @@ class Gateway:
             or not all(isinstance(x, int) and not isinstance(x, bool) for x in raw)
             or not 0 <= raw[0] < raw[1]
         ):
-            return False
+            raise ValueError(f"invalid shard {raw!r}")
         return raw[0], raw[1]
 
     @staticmethod

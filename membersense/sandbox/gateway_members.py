@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from .gateway_protocol import (
+from membersense.sandbox.gateway_protocol import (
     CHUNK_SIZE,
     MAX_QUERY_MEMBERS,
     MAX_USER_IDS,
@@ -16,10 +16,10 @@ from .gateway_protocol import (
     parse_snowflake,
     valid_nonce,
 )
-from .models import INTENT_GUILD_MEMBERS, INTENT_GUILD_PRESENCES
+from membersense.sandbox.models import INTENT_GUILD_MEMBERS, INTENT_GUILD_PRESENCES
 
 if TYPE_CHECKING:
-    from .world import Bot, Guild, World
+    from membersense.sandbox.world import Bot, Guild, World
 
 
 class BadRequest(Exception):

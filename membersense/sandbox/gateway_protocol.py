@@ -126,35 +126,37 @@ _CONTENT_LIST_FIELDS = ("embeds", "attachments", "components")
 
 
 def strip_message_content(message: dict[str, Any], bot_user_id: int) -> dict[str, Any]:
-    """``message`` as a bot without MESSAGE_CONTENT sees it.
+    """``message`` (a MESSAGE_CREATE / MESSAGE_UPDATE ``d``) as a bot without MESSAGE_CONTENT sees it.
 
     Discord empties ``content``, ``embeds``, ``attachments`` and ``components`` (and drops
     ``poll``) except in messages the bot wrote, messages that mention it, and DMs.  A quoted
-    ``referenced_message`` is judged on its own.
+    ``referenced_message`` is judged on its own (it carries no ``guild_id``; its parent's counts).
     """
-    if _content_visible(message, bot_user_id):
+    return _strip(message, str(bot_user_id), in_guild="guild_id" in message)
+
+
+def _strip(message: dict[str, Any], bot_id: str, *, in_guild: bool) -> dict[str, Any]:
+    referenced = message.get("referenced_message")
+    quoted = _strip(referenced, bot_id, in_guild=in_guild) if isinstance(referenced, dict) else referenced
+    author = message.get("author")
+    visible = (
+        not in_guild
+        or (isinstance(author, dict) and author.get("id") == bot_id)
+        or any(isinstance(m, dict) and m.get("id") == bot_id for m in message.get("mentions") or ())
+    )
+    if visible and quoted is referenced:
         return message
     stripped = dict(message)
-    if "content" in stripped:
-        stripped["content"] = ""
-    for key in _CONTENT_LIST_FIELDS:
-        if key in stripped:
-            stripped[key] = []
-    stripped.pop("poll", None)
-    referenced = stripped.get("referenced_message")
-    if isinstance(referenced, dict):
-        stripped["referenced_message"] = strip_message_content(referenced, bot_user_id)
+    if "referenced_message" in stripped:
+        stripped["referenced_message"] = quoted
+    if not visible:
+        if "content" in stripped:
+            stripped["content"] = ""
+        for key in _CONTENT_LIST_FIELDS:
+            if key in stripped:
+                stripped[key] = []
+        stripped.pop("poll", None)
     return stripped
-
-
-def _content_visible(message: dict[str, Any], bot_user_id: int) -> bool:
-    bot_id = str(bot_user_id)
-    if "guild_id" not in message:
-        return True  # a DM
-    author = message.get("author")
-    if isinstance(author, dict) and author.get("id") == bot_id:
-        return True
-    return any(isinstance(m, dict) and m.get("id") == bot_id for m in message.get("mentions") or ())
 
 
 class FrameEncoder(Protocol):

@@ -13,10 +13,10 @@ import secrets
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
-from .gateway_protocol import dispatch_frame
+from membersense.sandbox.gateway_protocol import dispatch_frame
 
 if TYPE_CHECKING:
-    from .world import Bot
+    from membersense.sandbox.world import Bot
 
 #: How long a detached session can be resumed (Discord: "a few minutes").
 RESUME_WINDOW_S = 180.0
