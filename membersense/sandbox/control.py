@@ -7,7 +7,6 @@ drops, reconnects and invalidations, injected REST faults, token revocation.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +17,7 @@ from membersense.sandbox import responses as err
 from membersense.sandbox.faults import FAULT_STATUSES, Fault
 from membersense.sandbox.models import CHANNEL_CATEGORY, CHANNEL_TEXT, CHANNEL_TYPE_NAMES, PRESENCE_STATUSES, Channel, Guild, Message
 from membersense.sandbox.responses import ApiError, InvalidFormBody, json_response
-from membersense.sandbox.rest import MAX_CONTENT, parse_snowflake
+from membersense.sandbox.message_input import MAX_CONTENT, decode_json, parse_snowflake
 from membersense.sandbox.routing import Route, RouteTable
 from membersense.sandbox.state import STATE, SandboxState
 from membersense.sandbox.world import World
@@ -378,10 +377,7 @@ async def handle_control(request: web.Request) -> web.StreamResponse:
     try:
         route, params = ROUTES.match(request.method, "/" + request.match_info["tail"])
         raw = await request.read()
-        try:
-            body = json.loads(raw) if raw.strip() else {}
-        except (ValueError, UnicodeDecodeError):
-            raise err.invalid_json() from None
+        body = decode_json(raw) if raw.strip() else {}
         if not isinstance(body, dict):
             raise InvalidFormBody("", "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType")
         result = await route.handler(Control(request=request, state=state, params=params, body=body))
