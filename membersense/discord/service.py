@@ -34,10 +34,15 @@ class GuildSummary:
 
 @dataclass(frozen=True)
 class JsonDocument:
-    """A JSON body serialized once and served many times, with its entity tag."""
+    """A JSON body serialized once and served many times, with its entity tag.
+
+    *gzip*, when present, is the same body gzip-compressed once, for clients
+    that accept it (a 10 000-member list shrinks about five times).
+    """
 
     body: bytes
     etag: str
+    gzip: bytes | None = None
 
 
 class DiscordService(Protocol):
