@@ -157,3 +157,13 @@ def test_empty_snapshot() -> None:
     snapshot = _snapshot([])
     assert snapshot.document.body == b"[]"
     assert snapshot.page(5, None).body == b"[]"
+
+
+def test_the_whole_list_is_also_kept_gzipped() -> None:
+    import gzip
+
+    big = _snapshot(list(range(1, 200)))
+    assert big.document.gzip is not None
+    assert gzip.decompress(big.document.gzip) == big.document.body
+    assert big.page(10, None).gzip is None  # pages are small
+    assert _snapshot([1]).document.gzip is None

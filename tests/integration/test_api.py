@@ -256,3 +256,18 @@ def test_no_token_reaches_the_logs(app_server: MemberSense, api: Api) -> None:
     for line in log.splitlines():
         if line.startswith("{"):
             json.loads(line)  # every line is one JSON object
+
+
+def test_the_whole_list_is_sent_gzipped_to_clients_that_accept_it(api: Api) -> None:
+    session = api.login()
+    zipped = api.get("/api/members", session, headers={"Accept-Encoding": "gzip"})
+    plain = api.get("/api/members", session, headers={"Accept-Encoding": "identity"})
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert "Content-Encoding" not in plain.headers
+    assert "Accept-Encoding" in zipped.headers["Vary"] and "Accept-Encoding" in plain.headers["Vary"]
+    assert int(zipped.headers["Content-Length"]) * 3 < int(plain.headers["Content-Length"])
+    assert zipped.json() == plain.json()  # requests decompresses
+    assert zipped.headers["ETag"] != plain.headers["ETag"]
+    again = api.get("/api/members", session, headers={"Accept-Encoding": "gzip",
+                                                       "If-None-Match": zipped.headers["ETag"]})
+    assert again.status_code == 304

@@ -1,0 +1,27 @@
+"""The floor of the members benchmark: a WSGI app answering with fixed bytes from memory.
+
+Served by the same ``gunicorn -c gunicorn.conf.py`` as MemberSense, it answers
+``GET /api/members`` with the very body (and the same headers) MemberSense
+sent, read once at start-up from ``MEMBERSENSE_FLOOR_BODY`` (a file path).
+The gap between the two is what MemberSense itself costs per request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+with open(os.environ["MEMBERSENSE_FLOOR_BODY"], "rb") as _file:
+    BODY = _file.read()
+HEADERS = [("Content-Type", "application/json"), ("Content-Length", str(len(BODY))),
+           ("ETag", '"floor"')]
+
+
+def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """Answer every request with the stored body."""
+    if environ.get("PATH_INFO") == "/_ah/health":
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [b'{"status":"healthy"}']
+    start_response("200 OK", HEADERS)
+    return [BODY]

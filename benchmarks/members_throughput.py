@@ -1,0 +1,118 @@
+"""Benchmark: ``GET /api/members`` of a 10 000-member guild at concurrency 16.
+
+    .venv/bin/python -m benchmarks.members_throughput [--seconds S] [--rounds R] [--loadgen wrk|python]
+
+Targets: p50 <= 10 ms, >= 1 000 req/s, and within 2x of the floor: the same
+gunicorn (``gunicorn.conf.py``, one gthread worker, THREADS=8) serving the same
+bytes from memory (``benchmarks/floor_app.py``).
+
+A sandbox runs in its own process; MemberSense logs in, the member list is
+read once (building the snapshot), then MemberSense and the floor are loaded
+alternately, *R* rounds of *S* seconds each, by ``wrk`` (``-t2 -c16 --latency``)
+or, without wrk, by ``benchmarks/loadgen.py`` (a Python closed loop in other
+processes). Every request is a full 200 with the whole body (no If-None-Match).
+Medians over the rounds are printed, with the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import requests
+
+from benchmarks.common import GunicornServer, Sandbox, median
+from tests.servers import wait_for_health
+
+TOKEN = "bench-members-token"
+CONNECTIONS = 16
+TARGET_P50_MS, TARGET_RPS, TARGET_RATIO = 10.0, 1000.0, 2.0
+
+
+def _wrk_ms(value: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def load(url: str, session: str, seconds: float, tool: str) -> dict[str, float]:
+    """One round against *url*: requests per second and latency percentiles."""
+    header = f"Authorization: {session}"
+    if tool == "wrk":
+        out = subprocess.run(["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds:g}s", "--latency",
+                              "-H", header, url], capture_output=True, text=True,
+                             check=True).stdout
+        if "Non-2xx" in out:
+            raise RuntimeError(f"errors during the run:\n{out}")
+        latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+        return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+                "p50_ms": _wrk_ms(latency["50"]), "p99_ms": _wrk_ms(latency["99"])}
+    out = subprocess.run([sys.executable, "-m", "benchmarks.loadgen", url, "--connections",
+                          str(CONNECTIONS), "--seconds", str(seconds), "--header", header],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--members", type=int, default=10_000)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--loadgen", choices=("wrk", "python"),
+                        default="wrk" if shutil.which("wrk") else "python")
+    parser.add_argument("--log-level", default="INFO",
+                        help="MemberSense's LOG_LEVEL (INFO logs every request, as deployed)")
+    args = parser.parse_args()
+
+    env = {"RATE_LIMIT_MAX_REQUESTS": "100000000", "LOG_LEVEL": args.log_level}
+    with tempfile.TemporaryDirectory() as tmp, \
+            Sandbox("--members", str(args.members), "--token", TOKEN, "--channels", "3",
+                    "--messages", "1") as sandbox, \
+            GunicornServer({**sandbox.env(), **env}) as app:
+        session = requests.post(f"{app.base_url}/api/auth/login", json={"token": TOKEN},
+                                timeout=60).json()["sessionId"]
+        first = requests.get(f"{app.base_url}/api/members", headers={"Authorization": session},
+                             timeout=60)
+        first.raise_for_status()
+        body = Path(tmp) / "members.json"
+        body.write_bytes(first.content)
+        floor = GunicornServer({**env, "MEMBERSENSE_FLOOR_BODY": str(body)},
+                               args=("benchmarks.floor_app:app",))
+        with floor:
+            wait_for_health(floor.base_url)
+            check = requests.get(f"{floor.base_url}/api/members", timeout=10)
+            assert check.content == first.content
+            results: dict[str, list[dict[str, float]]] = {"membersense": [], "floor": []}
+            for name, server in (("membersense", app), ("floor", floor)):
+                load(f"{server.base_url}/api/members", session, 2, args.loadgen)  # warm up
+            for _ in range(args.rounds):
+                for name, server in (("membersense", app), ("floor", floor)):
+                    results[name].append(load(f"{server.base_url}/api/members", session,
+                                              args.seconds, args.loadgen))
+    summary = {name: {key: median([r[key] for r in runs]) for key in ("rps", "p50_ms", "p99_ms")}
+               for name, runs in results.items()}
+    ms, fl = summary["membersense"], summary["floor"]
+    print(f"GET /api/members, {len(first.json())} members, {len(first.content) / 1e6:.2f} MB "
+          f"body, concurrency {CONNECTIONS}, load generator {args.loadgen}, "
+          f"median of {args.rounds} x {args.seconds:g} s rounds, LOG_LEVEL={args.log_level}")
+    for name, figures in summary.items():
+        print(f"  {name:<11} {figures['rps']:8.0f} req/s   p50 {figures['p50_ms']:6.2f} ms   "
+              f"p99 {figures['p99_ms']:6.2f} ms")
+    ratio_rps = fl["rps"] / ms["rps"]
+    ratio_p50 = ms["p50_ms"] / fl["p50_ms"]
+    print(f"  floor/membersense throughput {ratio_rps:.2f}x, p50 {ratio_p50:.2f}x "
+          f"(target <= {TARGET_RATIO:g}x)")
+    verdict = (ms["p50_ms"] <= TARGET_P50_MS, ms["rps"] >= TARGET_RPS,
+               max(ratio_rps, ratio_p50) <= TARGET_RATIO)
+    print(f"  targets: p50 <= {TARGET_P50_MS:g} ms {'PASS' if verdict[0] else 'FAIL'}, "
+          f">= {TARGET_RPS:g} req/s {'PASS' if verdict[1] else 'FAIL'}, "
+          f"within {TARGET_RATIO:g}x of the floor {'PASS' if verdict[2] else 'FAIL'}")
+
+
+if __name__ == "__main__":
+    main()
