@@ -120,7 +120,10 @@ async def add_member(ctl: Control) -> Any:
 
 
 async def update_member(ctl: Control) -> Any:
-    """PATCH /_sandbox/guilds/{guild_id}/members/{user_id} ``{"nick"?, "roles"?, "global_name"?, "username"?, ...}``."""
+    """PATCH /_sandbox/guilds/{guild_id}/members/{user_id} ``{"nick"?, "roles"?, "global_name"?, "username"?, "status"?, ...}``.
+
+    Member fields dispatch GUILD_MEMBER_UPDATE; ``status`` dispatches PRESENCE_UPDATE.
+    """
     guild = ctl.guild()
     member = guild.members.get(ctl.params["user_id"])
     if member is None:
@@ -145,11 +148,13 @@ async def update_member(ctl: Control) -> Any:
             if not isinstance(body[key], bool):
                 raise InvalidFormBody(key, "BASE_TYPE_BOOLEAN", "Must be either true or false.")
             changes[key] = body[key]
-    if "status" in body:
-        changes["status"] = _status(body)
-    if not changes:
+    status = _status(body)
+    if not changes and status is None:
         raise InvalidFormBody("", "BASE_TYPE_REQUIRED", "Nothing to change.")
-    ctl.world.update_member(guild, member, **changes)
+    if changes:
+        ctl.world.update_member(guild, member, **changes)
+    if status is not None and status != member.status:
+        ctl.world.set_presence(guild, member, status)  # a presence, not a member, change on Discord
     return ctl.world.member_payload(guild, member)
 
 

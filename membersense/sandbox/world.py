@@ -18,6 +18,7 @@ from membersense.sandbox.models import (
     CHANNEL_TEXT,
     INTENT_GUILD_MEMBERS,
     INTENT_GUILD_MESSAGES,
+    INTENT_GUILD_PRESENCES,
     INTENT_GUILDS,
     MESSAGE_REPLY,
     PERM_ADMINISTRATOR,
@@ -276,11 +277,17 @@ class World(Payloads):
                 setattr(member.user, key, value)
             elif key == "roles":
                 member.roles = list(dict.fromkeys(value))
-            elif key in ("nick", "avatar", "pending", "deaf", "mute", "status"):
+            elif key in ("nick", "avatar", "pending", "deaf", "mute"):
                 setattr(member, key, value)
             else:
                 raise ValueError(f"cannot change {key!r}")
         self._publish("GUILD_MEMBER_UPDATE", guild.id, self._member_event_data(guild, member), INTENT_GUILD_MEMBERS)
+        return member
+
+    def set_presence(self, guild: Guild, member: Member, status: str) -> Member:
+        """Change a member's status ("online", "idle", "dnd", "offline") (PRESENCE_UPDATE)."""
+        member.status = status
+        self._publish("PRESENCE_UPDATE", guild.id, self.presence_payload(guild, member), INTENT_GUILD_PRESENCES)
         return member
 
     def remove_member(self, guild: Guild, member: Member) -> None:

@@ -63,9 +63,16 @@ def test_member_lifecycle(sandbox, rest_client):
     assert updated["nick"] is None and len(updated["roles"]) == 2
     assert client.get(f"/guilds/{ids['guild']}/members/{user_id}").json()["roles"] == updated["roles"]
 
+    client.control("PATCH", f"/guilds/{ids['guild']}/members/{user_id}", {"status": "dnd"})
+    presence = sandbox.run(lambda: events[-1])
+    assert presence.name == "PRESENCE_UPDATE" and presence.intent == 1 << 8
+    assert presence.data == {"user": {"id": user_id}, "guild_id": str(ids["guild"]), "status": "dnd",
+                             "activities": [], "client_status": {"desktop": "dnd"}}
+
     assert client.control("DELETE", f"/guilds/{ids['guild']}/members/{user_id}").status_code == 204
     assert client.get(f"/guilds/{ids['guild']}/members/{user_id}").json()["code"] == 10007
-    assert names(sandbox, events) == ["GUILD_MEMBER_ADD", "GUILD_MEMBER_UPDATE", "GUILD_MEMBER_REMOVE"]
+    assert names(sandbox, events) == ["GUILD_MEMBER_ADD", "GUILD_MEMBER_UPDATE", "PRESENCE_UPDATE",
+                                      "GUILD_MEMBER_REMOVE"]
     add_event = sandbox.run(lambda: events[0])
     assert add_event.data["guild_id"] == str(ids["guild"]) and add_event.data["user"]["id"] == user_id
 
