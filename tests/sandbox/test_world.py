@@ -399,3 +399,29 @@ def test_scenario_file_from_config(tmp_path):
     bad.write_text("{nope", encoding="utf-8")
     with pytest.raises(ScenarioError, match="not valid JSON"):
         build_world(SandboxConfig(scenario=str(bad)))
+
+
+def test_world_is_identical_across_processes_and_hash_seeds():
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    program = (
+        "import hashlib, json\n"
+        "from membersense.sandbox.config import SandboxConfig\n"
+        "from membersense.sandbox.generator import build_world\n"
+        "w = build_world(SandboxConfig(members=300, channels=4, messages=40, tokens=('a', 'b'), seed=9))\n"
+        "g = next(iter(w.guilds.values()))\n"
+        "data = [w.guild_create_payload(g, w.bot_for_token('a'), large_threshold=1000),\n"
+        "        [w.message_payload(m) for c in g.channels for m in c.history(100)],\n"
+        "        [w.application_payload(b) for b in w.bots.values()]]\n"
+        "print(hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest())\n"
+    )
+    digests = set()
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        result = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=60,
+                                check=True)
+        digests.add(result.stdout.strip())
+    assert len(digests) == 1 and len(next(iter(digests))) == len(hashlib.sha256().hexdigest())
