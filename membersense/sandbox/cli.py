@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="ban a client IP after N 401/403/429 answers in 10 minutes (default: off; Discord: 10000)")
     limits.add_argument("--invalid-request-ban", type=float, default=defaults.invalid_request_ban_s,
                         metavar="SECONDS", help="how long such a ban lasts (default %(default)s)")
-    parser.add_argument("--verbose", action="store_true", help="log requests and gateway traffic to stderr")
+    parser.add_argument("--verbose", action="store_true", help="log every HTTP request and the sandbox's INFO messages to stderr")
     return parser
 
 
