@@ -66,6 +66,7 @@ from membersense.sandbox.gateway_protocol import (
 )
 from membersense.sandbox.gateway_session import Session, SessionRegistry
 from membersense.sandbox.models import INTENT_MESSAGE_CONTENT, PRIVILEGED_INTENTS
+from membersense.sandbox.responses import server_error
 
 if TYPE_CHECKING:
     from membersense.sandbox.config import SandboxConfig
@@ -212,7 +213,6 @@ class Gateway:
 
     def __init__(self, world: World, config: SandboxConfig) -> None:
         self._world = world
-        self._config = config
         self._interval_ms = config.heartbeat_interval_ms
         self._sessions = SessionRegistry(world.clock)
         self._connections: set[Connection] = set()
@@ -226,7 +226,7 @@ class Gateway:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Serve one gateway WebSocket (mounted at ``GET /ws``) until it closes."""
         if self._closed:
-            return web.json_response({"message": "The gateway is shutting down.", "code": 0}, status=503)
+            return server_error(503).response()
         ws = web.WebSocketResponse(compress=False, max_msg_size=1 << 20, timeout=CLOSE_TIMEOUT_S)
         await ws.prepare(request)
 
