@@ -101,7 +101,9 @@ class Connection:
     numbered and the zlib stream sees them in that order.
     """
 
-    def __init__(self, ws: web.WebSocketResponse, request: web.Request, encoder: FrameEncoder, interval_s: float) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, request: web.Request, encoder: FrameEncoder, interval_s: float
+    ) -> None:
         self.ws = ws
         self.request = request
         self.encoder = encoder
@@ -292,10 +294,11 @@ class Gateway:
         except (ValueError, UnicodeDecodeError):
             conn.close_soon(Close.DECODE_ERROR, "Error while decoding payload.")
             return
-        if not isinstance(payload, dict) or isinstance(payload.get("op"), bool) or not isinstance(payload.get("op"), int):
+        op = payload.get("op") if isinstance(payload, dict) else None
+        if isinstance(op, bool) or not isinstance(op, int):
             conn.close_soon(Close.DECODE_ERROR, "Error while decoding payload.")
             return
-        op, d = payload["op"], payload.get("d")
+        d = payload.get("d")
         if op == Op.HEARTBEAT:
             conn.heartbeat()
             conn.send(control_frame(Op.HEARTBEAT_ACK))

@@ -33,7 +33,9 @@ class Op:
 
 
 #: Opcodes a client may send that the sandbox accepts and ignores (no state of theirs is modelled).
-IGNORED_CLIENT_OPS = frozenset({Op.PRESENCE_UPDATE, Op.VOICE_STATE_UPDATE, Op.REQUEST_SOUNDBOARD_SOUNDS, Op.REQUEST_CHANNEL_INFO})
+IGNORED_CLIENT_OPS = frozenset(
+    {Op.PRESENCE_UPDATE, Op.VOICE_STATE_UPDATE, Op.REQUEST_SOUNDBOARD_SOUNDS, Op.REQUEST_CHANNEL_INFO}
+)
 
 
 class Close:

@@ -63,10 +63,15 @@ class Session:
         frame = dispatch_frame(event, self.seq, d_json)
         self._replay.append((self.seq, frame))
         self._replay_chars += len(frame)
-        while len(self._replay) > REPLAY_MAX_FRAMES or (self._replay_chars > REPLAY_MAX_CHARS and len(self._replay) > 1):
+        while self._replay_over_budget():
             _, dropped = self._replay.popleft()
             self._replay_chars -= len(dropped)
         return frame
+
+    def _replay_over_budget(self) -> bool:
+        # The newest frame is always kept, even when it alone is over the size budget.
+        size = len(self._replay)
+        return size > REPLAY_MAX_FRAMES or (size > 1 and self._replay_chars > REPLAY_MAX_CHARS)
 
     def frames_after(self, seq: int) -> list[str] | None:
         """The buffered frames numbered after ``seq``, or None when some were already dropped."""

@@ -128,7 +128,8 @@ def test_every_dispatch_arrives_as_its_discordpy_event(server):
             assert (before.nick, after.nick) == ("Joiner", "Renamed")
 
             message, posted = await expect("message", lambda: call(
-                "POST", f"/channels/{channel.id}/messages", {"content": "hello discord.py", "author_id": str(member.id)}))
+                "POST", f"/channels/{channel.id}/messages",
+                {"content": "hello discord.py", "author_id": str(member.id)}))
             assert message.id == int(posted["id"]) and message.content == "hello discord.py"
             assert message.author.id == member.id and message.channel == channel
 

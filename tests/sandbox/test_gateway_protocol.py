@@ -15,7 +15,6 @@ from membersense.sandbox.gateway_protocol import zstd_available
 
 from .conftest import TEST_TOKEN
 from .gateway_support import (
-    ALL_INTENTS,
     GUILD_MEMBERS,
     GUILD_MESSAGES,
     GUILDS,
