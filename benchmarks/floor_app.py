@@ -2,7 +2,8 @@
 
 Served by the same ``gunicorn -c gunicorn.conf.py`` as MemberSense, it answers
 ``GET /api/members`` with the very body (and the same headers) MemberSense
-sent, read once at start-up from ``MEMBERSENSE_FLOOR_BODY`` (a file path).
+sent, read once at start-up from ``MEMBERSENSE_FLOOR_BODY`` (a file path; with
+``MEMBERSENSE_FLOOR_ENCODING=gzip`` the file holds the gzipped bytes MemberSense sent).
 The gap between the two is what MemberSense itself costs per request.
 """
 
@@ -15,7 +16,9 @@ from typing import Any
 with open(os.environ["MEMBERSENSE_FLOOR_BODY"], "rb") as _file:
     BODY = _file.read()
 HEADERS = [("Content-Type", "application/json"), ("Content-Length", str(len(BODY))),
-           ("ETag", '"floor"')]
+           ("ETag", '"floor"'), ("Vary", "Accept-Encoding")]
+if os.environ.get("MEMBERSENSE_FLOOR_ENCODING"):  # the stored bytes are already encoded
+    HEADERS.append(("Content-Encoding", os.environ["MEMBERSENSE_FLOOR_ENCODING"]))
 
 
 def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:

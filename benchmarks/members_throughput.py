@@ -10,7 +10,10 @@ A sandbox runs in its own process; MemberSense logs in, the member list is
 read once (building the snapshot), then MemberSense and the floor are loaded
 alternately, *R* rounds of *S* seconds each, by ``wrk`` (``-t2 -c16 --latency``)
 or, without wrk, by ``benchmarks/loadgen.py`` (a Python closed loop in other
-processes). Every request is a full 200 with the whole body (no If-None-Match).
+processes). Every request is a full 200 with the whole body (no If-None-Match),
+sent with ``Accept-Encoding: gzip`` as browsers send it (``--encoding identity``
+for the uncompressed 2.9 MB body); the floor serves exactly the bytes
+MemberSense put on the wire, with the same encoding.
 Medians over the rounds are printed, with the ratios.
 """
 
@@ -40,20 +43,22 @@ def _wrk_ms(value: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def load(url: str, session: str, seconds: float, tool: str) -> dict[str, float]:
+def load(url: str, headers: dict[str, str], seconds: float, tool: str) -> dict[str, float]:
     """One round against *url*: requests per second and latency percentiles."""
-    header = f"Authorization: {session}"
+    header_args = [arg for name, value in headers.items() for arg in ("-H", f"{name}: {value}")]
     if tool == "wrk":
         out = subprocess.run(["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds:g}s", "--latency",
-                              "-H", header, url], capture_output=True, text=True,
+                              *header_args, url], capture_output=True, text=True,
                              check=True).stdout
         if "Non-2xx" in out:
             raise RuntimeError(f"errors during the run:\n{out}")
         latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
         return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
                 "p50_ms": _wrk_ms(latency["50"]), "p99_ms": _wrk_ms(latency["99"])}
+    header_args = [arg for name, value in headers.items()
+                   for arg in ("--header", f"{name}: {value}")]
     out = subprocess.run([sys.executable, "-m", "benchmarks.loadgen", url, "--connections",
-                          str(CONNECTIONS), "--seconds", str(seconds), "--header", header],
+                          str(CONNECTIONS), "--seconds", str(seconds), *header_args],
                          capture_output=True, text=True, check=True).stdout
     return json.loads(out)
 
@@ -65,6 +70,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--loadgen", choices=("wrk", "python"),
                         default="wrk" if shutil.which("wrk") else "python")
+    parser.add_argument("--encoding", choices=("gzip", "identity"), default="gzip",
+                        help="Accept-Encoding of the load (browsers send gzip)")
     parser.add_argument("--log-level", default="INFO",
                         help="MemberSense's LOG_LEVEL (INFO logs every request, as deployed)")
     args = parser.parse_args()
@@ -76,29 +83,36 @@ def main() -> None:
             GunicornServer({**sandbox.env(), **env}) as app:
         session = requests.post(f"{app.base_url}/api/auth/login", json={"token": TOKEN},
                                 timeout=60).json()["sessionId"]
-        first = requests.get(f"{app.base_url}/api/members", headers={"Authorization": session},
-                             timeout=60)
+        headers = {"Authorization": session, "Accept-Encoding": args.encoding}
+        first = requests.get(f"{app.base_url}/api/members", headers=headers, timeout=60,
+                             stream=True)
         first.raise_for_status()
-        body = Path(tmp) / "members.json"
-        body.write_bytes(first.content)
-        floor = GunicornServer({**env, "MEMBERSENSE_FLOOR_BODY": str(body)},
-                               args=("benchmarks.floor_app:app",))
+        sent = first.raw.read(decode_content=False)  # the bytes on the wire
+        body = Path(tmp) / "members.body"
+        body.write_bytes(sent)
+        floor_env = {**env, "MEMBERSENSE_FLOOR_BODY": str(body)}
+        if first.headers.get("Content-Encoding"):
+            floor_env["MEMBERSENSE_FLOOR_ENCODING"] = first.headers["Content-Encoding"]
+        members = requests.get(f"{app.base_url}/api/members", headers=headers, timeout=60).json()
+        floor = GunicornServer(floor_env, args=("benchmarks.floor_app:app",))
         with floor:
             wait_for_health(floor.base_url)
-            check = requests.get(f"{floor.base_url}/api/members", timeout=10)
-            assert check.content == first.content
+            check = requests.get(f"{floor.base_url}/api/members", headers=headers, timeout=10,
+                                 stream=True)
+            assert check.raw.read(decode_content=False) == sent
             results: dict[str, list[dict[str, float]]] = {"membersense": [], "floor": []}
             for name, server in (("membersense", app), ("floor", floor)):
-                load(f"{server.base_url}/api/members", session, 2, args.loadgen)  # warm up
+                load(f"{server.base_url}/api/members", headers, 2, args.loadgen)  # warm up
             for _ in range(args.rounds):
                 for name, server in (("membersense", app), ("floor", floor)):
-                    results[name].append(load(f"{server.base_url}/api/members", session,
+                    results[name].append(load(f"{server.base_url}/api/members", headers,
                                               args.seconds, args.loadgen))
     summary = {name: {key: median([r[key] for r in runs]) for key in ("rps", "p50_ms", "p99_ms")}
                for name, runs in results.items()}
     ms, fl = summary["membersense"], summary["floor"]
-    print(f"GET /api/members, {len(first.json())} members, {len(first.content) / 1e6:.2f} MB "
-          f"body, concurrency {CONNECTIONS}, load generator {args.loadgen}, "
+    print(f"GET /api/members, {len(members)} members, {len(sent) / 1e6:.2f} MB body "
+          f"(Accept-Encoding: {args.encoding}), concurrency {CONNECTIONS}, "
+          f"load generator {args.loadgen}, "
           f"median of {args.rounds} x {args.seconds:g} s rounds, LOG_LEVEL={args.log_level}")
     for name, figures in summary.items():
         print(f"  {name:<11} {figures['rps']:8.0f} req/s   p50 {figures['p50_ms']:6.2f} ms   "

@@ -79,6 +79,8 @@ class BridgeConnector:
                 return
             if self._bots.get(bot._token) is bot:
                 del self._bots[bot._token]
+        if bot.closed:  # closed already (the bridge stopped first, at interpreter exit)
+            return
         try:
             self.call(bot.close, timeout=CLOSE_TIMEOUT_S)
         except Exception as exc:  # the session ends either way; say what went wrong
