@@ -14,9 +14,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from tests.integration.support import worker_pid as worker_of
 from tests.servers import ROOT, GunicornServer
 
-__all__ = ["ROOT", "GunicornServer", "Sandbox", "median", "percentile", "rss_kib"]
+__all__ = ["ROOT", "GunicornServer", "Sandbox", "median", "percentile", "rss_kib", "worker_of"]
 
 
 class Sandbox:
@@ -67,12 +68,6 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError(f"no VmRSS for {pid}")
-
-
-def worker_of(master_pid: int) -> int:
-    """The single gunicorn worker of *master_pid*."""
-    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
-    return int(children[0])
 
 
 def cpu_count() -> int:
