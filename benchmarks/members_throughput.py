@@ -76,7 +76,11 @@ def main() -> None:
                         help="MemberSense's LOG_LEVEL (INFO logs every request, as deployed)")
     args = parser.parse_args()
 
-    env = {"RATE_LIMIT_MAX_REQUESTS": "100000000", "LOG_LEVEL": args.log_level}
+    # The limiter stays on, with a budget no run can exhaust. A 1 s window keeps
+    # the moving window at about the size a real client's has (limits keeps one
+    # timestamp per request in the window; 60 s at this rate would be 60 000).
+    env = {"RATE_LIMIT_MAX_REQUESTS": "100000000", "RATE_LIMIT_WINDOW": "1000",
+           "LOG_LEVEL": args.log_level}
     with tempfile.TemporaryDirectory() as tmp, \
             Sandbox("--members", str(args.members), "--token", TOKEN, "--channels", "3",
                     "--messages", "1") as sandbox, \

@@ -29,7 +29,6 @@ __all__ = [
     "DiscordUnavailable",
     "DiscordTimeout",
     "register_error_handlers",
-    "json_error",
 ]
 
 log = logging.getLogger("membersense.errors")
@@ -122,7 +121,7 @@ class DiscordTimeout(ApiError):
     description = "Discord did not respond in time"
 
 
-def json_error(status: int, message: str, *, extra: dict[str, Any] | None = None,
+def _json_error(status: int, message: str, *, extra: dict[str, Any] | None = None,
                headers: dict[str, str] | None = None) -> Response:
     """Build the JSON error response every error path uses."""
     body = {"error": message, **(extra or {})}
@@ -136,14 +135,14 @@ def json_error(status: int, message: str, *, extra: dict[str, Any] | None = None
 
 def _handle_http_exception(error: HTTPException) -> Response:
     if isinstance(error, ApiError):
-        return json_error(error.code, str(error.description), extra=error.extra,
+        return _json_error(error.code, str(error.description), extra=error.extra,
                           headers=error.headers)
     # werkzeug's own exceptions (404, 405, 413 ...): its short name, never the
     # long description, and keep headers that matter (Allow on a 405).
     headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
     status = error.code or 500
     message = "Internal Server Error" if status >= 500 else error.name
-    return json_error(status, message, headers=headers)
+    return _json_error(status, message, headers=headers)
 
 
 def _handle_unexpected(error: Exception) -> Response:
@@ -158,7 +157,7 @@ def _handle_unexpected(error: Exception) -> Response:
         where,
         extra={"fields": {"request_id": g.get("request_id"), "exception": type(error).__name__}},
     )
-    return json_error(500, "Internal Server Error")
+    return _json_error(500, "Internal Server Error")
 
 
 def register_error_handlers(app: Flask) -> None:

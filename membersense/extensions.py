@@ -1,7 +1,7 @@
 """The process's module-level services, wired into an app by :func:`init_app`.
 
 - :data:`sessions`: each app's lock-protected session registry.
-- :data:`rate_limiting`: each app's per-IP sliding-window limiter (Flask-Limiter).
+- :data:`rate_limiting`: each app's per-IP sliding-window budget (`limits`).
 - :data:`discord`: each app's Discord connector (the discord.py bridge in
   production, a test double in HTTP-layer tests).
 

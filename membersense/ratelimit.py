@@ -1,32 +1,46 @@
 """Per-client-IP sliding-window rate limiting.
 
 The original design kept a hand-written list of timestamps per IP. Here the
-same sliding window is Flask-Limiter's *moving window* strategy on a `limits`
-storage: it is the same algorithm, already tested, keeps memory bounded (idle
-keys expire), and its storage is pluggable, so ``RATE_LIMIT_STORAGE_URI=redis://``
-shares one budget between several MemberSense processes.
+same sliding window is the *moving window* of the `limits` library (the engine
+under Flask-Limiter): the same algorithm, already tested, with pluggable
+storage, so ``RATE_LIMIT_STORAGE_URI=redis://`` shares one budget between
+several MemberSense processes.
 
-One application-wide limit covers every route (as the original counted every
-request against one budget per IP), except the health check and CORS
-preflights. The client IP is the socket peer; werkzeug's ``ProxyFix`` (see the
-app factory) replaces it with the ``X-Forwarded-For`` entry of the configured
-number of trusted proxies, so a client cannot pick its own address.
+We use `limits` directly rather than through Flask-Limiter: we need one
+application-wide budget, not per-route decorators, and Flask-Limiter's
+per-request limit resolution cost about half of a cached ``/api/members``
+request (see BENCHMARKS.md).
+
+One budget covers every route (as the original counted every request against
+one budget per IP), except those exempted here (the health check, the
+dashboard's static files) and CORS preflights. The client IP is the socket
+peer; werkzeug's ``ProxyFix`` (see the app factory) replaces it with the
+``X-Forwarded-For`` entry of the configured number of trusted proxies, so a
+client cannot pick its own address.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 import time
 
-from flask import Blueprint, Flask, Response, current_app, request
-from flask_limiter import Limiter, RateLimitExceeded
-from flask_limiter.util import get_remote_address
-from limits.storage import MemoryStorage
+from flask import Blueprint, Flask, Response, current_app, g, request
+from limits import RateLimitItem, RateLimitItemPerSecond
+from limits.errors import StorageError
+from limits.storage import MemoryStorage, Storage, storage_from_string
+from limits.strategies import MovingWindowRateLimiter
 
 from membersense.config import Settings
-from membersense.errors import TooManyRequests, json_error
+from membersense.errors import TooManyRequests
 
-__all__ = ["RateLimiting"]
+__all__ = ["RateLimiting", "PrunedMemoryStorage"]
+
+log = logging.getLogger("membersense.ratelimit")
+
+#: How long to serve from the in-memory fallback before trying the shared storage again.
+RETRY_SHARED_STORAGE_S = 30.0
 
 
 class PrunedMemoryStorage(MemoryStorage):
@@ -48,9 +62,60 @@ class PrunedMemoryStorage(MemoryStorage):
                     self.locks.pop(key, None)
 
 
-def _storage_uri(settings: Settings) -> str:
-    uri = settings.rate_limit_storage_uri
-    return "membersense-memory://" if uri.startswith("memory://") else uri
+def _make_storage(uri: str) -> Storage:
+    if uri.startswith("memory://"):
+        return PrunedMemoryStorage()
+    # wrap_exceptions: any backend failure surfaces as limits' StorageError.
+    return storage_from_string(uri, wrap_exceptions=True)  # type: ignore[return-value]
+
+
+class _Budget:
+    """One app's limit on its shared storage, with an in-memory fallback for outages."""
+
+    def __init__(self, item: RateLimitItem, storage: Storage) -> None:
+        self.item = item
+        self._shared = MovingWindowRateLimiter(storage)
+        self._fallback: MovingWindowRateLimiter | None = None
+        self._next_probe = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def storage(self) -> Storage:
+        """Where windows are counted while the storage is healthy."""
+        return self._shared.storage
+
+    def _limiter(self) -> MovingWindowRateLimiter:
+        fallback = self._fallback
+        if fallback is None:
+            return self._shared
+        now = time.monotonic()
+        with self._lock:  # one probe of the shared storage per period, not per request
+            due = now >= self._next_probe
+            if due:
+                self._next_probe = now + RETRY_SHARED_STORAGE_S
+        if due and self._shared.storage.check():
+            log.warning("rate limit storage is reachable again; leaving the in-memory fallback")
+            self._fallback = None
+            return self._shared
+        return fallback
+
+    def hit(self, key: str) -> tuple[bool, float, int]:
+        """Count a request for *key*: (allowed, window reset time, remaining)."""
+        limiter = self._limiter()
+        try:
+            allowed = limiter.hit(self.item, key)
+            reset, remaining = limiter.get_window_stats(self.item, key)
+        except StorageError:
+            if limiter is not self._shared:
+                raise
+            # A storage outage (Redis down) must not take the API down with it.
+            with self._lock:
+                if self._fallback is None:
+                    log.warning("rate limit storage unreachable; counting in memory meanwhile")
+                    self._fallback = MovingWindowRateLimiter(PrunedMemoryStorage())
+                    self._next_probe = time.monotonic() + RETRY_SHARED_STORAGE_S
+            return self.hit(key)
+        return allowed, reset, remaining
 
 
 def _seconds_until(timestamp: float) -> int:
@@ -58,71 +123,51 @@ def _seconds_until(timestamp: float) -> int:
 
 
 class RateLimiting:
-    """The Flask extension giving each app its own Flask-Limiter.
+    """The Flask extension holding each app's request budget."""
 
-    A ``Limiter`` keeps its limits and storage on itself, so one per app
-    (in ``app.extensions``) keeps apps, and tests, from sharing budgets.
-    """
-
-    key = "membersense.limiter"
+    key = "membersense.ratelimit"
 
     def __init__(self) -> None:
         self._exempt_blueprints: set[str] = set()
 
     def exempt(self, blueprint: Blueprint) -> Blueprint:
-        """Never count requests to *blueprint* (health checks)."""
+        """Never count requests to *blueprint*."""
         self._exempt_blueprints.add(blueprint.name)
         return blueprint
 
-    @property
-    def limiter(self) -> Limiter:
-        """The current app's limiter."""
-        return current_app.extensions[self.key]
-
     def init_app(self, app: Flask, settings: Settings) -> None:
-        """Build *app*'s limiter from *settings*: its window, budget and storage."""
+        """Give *app* its budget from *settings* and check it before every request."""
         window_s = settings.rate_limit_window // 1000
-        limiter = Limiter(
-            key_func=get_remote_address,
-            application_limits=[f"{settings.rate_limit_max_requests} per {window_s} second"],
-            # A browser preflight is not a request for data; counting it would
-            # halve the budget of every front end that sends Authorization.
-            application_limits_exempt_when=self._is_exempt,
-            storage_uri=_storage_uri(settings),
-            strategy="moving-window",
-            key_prefix="membersense",
-            # Flask-Limiter's own headers use epoch resets and add Retry-After
-            # to every response; we send the IETF draft's RateLimit-* ourselves.
-            headers_enabled=False,
-            # A storage outage (Redis down) must not take the API down with it.
-            in_memory_fallback_enabled=True,
+        app.extensions[self.key] = _Budget(
+            RateLimitItemPerSecond(settings.rate_limit_max_requests, window_s),
+            _make_storage(settings.rate_limit_storage_uri),
         )
-        limiter.init_app(app)
-        app.extensions[self.key] = limiter
+        app.before_request(self._check)
         app.after_request(self._add_headers)
-        app.register_error_handler(RateLimitExceeded, self._too_many_requests)
 
-    def _is_exempt(self) -> bool:
-        return request.method == "OPTIONS" or request.blueprint in self._exempt_blueprints
+    def _check(self) -> None:
+        # A browser preflight is not a request for data; counting it would
+        # halve the budget of every front end that sends Authorization.
+        req = request._get_current_object()  # type: ignore[attr-defined]  # once, not per use
+        if req.method == "OPTIONS" or req.blueprint in self._exempt_blueprints:
+            return
+        budget: _Budget = current_app.extensions[self.key]
+        allowed, reset, remaining = budget.hit(req.remote_addr or "unknown")
+        g.rate_limit = (budget.item, reset, remaining)
+        if not allowed:
+            retry_after = max(1, _seconds_until(reset))
+            raise TooManyRequests(extra={"retryAfter": retry_after},
+                                  headers={"Retry-After": str(retry_after)})
 
-    def _add_headers(self, response: Response) -> Response:
-        current = self.limiter.current_limit
-        if current is not None:
-            response.headers["RateLimit-Policy"] = (
-                f"{current.limit.amount};w={current.limit.get_expiry()}"
-            )
-            response.headers["RateLimit-Limit"] = str(current.limit.amount)
-            response.headers["RateLimit-Remaining"] = str(max(0, current.remaining))
-            response.headers["RateLimit-Reset"] = str(_seconds_until(current.window.reset_time))
+    @staticmethod
+    def _add_headers(response: Response) -> Response:
+        state = g.get("rate_limit")
+        if state is not None:
+            item, reset, remaining = state
+            # add(), not set(): nothing else writes these, so skip set()'s scan.
+            add = response.headers.add
+            add("RateLimit-Policy", f"{item.amount};w={item.get_expiry()}")
+            add("RateLimit-Limit", str(item.amount))
+            add("RateLimit-Remaining", str(max(0, remaining)))
+            add("RateLimit-Reset", str(_seconds_until(reset)))
         return response
-
-    def _too_many_requests(self, error: RateLimitExceeded) -> Response:
-        current = self.limiter.current_limit
-        # Flask-Limiter's reset_at rounds up by a second; the window has the exact time.
-        retry_after = max(1, _seconds_until(current.window.reset_time)) if current else 1
-        return json_error(
-            429,
-            TooManyRequests.description,
-            extra={"retryAfter": retry_after},
-            headers={"Retry-After": str(retry_after)},
-        )

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from membersense.config import Settings, load_settings
+from gunicorn import glogging
 
-__all__ = ["gunicorn_options", "on_starting", "worker_exit"]
+from membersense.config import Settings, load_settings
+from membersense.logs import make_handler
+
+__all__ = ["GunicornLogger", "gunicorn_options", "on_starting", "worker_exit"]
 
 #: Cloud Run sends SIGKILL 10 s after SIGTERM; leave room for the hook.
 GRACEFUL_TIMEOUT_S = 8
@@ -28,10 +31,6 @@ GRACEFUL_TIMEOUT_S = 8
 def gunicorn_options(settings: Settings | None = None) -> dict[str, Any]:
     """gunicorn settings for MemberSense (the names of gunicorn's config file)."""
     settings = settings or load_settings()
-    formatter = (
-        "membersense.logs.JsonFormatter" if settings.log_format == "json"
-        else "membersense.logs.TextFormatter"
-    )
     return {
         "bind": [f"0.0.0.0:{settings.port}"],
         "workers": 1,
@@ -49,25 +48,27 @@ def gunicorn_options(settings: Settings | None = None) -> dict[str, Any]:
         "accesslog": None,
         "errorlog": "-",
         "loglevel": settings.log_level.lower(),
-        "logconfig_dict": {
-            "version": 1,
-            "disable_existing_loggers": False,
-            "formatters": {"membersense": {"()": formatter}},
-            "filters": {"redact": {"()": "membersense.logs.RedactTokens"}},
-            "handlers": {
-                "console": {
-                    "class": "logging.StreamHandler",
-                    "formatter": "membersense",
-                    "filters": ["redact"],
-                    "stream": "ext://sys.stderr",
-                }
-            },
-            "loggers": {
-                "gunicorn.error": {"level": settings.log_level, "handlers": ["console"],
-                                   "propagate": False},
-            },
-        },
+        "logger_class": GunicornLogger,
     }
+
+
+class GunicornLogger(glogging.Logger):  # type: ignore[misc]
+    """gunicorn's own messages in MemberSense's log format; no gunicorn access log.
+
+    The app writes one access line per request itself. (Configuring
+    gunicorn through ``logconfig_dict`` instead would make it build its
+    access-log fields for every request, only to drop them.)
+    """
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        handler = make_handler(load_settings().log_format)
+        for old in list(self.error_log.handlers):
+            self.error_log.removeHandler(old)
+        self.error_log.addHandler(handler)
+
+    def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
+        """Nothing: see the class docstring."""
 
 
 def on_starting(server: Any) -> None:

@@ -102,7 +102,7 @@ def test_idle_clients_are_forgotten(make_app: Callable[..., Flask], traveller) -
     client = app.test_client()
     for n in range(50):
         hit(client, ip=f"10.1.0.{n}")
-    storage = app.extensions["membersense.limiter"].storage
+    storage = app.extensions["membersense.ratelimit"].storage
     assert len(storage.events) == 50
     traveller.shift(2)
     storage._MemoryStorage__expire_events()  # what its expiry timer runs
@@ -124,3 +124,12 @@ def test_redis_storage_shares_one_budget_between_processes(
     second = make_app(**config).test_client()  # a second process, same Redis
     assert hit(second, ip=ip).status_code == 401
     assert hit(second, ip=ip).status_code == 429
+
+
+def test_a_storage_outage_falls_back_to_memory(make_app: Callable[..., Flask],
+                                               traveller: object, log_stream) -> None:
+    # Nothing listens on port 1: every Redis call fails.
+    client = make_app(RATE_LIMIT_MAX_REQUESTS=2,
+                      RATE_LIMIT_STORAGE_URI="redis://127.0.0.1:1/0").test_client()
+    assert [hit(client).status_code for _ in range(3)] == [401, 401, 429]
+    assert "rate limit storage unreachable" in log_stream.getvalue()

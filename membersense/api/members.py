@@ -24,13 +24,13 @@ def list_members() -> Response:
     limit = int_arg("limit", default=None, minimum=1, maximum=1000)
     after = snowflake_arg("after")
     document = session.service.members(guild_id, limit=limit, after=after)
-    if document.gzip is not None and request.accept_encodings["gzip"] > 0:
-        response = current_app.response_class(document.gzip, mimetype="application/json")
-        response.headers["Content-Encoding"] = "gzip"
-        # Each content coding is its own representation, with its own strong validator.
-        response.set_etag(f"{document.etag}.gz")
-    else:
-        response = current_app.response_class(document.body, mimetype="application/json")
-        response.set_etag(document.etag)
-    response.vary.add("Accept-Encoding")
-    return response.make_conditional(request)
+    gzipped = document.gzip is not None and request.accept_encodings["gzip"] > 0
+    # Each content coding is its own representation, with its own strong validator.
+    etag = f"{document.etag}.gz" if gzipped else document.etag
+    headers = {"ETag": f'"{etag}"', "Vary": "Accept-Encoding"}
+    if request.if_none_match.contains(etag):
+        return current_app.response_class(status=304, headers=headers)
+    if gzipped:
+        headers["Content-Encoding"] = "gzip"
+    return current_app.response_class(document.gzip if gzipped else document.body,
+                                      mimetype="application/json", headers=headers)
