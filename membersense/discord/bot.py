@@ -12,7 +12,8 @@ Login (:meth:`BotConnection.start`), bounded by ``LOGIN_TIMEOUT``:
 1. REST: ``GET /users/@me`` (a bad token is a fast 401, no gateway) and the
    application, whose flags say whether the privileged intents we need were
    granted (if not: 400 naming them, before spending an IDENTIFY); then
-   ``GET /gateway/bot`` for the session start budget.
+   ``GET /gateway/bot`` for the session start budget and, unless
+   ``DISCORD_GATEWAY_URL`` is set, the gateway URL.
 2. Gateway: ``client.connect(reconnect=True)`` as a task. discord.py resumes
    after drops and never retries close codes 4004, 4013 and 4014.
 3. Wait for READY, for every guild's GUILD_CREATE and for its members. We
@@ -213,7 +214,8 @@ class BotConnection:
                 missing.append("Message Content Intent")
             if missing:
                 raise missing_intents_error(missing)
-        _, _, budget = await client.http.get_bot_gateway()
+        _, gateway_url, budget = await client.http.get_bot_gateway()
+        endpoints.use_discovered_gateway(gateway_url)
         if budget and budget.get("remaining", 1) <= 0:
             raise ServiceUnavailable(
                 "The bot has used up its daily gateway logins; try again later",

@@ -18,12 +18,12 @@ from discord.http import Route
 
 from membersense.config import Settings
 
-__all__ = ["EndpointConflict", "use_endpoints", "release_endpoints"]
+__all__ = ["EndpointConflict", "use_endpoints", "release_endpoints", "use_discovered_gateway"]
 
 _lock = threading.Lock()
 _current: tuple[str, str] | None = None
 _users = 0
-#: discord.py's own defaults, for an empty DISCORD_GATEWAY_URL.
+#: discord.py's own default, until Discord tells us its gateway (DISCORD_GATEWAY_URL unset).
 _DEFAULT_GATEWAY = DiscordWebSocket.DEFAULT_GATEWAY
 
 
@@ -56,6 +56,18 @@ def use_endpoints(settings: Settings) -> None:
             VoiceClient.warn_nacl = False
             VoiceClient.warn_dave = False
         _users += 1
+
+
+def use_discovered_gateway(url: str) -> None:
+    """Connect to *url*, the gateway ``GET /gateway/bot`` named, if none is configured.
+
+    With ``DISCORD_GATEWAY_URL`` unset, the gateway is whatever the configured
+    API says it is, so pointing ``DISCORD_API_BASE`` at another Discord (the
+    sandbox) is enough. A configured URL always wins.
+    """
+    with _lock:
+        if _current is not None and not _current[1] and url:
+            DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
 
 
 def release_endpoints() -> None:

@@ -192,3 +192,17 @@ def test_sigterm_closes_sessions_and_connections(
     assert "closed sessions at shutdown" in log
     assert "closed bot connections" in log or "session closed" in log
     wait_until(lambda: control.connections_of("Main Bot") == 0, what="the gateway to close")
+
+
+def test_without_a_gateway_url_the_one_discord_names_is_used(
+        membersense_factory: Callable[..., MemberSense], control: Control) -> None:
+    # DISCORD_API_BASE alone points MemberSense at another Discord: the gateway
+    # comes from its GET /gateway/bot, never discord.py's built-in wss://gateway.discord.gg.
+    server = membersense_factory(DISCORD_GATEWAY_URL="")
+    assert server.api is not None
+    session = server.api.login(SECOND_TOKEN)
+    try:
+        assert control.connections_of("Second Bot") == 1
+        assert server.api.get("/api/members", session, limit=5).status_code == 200
+    finally:
+        server.api.logout(session)
