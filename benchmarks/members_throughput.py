@@ -6,8 +6,11 @@ Targets: p50 <= 10 ms, >= 1 000 req/s, and within 2x of the floor: the same
 gunicorn (``gunicorn.conf.py``, one gthread worker, THREADS=8) serving the same
 bytes from memory (``benchmarks/floor_app.py``).
 
+A third server, "bare flask", serves the same bytes from a Flask view with no
+extensions: it splits the gap into Flask's own cost and MemberSense's.
+
 A sandbox runs in its own process; MemberSense logs in, the member list is
-read once (building the snapshot), then MemberSense and the floor are loaded
+read once (building the snapshot), then MemberSense and the floors are loaded
 alternately, *R* rounds of *S* seconds each, by ``wrk`` (``-t2 -c16 --latency``)
 or, without wrk, by ``benchmarks/loadgen.py`` (a Python closed loop in other
 processes). Every request is a full 200 with the whole body (no If-None-Match),
@@ -99,21 +102,24 @@ def main() -> None:
             floor_env["MEMBERSENSE_FLOOR_ENCODING"] = first.headers["Content-Encoding"]
         members = requests.get(f"{app.base_url}/api/members", headers=headers, timeout=60).json()
         floor = GunicornServer(floor_env, args=("benchmarks.floor_app:app",))
-        with floor:
-            wait_for_health(floor.base_url)
-            check = requests.get(f"{floor.base_url}/api/members", headers=headers, timeout=10,
-                                 stream=True)
-            assert check.raw.read(decode_content=False) == sent
-            results: dict[str, list[dict[str, float]]] = {"membersense": [], "floor": []}
-            for name, server in (("membersense", app), ("floor", floor)):
+        bare_flask = GunicornServer(floor_env, args=("benchmarks.floor_app:flask_app",))
+        with floor, bare_flask:
+            servers = {"membersense": app, "floor": floor, "bare flask": bare_flask}
+            for server in (floor, bare_flask):
+                wait_for_health(server.base_url)
+                check = requests.get(f"{server.base_url}/api/members", headers=headers,
+                                     timeout=10, stream=True)
+                assert check.raw.read(decode_content=False) == sent
+            results: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
+            for server in servers.values():
                 load(f"{server.base_url}/api/members", headers, 2, args.loadgen)  # warm up
             for _ in range(args.rounds):
-                for name, server in (("membersense", app), ("floor", floor)):
+                for name, server in servers.items():
                     results[name].append(load(f"{server.base_url}/api/members", headers,
                                               args.seconds, args.loadgen))
     summary = {name: {key: median([r[key] for r in runs]) for key in ("rps", "p50_ms", "p99_ms")}
                for name, runs in results.items()}
-    ms, fl = summary["membersense"], summary["floor"]
+    ms, fl, bare = summary["membersense"], summary["floor"], summary["bare flask"]
     print(f"GET /api/members, {len(members)} members, {len(sent) / 1e6:.2f} MB body "
           f"(Accept-Encoding: {args.encoding}), concurrency {CONNECTIONS}, "
           f"load generator {args.loadgen}, "
@@ -125,6 +131,8 @@ def main() -> None:
     ratio_p50 = ms["p50_ms"] / fl["p50_ms"]
     print(f"  floor/membersense throughput {ratio_rps:.2f}x, p50 {ratio_p50:.2f}x "
           f"(target <= {TARGET_RATIO:g}x)")
+    print(f"  of which Flask itself: floor/bare flask {fl['rps'] / bare['rps']:.2f}x; "
+          f"MemberSense's own: bare flask/membersense {bare['rps'] / ms['rps']:.2f}x")
     verdict = (ms["p50_ms"] <= TARGET_P50_MS, ms["rps"] >= TARGET_RPS,
                max(ratio_rps, ratio_p50) <= TARGET_RATIO)
     print(f"  targets: p50 <= {TARGET_P50_MS:g} ms {'PASS' if verdict[0] else 'FAIL'}, "
