@@ -11,20 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from membersense import create_app, extensions
-from tests.fakes import FakeConnector
-
-
-class FakeClock:
-    """A monotonic clock that moves only when told to."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.fakes import FakeClock, FakeConnector
 
 
 @pytest.fixture

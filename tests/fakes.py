@@ -18,6 +18,20 @@ from membersense.discord.service import GuildSummary, JsonDocument
 from membersense.errors import NotFound, Unauthorized
 
 
+class FakeClock:
+    """A monotonic clock that moves only when told to (injected wherever time matters)."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward."""
+        self.now += seconds
+
+
 @dataclass
 class FakeGuild:
     id: int

@@ -9,7 +9,7 @@ import pytest
 
 from membersense.errors import ServiceUnavailable, Unauthorized
 from membersense.sessions import ID_LENGTH, SessionRegistry, fingerprint
-from tests.conftest import FakeClock
+from tests.fakes import FakeClock
 from tests.fakes import FakeConnector
 
 

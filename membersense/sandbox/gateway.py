@@ -318,18 +318,25 @@ class Gateway:
         else:
             conn.close_soon(Close.UNKNOWN_OPCODE, "Unknown opcode.")
 
-    def _identify(self, conn: Connection, d: Any) -> None:
+    def _authenticated_bot(self, conn: Connection, d: Any, opcode: str) -> Bot | None:
+        """The checks IDENTIFY and RESUME share; None once the socket is being closed."""
         if conn.session is not None:
             conn.close_soon(Close.ALREADY_AUTHENTICATED, "Already authenticated.")
-            return
+            return None
         if not isinstance(d, dict):
-            conn.close_soon(Close.DECODE_ERROR, "Invalid IDENTIFY payload.")
-            return
+            conn.close_soon(Close.DECODE_ERROR, f"Invalid {opcode} payload.")
+            return None
         token = d.get("token")
         bot = self._world.bot_for_token(token) if isinstance(token, str) else None
         if bot is None:
-            self._counters["identify_rejected"] += 1
+            if opcode == "IDENTIFY":
+                self._counters["identify_rejected"] += 1
             conn.close_soon(Close.AUTHENTICATION_FAILED, "Authentication failed.")
+        return bot
+
+    def _identify(self, conn: Connection, d: Any) -> None:
+        bot = self._authenticated_bot(conn, d, "IDENTIFY")
+        if bot is None:
             return
         intents = d.get("intents")
         if isinstance(intents, bool) or not isinstance(intents, int) or intents < 0 or intents & ~KNOWN_INTENTS:
@@ -407,16 +414,8 @@ class Gateway:
         return f"{scheme}://{request.host}{request.path}"
 
     def _resume(self, conn: Connection, d: Any) -> None:
-        if conn.session is not None:
-            conn.close_soon(Close.ALREADY_AUTHENTICATED, "Already authenticated.")
-            return
-        if not isinstance(d, dict):
-            conn.close_soon(Close.DECODE_ERROR, "Invalid RESUME payload.")
-            return
-        token = d.get("token")
-        bot = self._world.bot_for_token(token) if isinstance(token, str) else None
+        bot = self._authenticated_bot(conn, d, "RESUME")
         if bot is None:
-            conn.close_soon(Close.AUTHENTICATION_FAILED, "Authentication failed.")
             return
         session = self._sessions.get(d.get("session_id"))
         seq = d.get("seq") or 0

@@ -195,20 +195,6 @@ async def run_client(client: Any, token: str, body: Callable[[], Awaitable[Any]]
         await asyncio.gather(start, return_exceptions=True)
 
 
-class FakeClock:
-    """An injectable monotonic clock (``SandboxConfig.clock``) that only moves when told."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        """Move the clock forward."""
-        self.now += seconds
-
-
 async def control(gw_or_session: Any, server: Any, method: str, path: str, body: Any = None) -> Any:
     """Call the control API (``/_sandbox{path}``) from async code; returns the decoded JSON (or None)."""
     session = gw_or_session.session if isinstance(gw_or_session, RawGateway) else gw_or_session

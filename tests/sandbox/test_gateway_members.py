@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from .conftest import TEST_TOKEN
-from .gateway_support import ALL_INTENTS, GUILD_MEMBERS, GUILDS, FakeClock, RawGateway
+from tests.fakes import FakeClock
+
+from .gateway_support import ALL_INTENTS, GUILD_MEMBERS, GUILDS, RawGateway
 
 NAMED = [
     {"username": "zelda", "global_name": "Zelda", "status": "online"},

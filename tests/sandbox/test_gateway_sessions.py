@@ -9,7 +9,9 @@ from typing import Any
 from membersense.sandbox.gateway_session import REPLAY_MAX_FRAMES, RESUME_WINDOW_S
 
 from .conftest import TEST_TOKEN
-from .gateway_support import ALL_INTENTS, FakeClock, RawGateway, control, poll
+from tests.fakes import FakeClock
+
+from .gateway_support import ALL_INTENTS, RawGateway, control, poll
 
 
 def _guild_id(server: Any) -> int:
@@ -22,6 +24,15 @@ async def _resume(server: Any, session_id: str, seq: int | None, token: str = TE
     await gw.hello()
     await gw.send({"op": 6, "d": {"token": token, "session_id": session_id, "seq": seq}})
     return gw
+
+
+async def _expect_resume_refused(server: Any, session_id: str, seq: int | None) -> None:
+    """RESUME *session_id* and expect INVALID_SESSION (op 9) instead of a replay."""
+    resumed = await _resume(server, session_id, seq)
+    try:
+        assert (await resumed.recv())["op"] == 9
+    finally:
+        await resumed.close()
 
 
 async def _add_member(gw: RawGateway, server: Any, guild_id: int, username: str) -> dict:
@@ -131,11 +142,7 @@ def test_resume_refusals(sandbox_factory, tmp_path):
                 finally:
                     await resumed.close()
             # 4007 ended the session: even a correct RESUME is refused now.
-            resumed = await _resume(server, session_id, seq)
-            try:
-                assert (await resumed.recv())["op"] == 9
-            finally:
-                await resumed.close()
+            await _expect_resume_refused(server, session_id, seq)
 
     asyncio.run(body())
 
@@ -147,11 +154,7 @@ def test_clean_close_ends_the_session(sandbox):
             seq = gw.seq
             await gw.ws.close(code=1000)
         await poll(lambda: sandbox.run(lambda: sandbox.state.gateway.stats())["sessions"] == 0)
-        resumed = await _resume(sandbox, ready["session_id"], seq)
-        try:
-            assert (await resumed.recv())["op"] == 9
-        finally:
-            await resumed.close()
+        await _expect_resume_refused(sandbox, ready["session_id"], seq)
 
     asyncio.run(body())
 
@@ -198,11 +201,7 @@ def test_resume_after_the_replay_buffer_overflowed_is_refused(sandbox):
             seq = gw.seq
             await sandbox_drop(gw, sandbox)
         sandbox.run(flood)
-        resumed = await _resume(sandbox, ready["session_id"], seq)
-        try:
-            assert (await resumed.recv())["op"] == 9
-        finally:
-            await resumed.close()
+        await _expect_resume_refused(sandbox, ready["session_id"], seq)
 
     asyncio.run(body())
 
@@ -253,11 +252,7 @@ def test_control_invalidate_sends_op9_and_forgets_the_session(sandbox):
             ready, _ = await gw.identify(TEST_TOKEN, ALL_INTENTS)
             assert (await control(gw, sandbox, "POST", "/gateway/invalidate")) == {"connections": 1}
             assert await gw.recv() == {"t": None, "s": None, "op": 9, "d": False}
-            resumed = await _resume(sandbox, ready["session_id"], gw.seq)
-            try:
-                assert (await resumed.recv())["op"] == 9
-            finally:
-                await resumed.close()
+            await _expect_resume_refused(sandbox, ready["session_id"], gw.seq)
             # The invalidated socket may identify again.
             await gw.send({"op": 2, "d": {"token": TEST_TOKEN, "intents": ALL_INTENTS, "properties": {}}})
             assert (await gw.recv_dispatch("READY"))["d"]["session_id"] != ready["session_id"]

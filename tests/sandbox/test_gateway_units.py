@@ -23,7 +23,7 @@ from membersense.sandbox.gateway_protocol import (
 from membersense.sandbox.gateway_session import Session, SessionRegistry
 from membersense.sandbox.models import Bot, User
 
-from .gateway_support import FakeClock
+from tests.fakes import FakeClock
 
 BOT_ID = 42
 
