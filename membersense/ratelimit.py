@@ -72,9 +72,10 @@ def _make_storage(uri: str) -> Storage:
 class _Budget:
     """One app's limit on its shared storage, with an in-memory fallback for outages."""
 
-    def __init__(self, item: RateLimitItem, storage: Storage) -> None:
+    def __init__(self, item: RateLimitItem, storage_uri: str) -> None:
         self.item = item
-        self._shared = MovingWindowRateLimiter(storage)
+        self._storage_uri = storage_uri
+        self._shared: MovingWindowRateLimiter | None = None
         self._fallback: MovingWindowRateLimiter | None = None
         self._next_probe = 0.0
         self._lock = threading.Lock()
@@ -82,21 +83,32 @@ class _Budget:
     @property
     def storage(self) -> Storage:
         """Where windows are counted while the storage is healthy."""
-        return self._shared.storage
+        return self._shared_limiter().storage
+
+    def _shared_limiter(self) -> MovingWindowRateLimiter:
+        # Built on first use: the in-memory storage starts a timer thread, and
+        # nothing may start before the app serves (in gunicorn's worker).
+        shared = self._shared
+        if shared is None:
+            with self._lock:
+                if self._shared is None:
+                    self._shared = MovingWindowRateLimiter(_make_storage(self._storage_uri))
+                shared = self._shared
+        return shared
 
     def _limiter(self) -> MovingWindowRateLimiter:
         fallback = self._fallback
         if fallback is None:
-            return self._shared
+            return self._shared_limiter()
         now = time.monotonic()
         with self._lock:  # one probe of the shared storage per period, not per request
             due = now >= self._next_probe
             if due:
                 self._next_probe = now + RETRY_SHARED_STORAGE_S
-        if due and self._shared.storage.check():
+        if due and self._shared_limiter().storage.check():
             log.warning("rate limit storage is reachable again; leaving the in-memory fallback")
             self._fallback = None
-            return self._shared
+            return self._shared_limiter()
         return fallback
 
     def hit(self, key: str) -> tuple[bool, float, int]:
@@ -106,7 +118,7 @@ class _Budget:
             allowed = limiter.hit(self.item, key)
             reset, remaining = limiter.get_window_stats(self.item, key)
         except StorageError:
-            if limiter is not self._shared:
+            if limiter is self._fallback:  # memory never fails; this is something else
                 raise
             # A storage outage (Redis down) must not take the API down with it.
             with self._lock:
@@ -140,7 +152,7 @@ class RateLimiting:
         window_s = settings.rate_limit_window // 1000
         app.extensions[self.key] = _Budget(
             RateLimitItemPerSecond(settings.rate_limit_max_requests, window_s),
-            _make_storage(settings.rate_limit_storage_uri),
+            settings.rate_limit_storage_uri,
         )
         app.before_request(self._check)
         app.after_request(self._add_headers)
