@@ -246,3 +246,24 @@ def test_discord_errors_from_the_service_keep_their_status(
     response = client.get("/api/channels", headers=headers)
     assert response.status_code == 504
     assert response.get_json() == {"error": "Discord did not respond in time"}
+
+
+def test_a_login_that_fails_after_connecting_leaves_no_session(
+    make_app: Callable[..., Flask], connector: FakeConnector
+) -> None:
+    app = make_app()
+    original = connector.connect
+
+    def guilds_time_out() -> list[object]:
+        raise DiscordTimeout()
+
+    def connect_then_fail(token: str):
+        service = original(token)
+        service.guilds = guilds_time_out  # type: ignore[method-assign]
+        return service
+
+    connector.connect = connect_then_fail  # type: ignore[method-assign]
+    response = app.test_client().post("/api/auth/login", json={"token": "good-token"})
+    assert response.status_code == 504
+    assert len(app.extensions["membersense.sessions"]) == 0
+    assert connector.services[0].closed

@@ -48,7 +48,12 @@ def login() -> dict[str, Any]:
     token = _token_from_body()
     session = sessions.registry.open(token, discord.connector.connect)
     g.session = session
-    guilds = session.service.guilds()
+    try:
+        guilds = session.service.guilds()
+    except BaseException:
+        # The client never learns this session's id: don't leave it to expire.
+        sessions.registry.close(session.id)
+        raise
     primary = guilds[0]
     body: dict[str, Any] = {
         "sessionId": session.id,
