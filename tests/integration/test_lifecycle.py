@@ -10,6 +10,7 @@ import pytest
 from tests.integration.conftest import MemberSense
 from tests.integration.support import (
     MAIN_TOKEN,
+    MULTI_TOKEN,
     SECOND_TOKEN,
     Api,
     Control,
@@ -200,9 +201,9 @@ def test_without_a_gateway_url_the_one_discord_names_is_used(
     # comes from its GET /gateway/bot, never discord.py's built-in wss://gateway.discord.gg.
     server = membersense_factory(DISCORD_GATEWAY_URL="")
     assert server.api is not None
-    session = server.api.login(SECOND_TOKEN)
+    session = server.api.login(MULTI_TOKEN)  # a bot no other test here revokes or keeps
     try:
-        assert control.connections_of("Second Bot") == 1
+        assert control.connections_of("Multi Bot") == 1
         assert server.api.get("/api/members", session, limit=5).status_code == 200
     finally:
         server.api.logout(session)
