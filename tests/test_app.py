@@ -15,7 +15,8 @@ from tests.servers import ROOT
 def test_building_an_app_starts_no_thread() -> None:
     before = set(threading.enumerate())
     app = create_app({"DISCORD_CONNECTOR": FakeConnector()})
-    assert set(threading.enumerate()) == before
+    # (Earlier tests' threads may end meanwhile; only new ones matter.)
+    assert set(threading.enumerate()) - before == set()
     # The first request starts only what serving needs (the rate limiter's storage).
     assert app.test_client().get("/_ah/health").status_code == 200
 
