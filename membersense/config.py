@@ -147,6 +147,9 @@ class Settings:
     )
     discord_timeout: int = _setting("DISCORD_TIMEOUT", "10000", _integer(1, "milliseconds"))
     login_timeout: int = _setting("LOGIN_TIMEOUT", "30000", _integer(1, "milliseconds"))
+    discord_invalid_request_limit: int = _setting(
+        "DISCORD_INVALID_REQUEST_LIMIT", "5000", _integer(1)
+    )
     threads: int = _setting("THREADS", "8", _integer(1))
 
     @classmethod
