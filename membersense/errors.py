@@ -146,8 +146,6 @@ def _handle_http_exception(error: HTTPException) -> Response:
 
 
 def _handle_unexpected(error: Exception) -> Response:
-    if isinstance(error, HTTPException):  # pragma: no cover - routed above by Flask
-        return _handle_http_exception(error)
     # Type and innermost location only: exception text may hold a secret.
     frame = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
     where = f"{frame.filename}:{frame.lineno} in {frame.name}" if frame else "unknown"

@@ -164,9 +164,15 @@ def test_members_pagination_is_passed_through(client: FlaskClient, login: Callab
         ("limit=0", "limit must be an integer between 1 and 1000"),
         ("limit=1001", "limit must be an integer between 1 and 1000"),
         ("limit=ten", "limit must be an integer between 1 and 1000"),
+        ("limit=--5", "limit must be an integer between 1 and 1000"),
+        ("limit=-5", "limit must be an integer between 1 and 1000"),
+        ("limit=" + "9" * 5000, "limit must be an integer between 1 and 1000"),
+        ("limit=%EF%BC%91", "limit must be an integer between 1 and 1000"),  # a fullwidth 1
         ("after=abc", "after must be a numeric Discord ID"),
         ("guildId=-5", "guildId must be a numeric Discord ID"),
         ("guildId=99999999999999999999999", "guildId must be a numeric Discord ID"),
+        ("after=18446744073709551616", "after must be a numeric Discord ID"),
+        ("after=" + "1" * 5000, "after must be a numeric Discord ID"),
     ],
 )
 def test_members_rejects_bad_parameters(client: FlaskClient, login: Callable[..., str],
@@ -174,6 +180,12 @@ def test_members_rejects_bad_parameters(client: FlaskClient, login: Callable[...
     response = client.get(f"/api/members?{query}", headers=auth(login()))
     assert response.status_code == 400
     assert response.get_json() == {"error": message}
+
+
+def test_after_zero_starts_from_the_first_member(client: FlaskClient,
+                                                 login: Callable[..., str]) -> None:
+    response = client.get("/api/members?after=0&limit=2", headers=auth(login()))
+    assert [m["id"] for m in response.get_json()] == ["1000", "1001"]
 
 
 def test_a_guild_the_bot_is_not_in_is_404(client: FlaskClient, login: Callable[..., str]) -> None:
@@ -223,6 +235,7 @@ def test_messages_pass_one_cursor(client: FlaskClient, login: Callable[..., str]
         ("channelId=500&limit=101", "limit must be an integer between 1 and 100"),
         ("channelId=500&before=1&after=2", "Use at most one of before, after and around"),
         ("channelId=500&around=x", "around must be a numeric Discord ID"),
+        ("channelId=500&limit=--5", "limit must be an integer between 1 and 100"),
     ],
 )
 def test_messages_reject_bad_parameters(client: FlaskClient, login: Callable[..., str],

@@ -28,5 +28,5 @@ def list_messages() -> Any:
     given = {name: value for name, value in cursors.items() if value is not None}
     if len(given) > 1:
         raise BadRequest("Use at most one of before, after and around")
-    messages = session.service.messages(guild_id, channel_id, limit=limit or 100, **given)
+    messages = session.service.messages(guild_id, channel_id, limit=limit, **given)
     return jsonify(messages)
