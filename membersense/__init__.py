@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Response
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -87,3 +87,10 @@ def _init_cors(app: Flask, settings: Settings) -> None:
         expose_headers=CORS_EXPOSED_HEADERS,
         max_age=600,
     )
+    if not wildcard:
+        # The answer depends on the request's Origin; flask-cors says so only when
+        # several origins are configured, and a shared cache must always know.
+        @app.after_request
+        def _vary_on_origin(response: Response) -> Response:
+            response.vary.add("Origin")
+            return response

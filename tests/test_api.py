@@ -280,3 +280,23 @@ def test_a_login_that_fails_after_connecting_leaves_no_session(
     assert response.status_code == 504
     assert len(app.extensions["membersense.sessions"]) == 0
     assert connector.services[0].closed
+
+
+def test_a_weak_validator_from_a_proxy_still_gets_304(client: FlaskClient,
+                                                      login: Callable[..., str]) -> None:
+    headers = auth(login())
+    etag = client.get("/api/members", headers=headers).headers["ETag"]
+    again = client.get("/api/members", headers={**headers, "If-None-Match": f"W/{etag}"})
+    assert again.status_code == 304
+
+
+def test_a_bot_left_without_servers_cannot_log_in(
+    make_app: Callable[..., Flask], connector: FakeConnector
+) -> None:
+    connector.tokens["homeless"] = []
+    app = make_app()
+    response = app.test_client().post("/api/auth/login", json={"token": "homeless"})
+    assert response.status_code == 400
+    assert response.get_json() == {
+        "error": "The bot is not in any server: invite it to a server first"}
+    assert len(app.extensions["membersense.sessions"]) == 0

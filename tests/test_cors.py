@@ -25,6 +25,13 @@ def test_several_origins_answer_with_the_requesting_one_only(
     assert "Access-Control-Allow-Origin" not in denied.headers
 
 
+def test_a_single_allowed_origin_still_varies_on_origin(make_app: Callable[..., Flask]) -> None:
+    client = make_app(ALLOWED_ORIGINS="https://a.example").test_client()
+    for origin in ("https://a.example", "https://other.example"):
+        response = client.get("/_ah/health", headers={"Origin": origin})
+        assert "Origin" in response.headers.get("Vary", ""), origin
+
+
 def test_preflight_allows_the_headers_the_web_client_sends(
     make_app: Callable[..., Flask]
 ) -> None:

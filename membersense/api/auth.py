@@ -14,6 +14,7 @@ bp = Blueprint("auth", __name__, url_prefix="/api/auth")
 # Discord tokens are a few dozen URL-safe characters; anything else can never
 # log in, and must not reach an HTTP header.
 _MAX_TOKEN_LENGTH = 256
+NO_GUILD = "The bot is not in any server: invite it to a server first"
 
 
 def _token_from_body() -> str:
@@ -50,6 +51,8 @@ def login() -> dict[str, Any]:
     g.session = session
     try:
         guilds = session.service.guilds()
+        if not guilds:  # a shared connection whose bot has since lost every server
+            raise BadRequest(NO_GUILD)
     except BaseException:
         # The client never learns this session's id: don't leave it to expire.
         sessions.registry.close(session.id)

@@ -28,7 +28,8 @@ def list_members() -> Response:
     # Each content coding is its own representation, with its own strong validator.
     etag = f"{document.etag}.gz" if gzipped else document.etag
     headers = {"ETag": f'"{etag}"', "Vary": "Accept-Encoding"}
-    if request.if_none_match.contains(etag):
+    # If-None-Match compares weakly (RFC 9110): a proxy that re-encodes marks it W/.
+    if request.if_none_match.contains_weak(etag):
         return current_app.response_class(status=304, headers=headers)
     if gzipped:
         headers["Content-Encoding"] = "gzip"
