@@ -128,19 +128,26 @@ class SessionRegistry:
         return session
 
     def get(self, session_id: str) -> Session | None:
-        """The live session with this id, its activity refreshed; None if unknown or expired."""
-        expired: Session | None = None
+        """The live session with this id, its activity refreshed.
+
+        None if unknown, expired, or its bot's connection has failed for good
+        (a revoked token): such a session is ended here, so it neither holds a
+        slot nor looks alive to a client that keeps polling it.
+        """
+        ended: tuple[Session, str] | None = None
         with self._lock:
             session = self._sessions.get(session_id)
             if session is None:
                 return None
             now = self._clock()
             if now - session.last_activity > self.idle_timeout:
-                expired = self._sessions.pop(session_id)
+                ended = self._sessions.pop(session_id), "expired"
+            elif session.service.failed:
+                ended = self._sessions.pop(session_id), "failed"
             else:
                 session.last_activity = now
-        if expired is not None:
-            _close_quietly(expired, reason="expired")
+        if ended is not None:
+            _close_quietly(*ended)
             return None
         return session
 
@@ -154,11 +161,11 @@ class SessionRegistry:
         return True
 
     def expire_idle(self) -> int:
-        """Close every session idle for longer than the timeout; return how many."""
+        """Close every session idle for longer than the timeout, or failed; return how many."""
         with self._lock:
             now = self._clock()
             stale = [s for s in self._sessions.values()
-                     if now - s.last_activity > self.idle_timeout]
+                     if now - s.last_activity > self.idle_timeout or s.service.failed]
             for session in stale:
                 del self._sessions[session.id]
         for session in stale:

@@ -67,6 +67,7 @@ class FakeService:
     def __init__(self, guilds: list[FakeGuild], on_close: Callable[[], None] | None = None):
         self._guilds = guilds
         self.closed = False
+        self.failed = False
         self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
         self.fail_with: Exception | None = None
         self._on_close = on_close

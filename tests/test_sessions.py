@@ -180,3 +180,22 @@ def test_a_failing_close_does_not_keep_the_session(clock: FakeClock) -> None:
     session.service._on_close = broken  # type: ignore[attr-defined]
     assert registry.close(session.id) is True
     assert registry.get(session.id) is None
+
+
+def test_a_session_whose_bot_failed_for_good_ends(clock: FakeClock) -> None:
+    registry = make_registry(clock, max_sessions=1)
+    connector = FakeConnector()
+    session = registry.open("good-token", connector.connect)
+    session.service.failed = True  # type: ignore[attr-defined]  # e.g. the token was revoked
+    assert registry.get(session.id) is None
+    assert session.service.closed  # type: ignore[attr-defined]
+    # Its slot is free again.
+    registry.open("good-token", connector.connect)
+
+
+def test_the_sweeper_ends_failed_sessions_nobody_polls(clock: FakeClock) -> None:
+    registry = make_registry(clock)
+    session = registry.open("good-token", FakeConnector().connect)
+    session.service.failed = True  # type: ignore[attr-defined]
+    assert registry.expire_idle() == 1
+    assert len(registry) == 0

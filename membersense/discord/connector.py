@@ -134,6 +134,11 @@ class BotSession:
             raise copy.copy(bot.failure)
         return bot
 
+    @property
+    def failed(self) -> bool:
+        """True once the shared connection ended for good (revoked token, final close code)."""
+        return self._bot.failure is not None or self._bot.closed
+
     def guilds(self) -> list[GuildSummary]:
         """The bot's guilds, the login's guild first."""
         return list(self._live_bot().summaries)

@@ -79,6 +79,12 @@ class DiscordService(Protocol):
         """Up to *limit* messages of a channel of *guild_id*, newest first."""
         ...
 
+    @property
+    def failed(self) -> bool:
+        """True once the bot's connection has ended for good (token revoked, gateway
+        closed with a final code): the session can never serve again and should end."""
+        ...
+
     def close(self) -> None:
         """Release this session's hold on the bot's connection. Idempotent."""
         ...
