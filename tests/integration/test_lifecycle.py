@@ -154,13 +154,17 @@ def test_a_revoked_token_ends_its_sessions(app_server: MemberSense, api: Api,
     session = api.login(SECOND_TOKEN)
     assert api.get("/api/members", session, limit=1).status_code == 200
     control.request("POST", f"/tokens/{SECOND_TOKEN}/revoke")
+    # The session ends with its bot's connection: its next request is a 401 and
+    # it no longer holds a MAX_CONCURRENT_USERS slot.
     wait_until(lambda: api.get("/api/members", session, limit=1).status_code == 401,
                what="reads to be refused")
     response = api.get("/api/channels", session)
     assert response.status_code == 401
-    assert response.json() == {"error": "Invalid Discord token"}
-    assert api.post_login(SECOND_TOKEN).status_code == 401
-    api.logout(session)
+    assert response.json() == {"error": "Unauthorized"}
+    assert api.logout(session).status_code == 401  # already gone
+    again = api.post_login(SECOND_TOKEN)
+    assert again.status_code == 401
+    assert again.json() == {"error": "Invalid Discord token"}
     wait_until(lambda: control.connections_of("Second Bot") == 0, what="the gateway to close")
 
 
