@@ -59,6 +59,19 @@ def test_errors_over_http(server: GunicornServer, method: str, path: str,
     assert response.headers["Access-Control-Allow-Origin"] == "https://app.example"
 
 
+def test_chunked_bodies_are_read_and_limited(server: GunicornServer) -> None:
+    def chunks(*parts: bytes):
+        yield from parts  # a generator body: requests sends it chunked, with no Content-Length
+
+    small = requests.post(f"{server.base_url}/api/auth/login", timeout=5,
+                          data=chunks(b'{"token"', b': ""}'))
+    assert small.request.headers.get("Transfer-Encoding") == "chunked"
+    assert (small.status_code, small.json()) == (400, {"error": "Token is required"})
+    big = requests.post(f"{server.base_url}/api/auth/login", timeout=5,
+                        data=chunks(b'{"token": "', b"x" * 5000, b'"}'))
+    assert (big.status_code, big.json()) == (413, {"error": "Request Entity Too Large"})
+
+
 def test_the_rate_limit_over_http(tmp_path: Path) -> None:
     env = {"RATE_LIMIT_MAX_REQUESTS": "5", "RATE_LIMIT_WINDOW": "60000"}
     with GunicornServer(env, log_path=tmp_path / "log") as server, requests.Session() as http:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, g, request
+from flask import Blueprint, g
 
+from membersense.api.params import json_body
 from membersense.errors import BadRequest, Unauthorized
 from membersense.extensions import discord, sessions
 
@@ -18,7 +19,7 @@ NO_GUILD = "The bot is not in any server: invite it to a server first"
 
 
 def _token_from_body() -> str:
-    payload = request.get_json(force=True, silent=True)
+    payload = json_body()
     if not isinstance(payload, dict):
         raise BadRequest("Invalid JSON payload")
     token = payload.get("token")

@@ -1,16 +1,17 @@
-"""Query-string parsing for the API: one place that turns strings into values or 400s."""
+"""Request parsing for the API: one place that turns query strings and bodies into values or 4xx."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
-from typing import overload
+from typing import Any, overload
 
 from flask import request
 
 from membersense.errors import BadRequest
 
-__all__ = ["snowflake_arg", "required_snowflake_arg", "int_arg", "choice_arg"]
+__all__ = ["snowflake_arg", "required_snowflake_arg", "int_arg", "choice_arg", "json_body"]
 
 _MAX_SNOWFLAKE = 2**64 - 1
 # Bounded lengths: int() of an unbounded digit string is slow, and past 4300
@@ -67,3 +68,19 @@ def choice_arg(name: str, choices: Iterable[str], *, default: str) -> str:
     if raw not in options:
         raise BadRequest(f"{name} must be one of {', '.join(options)}")
     return raw
+
+
+def json_body() -> Any:
+    """The body parsed as JSON, whatever its Content-Type (as the original); None if not JSON.
+
+    A body over ``MAX_CONTENT_LENGTH`` is a 413, chunked ones too: werkzeug
+    stops reading those at the limit without a word, and raises only when
+    asked for more.
+    """
+    data = request.get_data(cache=True)
+    if request.content_length is None:
+        request.stream.read(1)  # b"" for a complete body; 413 past the limit
+    try:
+        return json.loads(data)
+    except ValueError:  # also UnicodeDecodeError
+        return None
