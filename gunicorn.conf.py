@@ -5,7 +5,7 @@ reads through membersense.config); see the README's configuration table.
 """
 
 from membersense.config import ConfigError
-from membersense.serving import gunicorn_options, on_starting, worker_exit  # noqa: F401
+from membersense.serving import gunicorn_options
 
 try:
     globals().update(gunicorn_options())

@@ -16,7 +16,7 @@ def _serve(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
     from membersense import create_app
-    from membersense.serving import gunicorn_options, on_starting, worker_exit
+    from membersense.serving import gunicorn_options
 
     options: dict[str, Any] = gunicorn_options()
     if args.port is not None:
@@ -24,8 +24,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
-            for name, value in {**options, "on_starting": on_starting,
-                                "worker_exit": worker_exit}.items():
+            for name, value in options.items():
                 self.cfg.set(name, value)
 
         def load(self) -> Any:

@@ -25,7 +25,7 @@ from membersense.discord.service import DiscordConnector
 from membersense.ratelimit import RateLimiting
 from membersense.sessions import Sessions
 
-__all__ = ["sessions", "rate_limiting", "discord", "init_app", "shutdown"]
+__all__ = ["sessions", "rate_limiting", "discord", "init_app", "refuse_new_sessions", "shutdown"]
 
 log = logging.getLogger("membersense")
 
@@ -64,6 +64,14 @@ def init_app(app: Flask, settings: Settings, test_config: dict[str, Any]) -> Non
     rate_limiting.init_app(app, settings)
     discord.init_app(app, settings, test_config.get("DISCORD_CONNECTOR"))
     _apps.add(app)
+
+
+def refuse_new_sessions() -> None:
+    """Stop taking logins (503) in every app, ahead of :func:`shutdown`."""
+    for each in list(_apps):
+        registry = each.extensions.get(Sessions.key)
+        if registry is not None:
+            registry.refuse_new()
 
 
 def shutdown(app: Flask | None = None) -> None:

@@ -9,12 +9,19 @@ the app is served:
   sessions. Asking for more workers (``-w``) is refused at start-up.
 - the ``gthread`` worker with ``THREADS`` threads: request handlers block on
   the Discord bridge, so threads, not async workers, give concurrency.
-- a graceful timeout inside Cloud Run's 10 s SIGTERM grace period, and a
-  ``worker_exit`` hook that closes sessions and the Discord bridge.
+- a graceful timeout inside Cloud Run's 10 s SIGTERM grace period. On
+  SIGTERM new logins are refused at once, requests in flight get
+  ``IN_FLIGHT_GRACE_S`` to finish, then every session and the Discord bridge
+  close, ending whatever still waits on Discord with a 503. gunicorn itself
+  would wait up to its graceful timeout for those requests (a login may wait
+  up to ``LOGIN_TIMEOUT``) and only then run ``worker_exit``, a moment before
+  its SIGKILL.
 """
 
 from __future__ import annotations
 
+import signal
+import threading
 from typing import Any
 
 from gunicorn import glogging
@@ -22,10 +29,12 @@ from gunicorn import glogging
 from membersense.config import Settings, load_settings
 from membersense.logs import make_handler
 
-__all__ = ["GunicornLogger", "gunicorn_options", "on_starting", "worker_exit"]
+__all__ = ["GunicornLogger", "gunicorn_options"]
 
 #: Cloud Run sends SIGKILL 10 s after SIGTERM; leave room for the hook.
 GRACEFUL_TIMEOUT_S = 8
+#: After SIGTERM, how long requests in flight may go on before Discord work is cut short.
+IN_FLIGHT_GRACE_S = 2.0
 
 
 def gunicorn_options(settings: Settings | None = None) -> dict[str, Any]:
@@ -49,6 +58,9 @@ def gunicorn_options(settings: Settings | None = None) -> dict[str, Any]:
         "errorlog": "-",
         "loglevel": settings.log_level.lower(),
         "logger_class": GunicornLogger,
+        "on_starting": on_starting,
+        "post_worker_init": post_worker_init,
+        "worker_exit": worker_exit,
     }
 
 
@@ -81,8 +93,33 @@ def on_starting(server: Any) -> None:
         )
 
 
-def worker_exit(server: Any, worker: Any) -> None:
-    """Close every session and the Discord bridge as the worker leaves."""
+#: Set when gunicorn has drained the worker's requests (or given up on them).
+_drained = threading.Event()
+
+
+def _shut_down_after_grace() -> None:
     from membersense import extensions
 
+    extensions.refuse_new_sessions()
+    _drained.wait(IN_FLIGHT_GRACE_S)
+    extensions.shutdown()
+
+
+def post_worker_init(worker: Any) -> None:
+    """Start closing down when SIGTERM arrives, not once gunicorn has drained."""
+    handle_exit = worker.handle_exit
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        handle_exit(signum, frame)
+        threading.Thread(target=_shut_down_after_grace, name="membersense-shutdown",
+                         daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Close every session and the Discord bridge as the worker leaves (if not done yet)."""
+    from membersense import extensions
+
+    _drained.set()
     extensions.shutdown()

@@ -172,6 +172,11 @@ class SessionRegistry:
             _close_quietly(session, reason="expired")
         return len(stale)
 
+    def refuse_new(self) -> None:
+        """Refuse logins from now on (shutting down); open sessions carry on."""
+        with self._lock:
+            self._closed = True
+
     def close_all(self) -> int:
         """Stop the sweeper and close every session (shutdown). Idempotent."""
         with self._lock:
