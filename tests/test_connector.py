@@ -8,6 +8,7 @@ import asyncio
 import os
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -189,6 +190,32 @@ def test_a_cache_hit_reuses_the_snapshot_until_a_member_changes(
     changed = wait_until(lambda: (d := service.members(None)) is not first and (d,),
                          what="a new snapshot")[0]
     assert b"snapshot_changer" in changed.body and changed.etag != first.etag
+
+
+def test_threads_waiting_for_a_failed_rebuild_each_raise_their_own_error(
+        connector: BridgeConnector) -> None:
+    # Another thread is rebuilding the member list and fails; every waiter raises a
+    # copy, never the owner's instance (its traceback would be rewritten by each).
+    service = connector.connect(MAIN_TOKEN)
+    [bot] = only_bots(connector)
+    cache = bot.caches[bot.default_guild_id]
+    assert cache.fresh_snapshot() is None
+    owners_error = ServiceUnavailable("Discord is rate limiting this bot", retry_after=7)
+    pending: Future = Future()
+    pending.set_exception(owners_error)
+    cache.rebuilding = pending
+    try:
+        raised = []
+        for _ in range(2):
+            with pytest.raises(ServiceUnavailable) as caught:
+                service.members(None)
+            raised.append(caught.value)
+    finally:
+        cache.rebuilding = None
+    assert all(error is not owners_error for error in raised) and raised[0] is not raised[1]
+    assert all(error.description == owners_error.description for error in raised)
+    assert all(error.headers == {"Retry-After": "7"} for error in raised)
+    assert len(service.members(None).body) > 1000  # the next read rebuilds
 
 
 def test_closing_the_connector_closes_live_sessions(sandbox: SandboxServer) -> None:

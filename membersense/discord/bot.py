@@ -29,7 +29,6 @@ that changes a member list bumps that guild's cache version.
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -39,7 +38,13 @@ from discord.state import ConnectionState
 
 from membersense.config import Settings
 from membersense.discord import endpoints
-from membersense.discord.failures import api_error, bounded, http_trace, missing_intents_error
+from membersense.discord.failures import (
+    api_error,
+    bounded,
+    fresh_copy,
+    http_trace,
+    missing_intents_error,
+)
 from membersense.discord.member_cache import GuildCache, MemberData
 from membersense.discord.serializers import (
     channel_kind_matches,
@@ -158,9 +163,7 @@ class BotConnection:
         try:
             await asyncio.shield(self._start_task)
         except ApiError as exc:
-            # Each waiter raises its own copy: one instance raised in several
-            # request threads would have its traceback rewritten by all of them.
-            raise copy.copy(exc) from None
+            raise fresh_copy(exc) from None  # one outcome, many waiters
 
     async def _start(self) -> None:
         settings = self._settings
@@ -293,7 +296,7 @@ class BotConnection:
 
     def _check_alive(self) -> None:
         if self.failure is not None:
-            raise copy.copy(self.failure)
+            raise fresh_copy(self.failure)
         if self._gateway_done:
             error = self._gateway_error
             raise api_error(error) if error is not None else DiscordUnavailable(

@@ -12,7 +12,6 @@ touching the event loop; everything else is a bounded :meth:`Bridge.call`.
 
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -22,10 +21,11 @@ from typing import Any, TypeVar
 from membersense.config import Settings
 from membersense.discord.bot import BotConnection
 from membersense.discord.bridge import Bridge, BridgeClosed, BridgeForked
+from membersense.discord.failures import fresh_copy
 from membersense.discord.member_cache import GuildCache, MemberSnapshot, build_snapshot
 from membersense.discord.serializers import serialize_message
 from membersense.discord.service import ChannelKind, GuildSummary, JsonDocument
-from membersense.errors import DiscordTimeout, NotFound, ServiceUnavailable
+from membersense.errors import ApiError, DiscordTimeout, NotFound, ServiceUnavailable
 
 __all__ = ["BridgeConnector", "BotSession"]
 
@@ -131,7 +131,7 @@ class BotSession:
         if self._closed or bot.closed:
             raise ServiceUnavailable("This session's Discord connection is closed")
         if bot.failure is not None:
-            raise copy.copy(bot.failure)
+            raise fresh_copy(bot.failure)
         return bot
 
     @property
@@ -173,6 +173,8 @@ class BotSession:
                 return pending.result(timeout + _GRACE_S)
             except TimeoutError:
                 raise DiscordTimeout() from None
+            except ApiError as exc:  # the owner's failure: raised by the owner thread too
+                raise fresh_copy(exc) from None
         try:
             data = self._connector.call(bot.member_data, cache.guild_id, stale is None,
                                         timeout=timeout)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 import logging
 from collections.abc import Awaitable
 from typing import Any, TypeVar
@@ -34,11 +35,13 @@ from membersense.errors import (
     Unauthorized,
 )
 
-__all__ = ["INVALID_TOKEN", "api_error", "bounded", "http_trace", "missing_intents_error"]
+__all__ = ["INVALID_TOKEN", "api_error", "bounded", "fresh_copy", "http_trace",
+           "missing_intents_error"]
 
 log = logging.getLogger("membersense.discord")
 
 T = TypeVar("T")
+E = TypeVar("E", bound=ApiError)
 
 INVALID_TOKEN = "Invalid Discord token"
 
@@ -64,6 +67,17 @@ def http_trace() -> aiohttp.TraceConfig:
     trace = aiohttp.TraceConfig()
     trace.on_request_end.append(on_request_end)
     return trace
+
+
+def fresh_copy(error: E) -> E:
+    """A new exception equal to *error* (status, message, headers), without its traceback.
+
+    An error kept to answer several callers (a failed login, a connection that
+    ended, a rebuild that failed) is raised through a copy each time: one
+    instance raised in several request threads at once would have its
+    ``__traceback__`` and ``__context__`` rewritten by all of them.
+    """
+    return copy.copy(error)
 
 
 def missing_intents_error(names: list[str]) -> BadRequest:
