@@ -66,15 +66,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+#: Control characters as visible escapes: a request path with a newline in it
+#: must not start a second, forged line of a text log.
+_ESCAPE_CONTROLS = {code: f"\\x{code:02x}" for code in [*range(32), 127]}
+
+
+def _escaped(value: object) -> str:
+    return str(value).translate(_ESCAPE_CONTROLS)
+
+
 class TextFormatter(logging.Formatter):
     """``time level logger: message key=value ...`` for humans at a terminal."""
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
-        line = f"{stamp} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        line = f"{stamp} {record.levelname:<7} {record.name}: {_escaped(record.getMessage())}"
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict) and fields:
-            line += " " + " ".join(f"{k}={v}" for k, v in fields.items())
+            line += " " + " ".join(f"{k}={_escaped(v)}" for k, v in fields.items())
         if record.exc_info and record.exc_info[0] is not None:
             line += f" exception={record.exc_info[0].__name__}"
         return line
@@ -138,10 +147,14 @@ def configure_logging(settings: Settings, stream: Any = None) -> None:
     """
     handler = make_handler(settings.log_format, stream)
     library_level = logging.DEBUG if settings.log_level == "DEBUG" else logging.WARNING
-    for name in _OWN_LOGGERS + _LIBRARY_LOGGERS:
+    # The root logger too: asyncio's "Task exception was never retrieved" and any
+    # other library's warnings then come out in our format, through the filter,
+    # instead of through Python's last-resort handler with their tracebacks.
+    for name in ("", *_OWN_LOGGERS, *_LIBRARY_LOGGERS):
         logger = logging.getLogger(name)
         for old in [h for h in logger.handlers if h.get_name() == "membersense"]:
             logger.removeHandler(old)
         logger.addHandler(handler)
-        logger.propagate = False
+        if name:
+            logger.propagate = False
         logger.setLevel(settings.log_level if name in _OWN_LOGGERS else library_level)

@@ -67,3 +67,29 @@ def test_text_log_format(make_app: Callable[..., Flask], log_stream: io.StringIO
     make_app(LOG_FORMAT="text").test_client().get("/_ah/health", headers={"X-Request-ID": "r2"})
     line = log_stream.getvalue().strip().splitlines()[-1]
     assert "membersense.access" in line and "request_id=r2" in line and "status=200" in line
+
+
+def test_a_path_cannot_forge_a_text_log_line(make_app: Callable[..., Flask],
+                                             log_stream: io.StringIO) -> None:
+    client = make_app(LOG_FORMAT="text").test_client()
+    client.get("/x%0A2026-01-01 00:00:00 INFO    membersense.access: GET /admin 200")
+    lines = log_stream.getvalue().strip().splitlines()
+    assert len(lines) == 1
+    assert "\\x0a2026-01-01" in lines[0]
+
+
+def test_other_libraries_warnings_are_formatted_and_filtered(
+    make_app: Callable[..., Flask], log_stream: io.StringIO
+) -> None:
+    import logging
+
+    make_app()
+    token = "MTE0NTE0MTkxOTgxMDg5MzQ0MA.GhIjKl.abcdefghijklmnopqrstuvwxyz0123456789"
+    try:
+        raise RuntimeError(f"boom {token}")
+    except RuntimeError:
+        logging.getLogger("asyncio").error("Task exception was never retrieved %s", token,
+                                           exc_info=True)
+    entry = json.loads(log_stream.getvalue().strip().splitlines()[-1])
+    assert entry["logger"] == "asyncio" and entry["exception"] == "RuntimeError"
+    assert token not in log_stream.getvalue() and "Traceback" not in log_stream.getvalue()
