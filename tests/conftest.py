@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import io
+import shutil
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
 from membersense import create_app, extensions
 from tests.fakes import FakeClock, FakeConnector
+from tests.servers import free_port
 
 
 @pytest.fixture
@@ -66,3 +71,37 @@ def login(client: FlaskClient) -> Callable[..., str]:
         return response.get_json()["sessionId"]
 
     return do_login
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis for tests: the machine's on 127.0.0.1:6379, else a throwaway redis-server."""
+    try:
+        redis.Redis(host="127.0.0.1", port=6379, socket_timeout=1).ping()
+        yield "redis://127.0.0.1:6379/0"
+        return
+    except redis.RedisError:
+        pass
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("no Redis on 127.0.0.1:6379 and no redis-server to start one")
+    port = free_port()
+    process = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1",
+                                "--save", "", "--appendonly", "no"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        client.close()
+        process.terminate()
+        process.wait(10)
