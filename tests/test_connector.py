@@ -5,6 +5,7 @@ logout, failed logins and shutdown leave no thread, task or socket behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from membersense.config import load_settings
+from membersense.discord import endpoints
 from membersense.discord.bot import BotConnection
 from membersense.discord.connector import BridgeConnector
 from membersense.discord.serializers import member_record
@@ -216,6 +218,56 @@ def test_threads_waiting_for_a_failed_rebuild_each_raise_their_own_error(
     assert all(error.description == owners_error.description for error in raised)
     assert all(error.headers == {"Retry-After": "7"} for error in raised)
     assert len(service.members(None).body) > 1000  # the next read rebuilds
+
+
+def test_a_close_cancelled_midway_is_finished_by_the_next_close(
+        connector: BridgeConnector, sandbox: SandboxServer) -> None:
+    # The connector bounds each release; a close cut short there must not leave the
+    # gateway running with every later close() returning at once.
+    service = connector.connect(MAIN_TOKEN)
+    [bot] = only_bots(connector)
+
+    async def cancel_then_close_again() -> bool:
+        first = asyncio.create_task(bot.close())
+        await asyncio.sleep(0)  # it begins: marks the bot closed, starts closing the client
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        assert bot.closed
+        await bot.close()
+        assert bot._runner is not None
+        return bot._runner.done()
+
+    assert connector.bridge.call(cancel_then_close_again, timeout=10)
+    assert endpoints._users == 0
+    service.close()
+    assert loop_tasks(connector) == []
+    wait_until(lambda: sockets_to(os.getpid(), sandbox.port) == 0, what="sockets to close")
+
+
+def test_closing_during_the_login_cancels_it(connector: BridgeConnector, control: Control,
+                                             sandbox: SandboxServer) -> None:
+    control.request("POST", "/faults", delay_ms=3000, count=1, path="/users/@me")
+    controls = sockets_to(os.getpid(), sandbox.port)  # the control client's keep-alive
+    bot = BotConnection(MAIN_TOKEN, connector.settings)
+
+    async def close_while_logging_in() -> tuple[bool, bool]:
+        login = asyncio.create_task(bot.ensure_started())
+        while bot._start_task is None or bot._client is None:
+            await asyncio.sleep(0.01)  # the login is waiting for GET /users/@me
+        await bot.close()
+        done = await asyncio.wait_for(asyncio.wait([login], timeout=1), 2)
+        with contextlib.suppress(BaseException):
+            login.result()
+        assert bot._start_task is not None
+        return bot._start_task.cancelled(), bool(done[0])
+
+    # Without the cancel, the login would go on (after the delayed answer) to open a
+    # gateway for a connection already closed.
+    assert connector.bridge.call(close_while_logging_in, timeout=10) == (True, True)
+    assert loop_tasks(connector) == []
+    assert endpoints._users == 0
+    wait_until(lambda: sockets_to(os.getpid(), sandbox.port) == controls, what="sockets to close")
 
 
 def test_closing_the_connector_closes_live_sessions(sandbox: SandboxServer) -> None:

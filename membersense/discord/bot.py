@@ -143,6 +143,7 @@ class BotConnection:
         self._client: _Client | None = None
         self._runner: asyncio.Task[None] | None = None
         self._start_task: asyncio.Task[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
         self._changed: asyncio.Event | None = None
         self._session_epoch = 0  # bumped on every READY: discord.py drops its cache then
         self._ready_seen = False
@@ -166,6 +167,8 @@ class BotConnection:
             raise fresh_copy(exc) from None  # one outcome, many waiters
 
     async def _start(self) -> None:
+        if self.closed:  # closed before the login task first ran: start nothing
+            raise ServiceUnavailable("The Discord connection is closed")
         settings = self._settings
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settings.login_timeout_s
@@ -246,11 +249,28 @@ class BotConnection:
                 await client.close()
 
     async def close(self) -> None:
-        """Close the client and wait for its tasks; idempotent."""
-        if self.closed:
-            return
-        self.closed = True
-        client, runner = self._client, self._runner
+        """Close the client and wait for its tasks; idempotent.
+
+        The work runs once, in a task of its own that callers await through a
+        shield (as ``discord.Client.close`` keeps one closing task): a caller
+        cancelled midway (the connector bounds each release) does not cut the
+        cleanup short, and every later call waits for that same task instead of
+        returning before it is done.
+        """
+        if self._closing is None:
+            self.closed = True
+            self._closing = asyncio.create_task(
+                self._close(requested_by=asyncio.current_task()),
+                name=f"membersense-close-{self.fingerprint}")
+        await asyncio.shield(self._closing)
+
+    async def _close(self, requested_by: asyncio.Task[Any] | None) -> None:
+        client, runner, start = self._client, self._runner, self._start_task
+        # A login still under way would go on to open a gateway nobody closes. Unless
+        # the login itself asked (it closes what it started when it fails), cancel it;
+        # it awaits this task on its way out, so it is not awaited here.
+        if start is not None and start is not requested_by and not start.done():
+            start.cancel()
         for cache in self.caches.values():
             if cache.chunk_task is not None:
                 cache.chunk_task.cancel()
@@ -269,7 +289,7 @@ class BotConnection:
         if ready_task is not None:
             ready_task.cancel()
         pending = [t for t in [runner, ready_task, *(c.chunk_task for c in self.caches.values())]
-                   if t is not None and t is not asyncio.current_task()]
+                   if t is not None]
         if pending:
             await asyncio.wait(pending, timeout=5)
         if self._endpoints_held:
