@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import threading
 from collections.abc import Iterator
@@ -19,12 +20,19 @@ from membersense.discord import endpoints
 from membersense.discord.bot import BotConnection
 from membersense.discord.connector import BridgeConnector
 from membersense.discord.serializers import member_record
-from membersense.errors import BadRequest, DiscordTimeout, ServiceUnavailable, Unauthorized
+from membersense.errors import (
+    BadRequest,
+    DiscordTimeout,
+    NotFound,
+    ServiceUnavailable,
+    Unauthorized,
+)
 from membersense.sandbox.config import SandboxConfig
 from membersense.sandbox.server import SandboxServer
 from tests.integration.support import (
     LONELY_TOKEN,
     MAIN_TOKEN,
+    MULTI_TOKEN,
     NO_INTENTS_TOKEN,
     Control,
     sockets_to,
@@ -156,6 +164,52 @@ def test_a_member_request_rate_limited_past_the_login_timeout_is_a_503(
     finally:
         connector.close()
         sandbox.stop()
+
+
+def test_the_guild_list_follows_guilds_going_away_and_coming_back(
+        connector: BridgeConnector, sandbox: SandboxServer, control: Control) -> None:
+    # The sandbox has no guild outages: hand discord.py's gateway the messages Discord
+    # sends (GUILD_DELETE, and GUILD_CREATE as the sandbox builds it).
+    service = connector.connect(MULTI_TOKEN)
+    [bot] = only_bots(connector)
+    alpha, beta = control.guild_id("Alpha"), control.guild_id("Beta")
+    world = sandbox.world
+    beta_create = sandbox.run(lambda: world.guild_create_payload(
+        world.guild(int(beta)), world.bot_by_token_any(MULTI_TOKEN), large_threshold=250))
+
+    def listed() -> list[str]:
+        return [guild.id for guild in service.guilds()]
+
+    def gateway_sends(event: str, data: dict) -> None:
+        async def receive() -> None:
+            assert bot._client is not None and bot._client.ws is not None
+            await bot._client.ws.received_message(json.dumps({"op": 0, "t": event, "d": data}))
+        connector.bridge.call(receive, timeout=5)
+
+    def lists(*guilds: str) -> None:
+        # discord.py may hold guild_available back a moment (right after READY).
+        wait_until(lambda: listed() == list(guilds), timeout=5, what=f"the guilds {guilds}")
+
+    assert listed() == [alpha, beta]
+    gateway_sends("GUILD_DELETE", {"id": beta, "unavailable": True})  # an outage
+    lists(alpha)
+    gateway_sends("GUILD_CREATE", beta_create)  # available again
+    lists(alpha, beta)
+    gateway_sends("GUILD_DELETE", {"id": beta})  # the bot was removed
+    lists(alpha)
+    with pytest.raises(NotFound):
+        service.members(int(beta))
+    gateway_sends("GUILD_CREATE", {k: v for k, v in beta_create.items() if k != "unavailable"})
+    lists(alpha, beta)  # and invited again
+    members = wait_until(lambda: _members_or_none(service, int(beta)), what="Beta's members")
+    assert len(json.loads(members.body)) == 21
+
+
+def _members_or_none(service, guild_id: int):
+    try:
+        return service.members(guild_id)
+    except NotFound:
+        return None
 
 
 def test_member_records_read_what_discord_py_exposes(connector: BridgeConnector) -> None:

@@ -91,9 +91,10 @@ _MEMBER_LIST_EVENTS: dict[str, Callable[..., int]] = {
     "guild_role_delete": lambda role: role.guild.id,
     "guild_role_update": lambda before, after: after.guild.id,
 }
-# Events after which the login answer's guild list (names, counts, icons) changes.
+# Events after which the login answer's guild list (names, counts, icons) changes; it
+# leaves out unavailable guilds (an outage), so their coming and going counts too.
 _SUMMARY_EVENTS = frozenset({"member_join", "raw_member_remove", "guild_update", "guild_join",
-                             "guild_remove"})
+                             "guild_remove", "guild_available", "guild_unavailable"})
 
 
 class _State(ConnectionState):  # type: ignore[type-arg]
