@@ -303,7 +303,7 @@ def test_closing_during_the_login_cancels_it(connector: BridgeConnector, control
                                              sandbox: SandboxServer) -> None:
     control.request("POST", "/faults", delay_ms=3000, count=1, path="/users/@me")
     controls = sockets_to(os.getpid(), sandbox.port)  # the control client's keep-alive
-    bot = BotConnection(MAIN_TOKEN, connector.settings)
+    bot = BotConnection(MAIN_TOKEN, connector.settings, connector.invalid_requests)
 
     async def close_while_logging_in() -> tuple[bool, bool]:
         login = asyncio.create_task(bot.ensure_started())

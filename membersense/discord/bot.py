@@ -45,6 +45,7 @@ from membersense.discord.failures import (
     http_trace,
     missing_intents_error,
 )
+from membersense.discord.guard import InvalidRequestBudget
 from membersense.discord.member_cache import GuildCache, MemberData
 from membersense.discord.serializers import (
     channel_kind_matches,
@@ -127,10 +128,12 @@ class BotConnection:
     The token is kept for discord.py only: never logged, never in the repr.
     """
 
-    def __init__(self, token: str, settings: Settings) -> None:
+    def __init__(self, token: str, settings: Settings,
+                 invalid_requests: InvalidRequestBudget) -> None:
         self._token = token
         self.fingerprint = fingerprint(token)
         self._settings = settings
+        self._invalid_requests = invalid_requests  # every Discord answer is reported to it
         #: Sessions using this connection (the connector's lock guards it).
         self.refs = 0
         #: Per-guild member caches, by guild id (replaced, never mutated, off the loop).
@@ -181,7 +184,7 @@ class BotConnection:
             intents=INTENTS,
             chunk_guilds_at_startup=False,
             max_messages=None,  # messages are read over REST; no message cache
-            http_trace=http_trace(),
+            http_trace=http_trace(self._invalid_requests),
             enable_debug_events=False,
         )
         # discord.py will not sleep less than 30 s on a rate limit before raising

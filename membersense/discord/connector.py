@@ -8,12 +8,18 @@ to close (logout, expiry, shutdown) closes the connection.
 
 Reads of the member list are served from an immutable snapshot without
 touching the event loop; everything else is a bounded :meth:`Bridge.call`.
+
+The connector also keeps this process out of Discord's invalid-request ban
+(:mod:`membersense.discord.guard`): tokens Discord refused are answered 401
+locally for a while, and calls to Discord's REST API are held back (503) once
+too many of its answers were 401/403/429.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -22,10 +28,17 @@ from membersense.config import Settings
 from membersense.discord.bot import BotConnection
 from membersense.discord.bridge import Bridge, BridgeClosed, BridgeForked
 from membersense.discord.failures import fresh_copy
+from membersense.discord.guard import FailedTokens, InvalidRequestBudget
 from membersense.discord.member_cache import GuildCache, MemberSnapshot, build_snapshot
 from membersense.discord.serializers import serialize_message
 from membersense.discord.service import ChannelKind, GuildSummary, JsonDocument
-from membersense.errors import ApiError, DiscordTimeout, NotFound, ServiceUnavailable
+from membersense.errors import (
+    ApiError,
+    DiscordTimeout,
+    NotFound,
+    ServiceUnavailable,
+    Unauthorized,
+)
 
 __all__ = ["BridgeConnector", "BotSession"]
 
@@ -43,9 +56,14 @@ CLOSE_TIMEOUT_S = 5.0
 class BridgeConnector:
     """Logs bot tokens in with discord.py on one shared event-loop thread."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.bridge = Bridge()
+        #: Discord's 401/403/429 answers to this process; spent, it holds calls back.
+        self.invalid_requests = InvalidRequestBudget(settings.discord_invalid_request_limit,
+                                                     clock=clock)
+        #: Tokens Discord refused lately, answered 401 without asking again.
+        self.failed_tokens = FailedTokens(clock=clock)
         self.bridge.add_stop_hook(self._close_all_bots)
         self._lock = threading.Lock()
         self._bots: dict[str, BotConnection] = {}
@@ -55,18 +73,27 @@ class BridgeConnector:
         return f"<BridgeConnector bots={len(self._bots)} closed={self._closed}>"
 
     def connect(self, token: str) -> BotSession:
-        """Log *token* in (or join its live connection) and return a new session."""
+        """Log *token* in (or join its live connection) and return a new session.
+
+        A token Discord refused lately is answered 401 without asking again; a
+        login that needs Discord is refused (503) while the invalid-request
+        budget is spent. Joining a live connection needs neither.
+        """
+        self.failed_tokens.check(token)
         with self._lock:
             if self._closed:
                 raise ServiceUnavailable("Server is shutting down")
             bot = self._bots.get(token)
             if bot is None or bot.failure is not None or bot.closed:
-                bot = BotConnection(token, self.settings)
+                self.invalid_requests.check()
+                bot = BotConnection(token, self.settings, self.invalid_requests)
                 self._bots[token] = bot
             bot.refs += 1
         try:
             self.call(bot.ensure_started, timeout=self.settings.login_timeout_s)
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, Unauthorized):
+                self.failed_tokens.add(token)
             self.release(bot)
             raise
         return BotSession(bot, self)
@@ -203,6 +230,7 @@ class BotSession:
                  around: int | None = None) -> list[dict[str, Any]]:
         """Up to *limit* messages of the channel, newest first, fetched from Discord."""
         bot = self._live_bot()
+        self._connector.invalid_requests.check()  # a REST call: not while the budget is spent
         payloads = self._connector.call(bot.messages, guild_id, channel_id, limit, before, after,
                                         around, timeout=self._connector.settings.discord_timeout_s)
         messages = [serialize_message(p) for p in payloads]

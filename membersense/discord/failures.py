@@ -9,7 +9,8 @@ exception's type only).
 :func:`bounded` runs one Discord operation within a time budget. When the
 budget runs out while discord.py was retrying a Discord 5xx or sleeping on a
 429, the answer says so (502 / 503) instead of a bare timeout (504): an
-aiohttp trace records the last response of the running task.
+aiohttp trace records the last response of the running task (and reports
+every response to the :class:`~membersense.discord.guard.InvalidRequestBudget`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import contextvars
 import copy
 import logging
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 import discord
@@ -40,6 +41,9 @@ __all__ = ["INVALID_TOKEN", "api_error", "bounded", "fresh_copy", "http_trace",
 
 log = logging.getLogger("membersense.discord")
 
+if TYPE_CHECKING:
+    from membersense.discord.guard import InvalidRequestBudget
+
 T = TypeVar("T")
 E = TypeVar("E", bound=ApiError)
 
@@ -55,14 +59,16 @@ _last_response: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVa
 )
 
 
-def http_trace() -> aiohttp.TraceConfig:
-    """An aiohttp trace that notes each Discord response's status for :func:`bounded`."""
+def http_trace(budget: InvalidRequestBudget) -> aiohttp.TraceConfig:
+    """An aiohttp trace that reports each Discord response to *budget* and to :func:`bounded`."""
 
     async def on_request_end(session: Any, context: Any, params: aiohttp.TraceRequestEndParams
                              ) -> None:
+        response = params.response
+        budget.record(response.status, response.headers.get("X-RateLimit-Scope"))
         seen = _last_response.get()
         if seen is not None:
-            seen[:] = [params.response.status, params.response.headers.get("Retry-After")]
+            seen[:] = [response.status, response.headers.get("Retry-After")]
 
     trace = aiohttp.TraceConfig()
     trace.on_request_end.append(on_request_end)

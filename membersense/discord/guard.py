@@ -1,0 +1,160 @@
+"""What keeps Discord from banning this server: an invalid-request budget and failed tokens.
+
+Discord (Cloudflare, in front of its API) bans an IP address for a while once
+it has answered 10 000 of its requests within 10 minutes with 401, 403 or 429
+(429s of a *shared* rate limit excepted). The ban hits every bot this server
+serves, and anyone can provoke it: each login with a made-up token costs one
+401, and per-IP limits do not stop an attacker with many addresses.
+
+- :class:`FailedTokens` remembers, by fingerprint, tokens Discord refused, for
+  :data:`FAILED_TOKEN_TTL_S`: logging one in again is answered 401 at once,
+  without asking Discord. Bounded (least recently seen go first).
+- :class:`InvalidRequestBudget` counts every 401/403/429 Discord answered this
+  process (logins, message reads, discord.py's retried 429s: it is fed by the
+  aiohttp trace of every client) over a sliding window of
+  :data:`INVALID_REQUEST_WINDOW_S`. Once the count reaches
+  ``DISCORD_INVALID_REQUEST_LIMIT``, calls that would reach Discord's REST API
+  (new logins, message reads) are answered 503 with ``Retry-After`` here, until
+  the window has slid past enough of them. Reads served from the gateway's
+  cache (members, channels) and logins sharing a live connection go on.
+
+Both are thread-safe: Discord's answers are recorded on the bridge's loop,
+checks happen on request threads. The clock is injectable for tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+
+from membersense.discord.failures import INVALID_TOKEN
+from membersense.errors import ServiceUnavailable, Unauthorized
+from membersense.sessions import fingerprint
+
+__all__ = [
+    "FAILED_TOKEN_CAPACITY",
+    "FAILED_TOKEN_TTL_S",
+    "INVALID_REQUEST_WINDOW_S",
+    "FailedTokens",
+    "InvalidRequestBudget",
+]
+
+log = logging.getLogger("membersense.discord")
+
+Clock = Callable[[], float]
+
+#: Discord's window for counting invalid requests, in seconds.
+INVALID_REQUEST_WINDOW_S = 600.0
+#: How long a refused token is answered without asking Discord again, in seconds.
+FAILED_TOKEN_TTL_S = 600.0
+#: How many refused tokens are remembered at most (about 1 MB).
+FAILED_TOKEN_CAPACITY = 10_000
+
+#: The statuses Discord counts as invalid requests.
+_INVALID_STATUSES = frozenset({401, 403, 429})
+
+
+class InvalidRequestBudget:
+    """A sliding-window count of Discord's 401/403/429 answers, refusing calls at *limit*."""
+
+    def __init__(self, limit: int, *, window_s: float = INVALID_REQUEST_WINDOW_S,
+                 clock: Clock = time.monotonic) -> None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self.limit = limit
+        self.window_s = window_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        # The times of the latest `limit` invalid answers are all it takes: the budget
+        # is spent while the oldest of them is inside the window, and is back when it
+        # leaves. Older ones drop off by themselves (maxlen), so memory stays bounded.
+        self._times: deque[float] = deque(maxlen=limit)
+        #: Invalid answers recorded since this process started (a counter for diagnostics).
+        self.total = 0
+
+    def __repr__(self) -> str:
+        return f"<InvalidRequestBudget {self.count()}/{self.limit} per {self.window_s:g}s>"
+
+    def record(self, status: int, scope: str | None = None) -> None:
+        """Count one Discord answer if Discord counts it (*scope*: its X-RateLimit-Scope)."""
+        if status not in _INVALID_STATUSES or (status == 429 and scope == "shared"):
+            return
+        with self._lock:
+            now = self._clock()
+            was_spent = self._spent_at(now) > 0
+            self._times.append(now)
+            self.total += 1
+            spent_for = self._spent_at(now)
+        if spent_for and not was_spent:
+            log.warning("Discord refused too many requests; holding back calls to its API",
+                        extra={"fields": {"limit": self.limit, "window_s": self.window_s,
+                                          "retry_after": round(spent_for, 1)}})
+
+    def count(self) -> int:
+        """Invalid answers within the window (at most *limit*: older ones are not kept)."""
+        with self._lock:
+            horizon = self._clock() - self.window_s
+            return sum(1 for t in self._times if t > horizon)
+
+    def retry_after(self) -> float:
+        """Seconds until Discord may be called again; 0 while the budget lasts."""
+        with self._lock:
+            return self._spent_at(self._clock())
+
+    def check(self) -> None:
+        """Raise 503 (with Retry-After) instead of a call to Discord while the budget is spent."""
+        wait = self.retry_after()
+        if wait > 0:
+            raise ServiceUnavailable(
+                "Discord refused too many requests from this server lately; try again later",
+                retry_after=wait)
+
+    def _spent_at(self, now: float) -> float:
+        # Under the lock.
+        if len(self._times) < self.limit:
+            return 0.0
+        return max(0.0, self._times[0] + self.window_s - now)
+
+
+class FailedTokens:
+    """Fingerprints of tokens Discord refused, answered 401 locally for *ttl_s*."""
+
+    def __init__(self, *, capacity: int = FAILED_TOKEN_CAPACITY, ttl_s: float = FAILED_TOKEN_TTL_S,
+                 clock: Clock = time.monotonic) -> None:
+        self.capacity = capacity
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._expiry: OrderedDict[str, float] = OrderedDict()  # least recently seen first
+
+    def __repr__(self) -> str:
+        return f"<FailedTokens {len(self)}/{self.capacity}>"
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._expiry)
+
+    def add(self, token: str) -> None:
+        """Remember that Discord refused *token*."""
+        key = fingerprint(token)
+        with self._lock:
+            self._expiry[key] = self._clock() + self.ttl_s
+            self._expiry.move_to_end(key)
+            while len(self._expiry) > self.capacity:
+                self._expiry.popitem(last=False)
+
+    def check(self, token: str) -> None:
+        """Raise 401 ``Invalid Discord token`` if Discord refused *token* lately."""
+        key = fingerprint(token)
+        with self._lock:
+            expiry = self._expiry.get(key)
+            if expiry is None:
+                return
+            if expiry <= self._clock():
+                del self._expiry[key]
+                return
+            self._expiry.move_to_end(key)
+        raise Unauthorized(INVALID_TOKEN)

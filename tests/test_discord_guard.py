@@ -1,0 +1,240 @@
+"""Staying out of Discord's invalid-request ban: the budget, the failed-token memory,
+and the connector using both against a sandbox that bans like Discord does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from membersense.config import load_settings
+from membersense.discord.connector import BridgeConnector
+from membersense.discord.guard import (
+    FAILED_TOKEN_TTL_S,
+    INVALID_REQUEST_WINDOW_S,
+    FailedTokens,
+    InvalidRequestBudget,
+)
+from membersense.errors import Forbidden, ServiceUnavailable, Unauthorized
+from membersense.sandbox.config import SandboxConfig
+from membersense.sandbox.server import SandboxServer
+from tests.fakes import FakeClock
+from tests.integration.support import MAIN_TOKEN, SECOND_TOKEN, Control, write_scenario
+
+# -- the budget -------------------------------------------------------------------
+
+
+def test_the_budget_counts_what_discord_counts() -> None:
+    budget = InvalidRequestBudget(100, clock=FakeClock())
+    for status in (200, 204, 304, 400, 404, 500, 502):
+        budget.record(status)
+    budget.record(429, "shared")  # Discord leaves shared-limit 429s out
+    assert budget.count() == 0 and budget.total == 0
+    for status, scope in ((401, None), (403, None), (429, "user"), (429, "global"), (429, None)):
+        budget.record(status, scope)
+    assert budget.count() == 5 and budget.total == 5
+
+
+def test_a_spent_budget_refuses_until_the_window_slides_past_the_oldest() -> None:
+    clock = FakeClock()
+    budget = InvalidRequestBudget(3, clock=clock)
+    for _ in range(2):
+        budget.record(401)
+        clock.advance(10)
+    budget.check()  # two of three: calls still go
+    budget.record(403)  # at t+20: the third
+    with pytest.raises(ServiceUnavailable) as refused:
+        budget.check()
+    assert refused.value.headers == {"Retry-After": str(int(INVALID_REQUEST_WINDOW_S - 20))}
+    assert "try again later" in str(refused.value.description)
+    clock.advance(INVALID_REQUEST_WINDOW_S - 20 - 1)
+    assert budget.retry_after() == 1
+    clock.advance(1)  # the first answer left the window
+    budget.check()
+    assert budget.count() == 2
+    clock.advance(10)
+    assert budget.count() == 1
+
+
+def test_the_budget_keeps_no_more_than_its_limit() -> None:
+    clock = FakeClock()
+    budget = InvalidRequestBudget(5, clock=clock)
+    for _ in range(1000):
+        budget.record(429)
+        clock.advance(0.001)
+    assert len(budget._times) == 5 and budget.total == 1000
+    assert budget.retry_after() == pytest.approx(INVALID_REQUEST_WINDOW_S - 0.005)
+
+
+# -- the failed-token memory ---------------------------------------------------------
+
+
+def test_a_refused_token_is_answered_401_until_it_is_forgotten() -> None:
+    clock = FakeClock()
+    failed = FailedTokens(clock=clock)
+    failed.check("junk")  # never refused: nothing to say
+    failed.add("junk")
+    with pytest.raises(Unauthorized) as refused:
+        failed.check("junk")
+    assert refused.value.description == "Invalid Discord token"
+    failed.check("other")
+    clock.advance(FAILED_TOKEN_TTL_S - 1)
+    with pytest.raises(Unauthorized):
+        failed.check("junk")
+    clock.advance(1)
+    failed.check("junk")  # Discord may be asked again
+    assert len(failed) == 0
+
+
+def test_the_memory_is_bounded_and_forgets_the_least_recently_seen() -> None:
+    failed = FailedTokens(capacity=3, clock=FakeClock())
+    for token in ("a", "b", "c"):
+        failed.add(token)
+    with pytest.raises(Unauthorized):
+        failed.check("a")  # seen again: kept
+    failed.add("d")
+    assert len(failed) == 3
+    failed.check("b")  # forgotten
+    for token in ("a", "c", "d"):
+        with pytest.raises(Unauthorized):
+            failed.check(token)
+
+
+def test_tokens_are_kept_as_fingerprints_only() -> None:
+    failed = FailedTokens(clock=FakeClock())
+    failed.add("MTE0NTE0MTkxOTgxMDg5MzQ0MA.GhIjKl.abcdefghijklmnopqrstuvwxyz0123456789")
+    assert "MTE0NTE0" not in repr(failed) and "MTE0NTE0" not in repr(failed._expiry)
+
+
+# -- the connector, against a sandbox that bans like Discord ---------------------------
+
+SANDBOX_LIMIT = 5  # the sandbox bans this process after more than 5 invalid answers
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]:
+    scenario = write_scenario(tmp_path_factory.mktemp("guard") / "world.json", 50)
+    server = SandboxServer(SandboxConfig(
+        port=0, scenario=scenario, member_request_cooldown_s=0.2,
+        invalid_request_limit=SANDBOX_LIMIT, invalid_request_ban_s=600)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def control(sandbox: SandboxServer) -> Iterator[Control]:
+    client = Control(sandbox.base_url)
+    client.request("POST", "/ratelimits/reset")  # no counts or bans from earlier tests
+    yield client
+    client.request("DELETE", "/faults")
+    client.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def make_connector(sandbox: SandboxServer, clock: FakeClock) -> Iterator:
+    made: list[BridgeConnector] = []
+
+    def make(**settings: str) -> BridgeConnector:
+        connector = BridgeConnector(load_settings(environ={}, overrides={
+            "DISCORD_API_BASE": sandbox.api_url, "DISCORD_GATEWAY_URL": sandbox.gateway_url,
+            "DISCORD_TIMEOUT": "3000", "LOGIN_TIMEOUT": "10000", **settings}), clock=clock)
+        made.append(connector)
+        return connector
+
+    yield make
+    for connector in made:
+        connector.close()
+
+
+def banned(control: Control) -> bool:
+    return bool(control.state()["invalid_request_guard"]["banned"])
+
+
+def junk(n: int) -> str:
+    return f"junk-token-{n}"
+
+
+def test_logging_one_bad_token_in_again_and_again_costs_one_invalid_request(
+        make_connector, control: Control, clock: FakeClock) -> None:
+    connector = make_connector()
+    for _ in range(3 * SANDBOX_LIMIT):
+        with pytest.raises(Unauthorized) as refused:
+            connector.connect(junk(0))
+        assert refused.value.description == "Invalid Discord token"
+    assert connector.invalid_requests.total == 1  # Discord was asked once
+    assert not banned(control)
+    connector.connect(MAIN_TOKEN).close()
+
+    clock.advance(FAILED_TOKEN_TTL_S)  # forgotten: Discord is asked again
+    with pytest.raises(Unauthorized):
+        connector.connect(junk(0))
+    assert connector.invalid_requests.total == 2
+
+
+def test_a_spent_budget_holds_back_logins_and_message_reads_until_the_window_slides(
+        make_connector, control: Control, clock: FakeClock) -> None:
+    connector = make_connector(DISCORD_INVALID_REQUEST_LIMIT="3")
+    service = connector.connect(MAIN_TOKEN)
+    channel = int(next(c["id"] for c in service.channels(None) if c["name"] != "staff-only"))
+    assert service.messages(None, channel, limit=2)
+    for n in range(3):
+        with pytest.raises(Unauthorized):
+            connector.connect(junk(n))
+    for n in range(3, 3 + 2 * SANDBOX_LIMIT):  # more than enough to get Discord to ban us
+        with pytest.raises(ServiceUnavailable) as refused:
+            connector.connect(junk(n))
+        assert refused.value.extra["retryAfter"] == INVALID_REQUEST_WINDOW_S
+    assert "refused too many requests" in str(refused.value.description)
+    with pytest.raises(ServiceUnavailable):
+        connector.connect(SECOND_TOKEN)  # a new login needs Discord too
+    with pytest.raises(ServiceUnavailable):
+        service.messages(None, channel, limit=2)
+    assert connector.invalid_requests.total == 3 and not banned(control)
+    # What needs no call to Discord goes on: cached reads, joining a live connection.
+    assert len(service.members(None).body) > 1000 and service.channels(None)
+    connector.connect(MAIN_TOKEN).close()
+
+    clock.advance(INVALID_REQUEST_WINDOW_S)
+    assert service.messages(None, channel, limit=2)
+    connector.connect(SECOND_TOKEN).close()
+    service.close()
+
+
+def test_refused_message_reads_count_and_shared_rate_limits_do_not(
+        make_connector, control: Control) -> None:
+    connector = make_connector(DISCORD_INVALID_REQUEST_LIMIT="2")
+    service = connector.connect(MAIN_TOKEN)
+    [bot] = connector._bots.values()
+    channels = service.channels(None)
+    readable = int(next(c["id"] for c in channels if c["name"] != "staff-only"))
+    hidden = int(next(c["id"] for c in channels if c["name"] == "staff-only"))
+    # A shared-limit 429 (discord.py waits it out): Discord does not count it.
+    control.request("POST", "/faults", status=429, retry_after=0.05, count=1,
+                    path="/channels/*/messages")
+    assert service.messages(None, readable, limit=2)
+    assert connector.invalid_requests.total == 0
+
+    # Our cache says the bot may read the hidden channel (an update it has not seen
+    # yet, say): the read goes to Discord, which answers 403. Those count.
+    async def forget_the_channels_overwrites() -> None:
+        assert bot._client is not None
+        bot._client.get_channel(hidden)._overwrites = []
+
+    connector.bridge.call(forget_the_channels_overwrites, timeout=5)
+    for _ in range(2):
+        with pytest.raises(Forbidden):
+            service.messages(None, hidden, limit=2)
+    assert connector.invalid_requests.total == 2
+    with pytest.raises(ServiceUnavailable):
+        service.messages(None, hidden, limit=2)
+    with pytest.raises(ServiceUnavailable):
+        service.messages(None, readable, limit=2)
+    assert connector.invalid_requests.total == 2  # neither reached Discord
+    service.close()
