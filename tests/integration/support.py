@@ -21,12 +21,14 @@ SECOND_TOKEN = "second-bot-token"
 NO_INTENTS_TOKEN = "no-intents-bot-token"
 LONELY_TOKEN = "lonely-bot-token"
 MULTI_TOKEN = "multi-bot-token"
+#: Shaped like a real Discord token (base64 id, timestamp, HMAC), for tests of what logs see.
+DISCORD_SHAPED_TOKEN = "MTE0NTE0MTkxOTgxMDg5MzQ0MA.GhIjKl.abcdefghijklmnopqrstuvwxyz0123456789"
 
 MAIN_GUILD_MEMBERS = 1000
 
 
 def scenario(main_members: int = MAIN_GUILD_MEMBERS) -> dict[str, Any]:
-    """A world with a big guild, a small one, and bots in every situation a login can meet."""
+    """A world with a big guild, two small ones, and bots in every situation a login can meet."""
     return {
         "seed": 11,
         "bots": [
@@ -35,12 +37,16 @@ def scenario(main_members: int = MAIN_GUILD_MEMBERS) -> dict[str, Any]:
             {"token": NO_INTENTS_TOKEN, "username": "Shy Bot", "privileged_intents": []},
             {"token": LONELY_TOKEN, "username": "Lonely Bot"},
             {"token": MULTI_TOKEN, "username": "Multi Bot"},
+            {"token": DISCORD_SHAPED_TOKEN, "username": "Shaped Bot"},
         ],
         "guilds": [
             {"name": "Alpha", "members": main_members, "channels": 4, "messages": 150,
              "bots": [MAIN_TOKEN, SECOND_TOKEN, NO_INTENTS_TOKEN, MULTI_TOKEN],
              "hidden_channels": ["staff-only"]},
             {"name": "Beta", "members": 20, "channels": 2, "messages": 5, "bots": [MULTI_TOKEN]},
+            # A guild of its own, so the member counts of the others stay as they are.
+            {"name": "Gamma", "members": 10, "channels": 1, "messages": 5,
+             "bots": [DISCORD_SHAPED_TOKEN]},
         ],
     }
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from tests.integration.conftest import MemberSense
 from tests.integration.support import (
+    DISCORD_SHAPED_TOKEN,
     LONELY_TOKEN,
     MAIN_GUILD_MEMBERS,
     MULTI_TOKEN,
@@ -256,6 +257,30 @@ def test_no_token_reaches_the_logs(app_server: MemberSense, api: Api) -> None:
     for line in log.splitlines():
         if line.startswith("{"):
             json.loads(line)  # every line is one JSON object
+
+
+def test_no_token_reaches_the_logs_even_at_debug(
+        membersense_factory: Callable[..., MemberSense]) -> None:
+    # discord.py logs every gateway payload and HTTP request at DEBUG. A token shaped
+    # like Discord's must never reach any log record: not even redacted (the filter
+    # that blanks token-shaped text is a last line of defence, not the reason).
+    server = membersense_factory(LOG_LEVEL="DEBUG")
+    api = server.api
+    assert api is not None
+    response = api.post_login(DISCORD_SHAPED_TOKEN)
+    assert response.status_code == 200, response.text
+    session = response.json()["sessionId"]
+    assert len(api.get("/api/members", session).json()) == 11  # ten humans and the bot
+    channel = api.get("/api/channels", session).json()[0]["id"]
+    assert api.get("/api/messages", session, channelId=channel).json()
+    assert api.logout(session).status_code == 200
+    wait_until(lambda: "session closed" in server.server.log(), what="the logout to be logged")
+    log = server.server.log()
+    assert '"severity": "DEBUG"' in log and '"logger": "discord.' in log  # it was that loud
+    assert DISCORD_SHAPED_TOKEN not in log
+    assert DISCORD_SHAPED_TOKEN.split(".")[0] not in log  # nor any part of it
+    assert "[redacted]" not in log
+    assert session not in log
 
 
 def test_the_whole_list_is_sent_gzipped_to_clients_that_accept_it(api: Api) -> None:
