@@ -168,6 +168,20 @@ def test_a_revoked_token_ends_its_sessions(app_server: MemberSense, api: Api,
     wait_until(lambda: control.connections_of("Second Bot") == 0, what="the gateway to close")
 
 
+def test_logins_past_max_concurrent_users_are_a_503_until_one_logs_out(
+        membersense_factory: Callable[..., MemberSense]) -> None:
+    server = membersense_factory(MAX_CONCURRENT_USERS="1")
+    api = server.api
+    assert api is not None
+    session = api.login(MAIN_TOKEN)
+    refused = api.post_login(MAIN_TOKEN)
+    assert refused.status_code == 503
+    assert refused.json() == {"error": "Maximum number of concurrent users reached"}
+    assert api.get("/api/members", session, limit=1).status_code == 200
+    assert api.logout(session).status_code == 200
+    api.logout(api.login(MAIN_TOKEN))  # the slot is free again
+
+
 def test_idle_sessions_expire_and_close_their_connection(
         membersense_factory: Callable[..., MemberSense]) -> None:
     server = membersense_factory(SESSION_TIMEOUT="1000", CLEANUP_INTERVAL="200")
