@@ -183,18 +183,3 @@ def test_a_forked_child_refuses_the_parents_loop(bridge: Bridge) -> None:
         os.waitpid(pid, 0)
     assert answer == bytes([0])
     assert bridge.call(_add, 2, 2, timeout=5) == 4  # the parent's loop is untouched
-
-
-def test_call_overhead_is_small(bridge: Bridge) -> None:
-    async def noop() -> None:
-        return None
-
-    bridge.call(noop, timeout=5)
-    samples = []
-    for _ in range(300):
-        started = time.perf_counter()
-        bridge.call(noop, timeout=5)
-        samples.append(time.perf_counter() - started)
-    samples.sort()
-    # The benchmark's target is 100 µs; a loaded CI box gets ten times that.
-    assert samples[len(samples) // 2] < 0.001

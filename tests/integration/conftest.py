@@ -19,11 +19,18 @@ from membersense.sandbox.server import SandboxServer
 from tests.integration.support import Api, Control, worker_pid, write_scenario
 from tests.servers import GunicornServer
 
+#: DISCORD_TIMEOUT and LOGIN_TIMEOUT of these tests' servers, in seconds: timing
+#: assertions are written relative to them.
+DISCORD_TIMEOUT_S = 3.0
+LOGIN_TIMEOUT_S = 15.0
+#: The sandbox's cooldown between two full member requests of a guild (Discord: 30 s).
+MEMBER_REQUEST_COOLDOWN_S = 2.0
+
 #: Settings every MemberSense server of these tests runs with (on top of the sandbox's URLs).
 BASE_ENV = {
     "RATE_LIMIT_MAX_REQUESTS": "1000000",
-    "DISCORD_TIMEOUT": "3000",
-    "LOGIN_TIMEOUT": "15000",
+    "DISCORD_TIMEOUT": str(int(DISCORD_TIMEOUT_S * 1000)),
+    "LOGIN_TIMEOUT": str(int(LOGIN_TIMEOUT_S * 1000)),
     "LOG_LEVEL": "INFO",
     "THREADS": "8",
 }
@@ -31,7 +38,7 @@ BASE_ENV = {
 
 def start_sandbox(tmp: Path, main_members: int = 1000, **config: Any) -> SandboxServer:
     """A sandbox serving :func:`tests.integration.support.scenario` (fast member-request cooldown)."""
-    options: dict[str, Any] = {"member_request_cooldown_s": 2.0, **config}
+    options: dict[str, Any] = {"member_request_cooldown_s": MEMBER_REQUEST_COOLDOWN_S, **config}
     return SandboxServer(SandboxConfig(port=0, scenario=write_scenario(tmp / "world.json",
                                                                        main_members),
                                        **options)).start()
