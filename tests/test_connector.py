@@ -34,6 +34,7 @@ from tests.integration.support import (
     MAIN_TOKEN,
     MULTI_TOKEN,
     NO_INTENTS_TOKEN,
+    SECOND_TOKEN,
     Control,
     sockets_to,
     wait_until,
@@ -325,12 +326,28 @@ def test_closing_during_the_login_cancels_it(connector: BridgeConnector, control
     wait_until(lambda: sockets_to(os.getpid(), sandbox.port) == controls, what="sockets to close")
 
 
+def test_a_revoked_token_fails_its_sessions_for_good(connector: BridgeConnector,
+                                                     control: Control) -> None:
+    service = connector.connect(SECOND_TOKEN)  # no other test here uses this bot
+    assert not service.failed
+    control.request("POST", f"/tokens/{SECOND_TOKEN}/revoke")
+    wait_until(lambda: service.failed, what="the connection to fail")
+    with pytest.raises(Unauthorized):
+        service.members(None)
+    with pytest.raises(Unauthorized):
+        connector.connect(SECOND_TOKEN)
+    service.close()
+    assert only_bots(connector) == [] and loop_tasks(connector) == []
+
+
 def test_closing_the_connector_closes_live_sessions(sandbox: SandboxServer) -> None:
     threads_before = thread_names()
     connector = make_connector(sandbox)
     service = connector.connect(MAIN_TOKEN)
+    assert not service.failed
     connector.close()
     connector.close()
+    assert service.failed  # its sessions end at their next request
     assert thread_names() == threads_before
     wait_until(lambda: sockets_to(os.getpid(), sandbox.port) == 0, what="sockets to close")
     with pytest.raises(ServiceUnavailable):

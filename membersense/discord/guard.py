@@ -50,7 +50,7 @@ Clock = Callable[[], float]
 INVALID_REQUEST_WINDOW_S = 600.0
 #: How long a refused token is answered without asking Discord again, in seconds.
 FAILED_TOKEN_TTL_S = 600.0
-#: How many refused tokens are remembered at most (about 1 MB).
+#: How many refused tokens are remembered at most (about 1.5 MB when full).
 FAILED_TOKEN_CAPACITY = 10_000
 
 #: The statuses Discord counts as invalid requests.
