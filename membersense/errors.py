@@ -37,23 +37,23 @@ log = logging.getLogger("membersense.errors")
 class ApiError(HTTPException):
     """An error with a message meant for the API client.
 
-    Subclasses fix the status; *message* overrides the class default and
-    *extra* adds fields to the JSON body (e.g. ``retryAfter``).
+    Subclasses fix the status; *message* overrides the class default. With
+    *retry_after* (seconds), the answer says when to try again, both as
+    ``Retry-After`` and as ``retryAfter`` in the body, rounded up to whole
+    seconds and never below 1.
     """
 
     code = 500
     description = "Internal Server Error"
 
-    def __init__(
-        self,
-        message: str | None = None,
-        *,
-        extra: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
+    def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
         super().__init__(message or self.description)
-        self.extra = extra or {}
-        self.headers = headers or {}
+        self.extra: dict[str, Any] = {}
+        self.headers: dict[str, str] = {}
+        if retry_after is not None:
+            seconds = max(1, math.ceil(retry_after))
+            self.extra["retryAfter"] = seconds
+            self.headers["Retry-After"] = str(seconds)
 
 
 class BadRequest(ApiError):
@@ -92,19 +92,10 @@ class TooManyRequests(ApiError):
 
 
 class ServiceUnavailable(ApiError):
-    """503: MemberSense cannot take this request now; *retry_after* in seconds if known."""
+    """503: MemberSense cannot take this request now (*retry_after* when known)."""
 
     code = 503
     description = "Service Unavailable"
-
-    def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
-        extra: dict[str, Any] = {}
-        headers: dict[str, str] = {}
-        if retry_after is not None:
-            seconds = max(1, math.ceil(retry_after))
-            extra["retryAfter"] = seconds
-            headers["Retry-After"] = str(seconds)
-        super().__init__(message, extra=extra, headers=headers)
 
 
 class DiscordUnavailable(ApiError):

@@ -77,8 +77,9 @@ def refuse_new_sessions() -> None:
 def shutdown(app: Flask | None = None) -> None:
     """Close sessions and Discord connections of *app* (default: every app).
 
-    Runs from gunicorn's ``worker_exit`` hook, the CLI's signal handlers and
-    at interpreter exit; safe to call more than once.
+    Runs after SIGTERM and from gunicorn's ``worker_exit`` hook (see
+    :mod:`membersense.serving`) and at interpreter exit; safe to call more
+    than once.
     """
     with _shutdown_lock:
         apps = [app] if app is not None else list(_apps)

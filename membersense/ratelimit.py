@@ -51,6 +51,8 @@ class PrunedMemoryStorage(MemoryStorage):
     every new client IP. This drops those keys too.
     """
 
+    # Its own scheme name: the base class's metaclass registers subclasses by
+    # scheme, and inheriting "memory" would replace limits' own storage globally.
     STORAGE_SCHEME = ["membersense-memory"]
 
     def _MemoryStorage__expire_events(self) -> None:  # the timer's (name-mangled) callback
@@ -167,9 +169,7 @@ class RateLimiting:
         allowed, reset, remaining = budget.hit(req.remote_addr or "unknown")
         g.rate_limit = (budget.item, reset, remaining)
         if not allowed:
-            retry_after = max(1, _seconds_until(reset))
-            raise TooManyRequests(extra={"retryAfter": retry_after},
-                                  headers={"Retry-After": str(retry_after)})
+            raise TooManyRequests(retry_after=reset - time.time())
 
     @staticmethod
     def _add_headers(response: Response) -> Response:
