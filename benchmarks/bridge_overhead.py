@@ -14,7 +14,7 @@ import threading
 import time
 
 from benchmarks.common import median, percentile
-from membersense.discord.bridge import Bridge
+from membersense.bridge import Bridge
 
 TARGET_US = 100.0
 

@@ -1,25 +1,28 @@
 """MemberSense: a self-hosted REST gateway to a Discord bot's guild data.
 
 ``create_app()`` builds the Flask application; ``wsgi.py`` exposes it to
-gunicorn. Importing this package starts nothing.
+gunicorn and other WSGI servers. Importing this package starts nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from membersense import access, extensions
+from membersense import access, extensions, processes
 from membersense.api import register_blueprints
 from membersense.config import Settings, load_settings
 from membersense.errors import register_error_handlers
-from membersense.logs import configure_logging
+from membersense.runtime import Runtime, runtime_of
 
-__all__ = ["create_app"]
+if TYPE_CHECKING:
+    from membersense.discord.service import DiscordService
+
+__all__ = ["create_app", "runtime_of"]
 
 #: Headers a browser client may send, and may read back.
 CORS_REQUEST_HEADERS = ["Content-Type", "Authorization", "X-Request-ID", "If-None-Match"]
@@ -34,22 +37,29 @@ CORS_EXPOSED_HEADERS = [
 ]
 
 
-def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+def create_app(test_config: Mapping[str, Any] | None = None, *,
+               discord: DiscordService | None = None,
+               clock: Callable[[], float] | None = None) -> Flask:
     """Build the MemberSense app.
 
     Without *test_config*, settings come from the environment (and ``.env``).
     With it, settings are the defaults overlaid by its keys (environment
     variable names, e.g. ``{"RATE_LIMIT_MAX_REQUESTS": 3}``), so tests do not
-    depend on the shell they run in. Besides settings it may carry
-    ``DISCORD_CONNECTOR`` (a :class:`~membersense.discord.service.DiscordConnector`
-    to use instead of the discord.py bridge), ``CLOCK`` (the session
-    registry's monotonic clock) and ``LOG_STREAM`` (where logs go).
+    depend on the shell they run in. *discord* replaces the discord.py
+    service (HTTP-layer tests pass a fake); *clock* is the session store's
+    monotonic clock.
+
+    Logging is the entry point's business (``wsgi.py``, ``membersense
+    serve``, gunicorn's config): see :func:`membersense.logs.configure_logging`.
+    The app's :class:`~membersense.runtime.Runtime` (``runtime_of(app)``)
+    owns every thread and connection the app starts; its ``close()`` stops them.
     """
     overrides = dict(test_config or {})
     if test_config is None:
         settings = load_settings()
     else:
         settings = load_settings(environ={}, overrides=overrides)
+    processes.check_host()
 
     app = Flask(__name__, static_folder=None)
     app.config.update(
@@ -64,10 +74,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
 
-    configure_logging(settings, overrides.get("LOG_STREAM"))
     access.init_app(app)  # first: every later hook and error sees a request id
+    processes.init_app(app)
     _init_cors(app, settings)
-    extensions.init_app(app, settings, overrides)
+    extensions.init_app(app, Runtime(settings, discord=discord, clock=clock))
     register_error_handlers(app)
     register_blueprints(app)
     return app

@@ -16,6 +16,7 @@ def _serve(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
     from membersense import create_app
+    from membersense.logs import configure_logging
     from membersense.serving import gunicorn_options
 
     options: dict[str, Any] = gunicorn_options()
@@ -28,7 +29,9 @@ def _serve(args: argparse.Namespace) -> int:
                 self.cfg.set(name, value)
 
         def load(self) -> Any:
-            return create_app()
+            app = create_app()
+            configure_logging(app.config["SETTINGS"])
+            return app
 
     Server().run()
     return 0

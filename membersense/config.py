@@ -151,6 +151,10 @@ class Settings:
         "DISCORD_INVALID_REQUEST_LIMIT", "5000", _integer(1)
     )
     threads: int = _setting("THREADS", "8", _integer(1))
+    connection_linger: int = _setting("CONNECTION_LINGER", "60000", _integer(0, "milliseconds"))
+    max_sessions_per_token: int = _setting("MAX_SESSIONS_PER_TOKEN", "10", _integer(1))
+    max_sessions_per_ip: int = _setting("MAX_SESSIONS_PER_IP", "10", _integer(1))
+    event_buffer_size: int = _setting("EVENT_BUFFER_SIZE", "1000", _integer(1))
 
     @classmethod
     def env_names(cls) -> dict[str, str]:
@@ -189,6 +193,11 @@ class Settings:
     def discord_timeout_s(self) -> float:
         """Bound on one Discord call made for a request, in seconds."""
         return self.discord_timeout / 1000
+
+    @property
+    def connection_linger_s(self) -> float:
+        """How long a bot stays connected after its last session ended, in seconds."""
+        return self.connection_linger / 1000
 
     @property
     def login_timeout_s(self) -> float:

@@ -1,11 +1,16 @@
 """The API's errors and its one JSON error path.
 
 Every error response, whatever raised it (a view, werkzeug's routing, the
-rate limiter, a request body that is too large, an unexpected exception), is
-rendered here as ``{"error": "<message>"}`` with the right status. Nothing of
-an exception's own text or traceback is ever sent, and unexpected exceptions
-are logged by type and location only, because exception text can carry
-secrets (a token echoed in an error message, say).
+rate limiter, a request body that is too large, the Discord layer, an
+unexpected exception), is rendered here as ``{"error": "<message>"}`` with
+the right status. Nothing of an exception's own text or traceback is ever
+sent, and unexpected exceptions are logged by type and location only,
+because exception text can carry secrets (a token echoed in an error
+message, say).
+
+The Discord layer raises its own transport-neutral errors
+(:mod:`membersense.discord.errors`); :data:`DISCORD_STATUSES` is the one table
+that gives each its HTTP status.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from typing import Any
 from flask import Flask, Response, current_app, g, json
 from werkzeug.exceptions import HTTPException
 
+from membersense.discord import errors as discord_errors
+
 __all__ = [
     "ApiError",
     "BadRequest",
@@ -26,8 +33,7 @@ __all__ = [
     "NotFound",
     "TooManyRequests",
     "ServiceUnavailable",
-    "DiscordUnavailable",
-    "DiscordTimeout",
+    "DISCORD_STATUSES",
     "register_error_handlers",
 ]
 
@@ -48,12 +54,15 @@ class ApiError(HTTPException):
 
     def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
         super().__init__(message or self.description)
-        self.extra: dict[str, Any] = {}
-        self.headers: dict[str, str] = {}
-        if retry_after is not None:
-            seconds = max(1, math.ceil(retry_after))
-            self.extra["retryAfter"] = seconds
-            self.headers["Retry-After"] = str(seconds)
+        self.extra, self.headers = _retry_fields(retry_after)
+
+
+def _retry_fields(retry_after: float | None) -> tuple[dict[str, Any], dict[str, str]]:
+    # The body field and the header of an answer that says when to try again.
+    if retry_after is None:
+        return {}, {}
+    seconds = max(1, math.ceil(retry_after))
+    return {"retryAfter": seconds}, {"Retry-After": str(seconds)}
 
 
 class BadRequest(ApiError):
@@ -98,18 +107,40 @@ class ServiceUnavailable(ApiError):
     description = "Service Unavailable"
 
 
-class DiscordUnavailable(ApiError):
-    """502: Discord answered with a server error or could not be reached."""
+#: The HTTP status of each Discord-layer error (a subclass takes its nearest listed base's).
+DISCORD_STATUSES: dict[type[discord_errors.DiscordError], int] = {
+    discord_errors.DiscordError: 502,
+    discord_errors.InvalidToken: 401,
+    discord_errors.BotReleased: 401,
+    discord_errors.MissingIntents: 400,
+    discord_errors.NoGuilds: 400,
+    discord_errors.NotMessageable: 400,
+    discord_errors.InvalidMessage: 400,
+    discord_errors.MissingAccess: 403,
+    discord_errors.GuildNotFound: 404,
+    discord_errors.ChannelNotFound: 404,
+    discord_errors.MessageNotFound: 404,
+    discord_errors.RateLimited: 503,
+    discord_errors.DailyLoginsUsed: 503,
+    discord_errors.MembersLoading: 503,
+    discord_errors.HeldBack: 503,
+    discord_errors.Busy: 503,
+    discord_errors.ServiceClosed: 503,
+    discord_errors.DiscordUnavailable: 502,
+    discord_errors.DiscordTimeout: 504,
+}
 
-    code = 502
-    description = "Discord is unavailable"
+#: Retry-After of a 503 for which the Discord layer knew no better.
+DEFAULT_RETRY_AFTER_S = 5
 
 
-class DiscordTimeout(ApiError):
-    """504: Discord did not answer within the configured timeout."""
-
-    code = 504
-    description = "Discord did not respond in time"
+def discord_status(error: discord_errors.DiscordError) -> int:
+    """The HTTP status for a Discord-layer error."""
+    for cls in type(error).__mro__:
+        status = DISCORD_STATUSES.get(cls)  # type: ignore[call-overload]
+        if status is not None:
+            return status
+    return 502
 
 
 def _json_error(status: int, message: str, *, extra: dict[str, Any] | None = None,
@@ -136,6 +167,15 @@ def _handle_http_exception(error: HTTPException) -> Response:
     return _json_error(status, message, headers=headers)
 
 
+def _handle_discord_error(error: discord_errors.DiscordError) -> Response:
+    status = discord_status(error)
+    retry_after = error.retry_after
+    if retry_after is None and status == 503:
+        retry_after = DEFAULT_RETRY_AFTER_S  # every 503 says when to come back
+    extra, headers = _retry_fields(retry_after)
+    return _json_error(status, error.message, extra=extra, headers=headers)
+
+
 def _handle_unexpected(error: Exception) -> Response:
     # Type and innermost location only: exception text may hold a secret.
     frame = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
@@ -152,4 +192,5 @@ def _handle_unexpected(error: Exception) -> Response:
 def register_error_handlers(app: Flask) -> None:
     """Route every error the app can produce through the JSON error path."""
     app.register_error_handler(HTTPException, _handle_http_exception)
+    app.register_error_handler(discord_errors.DiscordError, _handle_discord_error)
     app.register_error_handler(Exception, _handle_unexpected)

@@ -4,9 +4,11 @@
 serve``) takes everything from here, so there is one place that decides how
 the app is served:
 
-- one worker process: sessions and their Discord connections live in the
-  worker's memory, so a second worker would not know the first one's
-  sessions. Asking for more workers (``-w``) is refused at start-up.
+- one worker process: in memory mode sessions and their Discord connections
+  live in the worker's memory, so a second worker would not know the first
+  one's sessions. Asking for more workers (``-w``) is refused at start-up
+  with one line naming ``REDIS_URL``; ``WEB_CONCURRENCY``, which platforms
+  such as Heroku set on their own, is ignored with a log line saying so.
 - the ``gthread`` worker with ``THREADS`` threads: request handlers block on
   the Discord bridge, so threads, not async workers, give concurrency.
 - a graceful timeout inside Cloud Run's 10 s SIGTERM grace period. On
@@ -15,11 +17,13 @@ the app is served:
   close, ending whatever still waits on Discord with a 503. gunicorn itself
   would wait up to its graceful timeout for those requests (a login may wait
   up to ``LOGIN_TIMEOUT``) and only then run ``worker_exit``, a moment before
-  its SIGKILL.
+  its SIGKILL. Both paths end in the app's one
+  :meth:`~membersense.runtime.Runtime.close`.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from typing import Any
@@ -28,6 +32,8 @@ from gunicorn import glogging
 
 from membersense.config import Settings, load_settings
 from membersense.logs import make_handler
+from membersense.processes import MULTIPROCESS_REFUSAL
+from membersense.runtime import Runtime, runtime_of
 
 __all__ = ["GunicornLogger", "gunicorn_options"]
 
@@ -84,34 +90,39 @@ class GunicornLogger(glogging.Logger):  # type: ignore[misc]
 
 
 def on_starting(server: Any) -> None:
-    """Refuse more than one worker: sessions are per process."""
+    """Refuse more than one worker: in memory mode, sessions are per process."""
     workers = server.cfg.workers
     if workers != 1:
-        raise SystemExit(
-            f"MemberSense keeps sessions in process memory and must run with one worker "
-            f"(got {workers}); scale with THREADS or more instances instead"
-        )
+        raise SystemExit(f"membersense: {MULTIPROCESS_REFUSAL} (gunicorn was asked for "
+                         f"{workers} workers)")
+    concurrency = os.environ.get("WEB_CONCURRENCY")
+    if concurrency and concurrency.strip() != "1":
+        server.log.info("WEB_CONCURRENCY=%s is ignored in memory mode: one worker process "
+                        "(set REDIS_URL to run several)", concurrency.strip()[:20])
 
 
-#: Set when gunicorn has drained the worker's requests (or given up on them).
-_drained = threading.Event()
-
-
-def _shut_down_after_grace() -> None:
-    from membersense import extensions
-
-    extensions.refuse_new_sessions()
-    _drained.wait(IN_FLIGHT_GRACE_S)
-    extensions.shutdown()
+def _runtime(worker: Any) -> Runtime | None:
+    try:
+        return runtime_of(worker.wsgi)
+    except (AttributeError, KeyError, TypeError):  # not an app create_app built
+        return None
 
 
 def post_worker_init(worker: Any) -> None:
     """Start closing down when SIGTERM arrives, not once gunicorn has drained."""
+    runtime = _runtime(worker)
+    if runtime is None:
+        return
     handle_exit = worker.handle_exit
+
+    def shut_down_after_grace() -> None:
+        runtime.refuse_new()
+        runtime.wait_closed(IN_FLIGHT_GRACE_S)  # worker_exit may close it sooner
+        runtime.close()
 
     def on_sigterm(signum: int, frame: Any) -> None:
         handle_exit(signum, frame)
-        threading.Thread(target=_shut_down_after_grace, name="membersense-shutdown",
+        threading.Thread(target=shut_down_after_grace, name="membersense-shutdown",
                          daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_sigterm)
@@ -119,7 +130,6 @@ def post_worker_init(worker: Any) -> None:
 
 def worker_exit(server: Any, worker: Any) -> None:
     """Close every session and the Discord bridge as the worker leaves (if not done yet)."""
-    from membersense import extensions
-
-    _drained.set()
-    extensions.shutdown()
+    runtime = _runtime(worker)
+    if runtime is not None:
+        runtime.close()

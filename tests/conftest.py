@@ -14,8 +14,9 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from membersense import create_app, extensions
-from tests.fakes import FakeClock, FakeConnector
+from membersense import create_app, runtime_of
+from membersense.logs import configure_logging
+from tests.fakes import FakeClock, FakeDiscord
 from tests.servers import free_port
 
 
@@ -25,8 +26,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def connector() -> FakeConnector:
-    return FakeConnector()
+def discord() -> FakeDiscord:
+    return FakeDiscord()
 
 
 @pytest.fixture
@@ -35,20 +36,21 @@ def log_stream() -> io.StringIO:
 
 
 @pytest.fixture
-def make_app(connector: FakeConnector, clock: FakeClock,
+def make_app(discord: FakeDiscord, clock: FakeClock,
              log_stream: io.StringIO) -> Iterator[Callable[..., Flask]]:
-    """Build apps wired to the fake Discord; every one is shut down afterwards."""
+    """Build apps wired to the fake Discord, logging to ``log_stream``; every one is
+    closed afterwards."""
     apps: list[Flask] = []
 
     def factory(**config: Any) -> Flask:
-        app = create_app({"DISCORD_CONNECTOR": connector, "CLOCK": clock,
-                          "LOG_STREAM": log_stream, **config})
+        app = create_app(config, discord=discord, clock=clock)
+        configure_logging(app.config["SETTINGS"], log_stream)
         apps.append(app)
         return app
 
     yield factory
     for app in apps:
-        extensions.shutdown(app)
+        runtime_of(app).close()
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 """A fake Discord for unit tests of the HTTP layer only.
 
-Integration tests use the real discord.py bridge against the sandbox; these
-doubles just let the blueprints, sessions and error paths be tested without
-an event loop. They follow the protocols in membersense.discord.service.
+Integration tests use the real discord.py service against the sandbox; this
+double just lets the blueprints, sessions and error paths be tested without
+an event loop. It follows :class:`membersense.discord.service.DiscordService`.
 """
 
 from __future__ import annotations
@@ -10,12 +10,21 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Callable
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from membersense.discord.service import GuildSummary, JsonDocument
-from membersense.errors import NotFound, Unauthorized
+from membersense.discord.errors import (
+    BotReleased,
+    ChannelNotFound,
+    DiscordError,
+    Failure,
+    GuildNotFound,
+    InvalidToken,
+    NoGuilds,
+)
+from membersense.discord.service import BotLogin, GuildSummary, JsonDocument
+from membersense.discord.tokens import fingerprint
 
 
 class FakeClock:
@@ -61,86 +70,100 @@ def make_guild(guild_id: int = 100, name: str = "Test Guild", members: int = 5) 
     return FakeGuild(guild_id, name, people, channels, messages)
 
 
-class FakeService:
-    """One fake bot session; records calls and can be told to fail."""
+class FakeDiscord:
+    """Bots it knows log in; the rest get 401 as Discord would.
 
-    def __init__(self, guilds: list[FakeGuild], on_close: Callable[[], None] | None = None):
-        self._guilds = guilds
-        self.closed = False
-        self.failed = False
+    Records every call; ``fail_with`` makes reads fail, ``gate`` holds logins
+    until set, ``failures`` marks bots whose connection failed for good.
+    """
+
+    def __init__(self, tokens: dict[str, list[FakeGuild]] | None = None) -> None:
+        self.tokens = tokens if tokens is not None else {"good-token": [make_guild()]}
         self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
-        self.fail_with: Exception | None = None
-        self._on_close = on_close
+        self.logins: Counter[str] = Counter()  # live sessions per bot, as the service sees them
+        self.failures: dict[str, Failure] = {}
+        self.fail_with: DiscordError | None = None
+        self.login_fails_with: BaseException | None = None
+        self.gate: threading.Event | None = None
+        self.closed = False
+        self._lock = threading.Lock()
 
-    def _guild(self, guild_id: int | None) -> FakeGuild:
-        if guild_id is None:
-            return self._guilds[0]
-        for guild in self._guilds:
+    def _guilds(self, bot: str) -> list[FakeGuild]:
+        for token, guilds in self.tokens.items():
+            if fingerprint(token) == bot:
+                return guilds
+        raise BotReleased()
+
+    def _guild(self, bot: str, guild_id: int) -> FakeGuild:
+        for guild in self._guilds(bot):
             if guild.id == guild_id:
                 return guild
-        raise NotFound("Guild not found")
+        raise GuildNotFound()
 
     def _record(self, name: str, *args: Any, **kwargs: Any) -> None:
-        self.calls.append((name, args, kwargs))
+        with self._lock:
+            self.calls.append((name, args, kwargs))
         if self.fail_with is not None:
             raise self.fail_with
 
-    def guilds(self) -> list[GuildSummary]:
-        return [GuildSummary(str(g.id), g.name, len(g.members), None) for g in self._guilds]
+    def login(self, token: str) -> BotLogin:
+        if self.gate is not None:
+            self.gate.wait(10)
+        if self.login_fails_with is not None:
+            raise self.login_fails_with
+        if token not in self.tokens:
+            raise InvalidToken()
+        guilds = self.tokens[token]
+        if not guilds:
+            raise NoGuilds()
+        bot = fingerprint(token)
+        with self._lock:
+            self.logins[bot] += 1
+        return BotLogin(bot, tuple(GuildSummary(str(g.id), g.name, len(g.members), None)
+                                   for g in guilds))
 
-    def members(self, guild_id: int | None, *, limit: int | None = None,
+    def release(self, bot: str) -> None:
+        with self._lock:
+            self.calls.append(("release", (bot,), {}))
+
+    def check(self, bot: str) -> Failure | None:
+        return self.failures.get(bot)
+
+    def guilds(self, bot: str) -> tuple[GuildSummary, ...]:
+        return tuple(GuildSummary(str(g.id), g.name, len(g.members), None)
+                     for g in self._guilds(bot))
+
+    def members(self, bot: str, guild_id: int, *, limit: int | None = None,
                 after: int | None = None) -> JsonDocument:
         self._record("members", guild_id, limit=limit, after=after)
-        people = self._guild(guild_id).members
+        people = self._guild(bot, guild_id).members
         if after is not None:
             people = [m for m in people if int(m["id"]) > after]
         if limit is not None:
             people = people[:limit]
         body = json.dumps(people).encode()
-        return JsonDocument(body, hashlib.sha256(body).hexdigest()[:16])
+        return JsonDocument(hashlib.sha256(body).hexdigest()[:16], body=body)
 
-    def channels(self, guild_id: int | None, *, kind: str = "text") -> list[dict[str, Any]]:
+    def channels(self, bot: str, guild_id: int, *, kind: str = "text") -> list[dict[str, Any]]:
         self._record("channels", guild_id, kind=kind)
-        return [c for c in self._guild(guild_id).channels if kind == "all" or c["type"] == kind]
+        return [c for c in self._guild(bot, guild_id).channels
+                if kind == "all" or c["type"] == kind]
 
-    def messages(self, guild_id: int | None, channel_id: int, *, limit: int = 100,
+    def messages(self, bot: str, guild_id: int, channel_id: int, *, limit: int = 100,
                  before: int | None = None, after: int | None = None,
                  around: int | None = None) -> list[dict[str, Any]]:
         self._record("messages", guild_id, channel_id, limit=limit, before=before, after=after,
                      around=around)
-        history = self._guild(guild_id).messages.get(channel_id)
+        history = self._guild(bot, guild_id).messages.get(channel_id)
         if history is None:
-            raise NotFound("Channel not found")
+            raise ChannelNotFound()
         if before is not None:
             history = [m for m in history if int(m["id"]) < before]
         return history[:limit]
 
-    def close(self) -> None:
-        self.closed = True
-        if self._on_close:
-            self._on_close()
-
-
-class FakeConnector:
-    """Logs in tokens it knows; the rest get 401 as Discord would."""
-
-    def __init__(self, tokens: dict[str, list[FakeGuild]] | None = None) -> None:
-        self.tokens = tokens if tokens is not None else {"good-token": [make_guild()]}
-        self.services: list[FakeService] = []
-        self.closed = False
-        self.gate: threading.Event | None = None  # set to hold logins until released
-        self.fail_with: Exception | None = None
-
-    def connect(self, token: str) -> FakeService:
-        if self.gate is not None:
-            self.gate.wait(10)
-        if self.fail_with is not None:
-            raise self.fail_with
-        if token not in self.tokens:
-            raise Unauthorized("Invalid Discord token")
-        service = FakeService(self.tokens[token])
-        self.services.append(service)
-        return service
+    def released(self) -> list[str]:
+        """Fingerprints of every release, in order."""
+        return [args[0] for name, args, _ in self.calls if name == "release"]
 
     def close(self) -> None:
         self.closed = True

@@ -8,8 +8,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from membersense.errors import DiscordTimeout
-from tests.fakes import FakeConnector, make_guild
+from membersense import runtime_of
+from membersense.discord.errors import DiscordTimeout
+from membersense.discord.tokens import fingerprint
+from tests.fakes import FakeDiscord, make_guild
 
 
 def auth(session_id: str) -> dict[str, str]:
@@ -37,16 +39,16 @@ def test_login_answers_what_the_web_client_reads(client: FlaskClient) -> None:
 
 
 def test_login_lists_guilds_when_the_bot_is_in_several(
-    make_app: Callable[..., Flask], connector: FakeConnector
+    make_app: Callable[..., Flask], discord: FakeDiscord
 ) -> None:
-    connector.tokens["multi"] = [make_guild(1, "One"), make_guild(2, "Two")]
+    discord.tokens["multi"] = [make_guild(1, "One"), make_guild(2, "Two")]
     body = make_app().test_client().post("/api/auth/login", json={"token": "multi"}).get_json()
     assert body["serverName"] == "One"
     assert body["guilds"] == [{"id": "1", "name": "One"}, {"id": "2", "name": "Two"}]
 
 
 def test_login_accepts_a_token_pasted_with_the_bot_prefix(
-    client: FlaskClient, connector: FakeConnector
+    client: FlaskClient, discord: FakeDiscord
 ) -> None:
     assert client.post("/api/auth/login", json={"token": "Bot good-token"}).status_code == 200
 
@@ -90,17 +92,19 @@ def test_login_is_refused_when_the_server_is_full(make_app: Callable[..., Flask]
         assert client.post("/api/auth/login", json={"token": "good-token"}).status_code == 200
     response = client.post("/api/auth/login", json={"token": "good-token"})
     assert response.status_code == 503
-    assert response.get_json() == {"error": "Maximum number of concurrent users reached"}
+    assert response.get_json() == {"error": "Maximum number of concurrent users reached",
+                                   "retryAfter": 60}
+    assert response.headers["Retry-After"] == "60"
 
 
 def test_logout_destroys_the_session_and_its_discord_client(
-    client: FlaskClient, login: Callable[..., str], connector: FakeConnector
+    client: FlaskClient, login: Callable[..., str], discord: FakeDiscord
 ) -> None:
     session_id = login()
     response = client.post("/api/auth/logout", headers=auth(session_id))
     assert response.status_code == 200
     assert response.get_json() == {"message": "Logged out successfully"}
-    assert connector.services[0].closed
+    assert discord.released() == [fingerprint("good-token")]
     assert client.get("/api/members", headers=auth(session_id)).status_code == 401
     assert client.post("/api/auth/logout", headers=auth(session_id)).status_code == 401
 
@@ -127,11 +131,11 @@ def test_the_session_id_may_be_raw_or_a_bearer_token(client: FlaskClient,
 
 
 def test_an_expired_session_is_unauthorized(client: FlaskClient, login: Callable[..., str],
-                                            clock, connector: FakeConnector) -> None:
+                                            clock, discord: FakeDiscord) -> None:
     session_id = login()
     clock.advance(30 * 60 + 1)
     assert client.get("/api/members", headers=auth(session_id)).status_code == 401
-    assert connector.services[0].closed
+    assert discord.released() == [fingerprint("good-token")]
 
 
 def test_members_are_served_with_an_etag_and_304_when_unchanged(
@@ -151,11 +155,11 @@ def test_members_are_served_with_an_etag_and_304_when_unchanged(
 
 
 def test_members_pagination_is_passed_through(client: FlaskClient, login: Callable[..., str],
-                                              connector: FakeConnector) -> None:
+                                              discord: FakeDiscord) -> None:
     headers = auth(login())
     response = client.get("/api/members?limit=2&after=1001", headers=headers)
     assert [m["id"] for m in response.get_json()] == ["1002", "1003"]
-    assert connector.services[0].calls[-1] == ("members", (None,), {"limit": 2, "after": 1001})
+    assert discord.calls[-1] == ("members", (100,), {"limit": 2, "after": 1001})
 
 
 @pytest.mark.parametrize(
@@ -208,21 +212,21 @@ def test_channels_default_to_text_and_filter_by_type(client: FlaskClient,
 
 
 def test_messages_default_to_100_newest_first(client: FlaskClient, login: Callable[..., str],
-                                              connector: FakeConnector) -> None:
+                                              discord: FakeDiscord) -> None:
     response = client.get("/api/messages?channelId=500", headers=auth(login()))
     messages = response.get_json()
     assert len(messages) == 100
     assert messages[0]["content"] == "message 0"
-    assert connector.services[0].calls[-1][2]["limit"] == 100
+    assert discord.calls[-1][2]["limit"] == 100
 
 
 def test_messages_pass_one_cursor(client: FlaskClient, login: Callable[..., str],
-                                  connector: FakeConnector) -> None:
+                                  discord: FakeDiscord) -> None:
     response = client.get("/api/messages?channelId=500&limit=3&before=8990",
                           headers=auth(login()))
     assert [m["id"] for m in response.get_json()] == ["8989", "8988", "8987"]
-    assert connector.services[0].calls[-1] == (
-        "messages", (None, 500), {"limit": 3, "before": 8990, "after": None, "around": None})
+    assert discord.calls[-1] == (
+        "messages", (100, 500), {"limit": 3, "before": 8990, "after": None, "around": None})
 
 
 @pytest.mark.parametrize(
@@ -252,34 +256,34 @@ def test_messages_of_an_unknown_channel_are_404(client: FlaskClient,
 
 
 def test_discord_errors_from_the_service_keep_their_status(
-    client: FlaskClient, login: Callable[..., str], connector: FakeConnector
+    client: FlaskClient, login: Callable[..., str], discord: FakeDiscord
 ) -> None:
     headers = auth(login())
-    connector.services[0].fail_with = DiscordTimeout()
+    discord.fail_with = DiscordTimeout()
     response = client.get("/api/channels", headers=headers)
     assert response.status_code == 504
     assert response.get_json() == {"error": "Discord did not respond in time"}
 
 
-def test_a_login_that_fails_after_connecting_leaves_no_session(
-    make_app: Callable[..., Flask], connector: FakeConnector
+def test_a_login_that_fails_leaves_no_session(
+    make_app: Callable[..., Flask], discord: FakeDiscord
 ) -> None:
     app = make_app()
-    original = connector.connect
-
-    def guilds_time_out() -> list[object]:
-        raise DiscordTimeout()
-
-    def connect_then_fail(token: str):
-        service = original(token)
-        service.guilds = guilds_time_out  # type: ignore[method-assign]
-        return service
-
-    connector.connect = connect_then_fail  # type: ignore[method-assign]
+    discord.login_fails_with = DiscordTimeout("Discord did not finish the login in time")
     response = app.test_client().post("/api/auth/login", json={"token": "good-token"})
     assert response.status_code == 504
-    assert len(app.extensions["membersense.sessions"]) == 0
-    assert connector.services[0].closed
+    assert response.get_json() == {"error": "Discord did not finish the login in time"}
+    assert runtime_of(app).store.count() == 0
+    assert discord.released() == [fingerprint("good-token")]  # the pending slot let go
+
+
+def test_sessions_of_a_bot_that_failed_for_good_end(
+    client: FlaskClient, login: Callable[..., str], discord: FakeDiscord, app: Flask
+) -> None:
+    session_id = login()
+    discord.failures[fingerprint("good-token")] = DiscordTimeout().failure()
+    assert client.get("/api/members", headers=auth(session_id)).status_code == 401
+    assert runtime_of(app).store.count() == 0
 
 
 def test_a_weak_validator_from_a_proxy_still_gets_304(client: FlaskClient,
@@ -291,12 +295,12 @@ def test_a_weak_validator_from_a_proxy_still_gets_304(client: FlaskClient,
 
 
 def test_a_bot_left_without_servers_cannot_log_in(
-    make_app: Callable[..., Flask], connector: FakeConnector
+    make_app: Callable[..., Flask], discord: FakeDiscord
 ) -> None:
-    connector.tokens["homeless"] = []
+    discord.tokens["homeless"] = []
     app = make_app()
     response = app.test_client().post("/api/auth/login", json={"token": "homeless"})
     assert response.status_code == 400
     assert response.get_json() == {
         "error": "The bot is not in any server: invite it to a server first"}
-    assert len(app.extensions["membersense.sessions"]) == 0
+    assert runtime_of(app).store.count() == 0

@@ -8,13 +8,13 @@ import sys
 import threading
 
 from membersense import create_app
-from tests.fakes import FakeConnector
+from tests.fakes import FakeDiscord
 from tests.servers import ROOT
 
 
 def test_building_an_app_starts_no_thread() -> None:
     before = set(threading.enumerate())
-    app = create_app({"DISCORD_CONNECTOR": FakeConnector()})
+    app = create_app({}, discord=FakeDiscord())
     # (Earlier tests' threads may end meanwhile; only new ones matter.)
     assert set(threading.enumerate()) - before == set()
     # The first request starts only what serving needs (the rate limiter's storage).
@@ -43,7 +43,7 @@ def test_importing_wsgi_starts_no_thread_and_opens_no_socket() -> None:
 
 def test_test_config_wins_over_the_environment(monkeypatch) -> None:
     monkeypatch.setenv("MAX_CONCURRENT_USERS", "7")
-    app = create_app({"DISCORD_CONNECTOR": FakeConnector(), "PORT": "9999"})
+    app = create_app({"PORT": "9999"}, discord=FakeDiscord())
     settings = app.config["SETTINGS"]
     assert settings.port == 9999
     assert settings.max_concurrent_users == 100  # the environment is not read for test apps

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from membersense.discord.bridge import Bridge, BridgeClosed, BridgeForked
+from membersense.bridge import Bridge, BridgeClosed, BridgeForked
 
 
 def _threads_named(name: str) -> list[threading.Thread]:

@@ -10,7 +10,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from membersense.errors import DiscordUnavailable, ServiceUnavailable
+from membersense.discord import errors as discord_errors
+from membersense.errors import DISCORD_STATUSES, ServiceUnavailable
 
 
 @pytest.fixture
@@ -27,7 +28,11 @@ def app(make_app: Callable[..., Flask]) -> Flask:
 
     @app.get("/upstream")
     def upstream() -> None:
-        raise DiscordUnavailable()
+        raise discord_errors.DiscordUnavailable()
+
+    @app.get("/discord/<name>")
+    def discord_error(name: str) -> None:
+        raise getattr(discord_errors, name)()
 
     return app
 
@@ -84,3 +89,30 @@ def test_errors_carry_cors_and_request_id_headers(client: FlaskClient) -> None:
     response = client.get("/boom", headers={"Origin": "https://app.example"})
     assert response.headers["Access-Control-Allow-Origin"] == "*"
     assert response.headers["X-Request-ID"]
+
+
+@pytest.mark.parametrize(("name", "status"), [
+    ("InvalidToken", 401), ("BotReleased", 401), ("MissingIntents", 400), ("NoGuilds", 400),
+    ("NotMessageable", 400), ("MissingAccess", 403), ("GuildNotFound", 404),
+    ("ChannelNotFound", 404), ("MessageNotFound", 404), ("RateLimited", 503),
+    ("DailyLoginsUsed", 503), ("MembersLoading", 503), ("HeldBack", 503), ("Busy", 503),
+    ("ServiceClosed", 503), ("DiscordUnavailable", 502), ("DiscordTimeout", 504),
+])
+def test_each_discord_error_has_its_status_and_own_message(client: FlaskClient, name: str,
+                                                           status: int) -> None:
+    response = client.get(f"/discord/{name}")
+    assert response.status_code == status
+    expected = getattr(discord_errors, name).default_message if name != "MissingIntents" else None
+    body = response.get_json()
+    if expected is not None:
+        assert body["error"] == expected
+    if status == 503:  # every 503 says when to come back
+        assert int(response.headers["Retry-After"]) >= 1 and body["retryAfter"] >= 1
+    else:
+        assert "Retry-After" not in response.headers
+
+
+def test_every_discord_error_class_is_in_the_status_table() -> None:
+    classes = {cls for cls in vars(discord_errors).values()
+               if isinstance(cls, type) and issubclass(cls, discord_errors.DiscordError)}
+    assert classes == set(DISCORD_STATUSES)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
-from membersense.discord.member_cache import MemberData, build_snapshot, fragments_of
+import gzip
+import zlib
+
+import pytest
+
 from membersense.discord.serializers import (
     MemberRecord,
     RoleNames,
@@ -13,9 +17,11 @@ from membersense.discord.serializers import (
     avatar_url,
     guild_icon_url,
     js_timestamp,
+    member_record,
     serialize_member,
     serialize_message,
 )
+from membersense.discord.snapshot import BLOCK_MEMBERS, build_snapshot
 
 GUILD = 900
 ROLES = [
@@ -60,6 +66,32 @@ def test_js_timestamp_matches_javascript_date_tojson() -> None:
     assert js_timestamp(None) is None
 
 
+@pytest.mark.parametrize(("discord", "javascript"), [
+    ("2024-03-05T06:07:08.912345+00:00", "2024-03-05T06:07:08.912Z"),
+    ("2024-03-05T06:07:08.9+00:00", "2024-03-05T06:07:08.900Z"),
+    ("2024-03-05T06:07:08+00:00", "2024-03-05T06:07:08.000Z"),
+    ("2024-03-05T08:07:08.912+02:00", "2024-03-05T06:07:08.912Z"),
+    ("not a date", None),
+])
+def test_js_timestamp_of_discords_text(discord: str, javascript: str | None) -> None:
+    assert js_timestamp(discord) == javascript
+
+
+def test_member_records_come_from_discords_json_and_updates_keep_the_rest() -> None:
+    payload = {"user": {"id": "42", "username": "user42", "global_name": "G", "avatar": "h",
+                        "discriminator": "0", "bot": True},
+               "nick": "n", "avatar": "ga", "roles": ["901", "903"],
+               "joined_at": "2023-01-02T03:04:05.000000+00:00"}
+    full = member_record(payload)
+    assert full == MemberRecord(42, "user42", "G", "n", "h", "ga", "0", (901, 903),
+                                "2023-01-02T03:04:05.000000+00:00", True)
+    partial = member_record({"user": {"id": "42", "username": "renamed"}, "roles": ["902"]},
+                            full)
+    assert partial == full._replace(username="renamed", role_ids=(902,))
+    unnicked = member_record({"user": {"id": "42"}, "nick": None}, full)
+    assert unnicked.nick is None and unnicked.global_name == "G"
+
+
 def test_role_names_rank_by_position_then_id_with_everyone_last() -> None:
     roles = RoleNames(GUILD, ROLES)
     assert roles.of([901, 902, 903, 904]) == ["Admin", "Also five", "Moderator", "Member",
@@ -71,7 +103,7 @@ def test_role_names_rank_by_position_then_id_with_everyone_last() -> None:
 def test_member_fields() -> None:
     joined = datetime(2023, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
     member = record(42, global_name="Forty Two", nick="fortytwo", avatar="hash",
-                    role_ids=(901, 903), joined_at=joined, bot=True)
+                    role_ids=(901, 903), joined_at=joined.isoformat(), bot=True)
     assert serialize_member(member, RoleNames(GUILD, ROLES), GUILD) == {
         "id": "42",
         "username": "user42",
@@ -103,6 +135,7 @@ def test_message_fields_from_discord_json() -> None:
     message = serialize_message(payload)
     assert message == {
         "id": "1100",
+        "channelId": "5",
         "content": "hello ✨",
         "author": {"id": "42", "username": "user42", "name": "Forty Two",
                    "avatar": avatar_url(42, None)},
@@ -119,20 +152,25 @@ def test_message_fields_from_discord_json() -> None:
     assert bare["attachments"] == [] and bare["embeds"] == 0 and bare["replyTo"] is None
 
 
-def _snapshot(ids: list[int], version: int = 1):
+def _snapshot(ids: list[int], version: int = 1, **options: int):
     members = [record(i, nick="é" if i % 2 else None) for i in ids]
-    return build_snapshot(MemberData(GUILD, version, members, ROLES))
+    return build_snapshot(version, GUILD, members, RoleNames(GUILD, ROLES), **options)
+
+
+def _ids(body: bytes) -> list[str]:
+    return [m["id"] for m in json.loads(body)]
 
 
 def test_snapshot_is_sorted_by_id_and_pages_are_slices_of_it() -> None:
     ids = [50, 10, 40, 20, 30]
     snapshot = _snapshot(ids)
+    assert snapshot.document.body is not None
     everyone = json.loads(snapshot.document.body)
     assert [m["id"] for m in everyone] == ["10", "20", "30", "40", "50"]
-    assert [json.loads(f) for f in fragments_of(snapshot)] == everyone
+    assert [json.loads(f) for f in snapshot.fragments()] == everyone
 
     def page(limit, after):
-        return [m["id"] for m in json.loads(snapshot.page(limit, after).body)]
+        return _ids(snapshot.page(limit, after).plain())
 
     assert page(2, None) == ["10", "20"]
     assert page(2, 20) == ["30", "40"]
@@ -157,13 +195,32 @@ def test_empty_snapshot() -> None:
     snapshot = _snapshot([])
     assert snapshot.document.body == b"[]"
     assert snapshot.page(5, None).body == b"[]"
+    assert gzip.decompress(snapshot.document.gzip or b"") == b"[]"
 
 
-def test_the_whole_list_is_also_kept_gzipped() -> None:
-    import gzip
-
+def test_the_whole_list_is_kept_gzipped_and_pages_are_plain() -> None:
     big = _snapshot(list(range(1, 200)))
     assert big.document.gzip is not None
     assert gzip.decompress(big.document.gzip) == big.document.body
-    assert big.page(10, None).gzip is None  # pages are small
-    assert _snapshot([1]).document.gzip is None
+    assert big.page(10, None).gzip is None
+
+
+def test_a_large_list_keeps_only_gzip_and_pages_inflate_only_their_blocks() -> None:
+    ids = list(range(1, 3 * BLOCK_MEMBERS + 57))
+    kept = _snapshot(ids)
+    compressed_only = _snapshot(ids, plain_limit=1000)
+    assert compressed_only.document.body is None and kept.document.body is not None
+    assert compressed_only.document.etag == kept.document.etag
+    # Every block can be inflated on its own (the stream is fully flushed between them).
+    blocks = compressed_only.blocks
+    for b in range(len(blocks) - 1):
+        zlib.decompressobj(-zlib.MAX_WBITS).decompress(
+            compressed_only.document.gzip[blocks[b]:blocks[b + 1]])  # type: ignore[index]
+    # The whole body, streamed or at once, is the plain one.
+    assert compressed_only.document.plain() == kept.document.body
+    assert b"".join(compressed_only.document.chunks()) == kept.document.body
+    for limit, after in [(1, None), (5, BLOCK_MEMBERS - 2), (BLOCK_MEMBERS, 1),
+                         (1000, 2 * BLOCK_MEMBERS), (7, 3 * BLOCK_MEMBERS + 50), (3, 10**6),
+                         (None, BLOCK_MEMBERS + 3)]:
+        assert compressed_only.page(limit, after).body == kept.page(limit, after).body, (
+            limit, after)

@@ -106,15 +106,32 @@ def test_sigterm_stops_gracefully(tmp_path: Path) -> None:
     assert "Shutting down: Master" in server.log()
 
 
-def test_more_than_one_worker_is_refused() -> None:
+@pytest.mark.parametrize("how", [("-w", "2"), ("--workers=3",)])
+def test_more_than_one_worker_is_refused_in_memory_mode(how: tuple[str, ...]) -> None:
     port = free_port()
     result = subprocess.run(
-        [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", "-w", "3",
+        [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", *how,
          "-b", f"127.0.0.1:{port}", "wsgi:app"],
         cwd=ROOT, capture_output=True, text=True, timeout=30,
     )
     assert result.returncode != 0
-    assert "must run with one worker (got 3)" in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("membersense: MemberSense keeps sessions in process memory")
+    assert "set REDIS_URL" in last and "gunicorn was asked for" in last
+    assert sum("REDIS_URL" in line for line in result.stderr.splitlines()) == 1
+
+
+def test_web_concurrency_is_ignored_in_memory_mode_and_says_so(tmp_path: Path) -> None:
+    # Heroku-style platforms set WEB_CONCURRENCY on their own: the Procfile deploy must work.
+    server = GunicornServer({"WEB_CONCURRENCY": "4"}, log_path=tmp_path / "log").start()
+    try:
+        assert requests.get(f"{server.base_url}/_ah/health", timeout=5).status_code == 200
+        assert server.process is not None
+        children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+        assert len(children.read_text().split()) == 1
+    finally:
+        server.stop()
+    assert "WEB_CONCURRENCY=4 is ignored in memory mode" in server.log()
 
 
 def test_a_bad_setting_stops_start_up_with_one_line() -> None:

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, g
+from flask import Blueprint, g, request
 
 from membersense.api.params import json_body
 from membersense.errors import BadRequest, Unauthorized
-from membersense.extensions import discord, sessions
+from membersense.extensions import sessions
 
 bp = Blueprint("auth", __name__, url_prefix="/api/auth")
 
 # Discord tokens are a few dozen URL-safe characters; anything else can never
 # log in, and must not reach an HTTP header.
 _MAX_TOKEN_LENGTH = 256
-NO_GUILD = "The bot is not in any server: invite it to a server first"
 
 
 def _token_from_body() -> str:
@@ -48,16 +47,9 @@ def login() -> dict[str, Any]:
     ``guildId`` and, for a bot in several guilds, ``guilds``.
     """
     token = _token_from_body()
-    session = sessions.registry.open(token, discord.connector.connect)
+    session, bot = sessions.manager.login(token, request.remote_addr)
     g.session = session
-    try:
-        guilds = session.service.guilds()
-        if not guilds:  # a shared connection whose bot has since lost every server
-            raise BadRequest(NO_GUILD)
-    except BaseException:
-        # The client never learns this session's id: don't leave it to expire.
-        sessions.registry.close(session.id)
-        raise
+    guilds = bot.guilds
     primary = guilds[0]
     body: dict[str, Any] = {
         "sessionId": session.id,
@@ -76,5 +68,5 @@ def login() -> dict[str, Any]:
 def logout() -> dict[str, str]:
     """End the caller's session and release its Discord connection."""
     session = sessions.authenticate()
-    sessions.registry.close(session.id)
+    sessions.manager.logout(session.id)
     return {"message": "Logged out successfully"}

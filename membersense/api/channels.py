@@ -6,8 +6,8 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
-from membersense.api.params import choice_arg, snowflake_arg
-from membersense.extensions import sessions
+from membersense.api.params import choice_arg, guild_arg
+from membersense.extensions import bots, sessions
 
 bp = Blueprint("channels", __name__, url_prefix="/api")
 
@@ -18,6 +18,7 @@ CHANNEL_KINDS = ("text", "voice", "category", "all")
 def list_channels() -> Any:
     """Text channels of the session's guild (``type`` picks voice, category or all)."""
     session = sessions.authenticate()
-    guild_id = snowflake_arg("guildId")
+    guild_id = guild_arg(session)
     kind = choice_arg("type", CHANNEL_KINDS, default="text")
-    return jsonify(session.service.channels(guild_id, kind=kind))  # type: ignore[arg-type]
+    return jsonify(bots.service.channels(session.fingerprint, guild_id,
+                                         kind=kind))  # type: ignore[arg-type]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, request
 
-from membersense.api.params import int_arg, snowflake_arg
-from membersense.extensions import sessions
+from membersense.api.params import guild_arg, int_arg, snowflake_arg
+from membersense.extensions import bots, sessions
 
 bp = Blueprint("members", __name__, url_prefix="/api")
 
@@ -20,10 +20,10 @@ def list_members() -> Response:
     a 304 while nothing changed.
     """
     session = sessions.authenticate()
-    guild_id = snowflake_arg("guildId")
+    guild_id = guild_arg(session)
     limit = int_arg("limit", default=None, minimum=1, maximum=1000)
     after = snowflake_arg("after")
-    document = session.service.members(guild_id, limit=limit, after=after)
+    document = bots.service.members(session.fingerprint, guild_id, limit=limit, after=after)
     gzipped = document.gzip is not None and request.accept_encodings["gzip"] > 0
     # Each content coding is its own representation, with its own strong validator.
     etag = f"{document.etag}.gz" if gzipped else document.etag
@@ -33,5 +33,8 @@ def list_members() -> Response:
         return current_app.response_class(status=304, headers=headers)
     if gzipped:
         headers["Content-Encoding"] = "gzip"
-    return current_app.response_class(document.gzip if gzipped else document.body,
-                                      mimetype="application/json", headers=headers)
+        return current_app.response_class(document.gzip, mimetype="application/json",
+                                          headers=headers)
+    # Large lists keep only their gzip copy: inflated piece by piece as it is sent.
+    body = document.body if document.body is not None else document.chunks()
+    return current_app.response_class(body, mimetype="application/json", headers=headers)

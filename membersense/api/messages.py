@@ -6,9 +6,9 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
-from membersense.api.params import int_arg, required_snowflake_arg, snowflake_arg
+from membersense.api.params import guild_arg, int_arg, required_snowflake_arg, snowflake_arg
 from membersense.errors import BadRequest
-from membersense.extensions import sessions
+from membersense.extensions import bots, sessions
 
 bp = Blueprint("messages", __name__, url_prefix="/api")
 
@@ -22,11 +22,12 @@ def list_messages() -> Any:
     """
     session = sessions.authenticate()
     channel_id = required_snowflake_arg("channelId", "Channel ID is required")
-    guild_id = snowflake_arg("guildId")
+    guild_id = guild_arg(session)
     limit = int_arg("limit", default=100, minimum=1, maximum=100)
     cursors = {name: snowflake_arg(name) for name in ("before", "after", "around")}
     given = {name: value for name, value in cursors.items() if value is not None}
     if len(given) > 1:
         raise BadRequest("Use at most one of before, after and around")
-    messages = session.service.messages(guild_id, channel_id, limit=limit, **given)
+    messages = bots.service.messages(session.fingerprint, guild_id, channel_id, limit=limit,
+                                     **given)
     return jsonify(messages)

@@ -10,8 +10,10 @@ from typing import Any, overload
 from flask import request
 
 from membersense.errors import BadRequest
+from membersense.sessions import SessionRecord
 
-__all__ = ["snowflake_arg", "required_snowflake_arg", "int_arg", "choice_arg", "json_body"]
+__all__ = ["snowflake_arg", "required_snowflake_arg", "guild_arg", "int_arg", "choice_arg",
+           "json_body"]
 
 _MAX_SNOWFLAKE = 2**64 - 1
 # Bounded lengths: int() of an unbounded digit string is slow, and past 4300
@@ -39,6 +41,16 @@ def required_snowflake_arg(name: str, missing_message: str) -> int:
     if value is None:
         raise BadRequest(missing_message)
     return value
+
+
+def guild_arg(session: SessionRecord) -> int:
+    """``guildId`` from the query string, or the session's default guild."""
+    guild_id = snowflake_arg("guildId")
+    if guild_id is not None:
+        return guild_id
+    default = session.default_guild_id
+    assert default is not None  # a logged-in session has its bot's guilds
+    return default
 
 
 @overload

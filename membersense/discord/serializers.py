@@ -1,10 +1,10 @@
 """Discord objects → MemberSense JSON: one serializer per object.
 
-Members are taken from discord.py's cache on the event loop as small
-immutable :class:`MemberRecord` tuples (cheap to copy, safe to hand to
-another thread) and serialized off the loop. Channels are serialized on the
-loop from discord.py's cached channel objects (a guild has few). Messages are
-serialized from Discord's own JSON payloads, as the REST API returns them.
+Members are kept as small immutable :class:`MemberRecord` tuples built from
+Discord's own member JSON (cheap to copy, safe to hand to another thread) and
+serialized off the loop. Channels are serialized on the loop from discord.py's
+cached channel objects (a guild has few). Messages are serialized from
+Discord's own JSON, as the REST API and the gateway send it.
 
 Field names and shapes follow the original service's web client:
 ``displayName``, ``role`` (highest role) and ``author.name`` are what it reads.
@@ -12,12 +12,13 @@ Field names and shapes follow the original service's web client:
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping
+import sys
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 import discord
+import orjson
 
 __all__ = [
     "CDN_BASE",
@@ -28,22 +29,23 @@ __all__ = [
     "guild_icon_url",
     "js_timestamp",
     "member_record",
-    "role_record",
     "serialize_member",
     "member_fragment",
     "serialize_channel",
-    "channel_kind_matches",
+    "channel_kind",
     "serialize_message",
 ]
 
 CDN_BASE = "https://cdn.discordapp.com"
 _AVATAR_SIZE = 1024
 
-_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
 
 class MemberRecord(NamedTuple):
-    """What MemberSense needs of one guild member, copied out of discord.py's cache."""
+    """What MemberSense keeps of one guild member: a small immutable tuple.
+
+    Built from Discord's member JSON (a chunk, GUILD_CREATE, a member event),
+    never from discord.py objects; safe to hand to another thread.
+    """
 
     id: int
     username: str
@@ -53,7 +55,7 @@ class MemberRecord(NamedTuple):
     guild_avatar: str | None  # per-guild avatar hash
     discriminator: str
     role_ids: tuple[int, ...]
-    joined_at: datetime | None
+    joined_at: str | None  # as Discord sent it (ISO 8601)
     bot: bool
 
 
@@ -65,32 +67,53 @@ class RoleRecord(NamedTuple):
     position: int
 
 
-def member_record(member: discord.Member) -> MemberRecord:
-    """Copy *member* into a :class:`MemberRecord`. Runs on the event loop.
+def member_record(data: Mapping[str, Any], previous: MemberRecord | None = None,
+                  intern: Callable[[int], int] = int) -> MemberRecord:
+    """A :class:`MemberRecord` from Discord's guild member JSON.
 
-    Reads the hashes and role ids behind discord.py's properties (``avatar``
-    and ``roles`` would build Asset and sorted Role lists per member, which is
-    most of the cost for a 10 000-member guild); tests pin them to the public
-    properties.
+    *previous*, when given, supplies what a partial payload (a member update)
+    leaves out. *intern* maps role ids to shared int objects, so 100 000
+    members with the same roles do not each hold copies of them.
     """
-    user = member._user
+    user = data["user"]
+    if previous is not None:
+        return _updated_record(previous, user, data, intern)
     return MemberRecord(
-        member.id,
-        user.name,
-        user.global_name,
-        member.nick,
-        user._avatar,
-        member._avatar,
-        user.discriminator,
-        tuple(member._roles),
-        member.joined_at,
-        user.bot,
+        int(user["id"]),
+        user.get("username") or "",
+        user.get("global_name"),
+        data.get("nick"),
+        user.get("avatar"),
+        data.get("avatar"),
+        _discriminator(user.get("discriminator")),
+        tuple([intern(int(r)) for r in data.get("roles") or ()]),
+        data.get("joined_at"),
+        bool(user.get("bot")),
     )
 
 
-def role_record(role: discord.Role) -> RoleRecord:
-    """Copy *role* into a :class:`RoleRecord`. Runs on the event loop."""
-    return RoleRecord(role.id, role.name, role.position)
+def _discriminator(value: Any) -> str:
+    # Interned: nearly every user has "0" since Discord's username migration.
+    return sys.intern(value) if isinstance(value, str) and value else "0"
+
+
+def _updated_record(previous: MemberRecord, user: Mapping[str, Any], data: Mapping[str, Any],
+                    intern: Callable[[int], int]) -> MemberRecord:
+    changes: dict[str, Any] = {}
+    for key, name in (("username", "username"), ("global_name", "global_name"),
+                      ("avatar", "avatar")):
+        if key in user:
+            changes[name] = user[key] if key != "username" else user[key] or ""
+    if "discriminator" in user:
+        changes["discriminator"] = _discriminator(user["discriminator"])
+    if "bot" in user:
+        changes["bot"] = bool(user["bot"])
+    for key, name in (("nick", "nick"), ("avatar", "guild_avatar"), ("joined_at", "joined_at")):
+        if key in data:
+            changes[name] = data[key]
+    if "roles" in data:
+        changes["role_ids"] = tuple([intern(int(r)) for r in data["roles"] or ()])
+    return previous._replace(**changes)
 
 
 class RoleNames:
@@ -140,10 +163,24 @@ def guild_icon_url(guild_id: int, icon: str | None) -> str | None:
     return f"{CDN_BASE}/icons/{guild_id}/{icon}.{ext}?size={_AVATAR_SIZE}"
 
 
-def js_timestamp(value: datetime | None) -> str | None:
-    """ISO 8601 with milliseconds and ``Z``, as JavaScript's ``Date.toJSON()`` writes it."""
+def js_timestamp(value: datetime | str | None) -> str | None:
+    """ISO 8601 with milliseconds and ``Z``, as JavaScript's ``Date.toJSON()`` writes it.
+
+    Takes a datetime or Discord's ISO 8601 text.
+    """
     if value is None:
         return None
+    if isinstance(value, str):
+        if len(value) >= 25 and value[10] == "T" and value.endswith("+00:00"):
+            # Discord's own form (2024-03-05T06:07:08.912345+00:00): cut it rather than
+            # parse it; a snapshot does this for every member.
+            fraction = value[19:-6]
+            millis = (fraction[1:4] + "000")[:3] if fraction.startswith(".") else "000"
+            return f"{value[:19]}.{millis}Z"
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
     value = value.astimezone(timezone.utc) if value.tzinfo else value
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
@@ -166,7 +203,7 @@ def serialize_member(record: MemberRecord, roles: RoleNames, guild_id: int) -> d
 
 def member_fragment(record: MemberRecord, roles: RoleNames, guild_id: int) -> bytes:
     """:func:`serialize_member` as compact UTF-8 JSON, ready to be joined into a list."""
-    return _compact(serialize_member(record, roles, guild_id)).encode()
+    return orjson.dumps(serialize_member(record, roles, guild_id))
 
 
 # -- channels ---------------------------------------------------------------
@@ -178,9 +215,12 @@ _KIND_CLASSES: Mapping[str, tuple[type, ...]] = {
 }
 
 
-def channel_kind_matches(channel: discord.abc.GuildChannel, kind: str) -> bool:
-    """Whether *channel* belongs to the ``type`` filter *kind* (``all`` matches everything)."""
-    return kind == "all" or isinstance(channel, _KIND_CLASSES[kind])
+def channel_kind(channel: discord.abc.GuildChannel) -> str:
+    """Which ``type`` filter of ``GET /api/channels`` *channel* belongs to (or ``other``)."""
+    for kind, classes in _KIND_CLASSES.items():
+        if isinstance(channel, classes):
+            return kind
+    return "other"
 
 
 def serialize_channel(channel: discord.abc.GuildChannel) -> dict[str, Any]:
@@ -210,6 +250,7 @@ def serialize_message(payload: Mapping[str, Any]) -> dict[str, Any]:
     reference = payload.get("message_reference") or {}
     return {
         "id": str(payload["id"]),
+        "channelId": str(payload.get("channel_id", "")),
         "content": payload.get("content", ""),
         "author": {
             "id": str(author_id),

@@ -1,107 +1,130 @@
-"""What the HTTP layer needs from Discord, as two small protocols.
+"""What the rest of MemberSense needs from Discord: one protocol and its values.
 
-The blueprints only ever talk to a :class:`DiscordConnector` (log a token in)
-and the :class:`DiscordService` it returns (read one bot's guild data). The
-real implementation runs discord.py on the bridge's event loop
-(:mod:`membersense.discord.connector`); tests of the HTTP layer may pass a
-fake through ``create_app({"DISCORD_CONNECTOR": ...})``.
+The web layer and the session manager only ever talk to a
+:class:`DiscordService`. Bots are named by token fingerprint: a session holds
+no connection, only the fingerprint of its bot. The implementation that runs
+discord.py on the bridge's loop is :class:`membersense.discord.local.LocalDiscord`;
+HTTP-layer tests pass a fake to ``create_app(discord=...)``.
 
 Every method blocks the calling (request) thread, is safe to call from any
 thread but the bridge's loop thread, and fails only with
-:class:`membersense.errors.ApiError` subclasses: 401 for a rejected token,
-403/404 for what the bot cannot see, 502/503/504 for Discord trouble.
+:class:`membersense.discord.errors.DiscordError` subclasses.
 """
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-__all__ = ["ChannelKind", "DiscordConnector", "DiscordService", "GuildSummary", "JsonDocument"]
+from membersense.discord.errors import Failure
+
+__all__ = ["BotLogin", "ChannelKind", "DiscordService", "GuildSummary", "JsonDocument"]
 
 ChannelKind = Literal["text", "voice", "category", "all"]
 
+#: How much of a gzip copy is inflated at a time (about five times that comes out).
+_INFLATE_INPUT = 64 * 1024
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, slots=True)
 class GuildSummary:
-    """One guild the bot is in, as the login answer describes it."""
+    """One guild the bot is in, as the login answer (and ``guild.update``) describes it."""
 
     id: str
     name: str
     member_count: int
     icon_url: str | None
 
+    def to_json(self) -> dict[str, Any]:
+        """The summary as the API shows it."""
+        return {"id": self.id, "name": self.name, "memberCount": self.member_count,
+                "iconURL": self.icon_url}
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, slots=True)
 class JsonDocument:
     """A JSON body serialized once and served many times, with its entity tag.
 
-    *gzip*, when present, is the same body gzip-compressed once, for clients
-    that accept it (a 10 000-member list shrinks about five times).
+    At least one of *body* (plain) and *gzip* (the same body gzip-compressed)
+    is set. Large member lists keep only the compressed copy; :meth:`chunks`
+    gives the plain body either way.
     """
 
-    body: bytes
     etag: str
+    body: bytes | None = None
     gzip: bytes | None = None
+
+    def chunks(self) -> Iterator[bytes]:
+        """The plain body, in pieces (inflated from the gzip copy when only that is kept)."""
+        if self.body is not None:
+            yield self.body
+            return
+        assert self.gzip is not None
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        data = memoryview(self.gzip)
+        for start in range(0, len(data), _INFLATE_INPUT):
+            piece = inflater.decompress(data[start:start + _INFLATE_INPUT])
+            if piece:
+                yield piece
+        rest = inflater.flush()
+        if rest:
+            yield rest
+
+    def plain(self) -> bytes:
+        """The whole plain body."""
+        return self.body if self.body is not None else b"".join(self.chunks())
+
+
+@dataclass(frozen=True, slots=True)
+class BotLogin:
+    """A successful login: the bot, and its guilds (the default one first)."""
+
+    fingerprint: str
+    guilds: tuple[GuildSummary, ...]
 
 
 class DiscordService(Protocol):
-    """One logged-in bot, as seen by one MemberSense session."""
+    """Logged-in bots and reads of their guilds (see the module docstring)."""
 
-    def guilds(self) -> list[GuildSummary]:
-        """The bot's guilds, the default (login) guild first."""
-        ...
+    def login(self, token: str) -> BotLogin:
+        """Connect the bot (or join its live connection) for one more session.
 
-    def members(
-        self, guild_id: int | None, *, limit: int | None = None, after: int | None = None
-    ) -> JsonDocument:
-        """Members of *guild_id* (None: the default guild), ordered by user id.
-
-        Without *limit* the whole list; with it, at most *limit* members whose
-        id is greater than *after*.
+        Returns once its guilds are known and, unless Discord's member-request
+        cooldown applies, its member lists are loaded. On failure nothing is
+        left running for this login.
         """
         ...
 
-    def channels(self, guild_id: int | None, *, kind: ChannelKind = "text") -> list[dict[str, Any]]:
-        """Channels of *guild_id* of the given kind, in Discord's display order."""
+    def release(self, fingerprint: str) -> None:
+        """A session of this bot ended; the bot disconnects once it has none (after a linger)."""
         ...
 
-    def messages(
-        self,
-        guild_id: int | None,
-        channel_id: int,
-        *,
-        limit: int = 100,
-        before: int | None = None,
-        after: int | None = None,
-        around: int | None = None,
-    ) -> list[dict[str, Any]]:
-        """Up to *limit* messages of a channel of *guild_id*, newest first."""
+    def check(self, fingerprint: str) -> Failure | None:
+        """Why sessions of this bot can no longer be served (revoked token…), or None."""
         ...
 
-    @property
-    def failed(self) -> bool:
-        """True once the bot's connection has ended for good (token revoked, gateway
-        closed with a final code): the session can never serve again and should end."""
+    def guilds(self, fingerprint: str) -> tuple[GuildSummary, ...]:
+        """The bot's guilds now."""
         ...
 
-    def close(self) -> None:
-        """Release this session's hold on the bot's connection. Idempotent."""
+    def members(self, fingerprint: str, guild_id: int, *, limit: int | None = None,
+                after: int | None = None) -> JsonDocument:
+        """Members of the guild ordered by user id; with *limit*, at most that many above *after*."""
         ...
 
+    def channels(self, fingerprint: str, guild_id: int, *,
+                 kind: ChannelKind = "text") -> list[dict[str, Any]]:
+        """The guild's channels of *kind*, in Discord's display order."""
+        ...
 
-class DiscordConnector(Protocol):
-    """Turns a bot token into a :class:`DiscordService`."""
-
-    def connect(self, token: str) -> DiscordService:
-        """Log *token* in and return a service ready to answer reads.
-
-        Raises :class:`membersense.errors.Unauthorized` for a token Discord
-        rejects and other :class:`~membersense.errors.ApiError` subclasses for
-        everything else that goes wrong; on failure nothing is left running.
-        """
+    def messages(self, fingerprint: str, guild_id: int, channel_id: int, *, limit: int = 100,
+                 before: int | None = None, after: int | None = None,
+                 around: int | None = None) -> list[dict[str, Any]]:
+        """Up to *limit* messages of a channel of the guild, newest first."""
         ...
 
     def close(self) -> None:
-        """Close every connection and stop background work. Idempotent."""
+        """Disconnect every bot and stop background work. Idempotent."""
         ...

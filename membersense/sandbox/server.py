@@ -2,8 +2,9 @@
 
 * :func:`start_sandbox` builds the world and serves it on the running event loop (the CLI
   runs it under ``asyncio.run``);
-* :class:`SandboxServer` runs the same thing on its own event loop in a named daemon thread,
-  for tests and benchmarks, with :meth:`SandboxServer.run` as the thread-safe way in.
+* :class:`SandboxServer` runs the same thing on its own event loop in a named daemon thread
+  (a :class:`membersense.bridge.Bridge`, as MemberSense runs discord.py), for tests and
+  benchmarks, with :meth:`SandboxServer.run` as the thread-safe way in.
 
 Routes: REST under ``/api/v10`` and ``/api``, the gateway at ``/ws`` (503 when
 ``membersense.sandbox.gateway`` is not importable), the control API under ``/_sandbox``.
@@ -11,16 +12,13 @@ Routes: REST under ``/api/v10`` and ``/api``, the gateway at ``/ws`` (503 when
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import inspect
 import logging
-import os
-import threading
 from typing import Any, Awaitable, Callable, TypeVar
 
 from aiohttp import web
 
+from membersense.bridge import Bridge
 from membersense.sandbox.config import SandboxConfig
 from membersense.sandbox.control import handle_control
 from membersense.sandbox.generator import build_world
@@ -151,101 +149,53 @@ class SandboxServer:
     def __init__(self, config: SandboxConfig | None = None, **overrides: Any) -> None:
         base = config if config is not None else SandboxConfig(port=0)
         self.config = base.replace(**overrides) if overrides else base
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop_event: asyncio.Event | None = None
+        self._bridge: Bridge | None = None
         self._running: RunningSandbox | None = None
-        self._pid: int | None = None
 
     # ---------------------------------------------------------------- lifecycle
     def start(self, timeout: float = 60.0) -> SandboxServer:
         """Start serving; returns when the socket listens (raises what start-up raised)."""
-        if self._thread is not None:
+        if self._bridge is not None:
             raise RuntimeError("sandbox already started")
-        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._thread = threading.Thread(target=self._thread_main, args=(ready,), name="membersense-sandbox",
-                                        daemon=True)
-        self._thread.start()
+        self._bridge = Bridge(name="membersense-sandbox")
         try:
-            ready.result(timeout)
+            self._running = self._bridge.call(start_sandbox, self.config, timeout=timeout)
         except BaseException:
             self.stop()
             raise
-        self._pid = os.getpid()
         return self
-
-    def _thread_main(self, ready: concurrent.futures.Future[None]) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(self._serve(ready))
-        finally:
-            try:
-                leftovers = [t for t in asyncio.all_tasks(loop) if not t.done()]
-                for task in leftovers:
-                    task.cancel()
-                if leftovers:
-                    loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.run_until_complete(loop.shutdown_default_executor())
-            finally:
-                asyncio.set_event_loop(None)
-                loop.close()
-
-    async def _serve(self, ready: concurrent.futures.Future[None]) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop_event = asyncio.Event()
-        try:
-            running = await start_sandbox(self.config)
-        except BaseException as exc:
-            ready.set_exception(exc)
-            return
-        self._running = running
-        ready.set_result(None)
-        try:
-            await self._stop_event.wait()
-        finally:
-            await running.stop()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Close gateway sockets, the server and the loop; join the thread.  Idempotent."""
-        thread = self._thread
-        if thread is None:
+        bridge, running = self._bridge, self._running
+        if bridge is None:
             return
-        loop, event = self._loop, self._stop_event
-        if loop is not None and event is not None and not loop.is_closed():
-            try:
-                loop.call_soon_threadsafe(event.set)
-            except RuntimeError:  # the loop closed in between: the thread is finishing anyway
-                pass
-        thread.join(timeout)
-        if thread.is_alive():
-            raise RuntimeError("sandbox thread did not stop")
-        self._thread = None
         self._running = None
+        try:
+            if running is not None:
+                bridge.call(running.stop, timeout=timeout)
+        finally:
+            bridge.stop(timeout)
+            self._bridge = None
 
     def __enter__(self) -> SandboxServer:
-        return self.start() if self._thread is None else self
+        return self.start() if self._bridge is None else self
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     # ---------------------------------------------------------------- access
     def run(self, fn: Callable[[], T | Awaitable[T]] | Awaitable[T], timeout: float = 30.0) -> T:
-        """Run ``fn`` (a callable, possibly async, or an awaitable) on the sandbox loop; return its result."""
-        loop = self._loop
-        if self._running is None or loop is None:
+        """Run ``fn`` (a callable, possibly async, or an awaitable) on the sandbox loop; return its result.
+
+        Refused (RuntimeError) when the sandbox is not running, from the sandbox's own thread,
+        and in a process forked after it started.
+        """
+        bridge = self._bridge
+        if self._running is None or bridge is None:
             if inspect.iscoroutine(fn):
                 fn.close()
             raise RuntimeError("sandbox is not running")
-        if threading.current_thread() is self._thread:
-            if inspect.iscoroutine(fn):
-                fn.close()
-            raise RuntimeError("SandboxServer.run() called from the sandbox thread itself")
-        if self._pid != os.getpid():
-            if inspect.iscoroutine(fn):
-                fn.close()
-            raise RuntimeError("SandboxServer.run() called in a forked child; start a new sandbox there")
 
         async def call() -> T:
             result = fn if inspect.isawaitable(fn) else fn()
@@ -253,11 +203,11 @@ class SandboxServer:
                 result = await result
             return result  # type: ignore[return-value]
 
-        future = asyncio.run_coroutine_threadsafe(call(), loop)
         try:
-            return future.result(timeout)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
+            return bridge.call(call, timeout=timeout)
+        except RuntimeError:
+            if inspect.iscoroutine(fn):
+                fn.close()  # refused before it could run: no "never awaited" warning
             raise
 
     def _require(self) -> RunningSandbox:

@@ -33,6 +33,11 @@ BASE_ENV = {
     "LOGIN_TIMEOUT": str(int(LOGIN_TIMEOUT_S * 1000)),
     "LOG_LEVEL": "INFO",
     "THREADS": "8",
+    # Connections close as their last session ends (tests of the linger set their own),
+    # and every test logs in from 127.0.0.1 with a handful of bots.
+    "CONNECTION_LINGER": "0",
+    "MAX_SESSIONS_PER_TOKEN": "1000",
+    "MAX_SESSIONS_PER_IP": "1000",
 }
 
 

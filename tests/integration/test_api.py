@@ -203,7 +203,7 @@ def test_messages_newest_first_with_each_cursor(api: Api) -> None:
     ids = _ids(newest)
     assert ids == sorted(ids, reverse=True)
     first = page[0]
-    assert set(first) == {"id", "content", "author", "timestamp", "editedTimestamp",
+    assert set(first) == {"id", "channelId", "content", "author", "timestamp", "editedTimestamp",
                           "attachments", "embeds", "replyTo"}
     assert set(first["author"]) == {"id", "username", "name", "avatar"}
     assert isinstance(first["timestamp"], int) and first["timestamp"] > 1_400_000_000_000

@@ -14,7 +14,7 @@ serves, and anyone can provoke it: each login with a made-up token costs one
   aiohttp trace of every client) over a sliding window of
   :data:`INVALID_REQUEST_WINDOW_S`. Once the count reaches
   ``DISCORD_INVALID_REQUEST_LIMIT``, calls that would reach Discord's REST API
-  (new logins, message reads) are answered 503 with ``Retry-After`` here, until
+  (new logins, message reads) are refused here (:class:`~.errors.HeldBack`), until
   the window has slid past enough of them. Reads served from the gateway's
   cache (members, channels) and logins sharing a live connection go on.
 
@@ -30,9 +30,8 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 
-from membersense.discord.failures import INVALID_TOKEN
-from membersense.errors import ServiceUnavailable, Unauthorized
-from membersense.sessions import fingerprint
+from membersense.discord.errors import HeldBack, InvalidToken
+from membersense.discord.tokens import fingerprint
 
 __all__ = [
     "FAILED_TOKEN_CAPACITY",
@@ -105,12 +104,10 @@ class InvalidRequestBudget:
             return self._spent_at(self._clock())
 
     def check(self) -> None:
-        """Raise 503 (with Retry-After) instead of a call to Discord while the budget is spent."""
+        """Raise :class:`HeldBack` instead of a call to Discord while the budget is spent."""
         wait = self.retry_after()
         if wait > 0:
-            raise ServiceUnavailable(
-                "Discord refused too many requests from this server lately; try again later",
-                retry_after=wait)
+            raise HeldBack(retry_after=wait)
 
     def _spent_at(self, now: float) -> float:
         # Under the lock.
@@ -147,7 +144,7 @@ class FailedTokens:
                 self._expiry.popitem(last=False)
 
     def check(self, token: str) -> None:
-        """Raise 401 ``Invalid Discord token`` if Discord refused *token* lately."""
+        """Raise :class:`InvalidToken` if Discord refused *token* lately."""
         key = fingerprint(token)
         with self._lock:
             expiry = self._expiry.get(key)
@@ -157,4 +154,4 @@ class FailedTokens:
                 del self._expiry[key]
                 return
             self._expiry.move_to_end(key)
-        raise Unauthorized(INVALID_TOKEN)
+        raise InvalidToken()

@@ -1,5 +1,5 @@
 """Staying out of Discord's invalid-request ban: the budget, the failed-token memory,
-and the connector using both against a sandbox that bans like Discord does.
+and the discord.py service using both against a sandbox that bans like Discord does.
 """
 
 from __future__ import annotations
@@ -9,18 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from membersense.config import load_settings
-from membersense.discord.connector import BridgeConnector
-from membersense.discord.guard import (
+from membersense.discord.errors import HeldBack, InvalidToken, MissingAccess
+from membersense.discord.invalid_requests import (
     FAILED_TOKEN_TTL_S,
     INVALID_REQUEST_WINDOW_S,
     FailedTokens,
     InvalidRequestBudget,
 )
-from membersense.errors import Forbidden, ServiceUnavailable, Unauthorized
 from membersense.sandbox.config import SandboxConfig
 from membersense.sandbox.server import SandboxServer
 from tests.fakes import FakeClock
+from tests.inprocess import Bots
 from tests.integration.support import MAIN_TOKEN, SECOND_TOKEN, Control, write_scenario
 
 # -- the budget -------------------------------------------------------------------
@@ -45,10 +44,10 @@ def test_a_spent_budget_refuses_until_the_window_slides_past_the_oldest() -> Non
         clock.advance(10)
     budget.check()  # two of three: calls still go
     budget.record(403)  # at t+20: the third
-    with pytest.raises(ServiceUnavailable) as refused:
+    with pytest.raises(HeldBack) as refused:
         budget.check()
-    assert refused.value.headers == {"Retry-After": str(int(INVALID_REQUEST_WINDOW_S - 20))}
-    assert "try again later" in str(refused.value.description)
+    assert refused.value.retry_after == INVALID_REQUEST_WINDOW_S - 20
+    assert "try again later" in refused.value.message
     clock.advance(INVALID_REQUEST_WINDOW_S - 20 - 1)
     assert budget.retry_after() == 1
     clock.advance(1)  # the first answer left the window
@@ -76,12 +75,12 @@ def test_a_refused_token_is_answered_401_until_it_is_forgotten() -> None:
     failed = FailedTokens(clock=clock)
     failed.check("junk")  # never refused: nothing to say
     failed.add("junk")
-    with pytest.raises(Unauthorized) as refused:
+    with pytest.raises(InvalidToken) as refused:
         failed.check("junk")
-    assert refused.value.description == "Invalid Discord token"
+    assert refused.value.message == "Invalid Discord token"
     failed.check("other")
     clock.advance(FAILED_TOKEN_TTL_S - 1)
-    with pytest.raises(Unauthorized):
+    with pytest.raises(InvalidToken):
         failed.check("junk")
     clock.advance(1)
     failed.check("junk")  # Discord may be asked again
@@ -92,13 +91,13 @@ def test_the_memory_is_bounded_and_forgets_the_least_recently_seen() -> None:
     failed = FailedTokens(capacity=3, clock=FakeClock())
     for token in ("a", "b", "c"):
         failed.add(token)
-    with pytest.raises(Unauthorized):
+    with pytest.raises(InvalidToken):
         failed.check("a")  # seen again: kept
     failed.add("d")
     assert len(failed) == 3
     failed.check("b")  # forgotten
     for token in ("a", "c", "d"):
-        with pytest.raises(Unauthorized):
+        with pytest.raises(InvalidToken):
             failed.check(token)
 
 
@@ -108,7 +107,7 @@ def test_tokens_are_kept_as_fingerprints_only() -> None:
     assert "MTE0NTE0" not in repr(failed) and "MTE0NTE0" not in repr(failed._expiry)
 
 
-# -- the connector, against a sandbox that bans like Discord ---------------------------
+# -- the discord.py service, against a sandbox that bans like Discord ---------------------------
 
 SANDBOX_LIMIT = 5  # the sandbox bans this process after more than 5 invalid answers
 
@@ -138,19 +137,17 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def make_connector(sandbox: SandboxServer, clock: FakeClock) -> Iterator:
-    made: list[BridgeConnector] = []
+def make_bots(sandbox: SandboxServer, clock: FakeClock) -> Iterator:
+    made: list[Bots] = []
 
-    def make(**settings: str) -> BridgeConnector:
-        connector = BridgeConnector(load_settings(environ={}, overrides={
-            "DISCORD_API_BASE": sandbox.api_url, "DISCORD_GATEWAY_URL": sandbox.gateway_url,
-            "DISCORD_TIMEOUT": "3000", "LOGIN_TIMEOUT": "10000", **settings}), clock=clock)
-        made.append(connector)
-        return connector
+    def make(**settings: str) -> Bots:
+        bots = Bots(sandbox, clock=clock, **settings)
+        made.append(bots)
+        return bots
 
     yield make
-    for connector in made:
-        connector.close()
+    for bots in made:
+        bots.close()
 
 
 def banned(control: Control) -> bool:
@@ -162,79 +159,85 @@ def junk(n: int) -> str:
 
 
 def test_logging_one_bad_token_in_again_and_again_costs_one_invalid_request(
-        make_connector, control: Control, clock: FakeClock) -> None:
-    connector = make_connector()
+        make_bots, control: Control, clock: FakeClock) -> None:
+    bots = make_bots()
     for _ in range(3 * SANDBOX_LIMIT):
-        with pytest.raises(Unauthorized) as refused:
-            connector.connect(junk(0))
-        assert refused.value.description == "Invalid Discord token"
-    assert connector.invalid_requests.total == 1  # Discord was asked once
+        with pytest.raises(InvalidToken) as refused:
+            bots.login(junk(0))
+        assert refused.value.message == "Invalid Discord token"
+    assert bots.discord.invalid_requests.total == 1  # Discord was asked once
     assert not banned(control)
-    connector.connect(MAIN_TOKEN).close()
+    bots.login(MAIN_TOKEN).logout()
 
     clock.advance(FAILED_TOKEN_TTL_S)  # forgotten: Discord is asked again
-    with pytest.raises(Unauthorized):
-        connector.connect(junk(0))
-    assert connector.invalid_requests.total == 2
+    with pytest.raises(InvalidToken):
+        bots.login(junk(0))
+    assert bots.discord.invalid_requests.total == 2
 
 
 def test_a_spent_budget_holds_back_logins_and_message_reads_until_the_window_slides(
-        make_connector, control: Control, clock: FakeClock) -> None:
-    connector = make_connector(DISCORD_INVALID_REQUEST_LIMIT="3")
-    service = connector.connect(MAIN_TOKEN)
-    channel = int(next(c["id"] for c in service.channels(None) if c["name"] != "staff-only"))
-    assert service.messages(None, channel, limit=2)
+        make_bots, control: Control, clock: FakeClock) -> None:
+    bots = make_bots(DISCORD_INVALID_REQUEST_LIMIT="3")
+    session = bots.login(MAIN_TOKEN)
+    channel = next(c["id"] for c in session.channels() if c["name"] != "staff-only")
+    assert session.messages(channel, limit=2)
     for n in range(3):
-        with pytest.raises(Unauthorized):
-            connector.connect(junk(n))
+        with pytest.raises(InvalidToken):
+            bots.login(junk(n))
     for n in range(3, 3 + 2 * SANDBOX_LIMIT):  # more than enough to get Discord to ban us
-        with pytest.raises(ServiceUnavailable) as refused:
-            connector.connect(junk(n))
-        assert refused.value.extra["retryAfter"] == INVALID_REQUEST_WINDOW_S
-    assert "refused too many requests" in str(refused.value.description)
-    with pytest.raises(ServiceUnavailable):
-        connector.connect(SECOND_TOKEN)  # a new login needs Discord too
-    with pytest.raises(ServiceUnavailable):
-        service.messages(None, channel, limit=2)
-    assert connector.invalid_requests.total == 3 and not banned(control)
-    # What needs no call to Discord goes on: cached reads, joining a live connection.
-    assert len(service.members(None).body) > 1000 and service.channels(None)
-    connector.connect(MAIN_TOKEN).close()
+        with pytest.raises(HeldBack) as refused:
+            bots.login(junk(n))
+        assert refused.value.retry_after == INVALID_REQUEST_WINDOW_S
+    assert "refused too many requests" in refused.value.message
+    with pytest.raises(HeldBack):
+        bots.login(SECOND_TOKEN)  # a new login needs Discord too
+    with pytest.raises(HeldBack):
+        session.messages(channel, limit=2)
+    assert bots.discord.invalid_requests.total == 3 and not banned(control)
+    # What needs no call to Discord goes on: published reads, joining a live connection.
+    assert len(session.members().plain()) > 1000 and session.channels()
+    bots.login(MAIN_TOKEN).logout()
 
     clock.advance(INVALID_REQUEST_WINDOW_S)
-    assert service.messages(None, channel, limit=2)
-    connector.connect(SECOND_TOKEN).close()
-    service.close()
+    assert session.messages(channel, limit=2)
+    bots.login(SECOND_TOKEN).logout()
+    session.logout()
 
 
 def test_refused_message_reads_count_and_shared_rate_limits_do_not(
-        make_connector, control: Control) -> None:
-    connector = make_connector(DISCORD_INVALID_REQUEST_LIMIT="2")
-    service = connector.connect(MAIN_TOKEN)
-    [bot] = connector._bots.values()
-    channels = service.channels(None)
-    readable = int(next(c["id"] for c in channels if c["name"] != "staff-only"))
+        make_bots, control: Control) -> None:
+    bots = make_bots(DISCORD_INVALID_REQUEST_LIMIT="2")
+    session = bots.login(MAIN_TOKEN)
+    channels = session.channels()
+    readable = next(c["id"] for c in channels if c["name"] != "staff-only")
     hidden = int(next(c["id"] for c in channels if c["name"] == "staff-only"))
     # A shared-limit 429 (discord.py waits it out): Discord does not count it.
     control.request("POST", "/faults", status=429, retry_after=0.05, count=1,
                     path="/channels/*/messages")
-    assert service.messages(None, readable, limit=2)
-    assert connector.invalid_requests.total == 0
+    assert session.messages(readable, limit=2)
+    assert bots.discord.invalid_requests.total == 0
 
-    # Our cache says the bot may read the hidden channel (an update it has not seen
-    # yet, say): the read goes to Discord, which answers 403. Those count.
-    async def forget_the_channels_overwrites() -> None:
-        assert bot._client is not None
-        bot._client.get_channel(hidden)._overwrites = []
+    # The published state says the bot may read the hidden channel (an update it has not
+    # seen yet, say): the read goes to Discord, which answers 403. Those count.
+    connection = bots.connection(MAIN_TOKEN)
+    guild_id = int(session.record.guild_ids[0])
 
-    connector.bridge.call(forget_the_channels_overwrites, timeout=5)
+    def forget_the_channels_overwrites() -> None:
+        client = connection._client
+        assert client is not None
+        client.get_channel(hidden)._overwrites = []  # type: ignore[union-attr]
+        guild = client.get_guild(guild_id)
+        assert guild is not None
+        connection.publisher.publish_guild(guild)
+
+    bots.on_loop(forget_the_channels_overwrites)
     for _ in range(2):
-        with pytest.raises(Forbidden):
-            service.messages(None, hidden, limit=2)
-    assert connector.invalid_requests.total == 2
-    with pytest.raises(ServiceUnavailable):
-        service.messages(None, hidden, limit=2)
-    with pytest.raises(ServiceUnavailable):
-        service.messages(None, readable, limit=2)
-    assert connector.invalid_requests.total == 2  # neither reached Discord
-    service.close()
+        with pytest.raises(MissingAccess):
+            session.messages(hidden, limit=2)
+    assert bots.discord.invalid_requests.total == 2
+    with pytest.raises(HeldBack):
+        session.messages(hidden, limit=2)
+    with pytest.raises(HeldBack):
+        session.messages(readable, limit=2)
+    assert bots.discord.invalid_requests.total == 2  # neither reached Discord
+    session.logout()

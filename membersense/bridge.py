@@ -13,18 +13,17 @@ result.
   does not have the thread, so it is refused rather than silently hanging.
 - :meth:`~Bridge.stop` runs the registered shutdown hooks (closing Discord
   clients), cancels every leftover task, stops the loop and joins the thread.
-  It is idempotent, final, and also runs at interpreter exit.
+  It is idempotent and final; whoever owns the bridge calls it (the app's
+  :class:`~membersense.runtime.Runtime`, the sandbox's server).
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import concurrent.futures
 import logging
 import os
 import threading
-import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -72,6 +71,13 @@ class Bridge:
         """True while the loop thread is alive in this process."""
         thread = self._thread
         return thread is not None and thread.is_alive() and self._pid == os.getpid()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The running loop, or None before the first call, after :meth:`stop` or after a fork."""
+        if not self.running or self._closed:
+            return None
+        return self._loop
 
     def in_loop_thread(self) -> bool:
         """True when called from the bridge's own loop thread."""
@@ -165,7 +171,6 @@ class Bridge:
             thread.start()
             loop = ready.result()
             self._loop, self._thread, self._pid = loop, thread, os.getpid()
-            _live_bridges.add(self)
             return loop
 
     def _run(self, ready: concurrent.futures.Future[asyncio.AbstractEventLoop]) -> None:
@@ -203,16 +208,3 @@ class Bridge:
             if pending:
                 log.warning("%d bridge tasks ignored cancellation", len(pending))
         await asyncio.get_running_loop().shutdown_default_executor()
-
-
-#: Bridges with a live loop, stopped at interpreter exit (weak: a bridge that
-#: was stopped and dropped needs nothing more).
-_live_bridges: weakref.WeakSet[Bridge] = weakref.WeakSet()
-
-
-def _stop_all_bridges() -> None:
-    for bridge in list(_live_bridges):
-        bridge.stop()
-
-
-atexit.register(_stop_all_bridges)

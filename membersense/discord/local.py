@@ -1,0 +1,215 @@
+"""The Discord service of one process: discord.py on the bridge's loop.
+
+:class:`LocalDiscord` implements :class:`~membersense.discord.service.DiscordService`
+with the pieces of this package: a :class:`~membersense.bridge.Bridge` (the
+loop thread), a :class:`~membersense.discord.pool.ConnectionPool` (one
+gateway connection per bot), the published state each connection keeps
+current, and the guards that keep this server out of Discord's
+invalid-request ban.
+
+Reads of members and channels are answered from published state without
+touching the loop; a message history is one bounded call to Discord's REST
+API on the loop, after the channel and the bot's permissions in it were
+checked against published state.
+
+It also routes the event bus to the connections: each connection's published
+state is kept in step by the events of its own bot (the cache invalidation is
+one subscriber of the bus).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Any
+
+from membersense.bridge import Bridge
+from membersense.bus import Event, EventBus
+from membersense.config import Settings
+from membersense.discord.connection import BotConnection
+from membersense.discord.errors import (
+    BotReleased,
+    ChannelNotFound,
+    Failure,
+    GuildNotFound,
+    InvalidToken,
+    MembersLoading,
+    MissingAccess,
+    NoGuilds,
+    NotMessageable,
+    ServiceClosed,
+)
+from membersense.discord.invalid_requests import FailedTokens, InvalidRequestBudget
+from membersense.discord.pool import ConnectionPool
+from membersense.discord.published import GuildView
+from membersense.discord.serializers import serialize_message
+from membersense.discord.service import BotLogin, ChannelKind, GuildSummary, JsonDocument
+
+__all__ = ["LocalDiscord"]
+
+log = logging.getLogger("membersense.discord")
+
+#: Retry-After for a member list still loading when Discord gave no cooldown to go by.
+LOADING_RETRY_AFTER_S = 2.0
+
+
+class LocalDiscord:
+    """Logged-in bots of this process (see the module docstring).
+
+    *has_sessions(fingerprint)* tells whether a bot still has sessions (the
+    session store's count): the pool keeps a bot connected while it does.
+    """
+
+    def __init__(self, settings: Settings, bus: EventBus, *,
+                 has_sessions: Callable[[str], bool],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.bridge = Bridge()
+        #: Discord's 401/403/429 answers to this process; spent, it holds calls back.
+        self.invalid_requests = InvalidRequestBudget(settings.discord_invalid_request_limit,
+                                                     clock=clock)
+        #: Tokens Discord refused lately, answered 401 without asking again.
+        self.failed_tokens = FailedTokens(clock=clock)
+        self.pool = ConnectionPool(self.bridge, self._new_connection,
+                                   has_sessions=has_sessions,
+                                   linger_s=settings.connection_linger_s,
+                                   before_new=self.invalid_requests.check)
+        self.bridge.add_stop_hook(self.pool.close_all)
+        self._builder: ThreadPoolExecutor | None = None
+        self._builder_lock = threading.Lock()
+        self._unsubscribe = bus.subscribe(self._route_event)
+
+    def __repr__(self) -> str:
+        return f"<LocalDiscord {self.pool!r}>"
+
+    def _new_connection(self, token: str) -> BotConnection:
+        return BotConnection(token, self.settings, bus=self.bus, builder=self._snapshot_builder(),
+                             on_response=self.invalid_requests.record,
+                             on_closed=self.pool.closed_connection)
+
+    def _snapshot_builder(self) -> Executor:
+        # One thread: snapshot builds are CPU-bound, and one at a time leaves the
+        # other core to requests. Made with the first connection, not at start-up.
+        with self._builder_lock:
+            if self._builder is None:
+                self._builder = ThreadPoolExecutor(1, thread_name_prefix="membersense-snapshots")
+            return self._builder
+
+    def _route_event(self, event: Event) -> None:
+        # A bus subscriber: on the loop, for every event published in this process.
+        connection = self.pool.get(event.topic.partition("/")[0])
+        if connection is not None:
+            connection.on_event(event)
+
+    # -- sessions -------------------------------------------------------------------------
+
+    def login(self, token: str) -> BotLogin:
+        """Connect the bot (or join its connection) for one more session."""
+        self.failed_tokens.check(token)
+        try:
+            connection = self.pool.connect(token, self.settings.login_timeout_s)
+        except InvalidToken:
+            self.failed_tokens.add(token)
+            raise
+        guilds = connection.view.summaries()
+        if not guilds:  # a shared connection whose bot has since lost every server
+            raise NoGuilds()
+        return BotLogin(connection.fingerprint, guilds)
+
+    def release(self, fingerprint: str) -> None:
+        """A session of this bot ended."""
+        self.pool.release(fingerprint)
+
+    def check(self, fingerprint: str) -> Failure | None:
+        """Why sessions of this bot can no longer be served, or None."""
+        connection = self.pool.get(fingerprint)
+        if connection is None:
+            return (ServiceClosed() if self.pool.closed else BotReleased()).failure()
+        error = connection.unusable()
+        return error.failure() if error is not None else None
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def _connection(self, fingerprint: str) -> BotConnection:
+        connection = self.pool.get(fingerprint)
+        if connection is None:
+            raise ServiceClosed() if self.pool.closed else BotReleased()
+        error = connection.unusable()
+        if error is not None:
+            raise error
+        return connection
+
+    def _guild(self, connection: BotConnection, guild_id: int) -> GuildView:
+        view = connection.view.guilds.get(guild_id)
+        if view is None:
+            raise GuildNotFound()
+        return view
+
+    def guilds(self, fingerprint: str) -> tuple[GuildSummary, ...]:
+        """The bot's guilds now, the default one first."""
+        return self._connection(fingerprint).view.summaries()
+
+    def members(self, fingerprint: str, guild_id: int, *, limit: int | None = None,
+                after: int | None = None) -> JsonDocument:
+        """The guild's members from the published snapshot (waits, bounded, while loading)."""
+        connection = self._connection(fingerprint)
+        view = self._guild(connection, guild_id)
+        snapshot = view.members
+        if snapshot is None:
+            waited = connection.publisher.wait_for_members(guild_id,
+                                                           self.settings.discord_timeout_s)
+            if waited is None:
+                raise GuildNotFound()
+            snapshot = waited.members
+            if snapshot is None:
+                error = connection.unusable()
+                if error is not None:
+                    raise error
+                retry_at = waited.members_retry_at
+                raise MembersLoading(retry_after=max(1.0, retry_at - time.time())
+                                     if retry_at is not None else LOADING_RETRY_AFTER_S)
+        if limit is None and after is None:
+            return snapshot.document
+        return snapshot.page(limit, after)
+
+    def channels(self, fingerprint: str, guild_id: int, *,
+                 kind: ChannelKind = "text") -> list[dict[str, Any]]:
+        """The guild's channels of *kind*, in the order Discord shows them."""
+        view = self._guild(self._connection(fingerprint), guild_id)
+        return [dict(entry.data) for entry in view.channels if kind == "all" or entry.kind == kind]
+
+    def messages(self, fingerprint: str, guild_id: int, channel_id: int, *, limit: int = 100,
+                 before: int | None = None, after: int | None = None,
+                 around: int | None = None) -> list[dict[str, Any]]:
+        """Up to *limit* messages of a channel of the guild, newest first, from Discord."""
+        connection = self._connection(fingerprint)
+        channel = self._guild(connection, guild_id).channel_index.get(channel_id)
+        if channel is None:  # unknown, or another guild's: both look the same
+            raise ChannelNotFound()
+        if not channel.messageable:
+            raise NotMessageable()
+        if not channel.readable:
+            raise MissingAccess("The bot cannot read messages in this channel")
+        self.invalid_requests.check()  # a REST call: not while the budget is spent
+        payloads: Any = self.pool.call(connection.messages, channel_id, limit, before, after,
+                                       around, timeout=self.settings.discord_timeout_s)
+        messages = [serialize_message(p) for p in payloads]
+        messages.sort(key=lambda m: int(m["id"]), reverse=True)
+        return messages
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every connection and stop the bridge and the builder. Idempotent."""
+        self._unsubscribe()
+        self.pool.refuse_new()
+        self.bridge.stop()  # its stop hook closes the pool's connections on the loop
+        with self._builder_lock:
+            builder, self._builder = self._builder, None
+        if builder is not None:
+            builder.shutdown(wait=True, cancel_futures=True)
+
