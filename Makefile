@@ -23,7 +23,9 @@ $(VENV)/.installed-test: setup.cfg pyproject.toml | $(BIN)/python
 demo: $(VENV)/.installed-run  ## the sandbox Discord + MemberSense, wired together
 	$(BIN)/membersense demo
 
-test: $(VENV)/.installed-test  ## the whole test suite
+test: $(VENV)/.installed-test  ## static checks, then the whole test suite
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 serve: $(VENV)/.installed-run  ## MemberSense under gunicorn, configured from the environment / .env

@@ -67,11 +67,12 @@ def create_app(test_config: Mapping[str, Any] | None = None, *,
         TESTING=bool(overrides.get("TESTING", test_config is not None)),
         MAX_CONTENT_LENGTH=settings.max_content_length,
     )
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # DefaultJSONProvider has it
     if settings.trusted_proxies:
         # Only the last N X-Forwarded-For entries were written by our proxies;
         # anything before them is whatever the client sent.
         n = settings.trusted_proxies
+        # Flask's documented way to add WSGI middleware, which mypy takes for a method rebind.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
 
     access.init_app(app)  # first: every later hook and error sees a request id

@@ -25,14 +25,14 @@ access_log = logging.getLogger("membersense.access")
 
 
 def _begin() -> None:
-    state = g._get_current_object()  # type: ignore[attr-defined]  # once, not per use
+    state = g._get_current_object()  # once, not per use
     state.started = time.perf_counter()
     supplied = request.headers.get(REQUEST_ID_HEADER, "")
     state.request_id = supplied if _VALID_REQUEST_ID.fullmatch(supplied) else generate()
 
 
 def _finish(response: Response) -> Response:
-    state = g._get_current_object()  # type: ignore[attr-defined]
+    state = g._get_current_object()
     request_id = state.get("request_id") or generate()
     response.headers.add(REQUEST_ID_HEADER, request_id)
     if not access_log.isEnabledFor(logging.INFO):

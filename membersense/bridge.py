@@ -24,7 +24,7 @@ import concurrent.futures
 import logging
 import os
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 __all__ = ["Bridge", "BridgeClosed", "BridgeForked"]
@@ -92,7 +92,7 @@ class Bridge:
         with self._lock:
             self._stop_hooks.append(hook)
 
-    def call(self, fn: Callable[..., Awaitable[T]], *args: Any, timeout: float) -> T:
+    def call(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any, timeout: float) -> T:
         """Run ``await fn(*args)`` on the loop and return its result.
 
         Blocks the calling thread for at most *timeout* seconds; on timeout
@@ -109,9 +109,9 @@ class Bridge:
         # leaves a "coroutine was never awaited" behind.
         coro = fn(*args)
         try:
-            future = asyncio.run_coroutine_threadsafe(coro, loop)  # type: ignore[arg-type]
+            future = asyncio.run_coroutine_threadsafe(coro, loop)
         except RuntimeError:  # the loop closed between the check and here
-            coro.close()  # type: ignore[attr-defined]
+            coro.close()
             raise BridgeClosed("the Discord bridge has stopped") from None
         try:
             return future.result(timeout)

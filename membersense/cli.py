@@ -23,7 +23,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.port is not None:
         options["bind"] = [f"{args.host}:{args.port}"]
 
-    class Server(BaseApplication):  # type: ignore[misc]
+    class Server(BaseApplication):
         def load_config(self) -> None:
             for name, value in options.items():
                 self.cfg.set(name, value)

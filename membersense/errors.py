@@ -137,7 +137,7 @@ DEFAULT_RETRY_AFTER_S = 5
 def discord_status(error: discord_errors.DiscordError) -> int:
     """The HTTP status for a Discord-layer error."""
     for cls in type(error).__mro__:
-        status = DISCORD_STATUSES.get(cls)  # type: ignore[call-overload]
+        status = DISCORD_STATUSES.get(cls)
         if status is not None:
             return status
     return 502

@@ -109,7 +109,7 @@ class LineHandler(logging.Handler):
         except (AttributeError, OSError, ValueError):
             self._fd = None
 
-    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+    def handle(self, record: logging.LogRecord) -> bool:
         if not self.filter(record):
             return False
         try:

@@ -70,7 +70,7 @@ def gunicorn_options(settings: Settings | None = None) -> dict[str, Any]:
     }
 
 
-class GunicornLogger(glogging.Logger):  # type: ignore[misc]
+class GunicornLogger(glogging.Logger):
     """gunicorn's own messages in MemberSense's log format; no gunicorn access log.
 
     The app writes one access line per request itself. (Configuring

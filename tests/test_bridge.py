@@ -148,7 +148,7 @@ def test_a_call_in_flight_when_stopping_ends_with_bridge_closed(bridge: Bridge) 
     def caller() -> None:
         try:
             bridge.call(wait_forever, timeout=30)
-        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+        except BaseException as exc:
             outcome.append(exc)
 
     thread = threading.Thread(target=caller)

@@ -5,7 +5,6 @@ and the discord.py service using both against a sandbox that bans like Discord d
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 

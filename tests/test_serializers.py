@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-from datetime import datetime, timedelta, timezone
-
 import gzip
+import json
 import zlib
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -59,7 +58,7 @@ def test_guild_icon_url() -> None:
 
 
 def test_js_timestamp_matches_javascript_date_tojson() -> None:
-    moment = datetime(2024, 3, 5, 6, 7, 8, 912345, tzinfo=timezone.utc)
+    moment = datetime(2024, 3, 5, 6, 7, 8, 912345, tzinfo=UTC)
     assert js_timestamp(moment) == "2024-03-05T06:07:08.912Z"
     east = moment.astimezone(timezone(timedelta(hours=2)))
     assert js_timestamp(east) == "2024-03-05T06:07:08.912Z"
@@ -101,7 +100,7 @@ def test_role_names_rank_by_position_then_id_with_everyone_last() -> None:
 
 
 def test_member_fields() -> None:
-    joined = datetime(2023, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    joined = datetime(2023, 1, 2, 3, 4, 5, tzinfo=UTC)
     member = record(42, global_name="Forty Two", nick="fortytwo", avatar="hash",
                     role_ids=(901, 903), joined_at=joined.isoformat(), bot=True)
     assert serialize_member(member, RoleNames(GUILD, ROLES), GUILD) == {

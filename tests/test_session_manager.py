@@ -15,10 +15,11 @@ from membersense.sessions import ID_LENGTH, Caps, MemorySessionStore, SessionMan
 from tests.fakes import FakeClock, FakeDiscord
 
 _managers: list[SessionManager] = []
+DEFAULT_CAPS = Caps(3, 10, 10)
 
 
 def make_manager(clock: FakeClock, discord: FakeDiscord | None = None, *,
-                 caps: Caps = Caps(3, 10, 10), idle: float = 60.0,
+                 caps: Caps = DEFAULT_CAPS, idle: float = 60.0,
                  interval: float = 3600.0) -> SessionManager:
     store = MemorySessionStore(idle_timeout=idle, pending_timeout=30.0, clock=clock)
     manager = SessionManager(store, discord or FakeDiscord(), caps=caps,

@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from membersense.bridge import Bridge, BridgeClosed, BridgeForked
 from membersense.discord.connection import RELEASED, SHUTDOWN, BotConnection, State
@@ -27,6 +28,8 @@ from membersense.discord.tokens import fingerprint
 __all__ = ["ConnectionPool"]
 
 log = logging.getLogger("membersense.discord")
+
+T = TypeVar("T")
 
 #: Extra time a request thread waits beyond the loop-side bound, so the
 #: coroutine's own (more precise) error normally wins the race.
@@ -82,10 +85,10 @@ class ConnectionPool:
         self.call(connection.login, timeout, timeout=timeout)
         return connection
 
-    def call(self, fn: Callable[..., object], *args: object, timeout: float) -> object:
+    def call(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any, timeout: float) -> T:
         """:meth:`Bridge.call` with the bridge's own failures as Discord-layer errors."""
         try:
-            return self._bridge.call(fn, *args, timeout=timeout + GRACE_S)  # type: ignore[arg-type]
+            return self._bridge.call(fn, *args, timeout=timeout + GRACE_S)
         except TimeoutError:
             raise DiscordTimeout() from None
         except (BridgeClosed, BridgeForked):

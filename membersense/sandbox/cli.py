@@ -11,7 +11,7 @@ import asyncio
 import logging
 import signal
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from membersense.sandbox.config import DEMO_TOKEN, SandboxConfig
 from membersense.sandbox.scenario import ScenarioError

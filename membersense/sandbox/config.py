@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 #: Used when no ``--token`` is given; printed on start-up.  It is a sandbox-only
 #: fake token and grants nothing on the real Discord.
@@ -89,4 +89,5 @@ class SandboxConfig:
 
     def replace(self, **changes: object) -> SandboxConfig:
         """Return a copy with ``changes`` applied (validated again)."""
+        # Typed by field in dataclasses' stubs; the fields validate themselves in __post_init__.
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

@@ -15,9 +15,17 @@ from aiohttp import web
 
 from membersense.sandbox import responses as err
 from membersense.sandbox.faults import FAULT_STATUSES, Fault
-from membersense.sandbox.models import CHANNEL_CATEGORY, CHANNEL_TEXT, CHANNEL_TYPE_NAMES, PRESENCE_STATUSES, Channel, Guild, Message
-from membersense.sandbox.responses import ApiError, InvalidFormBody, json_response
 from membersense.sandbox.message_input import MAX_CONTENT, decode_json, parse_snowflake
+from membersense.sandbox.models import (
+    CHANNEL_CATEGORY,
+    CHANNEL_TEXT,
+    CHANNEL_TYPE_NAMES,
+    PRESENCE_STATUSES,
+    Channel,
+    Guild,
+    Message,
+)
+from membersense.sandbox.responses import ApiError, InvalidFormBody, json_response
 from membersense.sandbox.routing import Route, RouteTable
 from membersense.sandbox.state import STATE, SandboxState
 from membersense.sandbox.world import World
@@ -178,7 +186,7 @@ async def create_channel(ctl: Control) -> Any:
     assert name is not None
     raw_type = body.get("type", CHANNEL_TEXT)
     kind = CHANNEL_TYPE_NAMES.get(raw_type, raw_type) if isinstance(raw_type, str) else raw_type
-    if kind not in CHANNEL_TYPE_NAMES.values() or isinstance(kind, bool):
+    if not isinstance(kind, int) or isinstance(kind, bool) or kind not in CHANNEL_TYPE_NAMES.values():
         raise InvalidFormBody("type", "BASE_TYPE_CHOICES", "Value must be one of text, voice, category (0, 2, 4).")
     parent_id = None
     if body.get("parent_id") is not None:

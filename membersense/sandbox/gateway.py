@@ -172,7 +172,7 @@ class Connection:
             # The writer still has to perform the close handshake the sandbox asked for.
             try:
                 await asyncio.wait_for(asyncio.shield(self._writer), CLOSE_TIMEOUT_S + 1)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.abort()
         self._writer.cancel()
         await asyncio.gather(self._writer, self._watchdog, return_exceptions=True)

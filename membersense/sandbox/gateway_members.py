@@ -5,8 +5,9 @@ into GUILD_MEMBERS_CHUNK dispatches, and Discord's 30 s cooldown on "all members
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from membersense.sandbox.gateway_protocol import (
     CHUNK_SIZE,

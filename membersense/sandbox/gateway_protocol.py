@@ -98,12 +98,12 @@ def dumps(value: Any) -> str:
 
 def control_frame(op: int, d: Any = None) -> str:
     """A non-dispatch payload (``s`` and ``t`` are null, as on Discord)."""
-    return '{"t":null,"s":null,"op":%d,"d":%s}' % (op, dumps(d))
+    return f'{{"t":null,"s":null,"op":{op:d},"d":{dumps(d)}}}'
 
 
 def dispatch_frame(event: str, seq: int, d_json: str) -> str:
     """A dispatch payload around an already serialised ``d`` (serialised once per fan-out)."""
-    return '{"t":"%s","s":%d,"op":0,"d":%s}' % (event, seq, d_json)
+    return f'{{"t":"{event}","s":{seq:d},"op":0,"d":{d_json}}}'
 
 
 def valid_nonce(nonce: Any) -> str | None:
@@ -205,7 +205,7 @@ def _zstd_compressobj_factory() -> Any:
     except ImportError:
         pass
     try:
-        import zstandard  # type: ignore[import-not-found]
+        import zstandard
 
         return lambda: _ZstandardZstd(zstandard)
     except ImportError:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import secrets
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from membersense.sandbox.gateway_protocol import dispatch_frame
 
@@ -124,7 +125,7 @@ class SessionRegistry:
         session.connection = None
         session.detached_at = self._clock()
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Any]:
         return iter(list(self._sessions.values()))
 
     def __len__(self) -> int:

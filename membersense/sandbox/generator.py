@@ -366,7 +366,7 @@ class _Generator:
         cum_weights = list(itertools.accumulate(1.0 / (rank + 1) for rank in range(len(authors))))
         chosen = rng.choices(authors, cum_weights=cum_weights, k=count)
         recent: list[Message] = []
-        for when, author in zip(times, chosen):
+        for when, author in zip(times, chosen, strict=True):
             roll = rng.random()
             mention = rng.choice(authors) if roll < 0.05 else None
             message = Message(id=ids.at(when), channel_id=channel.id, guild_id=guild.id, author=author,

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from membersense.sandbox import responses as err
 from membersense.sandbox.models import Channel, Message
@@ -52,12 +52,14 @@ async def read_body(request: web.Request) -> tuple[dict[str, Any], list[Upload]]
             part = await reader.next()
             if part is None:
                 break
-            data = await part.read(decode=False)  # type: ignore[union-attr]
+            if not isinstance(part, BodyPartReader):  # a nested multipart: Discord ignores it
+                continue
+            data = await part.read(decode=False)
             name = part.name or ""
             if name == "payload_json":
                 payload = decode_json(bytes(data))
             elif name.startswith("files[") or name == "file":
-                uploads.append(Upload(part.filename or "file", part.headers.get("Content-Type"), len(data)))  # type: ignore[union-attr]
+                uploads.append(Upload(part.filename or "file", part.headers.get("Content-Type"), len(data)))
     else:
         raw = await request.read()
         payload = decode_json(raw) if raw.strip() else {}
@@ -234,7 +236,7 @@ def nonce(body: dict[str, Any]) -> int | str | None:
 
 def attachments(uploads: list[Upload], body: dict[str, Any], world: World, channel: Channel) -> list[dict[str, Any]]:
     """Attachment objects for uploaded files (``attachments[].description`` from the body is kept)."""
-    meta = body.get("attachments") if isinstance(body.get("attachments"), list) else []
+    meta: list[Any] = body["attachments"] if isinstance(body.get("attachments"), list) else []
     attachments = []
     for index, upload in enumerate(uploads):
         attachment_id = world.snowflakes.next()

@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from membersense.sandbox.models import CHANNEL_TEXT, CHANNEL_VOICE, Bot, Channel, Guild, Member, Message, Role, User
+from membersense.sandbox.models import (
+    CHANNEL_TEXT,
+    CHANNEL_VOICE,
+    Bot,
+    Channel,
+    Guild,
+    Member,
+    Message,
+    Role,
+    User,
+)
 from membersense.sandbox.snowflake import iso_timestamp
 
 
@@ -189,7 +199,7 @@ class Payloads:
         data["guild_id"] = str(message.guild_id)
         guild = self.guild(message.guild_id)
         member = None if guild is None else guild.members.get(message.author.id)
-        if member is not None:
+        if guild is not None and member is not None:
             data["member"] = self.member_payload(guild, member, with_user=False)
         return data
 

@@ -146,10 +146,10 @@ class RateLimiter:
 
     def _prune(self, now: float) -> None:
         # Windows past their reset carry no state worth keeping (a new one starts full).
-        for key in [k for k, w in self._windows.items() if w.reset_at <= now]:
-            del self._windows[key]
-        for key in [k for k, w in self._global.items() if w.reset_at <= now]:
-            del self._global[key]
+        for route_key in [k for k, w in self._windows.items() if w.reset_at <= now]:
+            del self._windows[route_key]
+        for global_key in [k for k, w in self._global.items() if w.reset_at <= now]:
+            del self._global[global_key]
 
     def reset(self) -> None:
         """Forget every bucket (the control API's reset)."""

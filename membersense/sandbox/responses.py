@@ -8,7 +8,8 @@ body as text), so every JSON answer of the sandbox is built here, never with
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from aiohttp import web
 

@@ -8,8 +8,9 @@ one path segment and are passed as strings.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from membersense.sandbox.responses import method_not_allowed, not_found
 

@@ -34,7 +34,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from membersense.sandbox.config import SandboxConfig
-from membersense.sandbox.models import DEFAULT_BOT_PERMISSIONS, PRESENCE_STATUSES, PRIVILEGED_INTENT_NAMES, PRIVILEGED_INTENTS
+from membersense.sandbox.models import (
+    DEFAULT_BOT_PERMISSIONS,
+    PRESENCE_STATUSES,
+    PRIVILEGED_INTENT_NAMES,
+    PRIVILEGED_INTENTS,
+)
 
 #: Roles every generated guild has, usable in ``named_members[].roles``.
 ROLE_NAMES = ("Admin", "Moderator", "Member", "Server Booster", "Developer", "Artist", "Gamer", "Music Lover",

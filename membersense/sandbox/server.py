@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -201,7 +202,7 @@ class SandboxServer:
             result = fn if inspect.isawaitable(fn) else fn()
             if inspect.isawaitable(result):
                 result = await result
-            return result  # type: ignore[return-value]
+            return result
 
         try:
             return bridge.call(call, timeout=timeout)

@@ -10,7 +10,7 @@ import datetime as _dt
 import time
 
 DISCORD_EPOCH_MS = 1420070400000
-_UTC = _dt.timezone.utc
+_UTC = _dt.UTC
 
 
 def make_snowflake(unix_ms: int, *, worker: int = 0, process: int = 0, increment: int = 0) -> int:

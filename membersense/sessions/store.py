@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 __all__ = ["ID_LENGTH", "Caps", "EndListener", "Refusal", "SessionRecord", "SessionStore",

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Any
 
 import aiohttp
@@ -68,20 +67,16 @@ def test_chunking_a_10000_member_guild(sandbox_factory, point_discord):
     client = _client()
 
     async def body():
-        started = time.perf_counter()
         guild = await poll(lambda: client.guilds[0] if client.guilds and client.guilds[0].chunked else None,
                            timeout=20, interval=0.005)
-        elapsed = time.perf_counter() - started
         assert len(guild.members) == guild.member_count == 10_001
         assert guild.large
         await client.wait_until_ready()
-        return elapsed
 
-    elapsed = asyncio.run(run_client(client, TEST_TOKEN, body))
+    # How fast: benchmarks/sandbox_chunking.py (no timing in tests).
+    asyncio.run(run_client(client, TEST_TOKEN, body))
     stats = _gateway_stats(server)
     assert stats["member_requests"] == 1
-    # The benchmark measures this properly; here only a generous bound against regressions.
-    assert elapsed < 10, elapsed
 
 
 def test_query_members_over_the_gateway(server):

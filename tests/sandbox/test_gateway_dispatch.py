@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 
-from .gateway_support import ALL_INTENTS, GUILD_MEMBERS, GUILD_MESSAGES, GUILDS, MESSAGE_CONTENT, RawGateway, control
+from .gateway_support import (
+    ALL_INTENTS,
+    GUILD_MEMBERS,
+    GUILD_MESSAGES,
+    GUILDS,
+    MESSAGE_CONTENT,
+    RawGateway,
+    control,
+)
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import TEST_TOKEN
 from tests.fakes import FakeClock
 
+from .conftest import TEST_TOKEN
 from .gateway_support import ALL_INTENTS, GUILD_MEMBERS, GUILDS, RawGateway
 
 NAMED = [

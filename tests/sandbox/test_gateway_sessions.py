@@ -7,10 +7,9 @@ import asyncio
 from typing import Any
 
 from membersense.sandbox.gateway_session import REPLAY_MAX_FRAMES, RESUME_WINDOW_S
-
-from .conftest import TEST_TOKEN
 from tests.fakes import FakeClock
 
+from .conftest import TEST_TOKEN
 from .gateway_support import ALL_INTENTS, RawGateway, control, poll
 
 

@@ -22,7 +22,6 @@ from membersense.sandbox.gateway_protocol import (
 )
 from membersense.sandbox.gateway_session import Session, SessionRegistry
 from membersense.sandbox.models import Bot, User
-
 from tests.fakes import FakeClock
 
 BOT_ID = 42

@@ -21,7 +21,12 @@ from membersense.sandbox.models import (
     PERM_VIEW_CHANNEL,
 )
 from membersense.sandbox.scenario import ScenarioError, parse_scenario
-from membersense.sandbox.snowflake import DISCORD_EPOCH_MS, SnowflakeFactory, make_snowflake, snowflake_ms
+from membersense.sandbox.snowflake import (
+    DISCORD_EPOCH_MS,
+    SnowflakeFactory,
+    make_snowflake,
+    snowflake_ms,
+)
 from membersense.sandbox.world import World, WorldEvent
 
 
@@ -100,17 +105,12 @@ def test_same_seed_same_world_other_seed_other_world():
     assert snapshot(small_world(seed=7)) != snapshot(small_world(seed=8))
 
 
-def test_ten_thousand_members_generate_and_serialize_fast():
-    started = time.perf_counter()
+def test_ten_thousand_members_generate_and_serialize():
+    # How fast: benchmarks/sandbox_chunking.py and BENCHMARKS.md (no timing in tests).
     world = build_world(SandboxConfig(members=10_000, channels=10, messages=500, tokens=("tok-a",)))
-    built = time.perf_counter() - started
     guild = only_guild(world)
-    started = time.perf_counter()
     payloads = [world.member_payload(guild, m) for m in guild.members_sorted()]
-    serialized = time.perf_counter() - started
     assert guild.member_count == 10_001 and len(payloads) == 10_001
-    assert built < 1.0, built
-    assert serialized < 0.5, serialized
     usernames = [m.user.username for m in guild.members.values() if not m.user.bot]
     assert len(set(usernames)) == len(usernames)
     assert all(2 <= len(u) <= 32 and u == u.lower() for u in usernames)
