@@ -93,10 +93,11 @@ def test_member_records_come_from_discords_json_and_updates_keep_the_rest() -> N
 
 def test_role_names_rank_by_position_then_id_with_everyone_last() -> None:
     roles = RoleNames(GUILD, ROLES)
-    assert roles.of([901, 902, 903, 904]) == ["Admin", "Also five", "Moderator", "Member",
-                                              "@everyone"]
-    assert roles.of([]) == ["@everyone"]
-    assert roles.of([999, GUILD]) == ["@everyone"]  # unknown ids and @everyone itself skipped
+    assert roles.of((901, 902, 903, 904)) == ("Admin", "Also five", "Moderator", "Member",
+                                              "@everyone")
+    assert roles.of(()) == ("@everyone",)
+    assert roles.of((999, GUILD)) == ("@everyone",)  # unknown ids and @everyone itself skipped
+    assert roles.of((903, 901)) is roles.of((903, 901))  # ranked once
 
 
 def test_member_fields() -> None:
@@ -108,7 +109,7 @@ def test_member_fields() -> None:
         "username": "user42",
         "displayName": "fortytwo",
         "avatar": "https://cdn.discordapp.com/avatars/42/hash.png?size=1024",
-        "roles": ["Admin", "Member", "@everyone"],
+        "roles": ("Admin", "Member", "@everyone"),
         "role": "Admin",
         "joinedAt": "2023-01-02T03:04:05.000Z",
         "bot": True,

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from membersense.discord.serializers import MemberRecord, member_record
+from membersense.discord.serializers import MemberRecord, member_record, role_ids
 
 __all__ = ["CHUNK_RETRY_S", "GuildMembers", "LoadState", "MemberLoader"]
 
@@ -47,7 +47,7 @@ class GuildMembers:
         self.records: dict[int, MemberRecord] = {}
         self.version = 0
         self.complete = False
-        self._role_ids: dict[int, int] = {}
+        self._role_sets: dict[tuple[str, ...], tuple[int, ...]] = {}
         self._loading: dict[int, MemberRecord] | None = None  # a reload under way
 
     def __len__(self) -> int:
@@ -56,8 +56,13 @@ class GuildMembers:
     def __repr__(self) -> str:
         return f"<GuildMembers {self.guild_id} n={len(self.records)} complete={self.complete}>"
 
-    def _intern(self, role_id: int) -> int:
-        return self._role_ids.setdefault(role_id, role_id)
+    def _roles_of(self, roles: list[str] | None) -> tuple[int, ...]:
+        # Members share a few role sets: one tuple each, made once.
+        key = tuple(roles) if roles else ()
+        found = self._role_sets.get(key)
+        if found is None:
+            found = self._role_sets[key] = role_ids(key)
+        return found
 
     def _targets(self) -> Iterable[dict[int, MemberRecord]]:
         # Events during a reload go to the list being built as well.
@@ -66,7 +71,7 @@ class GuildMembers:
     def upsert(self, data: Mapping[str, Any]) -> MemberRecord:
         """Add or update a member from Discord's JSON (a partial update keeps the rest)."""
         user_id = int(data["user"]["id"])
-        record = member_record(data, self.records.get(user_id), self._intern)
+        record = member_record(data, self.records.get(user_id), self._roles_of)
         for target in self._targets():
             target[user_id] = record
         self.version += 1
@@ -88,9 +93,9 @@ class GuildMembers:
     def load(self, members: Iterable[Mapping[str, Any]]) -> None:
         """Add members of a chunk (or of GUILD_CREATE) to the list being loaded."""
         target = self._loading if self._loading is not None else self.records
-        intern = self._intern
+        roles_of = self._roles_of
         for data in members:
-            record = member_record(data, None, intern)
+            record = member_record(data, None, roles_of)
             target[record.id] = record
 
     def finish_load(self) -> None:

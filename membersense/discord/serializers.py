@@ -12,7 +12,6 @@ Field names and shapes follow the original service's web client:
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -29,6 +28,7 @@ __all__ = [
     "guild_icon_url",
     "js_timestamp",
     "member_record",
+    "role_ids",
     "serialize_member",
     "member_fragment",
     "serialize_channel",
@@ -67,52 +67,61 @@ class RoleRecord(NamedTuple):
     position: int
 
 
+def role_ids(roles: Iterable[str] | None) -> tuple[int, ...]:
+    """Discord's role id strings as ints (what :func:`member_record` does by default)."""
+    return tuple(int(r) for r in roles or ())
+
+
 def member_record(data: Mapping[str, Any], previous: MemberRecord | None = None,
-                  intern: Callable[[int], int] = int) -> MemberRecord:
+                  roles_of: Callable[[list[str] | None], tuple[int, ...]] = role_ids
+                  ) -> MemberRecord:
     """A :class:`MemberRecord` from Discord's guild member JSON.
 
     *previous*, when given, supplies what a partial payload (a member update)
-    leaves out. *intern* maps role ids to shared int objects, so 100 000
-    members with the same roles do not each hold copies of them.
+    leaves out. *roles_of* turns the JSON's role ids into ints; a guild's
+    member list passes one that shares the tuples, so 100 000 members with the
+    same roles do not each hold a copy. This runs for every member of every
+    chunk: it builds the tuple directly rather than through keyword arguments.
     """
     user = data["user"]
     if previous is not None:
-        return _updated_record(previous, user, data, intern)
-    return MemberRecord(
+        return _updated_record(previous, user, data, roles_of)
+    discriminator = user.get("discriminator") or "0"
+    return _make_record((
         int(user["id"]),
         user.get("username") or "",
         user.get("global_name"),
         data.get("nick"),
         user.get("avatar"),
         data.get("avatar"),
-        _discriminator(user.get("discriminator")),
-        tuple([intern(int(r)) for r in data.get("roles") or ()]),
+        _DISCRIMINATORS.get(discriminator, discriminator),
+        roles_of(data.get("roles")),
         data.get("joined_at"),
-        bool(user.get("bot")),
-    )
+        user.get("bot") is True,
+    ))
 
 
-def _discriminator(value: Any) -> str:
-    # Interned: nearly every user has "0" since Discord's username migration.
-    return sys.intern(value) if isinstance(value, str) and value else "0"
+_make_record = MemberRecord._make
+#: Nearly every user has "0" since Discord's username migration: one shared string.
+_DISCRIMINATORS = {"0": "0"}
 
 
 def _updated_record(previous: MemberRecord, user: Mapping[str, Any], data: Mapping[str, Any],
-                    intern: Callable[[int], int]) -> MemberRecord:
+                    roles_of: Callable[[list[str] | None], tuple[int, ...]]) -> MemberRecord:
     changes: dict[str, Any] = {}
-    for key, name in (("username", "username"), ("global_name", "global_name"),
-                      ("avatar", "avatar")):
+    for key in ("username", "global_name", "avatar"):
         if key in user:
-            changes[name] = user[key] if key != "username" else user[key] or ""
+            changes[key] = user[key] if key != "username" else user[key] or ""
     if "discriminator" in user:
-        changes["discriminator"] = _discriminator(user["discriminator"])
+        discriminator = user["discriminator"] or "0"
+        changes["discriminator"] = _DISCRIMINATORS.get(discriminator, discriminator)
     if "bot" in user:
-        changes["bot"] = bool(user["bot"])
+        changes["bot"] = user["bot"] is True
     for key, name in (("nick", "nick"), ("avatar", "guild_avatar"), ("joined_at", "joined_at")):
         if key in data:
             changes[name] = data[key]
     if "roles" in data:
-        changes["role_ids"] = tuple([intern(int(r)) for r in data["roles"] or ()])
+        changes["role_ids"] = roles_of(data["roles"])
     return previous._replace(**changes)
 
 
@@ -126,12 +135,18 @@ class RoleNames:
         # @everyone's id is the guild's id; every member has it.
         self.everyone = self._names.get(guild_id, "@everyone")
         self._guild_id = guild_id
+        # Members share a few role sets: each is ranked once per snapshot, not per member.
+        self._ranked: dict[tuple[int, ...], tuple[str, ...]] = {}
 
-    def of(self, role_ids: Iterable[int]) -> list[str]:
+    def of(self, role_ids: tuple[int, ...]) -> tuple[str, ...]:
         """Names of *role_ids* (unknown ids skipped), highest first, ``@everyone`` last."""
-        known = [rid for rid in role_ids if rid in self._rank and rid != self._guild_id]
-        known.sort(key=self._rank.__getitem__)
-        return [self._names[rid] for rid in known] + [self.everyone]
+        names = self._ranked.get(role_ids)
+        if names is None:
+            known = [rid for rid in role_ids if rid in self._rank and rid != self._guild_id]
+            known.sort(key=self._rank.__getitem__)
+            names = self._ranked[role_ids] = (*(self._names[rid] for rid in known),
+                                              self.everyone)
+        return names
 
 
 def avatar_url(
@@ -171,11 +186,10 @@ def js_timestamp(value: datetime | str | None) -> str | None:
     if value is None:
         return None
     if isinstance(value, str):
-        if len(value) >= 25 and value[10] == "T" and value.endswith("+00:00"):
+        if value.endswith("+00:00") and len(value) >= 25 and value[10] == "T":
             # Discord's own form (2024-03-05T06:07:08.912345+00:00): cut it rather than
             # parse it; a snapshot does this for every member.
-            fraction = value[19:-6]
-            millis = (fraction[1:4] + "000")[:3] if fraction.startswith(".") else "000"
+            millis = (value[20:-6] + "000")[:3] if value[19] == "." else "000"
             return f"{value[:19]}.{millis}Z"
         try:
             value = datetime.fromisoformat(value)
