@@ -115,6 +115,42 @@ def _storage_uri(name: str, raw: str) -> str:
     return value
 
 
+def _redis_url(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not value:
+        return ""
+    scheme = urlsplit(value).scheme
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"{name} must be a redis://, rediss:// or unix:// URL, got a {scheme or 'bare'} value")
+    return value
+
+
+def _secret(name: str, raw: str) -> str:
+    # Never echoed in an error message: it is a secret.
+    return raw.strip()
+
+
+def _key_prefix(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not value or len(value) > 64 or not value.isprintable() or " " in value:
+        raise ConfigError(f"{name} must be 1 to 64 printable characters without spaces, got {raw!r}")
+    return value
+
+
+def _optional_integer(minimum: int) -> Callable[[str, str], int]:
+    # "" means "not set" (0): the caller picks the default.
+    parse = _integer(minimum)
+
+    def parse_optional(name: str, raw: str) -> int:
+        return 0 if not raw.strip() else parse(name, raw)
+
+    return parse_optional
+
+
+#: The shortest SESSION_SECRET Redis mode accepts.
+MIN_SECRET_LENGTH = 32
+
+
 def _setting(env: str, default: str, parse: Callable[[str, str], Any]) -> Any:
     return field(metadata={"env": env, "default": default, "parse": parse})
 
@@ -155,6 +191,13 @@ class Settings:
     max_sessions_per_token: int = _setting("MAX_SESSIONS_PER_TOKEN", "10", _integer(1))
     max_sessions_per_ip: int = _setting("MAX_SESSIONS_PER_IP", "10", _integer(1))
     event_buffer_size: int = _setting("EVENT_BUFFER_SIZE", "1000", _integer(1))
+    redis_url: str = _setting("REDIS_URL", "", _redis_url)
+    # Kept out of repr(): settings objects may be logged or shown in a debugger.
+    session_secret: str = field(repr=False, metadata={
+        "env": "SESSION_SECRET", "default": "", "parse": _secret})
+    redis_key_prefix: str = _setting("REDIS_KEY_PREFIX", "membersense:", _key_prefix)
+    web_concurrency: int = _setting("WEB_CONCURRENCY", "", _optional_integer(1))
+    bot_lease_time: int = _setting("BOT_LEASE_TIME", "15000", _integer(3000, "milliseconds"))
 
     @classmethod
     def env_names(cls) -> dict[str, str]:
@@ -177,7 +220,29 @@ class Settings:
             elif isinstance(raw, (list, tuple)):
                 raw = ",".join(raw)
             parsed[f.name] = f.metadata["parse"](env, str(raw))
-        return cls(**parsed)
+        settings = cls(**parsed)
+        if settings.redis_url and len(settings.session_secret) < MIN_SECRET_LENGTH:
+            raise ConfigError(
+                f"SESSION_SECRET must be at least {MIN_SECRET_LENGTH} characters in Redis mode "
+                "(REDIS_URL is set): it encrypts the bot tokens kept in Redis")
+        return settings
+
+    @property
+    def redis_mode(self) -> bool:
+        """True when sessions and bot state live in Redis (REDIS_URL is set)."""
+        return bool(self.redis_url)
+
+    @property
+    def rate_limit_storage(self) -> str:
+        """Where rate-limit windows live: RATE_LIMIT_STORAGE_URI, or Redis in Redis mode."""
+        if self.redis_mode and self.rate_limit_storage_uri == "memory://":
+            return self.redis_url
+        return self.rate_limit_storage_uri
+
+    @property
+    def bot_lease_time_s(self) -> float:
+        """How long a process owns a bot's gateway connection without renewing, in seconds."""
+        return self.bot_lease_time / 1000
 
     @property
     def session_timeout_s(self) -> float:

@@ -18,12 +18,14 @@ from __future__ import annotations
 import logging
 import math
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, current_app, g, json
 from werkzeug.exceptions import HTTPException
 
 from membersense.discord import errors as discord_errors
+from membersense.sessions import LoginRefused, Refusal, StoreUnavailable
 
 __all__ = [
     "ApiError",
@@ -176,6 +178,34 @@ def _handle_discord_error(error: discord_errors.DiscordError) -> Response:
     return _json_error(status, error.message, extra=extra, headers=headers)
 
 
+#: Retry-After of a login refused because the server is full: sessions end
+#: when their clients log out or go idle, so a while, not a moment.
+FULL_RETRY_AFTER_S = 60
+#: Retry-After of a login refused during shutdown: another instance may take it.
+CLOSING_RETRY_AFTER_S = 1
+
+#: Each login refusal as an API error.
+LOGIN_REFUSALS: dict[Refusal, Callable[[], ApiError]] = {
+    Refusal.FULL: lambda: ServiceUnavailable("Maximum number of concurrent users reached",
+                                             retry_after=FULL_RETRY_AFTER_S),
+    Refusal.CLOSED: lambda: ServiceUnavailable("Server is shutting down",
+                                               retry_after=CLOSING_RETRY_AFTER_S),
+    Refusal.TOKEN: lambda: TooManyRequests(
+        "Too many sessions are open with this bot token: log out of one first"),
+    Refusal.CLIENT: lambda: TooManyRequests(
+        "Too many sessions are open from this address: log out of one first"),
+}
+
+
+def _handle_login_refused(error: LoginRefused) -> Response:
+    return _handle_http_exception(LOGIN_REFUSALS[error.refusal]())
+
+
+def _handle_store_unavailable(error: StoreUnavailable) -> Response:
+    extra, headers = _retry_fields(error.retry_after)
+    return _json_error(503, "Session store unavailable", extra=extra, headers=headers)
+
+
 def _handle_unexpected(error: Exception) -> Response:
     # Type and innermost location only: exception text may hold a secret.
     frame = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
@@ -193,4 +223,6 @@ def register_error_handlers(app: Flask) -> None:
     """Route every error the app can produce through the JSON error path."""
     app.register_error_handler(HTTPException, _handle_http_exception)
     app.register_error_handler(discord_errors.DiscordError, _handle_discord_error)
+    app.register_error_handler(StoreUnavailable, _handle_store_unavailable)
+    app.register_error_handler(LoginRefused, _handle_login_refused)
     app.register_error_handler(Exception, _handle_unexpected)

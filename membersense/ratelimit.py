@@ -154,7 +154,7 @@ class RateLimiting:
         window_s = settings.rate_limit_window // 1000
         app.extensions[self.key] = _Budget(
             RateLimitItemPerSecond(settings.rate_limit_max_requests, window_s),
-            settings.rate_limit_storage_uri,
+            settings.rate_limit_storage,
         )
         app.before_request(self._check)
         app.after_request(self._add_headers)

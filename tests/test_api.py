@@ -304,3 +304,19 @@ def test_a_bot_left_without_servers_cannot_log_in(
     assert response.get_json() == {
         "error": "The bot is not in any server: invite it to a server first"}
     assert runtime_of(app).store.count() == 0
+
+
+@pytest.mark.parametrize(("caps", "message"), [
+    ({"MAX_SESSIONS_PER_TOKEN": 2}, "Too many sessions are open with this bot token: log out of one first"),
+    ({"MAX_SESSIONS_PER_IP": 2}, "Too many sessions are open from this address: log out of one first"),
+])
+def test_per_token_and_per_address_caps_are_429_never_an_eviction(
+        make_app: Callable[..., Flask], caps: dict[str, int], message: str) -> None:
+    client = make_app(**caps).test_client()
+    sessions = [client.post("/api/auth/login", json={"token": "good-token"}).get_json()["sessionId"]
+                for _ in range(2)]
+    refused = client.post("/api/auth/login", json={"token": "good-token"})
+    assert refused.status_code == 429
+    assert refused.get_json() == {"error": message}
+    for session_id in sessions:  # nobody else's session was evicted
+        assert client.get("/api/members", headers=auth(session_id)).status_code == 200

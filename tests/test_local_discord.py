@@ -25,7 +25,7 @@ from membersense.discord.errors import (
     NoGuilds,
     ServiceClosed,
 )
-from membersense.errors import ServiceUnavailable
+from membersense.sessions import LoginRefused
 from membersense.sandbox.config import SandboxConfig
 from membersense.sandbox.server import SandboxServer
 from tests.inprocess import Bots, thread_names
@@ -360,7 +360,7 @@ def test_closing_the_runtime_ends_sessions_and_refuses_new_logins(
     wait_until(lambda: sandbox_sockets(sandbox) == 0, what="sockets to close")
     with pytest.raises(ServiceClosed):
         session.members()
-    with pytest.raises(ServiceUnavailable):
+    with pytest.raises(LoginRefused):
         bots.login(MAIN_TOKEN)
 
 

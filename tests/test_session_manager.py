@@ -10,8 +10,14 @@ import pytest
 
 from membersense.discord.errors import InvalidToken, NoGuilds
 from membersense.discord.tokens import fingerprint
-from membersense.errors import ServiceUnavailable, TooManyRequests
-from membersense.sessions import ID_LENGTH, Caps, MemorySessionStore, SessionManager
+from membersense.sessions import (
+    ID_LENGTH,
+    Caps,
+    LoginRefused,
+    MemorySessionStore,
+    Refusal,
+    SessionManager,
+)
 from tests.fakes import FakeClock, FakeDiscord
 
 _managers: list[SessionManager] = []
@@ -74,28 +80,26 @@ def test_the_cap_counts_logins_still_under_way(clock: FakeClock) -> None:
     deadline = time.monotonic() + 5
     while manager.store.count() == 0 and time.monotonic() < deadline:  # the login has its slot
         time.sleep(0.001)
-    with pytest.raises(ServiceUnavailable) as refused:
+    with pytest.raises(LoginRefused) as refused:
         manager.login("good-token")
-    assert refused.value.description == "Maximum number of concurrent users reached"
-    assert refused.value.headers["Retry-After"] == "60"
+    assert refused.value.refusal is Refusal.FULL
     discord.gate.set()
     slow.join(5)
     assert len(results) == 1 and manager.store.count() == 1
 
 
-@pytest.mark.parametrize(("caps", "client", "message"), [
-    (Caps(10, 2, 10), None, "Too many sessions are open with this bot token: log out of one first"),
-    (Caps(10, 10, 2), "10.0.0.7",
-     "Too many sessions are open from this address: log out of one first"),
+@pytest.mark.parametrize(("caps", "client", "refusal"), [
+    (Caps(10, 2, 10), None, Refusal.TOKEN),
+    (Caps(10, 10, 2), "10.0.0.7", Refusal.CLIENT),
 ])
-def test_per_token_and_per_client_caps_are_429s(clock: FakeClock, caps: Caps,
-                                                client: str | None, message: str) -> None:
+def test_per_token_and_per_client_caps(clock: FakeClock, caps: Caps, client: str | None,
+                                       refusal: Refusal) -> None:
     manager = make_manager(clock, caps=caps)
     for _ in range(2):
         manager.login("good-token", "10.0.0.7")
-    with pytest.raises(TooManyRequests) as refused:
+    with pytest.raises(LoginRefused) as refused:
         manager.login("good-token", client or "10.0.0.8")
-    assert refused.value.description == message
+    assert refused.value.refusal is refusal
     assert manager.store.count() == 2  # nobody else's session was evicted
 
 
@@ -145,9 +149,9 @@ def test_close_all_ends_every_session_and_refuses_new_ones(clock: FakeClock) -> 
         manager.login("good-token")
     assert manager.close_all() == 3
     assert len(discord.released()) == 3
-    with pytest.raises(ServiceUnavailable) as refused:
+    with pytest.raises(LoginRefused) as refused:
         manager.login("good-token")
-    assert refused.value.description == "Server is shutting down"
+    assert refused.value.refusal is Refusal.CLOSED
     assert manager.close_all() == 0
 
 

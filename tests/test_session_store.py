@@ -113,12 +113,12 @@ def test_close_for_ends_a_bots_logged_in_sessions_only(store: SessionStore) -> N
     assert store.get(other.id) is not None
 
 
-def test_close_all_refuses_new_sessions(store: SessionStore,
+def test_shutdown_refuses_new_sessions(store: SessionStore,
                                         ended: list[tuple[str, str]]) -> None:
     opened(store, 1)
-    assert len(store.close_all()) == 1
+    assert len(store.shutdown()) == 1
     assert store.open(record(2), CAPS) is Refusal.CLOSED
-    assert store.close_all() == []
+    assert store.shutdown() == []
     assert ended[-1][1] == "shutdown"
 
 

@@ -12,9 +12,16 @@ connection pool (:mod:`membersense.discord.pool`) keeps a bot connected while
 the store has sessions of it.
 """
 
-from membersense.sessions.manager import SessionManager
+from membersense.sessions.manager import LoginRefused, SessionManager
 from membersense.sessions.memory import MemorySessionStore
-from membersense.sessions.store import ID_LENGTH, Caps, Refusal, SessionRecord, SessionStore
+from membersense.sessions.store import (
+    ID_LENGTH,
+    Caps,
+    Refusal,
+    SessionRecord,
+    SessionStore,
+    StoreUnavailable,
+)
 
-__all__ = ["ID_LENGTH", "Caps", "MemorySessionStore", "Refusal", "SessionManager",
-           "SessionRecord", "SessionStore"]
+__all__ = ["ID_LENGTH", "Caps", "LoginRefused", "MemorySessionStore", "Refusal",
+           "SessionManager", "SessionRecord", "SessionStore", "StoreUnavailable"]

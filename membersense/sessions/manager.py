@@ -18,47 +18,41 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from nanoid import generate
 
 from membersense.discord.service import BotLogin, DiscordService
 from membersense.discord.tokens import fingerprint
-from membersense.errors import ServiceUnavailable, TooManyRequests
 from membersense.sessions.store import ID_LENGTH, Caps, Refusal, SessionRecord, SessionStore
 
-__all__ = ["SessionManager"]
+__all__ = ["LoginRefused", "SessionManager"]
 
 log = logging.getLogger("membersense.sessions")
 
-#: Retry-After of a login refused because the server is full: sessions end
-#: when their clients log out or go idle, so a while, not a moment.
-FULL_RETRY_AFTER_S = 60
-#: Retry-After of a login refused during shutdown: another instance may take it.
-CLOSING_RETRY_AFTER_S = 1
 
-_REFUSALS = {
-    Refusal.FULL: lambda: ServiceUnavailable("Maximum number of concurrent users reached",
-                                             retry_after=FULL_RETRY_AFTER_S),
-    Refusal.CLOSED: lambda: ServiceUnavailable("Server is shutting down",
-                                               retry_after=CLOSING_RETRY_AFTER_S),
-    Refusal.TOKEN: lambda: TooManyRequests(
-        "Too many sessions are open with this bot token: log out of one first"),
-    Refusal.CLIENT: lambda: TooManyRequests(
-        "Too many sessions are open from this address: log out of one first"),
-}
+class LoginRefused(Exception):
+    """A login was refused before it reached Discord: a cap, or shutdown (*refusal* says which)."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.value)
+        self.refusal = refusal
 
 
 class SessionManager:
     """Sessions over a store and the Discord service (see the module docstring).
 
-    *cleanup_interval* is the sweeper's period in seconds.
+    *cleanup_interval* is the sweeper's period in seconds. *seal*, when
+    given, encrypts the token kept with each session (Redis mode: any process
+    may have to act for any session).
     """
 
     def __init__(self, store: SessionStore, discord: DiscordService, *, caps: Caps,
-                 cleanup_interval: float) -> None:
+                 cleanup_interval: float, seal: Callable[[str], str] | None = None) -> None:
         self.store = store
         self.discord = discord
         self.caps = caps
+        self._seal = seal
         self.cleanup_interval = cleanup_interval
         self._sweeper: _Sweeper | None = None
         self._lock = threading.Lock()
@@ -71,15 +65,16 @@ class SessionManager:
     def login(self, token: str, client: str | None = None) -> tuple[SessionRecord, BotLogin]:
         """Log *token* in for a new session; the session and the bot's guilds.
 
-        Raises 503 when the server is full or closing, 429 past the per-token
-        or per-client cap, and the Discord service's errors.
+        Raises :class:`LoginRefused` when a cap is reached or the server is
+        closing, and the Discord service's errors.
         """
         pending = SessionRecord(id=generate(size=ID_LENGTH), fingerprint=fingerprint(token),
                                 guild_ids=(), created_at=time.time(), last_activity=0.0,
-                                client=client)
+                                client=client,
+                                sealed_token=self._seal(token) if self._seal else None)
         refusal = self.store.open(pending, self.caps)
         if refusal is not None:
-            raise _REFUSALS[refusal]()
+            raise LoginRefused(refusal)
         try:
             bot = self.discord.login(token)
             record = self.store.activate(pending.id, tuple(g.id for g in bot.guilds))
@@ -87,7 +82,7 @@ class SessionManager:
             self.store.close(pending.id, reason="login failed")
             raise
         if record is None:  # closed while logging in: the server is shutting down
-            raise _REFUSALS[Refusal.CLOSED]()
+            raise LoginRefused(Refusal.CLOSED)
         self._start_sweeper()
         log.info("session opened", extra={"fields": {"session": record.short_id,
                                                       "token": record.fingerprint}})
@@ -127,7 +122,7 @@ class SessionManager:
         if sweeper is not None:
             sweeper.stop()
         # Logins under way are cut short too; only logged-in sessions count as closed.
-        closed = sum(not record.pending for record in self.store.close_all())
+        closed = sum(not record.pending for record in self.store.shutdown())
         if closed:
             log.info("closed sessions at shutdown", extra={"fields": {"count": closed}})
         return closed

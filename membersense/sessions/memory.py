@@ -143,8 +143,8 @@ class MemorySessionStore(SessionStore):
         self._ended(removed, "expired")
         return removed
 
-    def close_all(self) -> list[SessionRecord]:
-        """Refuse new sessions and remove every one."""
+    def shutdown(self) -> list[SessionRecord]:
+        """Refuse new sessions and remove every one: they live in this process only."""
         with self._lock:
             self._refusing = True
             removed = list(self._records.values())

@@ -17,11 +17,11 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 __all__ = ["ID_LENGTH", "Caps", "EndListener", "Refusal", "SessionRecord", "SessionStore",
-           "valid_session_id"]
+           "StoreUnavailable", "valid_session_id"]
 
 #: Length of a session id (nanoid's default).
 ID_LENGTH = 21
@@ -50,6 +50,8 @@ class SessionRecord:
     last_activity: float
     client: str | None = None
     pending: bool = True
+    #: The bot token, sealed (Redis mode keeps it so any process can act for the session).
+    sealed_token: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def short_id(self) -> str:
@@ -80,6 +82,14 @@ class Refusal(enum.Enum):
 
 
 EndListener = Callable[["SessionRecord", str], None]
+
+
+class StoreUnavailable(Exception):
+    """The session store cannot be reached (Redis is down); *retry_after* in seconds."""
+
+    def __init__(self, retry_after: float = 1.0) -> None:
+        super().__init__("Session store unavailable")
+        self.retry_after = retry_after
 
 
 class SessionStore(ABC):
@@ -124,8 +134,12 @@ class SessionStore(ABC):
         """Remove and return every session idle for too long (and stale pending ones)."""
 
     @abstractmethod
-    def close_all(self) -> list[SessionRecord]:
-        """Refuse new sessions and remove every one (shutdown). Idempotent."""
+    def shutdown(self) -> list[SessionRecord]:
+        """This process stops: refuse new sessions, and end those that die with it.
+
+        A process-local store removes (and returns) every session; a shared one
+        keeps them for the other processes and returns none. Idempotent.
+        """
 
     @abstractmethod
     def refuse_new(self) -> None:
