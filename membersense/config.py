@@ -151,8 +151,10 @@ def _optional_integer(minimum: int) -> Callable[[str, str], int]:
 MIN_SECRET_LENGTH = 32
 
 
-def _setting(env: str, default: str, parse: Callable[[str, str], Any]) -> Any:
-    return field(metadata={"env": env, "default": default, "parse": parse})
+def _setting(env: str, default: str, parse: Callable[[str, str], Any], *,
+             secret: bool = False) -> Any:
+    # A secret is kept out of repr(): settings objects may be logged or shown in a debugger.
+    return field(repr=not secret, metadata={"env": env, "default": default, "parse": parse})
 
 
 @dataclass(frozen=True)
@@ -192,9 +194,7 @@ class Settings:
     max_sessions_per_ip: int = _setting("MAX_SESSIONS_PER_IP", "10", _integer(1))
     event_buffer_size: int = _setting("EVENT_BUFFER_SIZE", "1000", _integer(1))
     redis_url: str = _setting("REDIS_URL", "", _redis_url)
-    # Kept out of repr(): settings objects may be logged or shown in a debugger.
-    session_secret: str = field(repr=False, metadata={
-        "env": "SESSION_SECRET", "default": "", "parse": _secret})
+    session_secret: str = _setting("SESSION_SECRET", "", _secret, secret=True)
     redis_key_prefix: str = _setting("REDIS_KEY_PREFIX", "membersense:", _key_prefix)
     web_concurrency: int = _setting("WEB_CONCURRENCY", "", _optional_integer(1))
     bot_lease_time: int = _setting("BOT_LEASE_TIME", "15000", _integer(3000, "milliseconds"))

@@ -25,9 +25,9 @@ from membersense.discord.errors import (
     NoGuilds,
     ServiceClosed,
 )
-from membersense.sessions import LoginRefused
 from membersense.sandbox.config import SandboxConfig
 from membersense.sandbox.server import SandboxServer
+from membersense.sessions import LoginRefused
 from tests.inprocess import Bots, thread_names
 from tests.integration.support import (
     LONELY_TOKEN,
