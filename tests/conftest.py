@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import io
+import os
 import shutil
-import subprocess
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
 from membersense import create_app, runtime_of
 from membersense.logs import configure_logging
 from tests.fakes import FakeClock, FakeDiscord
-from tests.servers import free_port
+from tests.redis_support import (
+    SHARED_URL,
+    RedisServer,
+    delete_prefix,
+    new_prefix,
+    shared_redis_alive,
+)
 
 
 @pytest.fixture
@@ -77,33 +81,29 @@ def login(client: FlaskClient) -> Callable[..., str]:
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """A Redis for tests: the machine's on 127.0.0.1:6379, else a throwaway redis-server."""
-    try:
-        redis.Redis(host="127.0.0.1", port=6379, socket_timeout=1).ping()
-        yield "redis://127.0.0.1:6379/0"
+    """A Redis for tests: the machine's on 127.0.0.1:6379, else a throwaway redis-server.
+
+    Without either, the test is skipped with the reason, except in CI (``CI`` set),
+    where Redis is part of the machine and its absence is a failure.
+    """
+    if shared_redis_alive():
+        yield SHARED_URL
         return
-    except redis.RedisError:
-        pass
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("no Redis on 127.0.0.1:6379 and no redis-server to start one")
-    port = free_port()
-    process = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1",
-                                "--save", "", "--appendonly", "no"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+    if shutil.which("redis-server") is None:
+        message = "no Redis on 127.0.0.1:6379 and no redis-server to start one"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    server = RedisServer().start()
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.RedisError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield server.url
     finally:
-        client.close()
-        process.terminate()
-        process.wait(10)
+        server.stop()
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; its keys are deleted afterwards."""
+    prefix = new_prefix()
+    yield prefix
+    delete_prefix(redis_url, prefix)

@@ -155,4 +155,5 @@ class SessionStore(ABC):
 
     @abstractmethod
     def fingerprints(self) -> set[str]:
-        """The bots that have sessions now."""
+        """Bots with sessions now: every one (a process-local store) or those this process
+        has seen lately (a shared store, whose other sessions expire by themselves)."""
