@@ -11,7 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from membersense.bus import EVENT_TYPES, Event, MemoryEventBus, topic_of
+from membersense.bus import EVENT_TYPES, Event, EventBus, MemoryEventBus, topic_of
+from membersense.cluster.bus import RedisEventBus
+from membersense.cluster.connection import RedisConnection
+from membersense.cluster.writer import Writer
 from membersense.discord.tokens import fingerprint
 from membersense.sandbox.config import SandboxConfig
 from membersense.sandbox.server import SandboxServer
@@ -21,18 +24,61 @@ from tests.integration.support import MAIN_TOKEN, Control, wait_until, write_sce
 TOPIC = topic_of("bot", 1)
 
 
-def publish(bus: MemoryEventBus, n: int, topic: str = TOPIC) -> list[Event]:
-    return [bus.publish(topic, "message.create", {"n": i}) for i in range(n)]
+class Buses:
+    """Buses of one kind for a test; Redis ones write off the caller's thread, so tests
+    let them settle before reading what was just published."""
+
+    def __init__(self, kind: str, request: pytest.FixtureRequest) -> None:
+        self.kind = kind
+        self._request = request
+        self._closers: list = []
+
+    def make(self, capacity: int = 10) -> EventBus:
+        if self.kind == "memory":
+            return MemoryEventBus(capacity)
+        url = self._request.getfixturevalue("redis_url")
+        prefix = self._request.getfixturevalue("redis_prefix")
+        connection = RedisConnection(url, prefix)
+        writer = Writer(connection)
+        bus = RedisEventBus(connection, writer, capacity=capacity, retention_s=60)
+        self._closers += [bus.close, writer.close, connection.close]
+        bus.settle = lambda: writer.flush(5)  # type: ignore[attr-defined]
+        return bus
+
+    def close(self) -> None:
+        for close in self._closers:
+            close()
 
 
-def test_events_come_back_in_order_after_an_id() -> None:
-    bus = MemoryEventBus(10)
+@pytest.fixture(params=["memory", "redis"])
+def buses(request: pytest.FixtureRequest) -> Iterator[Buses]:
+    made = Buses(request.param, request)
+    yield made
+    made.close()
+
+
+def settle(bus: EventBus) -> None:
+    getattr(bus, "settle", lambda: None)()
+
+
+def publish(bus: EventBus, n: int, topic: str = TOPIC) -> list[Event]:
+    events = [bus.publish(topic, "message.create", {"n": i}) for i in range(n)]
+    settle(bus)
+    return events
+
+
+def test_events_come_back_in_order_after_an_id(buses: Buses) -> None:
+    bus = buses.make(10)
+    bus.restart(TOPIC)
+    settle(bus)
     start = bus.cursor(TOPIC)
     events = publish(bus, 5)
     assert [e.guild_id for e in events] == ["1"] * 5
     assert len({e.id for e in events}) == 5
     batch = bus.read(TOPIC, start)
-    assert batch.events == tuple(events) and not batch.reset and batch.cursor == events[-1].id
+    assert [e.id for e in batch.events] == [e.id for e in events]
+    assert [e.data for e in batch.events] == [e.data for e in events]
+    assert not batch.reset and batch.cursor == events[-1].id
     after_two = bus.read(TOPIC, events[1].id)
     assert [e.data["n"] for e in after_two.events] == [2, 3, 4]
     limited = bus.read(TOPIC, start, limit=2)
@@ -40,13 +86,35 @@ def test_events_come_back_in_order_after_an_id() -> None:
     assert bus.read(TOPIC, events[-1].id).events == ()
 
 
-def test_topics_are_separate() -> None:
-    bus = MemoryEventBus(10)
+def test_topics_are_separate(buses: Buses) -> None:
+    bus = buses.make(10)
+    bus.restart(TOPIC)
+    bus.restart(topic_of("bot", 2))
+    settle(bus)
     start_a, start_b = bus.cursor(TOPIC), bus.cursor(topic_of("bot", 2))
     publish(bus, 3)
     publish(bus, 1, topic_of("bot", 2))
     assert len(bus.read(TOPIC, start_a).events) == 3
     assert len(bus.read(topic_of("bot", 2), start_b).events) == 1
+
+
+def test_an_id_that_fell_out_of_redis_stream_is_a_reset(redis_url: str,
+                                                       redis_prefix: str) -> None:
+    connection = RedisConnection(redis_url, redis_prefix)
+    writer = Writer(connection)
+    bus = RedisEventBus(connection, writer, capacity=3, retention_s=60)
+    try:
+        bus.restart(TOPIC)
+        events = [bus.publish(TOPIC, "message.create", {"n": i}) for i in range(450)]
+        writer.flush(5)
+        # MAXLEN ~ trims whole nodes of the stream: the first ones are gone for sure.
+        assert bus.read(TOPIC, events[0].id).reset
+        kept = bus.read(TOPIC, events[-2].id)
+        assert not kept.reset and [e.data["n"] for e in kept.events] == [449]
+    finally:
+        bus.close()
+        writer.close()
+        connection.close()
 
 
 def test_an_id_that_fell_out_of_the_buffer_is_a_reset() -> None:
@@ -62,26 +130,28 @@ def test_an_id_that_fell_out_of_the_buffer_is_a_reset() -> None:
 
 
 @pytest.mark.parametrize("stale", ["", "nonsense", "abc-1", "-1", "x-99999999999999999999",
-                                   "deadbeef-12"])
-def test_ids_from_another_epoch_or_made_up_are_a_reset(stale: str) -> None:
-    bus = MemoryEventBus(10)
+                                   "deadbeef-12", "deadbeef.1-0", "x.99999999999999-0"])
+def test_ids_from_another_epoch_or_made_up_are_a_reset(buses: Buses, stale: str) -> None:
+    bus = buses.make(10)
     publish(bus, 2)
     assert bus.read(TOPIC, stale).reset
 
 
-def test_a_restart_makes_earlier_ids_a_reset() -> None:
-    bus = MemoryEventBus(10)
+def test_a_restart_makes_earlier_ids_a_reset(buses: Buses) -> None:
+    bus = buses.make(10)
     old = publish(bus, 2)
     bus.restart(TOPIC)
+    settle(bus)
     assert bus.read(TOPIC, old[-1].id).reset
     fresh = bus.cursor(TOPIC)
-    assert fresh.split("-")[0] != old[-1].id.split("-")[0]
+    assert fresh[:8] != old[-1].id[:8]
     publish(bus, 1)
     assert len(bus.read(TOPIC, fresh).events) == 1
 
 
-def test_a_read_waits_up_to_its_timeout_for_the_next_event() -> None:
-    bus = MemoryEventBus(10)
+def test_a_read_waits_up_to_its_timeout_for_the_next_event(buses: Buses) -> None:
+    bus = buses.make(10)
+    publish(bus, 1)
     cursor = bus.cursor(TOPIC)
     started = time.monotonic()
     assert bus.read(TOPIC, cursor, timeout=0.2).events == ()
@@ -95,8 +165,8 @@ def test_a_read_waits_up_to_its_timeout_for_the_next_event() -> None:
     assert len(batch.events) == 1 and time.monotonic() - started < 4
 
 
-def test_after_none_waits_for_the_next_event_only() -> None:
-    bus = MemoryEventBus(10)
+def test_after_none_waits_for_the_next_event_only(buses: Buses) -> None:
+    bus = buses.make(10)
     publish(bus, 3)
     timer = threading.Timer(0.05, lambda: bus.publish(TOPIC, "member.join", {"id": "9"}))
     timer.start()
@@ -105,8 +175,10 @@ def test_after_none_waits_for_the_next_event_only() -> None:
     assert [e.type for e in batch.events] == ["member.join"]
 
 
-def test_many_readers_each_see_every_event() -> None:
-    bus = MemoryEventBus(1000)
+def test_many_readers_each_see_every_event(buses: Buses) -> None:
+    bus = buses.make(1000)
+    bus.restart(TOPIC)
+    settle(bus)
     start = bus.cursor(TOPIC)
     seen: dict[int, list[int]] = {}
 
@@ -144,8 +216,9 @@ def test_close_wakes_waiting_readers() -> None:
     thread.join(5)
 
 
-def test_subscribers_hear_every_event_and_one_broken_subscriber_harms_none() -> None:
-    bus = MemoryEventBus(10)
+def test_subscribers_hear_every_event_and_one_broken_subscriber_harms_none(
+        buses: Buses) -> None:
+    bus = buses.make(10)
     heard: list[str] = []
 
     def broken(event: Event) -> None:
