@@ -59,7 +59,8 @@ def create_app(test_config: Mapping[str, Any] | None = None, *,
         settings = load_settings()
     else:
         settings = load_settings(environ={}, overrides=overrides)
-    processes.check_host()
+    if not settings.redis_mode:
+        processes.check_host()
 
     app = Flask(__name__, static_folder=None)
     app.config.update(
@@ -76,7 +77,8 @@ def create_app(test_config: Mapping[str, Any] | None = None, *,
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
 
     access.init_app(app)  # first: every later hook and error sees a request id
-    processes.init_app(app)
+    if not settings.redis_mode:
+        processes.init_app(app)
     _init_cors(app, settings)
     extensions.init_app(app, Runtime(settings, discord=discord, clock=clock))
     register_error_handlers(app)

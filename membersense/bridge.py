@@ -104,15 +104,7 @@ class Bridge:
         """
         if self.in_loop_thread():
             raise RuntimeError("Bridge.call() cannot be used from the bridge's own loop thread")
-        loop = self._ensure_started()
-        # The coroutine object is created only now, so a refused call never
-        # leaves a "coroutine was never awaited" behind.
-        coro = fn(*args)
-        try:
-            future = asyncio.run_coroutine_threadsafe(coro, loop)
-        except RuntimeError:  # the loop closed between the check and here
-            coro.close()
-            raise BridgeClosed("the Discord bridge has stopped") from None
+        future = self.submit(fn, *args)
         try:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
@@ -120,6 +112,22 @@ class Bridge:
             raise TimeoutError(f"bridge call did not finish within {timeout:g}s") from None
         except concurrent.futures.CancelledError:
             # Cancelled on the loop (by stop()), not by us.
+            raise BridgeClosed("the Discord bridge has stopped") from None
+
+    def submit(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any
+               ) -> concurrent.futures.Future[T]:
+        """Start ``await fn(*args)`` on the loop without waiting; its future.
+
+        Refused as :meth:`call` is (after :meth:`stop`, in a forked child).
+        """
+        loop = self._ensure_started()
+        # The coroutine object is created only now, so a refused call never
+        # leaves a "coroutine was never awaited" behind.
+        coro = fn(*args)
+        try:
+            return asyncio.run_coroutine_threadsafe(coro, loop)
+        except RuntimeError:  # the loop closed between the check and here
+            coro.close()
             raise BridgeClosed("the Discord bridge has stopped") from None
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:

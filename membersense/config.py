@@ -265,6 +265,12 @@ class Settings:
         return self.connection_linger / 1000
 
     @property
+    def pending_timeout_s(self) -> float:
+        """How long a session may stay pending (its login under way) before it expires: the
+        login's own bound and a margin, should the process die mid-login."""
+        return self.login_timeout_s + 30.0
+
+    @property
     def login_timeout_s(self) -> float:
         """Bound on a login (token check, gateway READY, member chunking), in seconds."""
         return self.login_timeout / 1000

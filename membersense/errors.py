@@ -127,6 +127,7 @@ DISCORD_STATUSES: dict[type[discord_errors.DiscordError], int] = {
     discord_errors.MembersLoading: 503,
     discord_errors.HeldBack: 503,
     discord_errors.Busy: 503,
+    discord_errors.Reconnecting: 503,
     discord_errors.ServiceClosed: 503,
     discord_errors.DiscordUnavailable: 502,
     discord_errors.DiscordTimeout: 504,

@@ -2,11 +2,13 @@
 
 A :class:`Runtime` owns the session store and its manager (with the idle
 sweeper), the Discord service (the loop thread, bot connections, snapshot
-builder) and the event bus. Nothing starts when it is built: threads start
-with the first login, in the serving process. :meth:`Runtime.close` stops
-everything in a stated order, once, whoever calls it first: the server's
-shutdown hook (gunicorn's, see :mod:`membersense.serving`) or ``atexit``
-where the server offers nothing better (uWSGI, mod_wsgi; see ``wsgi.py``).
+builder) and the event bus: in this process's memory, or, with ``REDIS_URL``
+set, in Redis (:mod:`membersense.cluster`). Nothing starts when it is built:
+threads start with the first request that needs them, in the serving process.
+:meth:`Runtime.close` stops everything in a stated order, once, whoever calls
+it first: the server's shutdown hook (gunicorn's, see :mod:`membersense.serving`)
+or ``atexit`` where the server offers nothing better (uWSGI, mod_wsgi; see
+``wsgi.py``).
 """
 
 from __future__ import annotations
@@ -15,21 +17,21 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from flask import Flask
 
 from membersense.bus import EventBus, MemoryEventBus
 from membersense.config import Settings
 from membersense.discord.service import DiscordService
-from membersense.sessions import Caps, MemorySessionStore, SessionManager
+from membersense.sessions import Caps, MemorySessionStore, SessionManager, SessionStore
+
+if TYPE_CHECKING:
+    from membersense.cluster.wiring import ClusterParts
 
 __all__ = ["Runtime", "runtime_of"]
 
 log = logging.getLogger("membersense")
-
-#: A pending session (a login under way) expires this long after LOGIN_TIMEOUT,
-#: should its process die mid-login.
-PENDING_GRACE_S = 30.0
 
 _KEY = "membersense.runtime"
 
@@ -45,25 +47,39 @@ class Runtime:
     def __init__(self, settings: Settings, *, discord: DiscordService | None = None,
                  clock: Callable[[], float] | None = None) -> None:
         self.settings = settings
-        self.bus: EventBus = MemoryEventBus(settings.event_buffer_size)
+        self.bus: EventBus
         clock = clock or time.monotonic
-        self.store = MemorySessionStore(idle_timeout=settings.session_timeout_s,
-                                        pending_timeout=settings.login_timeout_s + PENDING_GRACE_S,
-                                        clock=clock)
-        if discord is None:
-            from membersense.discord.local import LocalDiscord  # imports discord.py
+        self._cluster: ClusterParts | None = None
+        seal: Callable[[str], str] | None = None
+        self.store: SessionStore
+        if settings.redis_mode and discord is None:
+            from membersense.cluster.wiring import build  # imports redis, cryptography
 
-            discord = LocalDiscord(settings, self.bus,
-                                   has_sessions=lambda bot: self.store.count_for(bot) > 0,
-                                   clock=clock)
+            self._cluster = build(settings, clock)
+            self.store, self.bus, discord = (self._cluster.store, self._cluster.bus,
+                                             self._cluster.discord)
+            seal = self._cluster.sealer.seal
+        else:
+            self.bus = MemoryEventBus(settings.event_buffer_size)
+            store = MemorySessionStore(
+                idle_timeout=settings.session_timeout_s,
+                pending_timeout=settings.pending_timeout_s, clock=clock)
+            self.store = store
+            if discord is None:
+                from membersense.discord.local import LocalDiscord  # imports discord.py
+
+                discord = LocalDiscord(settings, self.bus,
+                                       has_sessions=lambda bot: store.count_for(bot) > 0,
+                                       clock=clock)
         self.discord = discord
         self.sessions = SessionManager(
             self.store, discord,
             caps=Caps(settings.max_concurrent_users, settings.max_sessions_per_token,
                       settings.max_sessions_per_ip),
-            cleanup_interval=settings.cleanup_interval_s)
+            cleanup_interval=settings.cleanup_interval_s, seal=seal)
         self._lock = threading.Lock()
         self._closed = threading.Event()
+        self._refusing = False
 
     def __repr__(self) -> str:
         return f"<Runtime {'closed' if self.closed else 'open'} {self.sessions!r}>"
@@ -75,6 +91,7 @@ class Runtime:
 
     def refuse_new(self) -> None:
         """Refuse logins from now on (shutting down); everything else carries on."""
+        self._refusing = True
         self.sessions.refuse_new()
 
     def wait_closed(self, timeout: float) -> bool:
@@ -86,7 +103,9 @@ class Runtime:
 
         Logins are refused, every session ends (the sweeper stops), the Discord
         service closes every bot connection, then its loop thread and builder,
-        and the bus wakes whoever still waits on it.
+        and the bus wakes whoever still waits on it. In Redis mode the sessions
+        stay (other processes serve them), this process's leases are released
+        at once, and queued writes are flushed before Redis is let go.
         """
         with self._lock:
             if self._closed.is_set():
@@ -95,8 +114,16 @@ class Runtime:
                 self.sessions.close_all()
                 self.discord.close()
                 self.bus.close()
+                if self._cluster is not None:
+                    self._cluster.close_after_discord()
             finally:
                 self._closed.set()
+
+    def ready(self) -> bool:
+        """Whether this process can serve: not stopping, and its shared store reachable."""
+        if self._refusing or self.closed:
+            return False
+        return self._cluster is None or self._cluster.redis.ping()
 
 
 def init_app(app: Flask, runtime: Runtime) -> None:

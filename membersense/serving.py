@@ -23,9 +23,11 @@ the app is served:
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import threading
+from pathlib import Path
 from typing import Any
 
 from gunicorn import glogging
@@ -48,7 +50,9 @@ def gunicorn_options(settings: Settings | None = None) -> dict[str, Any]:
     settings = settings or load_settings()
     return {
         "bind": [f"0.0.0.0:{settings.port}"],
-        "workers": 1,
+        # Memory mode: one process (see on_starting). Redis mode: WEB_CONCURRENCY, else
+        # the CPUs this process may use.
+        "workers": (settings.web_concurrency or available_cpus()) if settings.redis_mode else 1,
         "worker_class": "gthread",
         "threads": settings.threads,
         # A request is bounded by LOGIN_TIMEOUT / DISCORD_TIMEOUT; the worker
@@ -89,8 +93,36 @@ class GunicornLogger(glogging.Logger):
         """Nothing: see the class docstring."""
 
 
+def available_cpus() -> int:
+    """The CPUs this process may use: its affinity, capped by a cgroup CPU quota.
+
+    ``os.cpu_count()`` reports the host's CPUs, also inside a container limited to two.
+    """
+    cpus = len(os.sched_getaffinity(0))
+    quota = _cgroup_cpu_quota()
+    return max(1, min(cpus, quota)) if quota is not None else max(1, cpus)
+
+
+def _cgroup_cpu_quota() -> int | None:
+    cgroup = Path("/sys/fs/cgroup")
+    try:  # cgroup v2: "max 100000" or "<quota> <period>"
+        quota, period = (cgroup / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else math.ceil(int(quota) / int(period))
+    except (OSError, ValueError):
+        pass
+    try:  # cgroup v1
+        quota = (cgroup / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+        period = (cgroup / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        return None if int(quota) <= 0 else math.ceil(int(quota) / int(period))
+    except (OSError, ValueError):
+        return None
+
+
 def on_starting(server: Any) -> None:
-    """Refuse more than one worker: in memory mode, sessions are per process."""
+    """Refuse more than one worker in memory mode: sessions are per process there."""
+    if load_settings().redis_mode:
+        server.log.info("Redis mode: %s worker processes", server.cfg.workers)
+        return
     workers = server.cfg.workers
     if workers != 1:
         raise SystemExit(f"membersense: {MULTIPROCESS_REFUSAL} (gunicorn was asked for "

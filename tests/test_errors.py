@@ -96,7 +96,7 @@ def test_errors_carry_cors_and_request_id_headers(client: FlaskClient) -> None:
     ("NotMessageable", 400), ("MissingAccess", 403), ("GuildNotFound", 404),
     ("ChannelNotFound", 404), ("MessageNotFound", 404), ("RateLimited", 503),
     ("DailyLoginsUsed", 503), ("MembersLoading", 503), ("HeldBack", 503), ("Busy", 503),
-    ("ServiceClosed", 503), ("DiscordUnavailable", 502), ("DiscordTimeout", 504),
+    ("ServiceClosed", 503), ("Reconnecting", 503), ("DiscordUnavailable", 502), ("DiscordTimeout", 504),
 ])
 def test_each_discord_error_has_its_status_and_own_message(client: FlaskClient, name: str,
                                                            status: int) -> None:

@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
 
@@ -27,8 +27,6 @@ from membersense.sessions.store import StoreUnavailable
 __all__ = ["OPEN_CIRCUIT_S", "SCHEMA_VERSION", "Keys", "RedisConnection"]
 
 log = logging.getLogger("membersense.cluster")
-
-T = TypeVar("T")
 
 #: The layout of MemberSense's keys; bump it when the layout changes.
 SCHEMA_VERSION = 1
@@ -56,6 +54,13 @@ class Keys:
     def bot_sessions(self, bot: str) -> str:
         """One bot's session ids, scored by expiry (the per-token cap, the bot's liveness)."""
         return f"{self.base}bot:{bot}:sessions"
+
+    def bot_of_sessions_key(self, key: str) -> str | None:
+        """The bot a :meth:`bot_sessions` key is of (None for another key)."""
+        head, tail = f"{self.base}bot:", ":sessions"
+        if not (key.startswith(head) and key.endswith(tail)):
+            return None
+        return key[len(head):-len(tail)] or None
 
     def client_sessions(self, client: str) -> str:
         """One client address's session ids (the per-client cap); the address is hashed."""
@@ -132,8 +137,11 @@ class RedisConnection:
         """A Lua script, run by EVALSHA (loaded again whenever Redis forgot it)."""
         return self.client.register_script(source)
 
-    def call(self, fn: Callable[[], T]) -> T:
-        """Run *fn* (a use of :attr:`client`); Redis trouble raises StoreUnavailable."""
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run *fn* (a use of :attr:`client`); Redis trouble raises StoreUnavailable.
+
+        (Any: redis-py types its answers as the union of its sync and async clients'.)
+        """
         now = self._clock()
         if now < self._open_until:
             raise StoreUnavailable(retry_after=self._open_until - now + OPEN_CIRCUIT_S)

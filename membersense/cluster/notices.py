@@ -5,10 +5,11 @@ A notice is ``"<kind> <argument>"`` on the ``notices`` channel: a session ended
 everywhere within milliseconds), a bot's lease was released (whoever has
 sessions of that bot may take it over at once instead of at its next try).
 
-:class:`Notices` listens on a daemon thread of its own, started with the
-first subscription (never at import), reconnecting after Redis trouble. While
-it is not listening, :attr:`Notices.listening` is false, and anything that
-trusts notices (the session cache) must not.
+:class:`Notices` listens on a daemon thread of its own, started by the first
+:meth:`~Notices.start` (the first use of the session store, in the serving
+process: never at import), reconnecting after Redis trouble. While it is not
+listening, :attr:`Notices.listening` is false, and anything that trusts
+notices (the session cache) must not.
 """
 
 from __future__ import annotations
@@ -56,10 +57,9 @@ class Notices:
         return self._listening.is_set()
 
     def on(self, kind: str, handler: Handler) -> None:
-        """Call *handler(argument)* for every notice of *kind*; starts listening."""
+        """Call *handler(argument)* for every notice of *kind* (once listening)."""
         with self._lock:
             self._handlers.setdefault(kind, []).append(handler)
-        self._start()
 
     def on_gap(self, handler: Callable[[], None]) -> None:
         """Call *handler()* whenever notices may have been missed (listening stopped)."""
@@ -72,11 +72,14 @@ class Notices:
                                                                       f"{kind} {argument}"))
 
     def wait_listening(self, timeout: float) -> bool:
-        """Wait until notices reach this process (tests, start-up)."""
-        self._start()
+        """Start listening and wait until notices reach this process."""
+        self.start()
         return self._listening.wait(timeout)
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Start listening (once; cheap to call again)."""
+        if self._thread is not None:
+            return
         with self._lock:
             if self._thread is not None or self._stopping.is_set():
                 return

@@ -206,6 +206,7 @@ class RedisSessionStore(SessionStore):
 
     def open(self, record: SessionRecord, caps: Caps) -> Refusal | None:
         """Add *record* (pending) unless a cap would be passed, atomically across processes."""
+        self._notices.start()
         if self._refusing:
             return Refusal.CLOSED
         pending = replace(record, pending=True)
@@ -237,6 +238,7 @@ class RedisSessionStore(SessionStore):
         now = self._clock()
         if cached is not None and now - cached.refreshed < self.touch_interval:
             return cached.record
+        self._notices.start()
         raw = self._redis.call(lambda: self._touch(
             keys=[self._keys.session(session_id), self._keys.sessions],
             args=[int(self.idle_timeout * 1000), session_id]))

@@ -19,11 +19,13 @@ discord.py.
 - Sending a member request (op 8) ourselves: ``Client.ws.request_chunks``.
 - ``ConnectionState._ready_task``, which ``Client.close()`` leaves running.
 - ``HTTPClient`` (``client.http``): the REST calls discord.py's public models
-  would need cached objects for, and its rate-limit ceiling.
+  would need cached objects for, and its rate-limit ceiling; in Redis mode, an
+  ``HTTPClient`` of its own (no gateway) for a bot another process connects.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Mapping
@@ -38,6 +40,7 @@ from discord.state import ConnectionState
 
 __all__ = [
     "EndpointConflict",
+    "rest_client",
     "GatewayListener",
     "bot_gateway",
     "cancel_ready_task",
@@ -243,3 +246,19 @@ async def message_history(http: HTTPClient, channel_id: int, limit: int, *,
     """``GET /channels/{id}/messages``: Discord's own message JSON."""
     messages = await http.logs_from(channel_id, limit, before=before, after=after, around=around)
     return cast(list[dict[str, Any]], messages)  # discord.py's TypedDicts of the same JSON
+
+
+async def rest_client(token: str, *, http_trace: Any, ceiling: float) -> HTTPClient:
+    """A REST-only discord.py client for *token*, logged in (``GET /users/@me``).
+
+    Redis mode reads message history for bots whose gateway connection another
+    process holds; close it with ``await client.close()``.
+    """
+    client = HTTPClient(asyncio.get_running_loop(), http_trace=http_trace)
+    client.max_ratelimit_timeout = ceiling
+    try:
+        await client.static_login(token)
+    except BaseException:
+        await client.close()
+        raise
+    return client

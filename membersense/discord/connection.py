@@ -74,6 +74,7 @@ INTENTS.message_content = True
 RELEASED = "released"  # its last session ended
 SHUTDOWN = "shutdown"  # MemberSense is stopping
 LOGIN_FAILED = "login failed"
+LEASE_LOST = "lease lost"  # Redis mode: another process owns the bot now
 
 #: How long closing waits for the client's tasks.
 _CLOSE_WAIT_S = 5.0
@@ -85,23 +86,25 @@ class BotConnection:
     Created on any thread; every coroutine method runs on the bridge's loop.
     The token is kept for discord.py only: never logged, never in the repr.
     *on_response(status, scope)* hears of every Discord REST answer;
-    *on_closed(connection)* of the end of :meth:`close`.
+    *on_closed(connection)* of the end of :meth:`close`; *on_change(connection)*
+    of every change of its state or published view (on the loop).
     """
 
     def __init__(self, token: str, settings: Settings, *, bus: EventBus, builder: Executor,
                  on_response: Callable[[int, str | None], None],
-                 on_closed: Callable[[BotConnection], None] = lambda connection: None) -> None:
+                 on_closed: Callable[[BotConnection], None] = lambda connection: None,
+                 on_change: Callable[[BotConnection], None] = lambda connection: None) -> None:
         self._token = token
         self.fingerprint = fingerprint(token)
         self._settings = settings
         self._bus = bus
         self._on_response = on_response
         self._on_closed = on_closed
-        self.lifecycle = Lifecycle()
+        self.lifecycle = Lifecycle(on_change=lambda: on_change(self))
         self.loader = MemberLoader(self._request_members, loaded=self._members_loaded,
                                    changed=self._loads_changed, label=self.fingerprint)
         self.publisher = Publisher(members_of=self.loader.guilds.get, builder=builder,
-                                   label=self.fingerprint)
+                                   label=self.fingerprint, on_change=lambda view: on_change(self))
         self.translator = EventTranslator(bus, self.fingerprint)
         self._client: discord.Client | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -134,7 +137,9 @@ class BotConnection:
             assert lifecycle.failure is not None
             return lifecycle.failure.error()
         if lifecycle.ending:
-            return ServiceClosed() if lifecycle.close_reason == SHUTDOWN else BotReleased()
+            if lifecycle.close_reason in (SHUTDOWN, LEASE_LOST):
+                return ServiceClosed()
+            return BotReleased()
         return None
 
     # -- login (loop) -------------------------------------------------------------------
@@ -278,8 +283,11 @@ class BotConnection:
         if self._endpoints_held:
             self._endpoints_held = False
             compat.release_endpoints()
-        for guild_id in self._ready_order:
-            self._bus.drop(self.translator.topic(guild_id))
+        if self.lifecycle.close_reason in (RELEASED, LOGIN_FAILED):
+            # No session wants these events any more. (At a shutdown or a lost lease they
+            # stay: another process may go on where this one stopped.)
+            for guild_id in self._ready_order:
+                self._bus.drop(self.translator.topic(guild_id))
         self.lifecycle.advance(State.CLOSED)
         self._on_closed(self)
 

@@ -33,6 +33,7 @@ __all__ = [
     "MembersLoading",
     "HeldBack",
     "Busy",
+    "Reconnecting",
     "DiscordUnavailable",
     "DiscordTimeout",
     "BotReleased",
@@ -164,6 +165,12 @@ class HeldBack(DiscordError):
     """MemberSense holds calls to Discord back to stay out of its invalid-request ban."""
 
     default_message = "Discord refused too many requests from this server lately; try again later"
+
+
+class Reconnecting(DiscordError):
+    """Redis mode: the bot's connection is being taken over by another process."""
+
+    default_message = "The bot is reconnecting to Discord; try again shortly"
 
 
 class Busy(DiscordError):

@@ -29,11 +29,15 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from typing import Protocol
 
 from membersense.discord.errors import HeldBack, InvalidToken
 from membersense.discord.tokens import fingerprint
 
 __all__ = [
+    "InvalidRequests",
+    "RefusedTokens",
+    "counts_as_invalid",
     "FAILED_TOKEN_CAPACITY",
     "FAILED_TOKEN_TTL_S",
     "INVALID_REQUEST_WINDOW_S",
@@ -54,6 +58,41 @@ FAILED_TOKEN_CAPACITY = 10_000
 
 #: The statuses Discord counts as invalid requests.
 _INVALID_STATUSES = frozenset({401, 403, 429})
+
+
+class InvalidRequests(Protocol):
+    """What the Discord service needs of an invalid-request budget (this process's or shared)."""
+
+    total: int
+
+    def record(self, status: int, scope: str | None = None) -> None:
+        """Count one Discord answer if Discord counts it."""
+        ...
+
+    def retry_after(self) -> float:
+        """Seconds until Discord may be called again; 0 while the budget lasts."""
+        ...
+
+    def check(self) -> None:
+        """Raise HeldBack instead of a call to Discord while the budget is spent."""
+        ...
+
+
+class RefusedTokens(Protocol):
+    """What the Discord service needs of a memory of refused tokens."""
+
+    def add(self, token: str) -> None:
+        """Remember that Discord refused *token*."""
+        ...
+
+    def check(self, token: str) -> None:
+        """Raise InvalidToken if Discord refused *token* lately."""
+        ...
+
+
+def counts_as_invalid(status: int, scope: str | None) -> bool:
+    """Whether Discord counts this answer (*scope*: its X-RateLimit-Scope) as invalid."""
+    return status in _INVALID_STATUSES and not (status == 429 and scope == "shared")
 
 
 class InvalidRequestBudget:
@@ -79,7 +118,7 @@ class InvalidRequestBudget:
 
     def record(self, status: int, scope: str | None = None) -> None:
         """Count one Discord answer if Discord counts it (*scope*: its X-RateLimit-Scope)."""
-        if status not in _INVALID_STATUSES or (status == 429 and scope == "shared"):
+        if not counts_as_invalid(status, scope):
             return
         with self._lock:
             now = self._clock()

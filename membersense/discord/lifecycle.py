@@ -51,14 +51,16 @@ _TRANSITIONS: dict[State, frozenset[State]] = {
 class Lifecycle:
     """The state of one connection, and a way to wait for it (and anything else) to change.
 
-    *failure* is set with FAILED; *close_reason* with CLOSING.
+    *failure* is set with FAILED; *close_reason* with CLOSING; *on_change()*
+    hears of every transition.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_change: Callable[[], None] = lambda: None) -> None:
         self.state = State.NEW
         self.failure: Failure | None = None
         self.close_reason: str | None = None
         self._changed: asyncio.Event | None = None
+        self._on_change = on_change
 
     def __repr__(self) -> str:
         return f"<Lifecycle {self.state.value}>"
@@ -74,6 +76,7 @@ class Lifecycle:
         if to is State.CLOSING:
             self.close_reason = reason
         self.notify()
+        self._on_change()
 
     @property
     def ending(self) -> bool:

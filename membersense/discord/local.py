@@ -42,9 +42,14 @@ from membersense.discord.errors import (
     NotMessageable,
     ServiceClosed,
 )
-from membersense.discord.invalid_requests import FailedTokens, InvalidRequestBudget
+from membersense.discord.invalid_requests import (
+    FailedTokens,
+    InvalidRequestBudget,
+    InvalidRequests,
+    RefusedTokens,
+)
 from membersense.discord.pool import ConnectionPool
-from membersense.discord.published import GuildView
+from membersense.discord.published import BotView, GuildView
 from membersense.discord.serializers import serialize_message
 from membersense.discord.service import BotLogin, ChannelKind, GuildSummary, JsonDocument
 
@@ -60,20 +65,23 @@ class LocalDiscord:
     """Logged-in bots of this process (see the module docstring).
 
     *has_sessions(fingerprint)* tells whether a bot still has sessions (the
-    session store's count): the pool keeps a bot connected while it does.
+    session store's count): the pool keeps a bot connected while it does. The
+    guards default to this process's own (Redis mode passes shared ones).
     """
 
     def __init__(self, settings: Settings, bus: EventBus, *,
                  has_sessions: Callable[[str], bool],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 invalid_requests: InvalidRequests | None = None,
+                 failed_tokens: RefusedTokens | None = None) -> None:
         self.settings = settings
         self.bus = bus
         self.bridge = Bridge()
         #: Discord's 401/403/429 answers to this process; spent, it holds calls back.
-        self.invalid_requests = InvalidRequestBudget(settings.discord_invalid_request_limit,
-                                                     clock=clock)
+        self.invalid_requests: InvalidRequests = invalid_requests or InvalidRequestBudget(
+            settings.discord_invalid_request_limit, clock=clock)
         #: Tokens Discord refused lately, answered 401 without asking again.
-        self.failed_tokens = FailedTokens(clock=clock)
+        self.failed_tokens: RefusedTokens = failed_tokens or FailedTokens(clock=clock)
         self.pool = ConnectionPool(self.bridge, self._new_connection,
                                    has_sessions=has_sessions,
                                    linger_s=settings.connection_linger_s,
@@ -89,7 +97,11 @@ class LocalDiscord:
     def _new_connection(self, token: str) -> BotConnection:
         return BotConnection(token, self.settings, bus=self.bus, builder=self._snapshot_builder(),
                              on_response=self.invalid_requests.record,
-                             on_closed=self.pool.closed_connection)
+                             on_closed=self.pool.closed_connection,
+                             on_change=self._connection_changed)
+
+    def _connection_changed(self, connection: BotConnection) -> None:
+        """A connection's state or published view changed (on the loop). Redis mode mirrors it."""
 
     def _snapshot_builder(self) -> Executor:
         # One thread: snapshot builds are CPU-bound, and one at a time leaves the
@@ -132,7 +144,7 @@ class LocalDiscord:
         error = connection.unusable()
         return error.failure() if error is not None else None
 
-    # -- reads ----------------------------------------------------------------------------------
+    # -- where reads come from (Redis mode overrides these) ---------------------------
 
     def _connection(self, fingerprint: str) -> BotConnection:
         connection = self.pool.get(fingerprint)
@@ -143,32 +155,49 @@ class LocalDiscord:
             raise error
         return connection
 
-    def _guild(self, connection: BotConnection, guild_id: int) -> GuildView:
-        view = connection.view.guilds.get(guild_id)
+    def _view(self, fingerprint: str) -> BotView:
+        """What the bot's connection published (raises why it cannot be read)."""
+        return self._connection(fingerprint).view
+
+    def _await_members(self, fingerprint: str, guild_id: int) -> GuildView | None:
+        """The guild's view once its member list is published (bounded), or None if gone."""
+        waited = self._connection(fingerprint).publisher.wait_for_members(
+            guild_id, self.settings.discord_timeout_s)
+        error = self._connection(fingerprint).unusable() if waited is not None else None
+        if error is not None:
+            raise error
+        return waited
+
+    def _history(self, fingerprint: str, channel_id: int, limit: int, before: int | None,
+                 after: int | None, around: int | None) -> list[dict[str, Any]]:
+        """Discord's JSON for a channel's messages (a REST call on the loop)."""
+        connection = self._connection(fingerprint)
+        return self.pool.call(connection.messages, channel_id, limit, before, after, around,
+                              timeout=self.settings.discord_timeout_s)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def _guild(self, fingerprint: str, guild_id: int) -> GuildView:
+        view = self._view(fingerprint).guilds.get(guild_id)
         if view is None:
             raise GuildNotFound()
         return view
 
     def guilds(self, fingerprint: str) -> tuple[GuildSummary, ...]:
         """The bot's guilds now, the default one first."""
-        return self._connection(fingerprint).view.summaries()
+        return self._view(fingerprint).summaries()
 
     def members(self, fingerprint: str, guild_id: int, *, limit: int | None = None,
                 after: int | None = None) -> JsonDocument:
         """The guild's members from the published snapshot (waits, bounded, while loading)."""
-        connection = self._connection(fingerprint)
-        view = self._guild(connection, guild_id)
+        view = self._guild(fingerprint, guild_id)
         snapshot = view.members
         if snapshot is None:
-            waited = connection.publisher.wait_for_members(guild_id,
-                                                           self.settings.discord_timeout_s)
+            waited = self._await_members(fingerprint, guild_id)
             if waited is None:
                 raise GuildNotFound()
             snapshot = waited.members
             if snapshot is None:
-                error = connection.unusable()
-                if error is not None:
-                    raise error
                 retry_at = waited.members_retry_at
                 raise MembersLoading(retry_after=max(1.0, retry_at - time.time())
                                      if retry_at is not None else LOADING_RETRY_AFTER_S)
@@ -179,15 +208,14 @@ class LocalDiscord:
     def channels(self, fingerprint: str, guild_id: int, *,
                  kind: ChannelKind = "text") -> list[dict[str, Any]]:
         """The guild's channels of *kind*, in the order Discord shows them."""
-        view = self._guild(self._connection(fingerprint), guild_id)
+        view = self._guild(fingerprint, guild_id)
         return [dict(entry.data) for entry in view.channels if kind == "all" or entry.kind == kind]
 
     def messages(self, fingerprint: str, guild_id: int, channel_id: int, *, limit: int = 100,
                  before: int | None = None, after: int | None = None,
                  around: int | None = None) -> list[dict[str, Any]]:
         """Up to *limit* messages of a channel of the guild, newest first, from Discord."""
-        connection = self._connection(fingerprint)
-        channel = self._guild(connection, guild_id).channel_index.get(channel_id)
+        channel = self._guild(fingerprint, guild_id).channel_index.get(channel_id)
         if channel is None:  # unknown, or another guild's: both look the same
             raise ChannelNotFound()
         if not channel.messageable:
@@ -195,8 +223,7 @@ class LocalDiscord:
         if not channel.readable:
             raise MissingAccess("The bot cannot read messages in this channel")
         self.invalid_requests.check()  # a REST call: not while the budget is spent
-        payloads: Any = self.pool.call(connection.messages, channel_id, limit, before, after,
-                                       around, timeout=self.settings.discord_timeout_s)
+        payloads = self._history(fingerprint, channel_id, limit, before, after, around)
         messages = [serialize_message(p) for p in payloads]
         messages.sort(key=lambda m: int(m["id"]), reverse=True)
         return messages

@@ -85,6 +85,24 @@ class ConnectionPool:
         self.call(connection.login, timeout, timeout=timeout)
         return connection
 
+    def start(self, token: str, timeout: float) -> BotConnection:
+        """The bot's connection, its login started but not awaited (Redis mode's takeover)."""
+        bot = fingerprint(token)
+        with self._lock:
+            if self._closed:
+                raise ServiceClosed()
+            connection = self._connections.get(bot)
+            if connection is None or connection.state in (State.FAILED, State.CLOSING,
+                                                          State.CLOSED):
+                connection = self._factory(token)
+                self._connections[bot] = connection
+        try:
+            future = self._bridge.submit(connection.login, timeout)
+        except (BridgeClosed, BridgeForked):
+            raise ServiceClosed() from None
+        future.add_done_callback(_log_failed_login)
+        return connection
+
     def call(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any, timeout: float) -> T:
         """:meth:`Bridge.call` with the bridge's own failures as Discord-layer errors."""
         try:
@@ -143,3 +161,12 @@ class ConnectionPool:
             await connection.close(SHUTDOWN)  # or waits for the close already under way
         if connections:
             log.info("closed bot connections", extra={"fields": {"count": len(connections)}})
+
+
+def _log_failed_login(future: Any) -> None:
+    # A takeover's login nobody waits for: say how it ended, if badly (type only).
+    if future.cancelled():
+        return
+    error = future.exception()
+    if error is not None:
+        log.warning("a bot connection could not log in: %s", type(error).__name__)

@@ -111,12 +111,14 @@ class Publisher:
 
     Its ``publish_*`` methods run on the loop; :attr:`view` and
     :meth:`wait_for_members` are for any thread. *members_of(guild_id)* gives
-    the guild's :class:`GuildMembers`; *builder* runs snapshot builds.
+    the guild's :class:`GuildMembers`; *builder* runs snapshot builds;
+    *on_change(view)* hears of every new view (Redis mode mirrors it).
     """
 
     def __init__(self, *, members_of: Callable[[int], GuildMembers | None], builder: Executor,
-                 label: str) -> None:
+                 label: str, on_change: Callable[[BotView], None] = lambda view: None) -> None:
         self.view = BotView()
+        self._on_change = on_change
         self._members_of = members_of
         self._builder = builder
         self._label = label
@@ -126,9 +128,11 @@ class Publisher:
         self._closed = False
 
     def _replace(self, guilds: dict[int, GuildView]) -> None:
+        view = BotView(guilds)
         with self._changed:
-            self.view = BotView(guilds)
+            self.view = view
             self._changed.notify_all()
+        self._on_change(view)
 
     def _update(self, guild_id: int, **changes: Any) -> None:
         guilds = dict(self.view.guilds)
