@@ -37,6 +37,9 @@ from membersense.discord.snapshot import PLAIN_LIMIT, MemberSnapshot
 
 __all__ = ["PublishedBot", "ViewCache", "ViewMirror"]
 
+#: How long withdrawing a bot waits for its queued writes.
+FLUSH_WAIT_S = 5.0
+
 #: KEYS: lease, then the hashes to write. ARGV: lease token, ttl ms, then for each hash:
 #: how many field/value items follow (0: only refresh its TTL), and those items.
 _WRITE = """
@@ -146,7 +149,9 @@ class ViewMirror:
         self._writer.submit(lambda pipeline: script(keys=keys, args=args, client=pipeline))
 
     def withdraw(self, bot: str, guild_ids: list[int]) -> None:
-        """Delete the bot's published state (its last session ended); before the lease goes."""
+        """Delete the bot's published state (its last session ended), while this process
+        still holds the lease: writes queued before it land first. Blocks (the keeper's
+        thread, not the loop)."""
         token = self._lease_token(bot)
         with self._lock:
             self._written.pop(bot, None)
@@ -154,8 +159,8 @@ class ViewMirror:
             return
         keys = [self._keys.lease(bot), self._keys.view(bot),
                 *(self._keys.members(bot, gid) for gid in guild_ids)]
-        script = self._delete
-        self._writer.submit(lambda pipeline: script(keys=keys, args=[token], client=pipeline))
+        self._writer.flush(FLUSH_WAIT_S)
+        self._redis.call(lambda: self._delete(keys=keys, args=[token]))
 
     def forget(self, bot: str) -> None:
         """This process no longer owns *bot*: the next owner writes everything afresh."""
