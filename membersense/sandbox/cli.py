@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     gateway = parser.add_argument_group("gateway")
     gateway.add_argument("--heartbeat-interval", type=int, default=defaults.heartbeat_interval_ms, metavar="MS",
                          help="HELLO heartbeat_interval in ms (default %(default)s)")
+    gateway.add_argument("--heartbeat-ack-delay", type=int, default=defaults.heartbeat_ack_delay_ms, metavar="MS",
+                         help="how long a heartbeat's ACK takes, as Discord's round trip (default %(default)s)")
     gateway.add_argument("--member-request-cooldown", type=float, default=defaults.member_request_cooldown_s,
                          metavar="SECONDS", help="cooldown of full member requests per guild (default %(default)s)")
     gateway.add_argument("--session-start-limit", type=int, default=defaults.session_start_limit, metavar="N",
@@ -85,7 +87,8 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
     return SandboxConfig(
         host=args.host, port=args.port, tokens=tuple(args.tokens), members=args.members, channels=args.channels,
         messages=args.messages, seed=args.seed, scenario=args.scenario,
-        heartbeat_interval_ms=args.heartbeat_interval, member_request_cooldown_s=args.member_request_cooldown,
+        heartbeat_interval_ms=args.heartbeat_interval, heartbeat_ack_delay_ms=args.heartbeat_ack_delay,
+        member_request_cooldown_s=args.member_request_cooldown,
         session_start_limit=args.session_start_limit,
         rate_limit_per_route=args.rate_limit[0], rate_limit_window_s=args.rate_limit[1],
         route_limits=dict(args.route_limit), global_rate_limit=args.global_rate_limit,
