@@ -6,7 +6,8 @@
   for tests and benchmarks, with :meth:`SandboxServer.run` as the thread-safe way in.
 
 Routes: REST under ``/api/v10`` and ``/api``, the gateway at ``/ws`` (503 when
-``membersense.sandbox.gateway`` is not importable), the control API under ``/_sandbox``.
+``membersense.sandbox.gateway`` is not importable), the control API under ``/_sandbox``,
+and Discord's CDN paths (avatars, icons, attachments) from the root.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 from aiohttp import web
 
+from membersense.sandbox.cdn import add_cdn_routes
 from membersense.sandbox.config import SandboxConfig
 from membersense.sandbox.control import handle_control
 from membersense.sandbox.generator import build_world
@@ -64,6 +66,7 @@ def create_app(state: SandboxState) -> web.Application:
     app.router.add_route("*", "/api/{tail:.*}", handle_api)
     app.router.add_route("GET", "/ws", state.gateway.handle if state.gateway is not None else _gateway_unavailable)
     app.router.add_route("*", "/_sandbox/{tail:.*}", handle_control)
+    add_cdn_routes(app)
     return app
 
 
@@ -104,13 +107,19 @@ class RunningSandbox:
         return f"ws://{_url_host(self.host)}:{self.port}/ws"
 
     @property
+    def cdn_url(self) -> str:
+        """``http://HOST:PORT``: Discord's CDN paths are served from the root."""
+        return self.base_url
+
+    @property
     def tokens(self) -> list[str]:
         """Every bot token of the world, in creation order."""
         return [bot.token for bot in self.state.world.bots.values()]
 
     def ready_line(self) -> str:
         """The one line the CLI prints once listening."""
-        return f"sandbox ready api={self.api_url} gateway={self.gateway_url} tokens={','.join(self.tokens)}"
+        return (f"sandbox ready api={self.api_url} gateway={self.gateway_url} cdn={self.cdn_url} "
+                f"tokens={','.join(self.tokens)}")
 
     async def stop(self) -> None:
         """Close gateway sockets cleanly, then the HTTP server.  Idempotent."""
@@ -138,7 +147,10 @@ async def start_sandbox(config: SandboxConfig, *, access_log: bool = False) -> R
         await runner.cleanup()
         raise
     port = runner.addresses[0][1]
-    return RunningSandbox(state, runner, config.host, port)
+    running = RunningSandbox(state, runner, config.host, port)
+    # Set before the loop runs a request: every attachment URL names this server.
+    world.cdn_base = running.cdn_url
+    return running
 
 
 class SandboxServer:
@@ -294,6 +306,11 @@ class SandboxServer:
     def gateway_url(self) -> str:
         """``ws://127.0.0.1:PORT/ws``."""
         return self._require().gateway_url
+
+    @property
+    def cdn_url(self) -> str:
+        """``http://127.0.0.1:PORT`` (MemberSense's ``DISCORD_CDN_BASE``)."""
+        return self._require().cdn_url
 
     @property
     def tokens(self) -> list[str]:
