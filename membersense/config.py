@@ -151,6 +151,9 @@ class Settings:
         "DISCORD_INVALID_REQUEST_LIMIT", "5000", _integer(1)
     )
     threads: int = _setting("THREADS", "8", _integer(1))
+    discord_cdn_base: str = _setting(
+        "DISCORD_CDN_BASE", "https://cdn.discordapp.com", _url(("http", "https"))
+    )
 
     @classmethod
     def env_names(cls) -> dict[str, str]:

@@ -51,3 +51,10 @@ def test_loading_the_dashboard_costs_no_api_budget(make_app: Callable[..., Flask
         assert get(client, "/dashboard/app.js").status_code == 200
     assert client.get("/api/members").status_code == 401
     assert client.get("/api/members").status_code == 429
+
+
+def test_pictures_may_come_from_the_configured_cdn_only(make_app: Callable[..., Flask]) -> None:
+    default = get(make_app().test_client(), "/").headers["Content-Security-Policy"]
+    assert "img-src 'self' data: https://cdn.discordapp.com;" in default
+    sandbox = get(make_app(DISCORD_CDN_BASE="http://127.0.0.1:8765/").test_client(), "/")
+    assert "img-src 'self' data: http://127.0.0.1:8765;" in sandbox.headers["Content-Security-Policy"]

@@ -1,4 +1,4 @@
-"""Where discord.py connects: Discord, or the sandbox.
+"""Where discord.py connects: Discord, or the sandbox (and where asset URLs point).
 
 discord.py reads its REST base (``Route.BASE``) and gateway URL
 (``DiscordWebSocket.DEFAULT_GATEWAY``) from class attributes, i.e. once per
@@ -17,11 +17,12 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from membersense.config import Settings
+from membersense.discord import serializers
 
 __all__ = ["EndpointConflict", "use_endpoints", "release_endpoints", "use_discovered_gateway"]
 
 _lock = threading.Lock()
-_current: tuple[str, str] | None = None
+_current: tuple[str, str, str] | None = None
 _users = 0
 #: discord.py's own default, until Discord tells us its gateway (DISCORD_GATEWAY_URL unset).
 _DEFAULT_GATEWAY = DiscordWebSocket.DEFAULT_GATEWAY
@@ -38,7 +39,7 @@ def use_endpoints(settings: Settings) -> None:
     clients use different endpoints.
     """
     global _current, _users
-    wanted = (settings.discord_api_base, settings.discord_gateway_url)
+    wanted = (settings.discord_api_base, settings.discord_gateway_url, settings.discord_cdn_base)
     with _lock:
         if _current != wanted:
             if _users:
@@ -50,6 +51,7 @@ def use_endpoints(settings: Settings) -> None:
                 yarl.URL(settings.discord_gateway_url) if settings.discord_gateway_url
                 else _DEFAULT_GATEWAY
             )
+            serializers.use_cdn_base(settings.discord_cdn_base)
             _current = wanted
             # MemberSense never joins voice: discord.py's warnings about missing voice
             # libraries at the first client would only alarm operators.

@@ -21,6 +21,7 @@ import discord
 
 __all__ = [
     "CDN_BASE",
+    "use_cdn_base",
     "MemberRecord",
     "RoleRecord",
     "RoleNames",
@@ -36,7 +37,17 @@ __all__ = [
     "serialize_message",
 ]
 
+#: Where avatar and icon URLs point (``DISCORD_CDN_BASE``); process-wide, like discord.py's
+#: REST base, and set with it by :func:`membersense.discord.endpoints.use_endpoints`.
 CDN_BASE = "https://cdn.discordapp.com"
+
+
+def use_cdn_base(base: str) -> None:
+    """Build asset URLs on *base* from now on."""
+    global CDN_BASE
+    CDN_BASE = base.rstrip("/")
+
+
 _AVATAR_SIZE = 1024
 
 _compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
