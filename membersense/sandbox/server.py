@@ -17,6 +17,7 @@ import concurrent.futures
 import inspect
 import logging
 import os
+import socket
 import threading
 from typing import Any, Awaitable, Callable, TypeVar
 
@@ -131,23 +132,29 @@ class RunningSandbox:
         await self.runner.cleanup()
 
 
-async def start_sandbox(config: SandboxConfig, *, access_log: bool = False) -> RunningSandbox:
-    """Build the world of ``config`` and serve it on the running loop (port 0: a free port)."""
+async def start_sandbox(config: SandboxConfig, *, access_log: bool = False,
+                        sock: socket.socket | None = None) -> RunningSandbox:
+    """Build the world of ``config`` and serve it on the running loop (port 0: a free port).
+
+    With *sock* (a bound socket, e.g. one ``membersense demo`` bound before starting
+    anything), it is served instead of binding ``config.host:config.port``.
+    """
     world = build_world(config)
     gateway = load_gateway(world, config)
     state = SandboxState.create(world, config, gateway)
     runner = web.AppRunner(create_app(state), access_log=_log if access_log else None, handle_signals=False)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.host, config.port)
+        site: web.BaseSite = (web.SockSite(runner, sock) if sock is not None
+                              else web.TCPSite(runner, config.host, config.port))
         await site.start()
     except BaseException:
         if gateway is not None:
             await gateway.close()
         await runner.cleanup()
         raise
-    port = runner.addresses[0][1]
-    running = RunningSandbox(state, runner, config.host, port)
+    host, port = runner.addresses[0][:2] if sock is not None else (config.host, runner.addresses[0][1])
+    running = RunningSandbox(state, runner, host, port)
     # Set before the loop runs a request: every attachment URL names this server.
     world.cdn_base = running.cdn_url
     return running
