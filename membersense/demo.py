@@ -28,6 +28,8 @@ from typing import IO, Any
 __all__ = ["main"]
 
 READY_PREFIX = "sandbox ready "
+#: The demo's world (the sandbox's seed 0): the README's example ids come from it.
+WORLD = {"members": 1000, "channels": 10, "messages": 200}
 #: The demo world's channel the banner's examples read, when it has one.
 EXAMPLE_CHANNEL = "general"
 
@@ -206,9 +208,9 @@ def _run(argv: list[str] | None) -> int:
                         help="API and dashboard port (default: PORT or 8080; 0 picks a free one)")
     parser.add_argument("--sandbox-port", type=int, default=None,
                         help="sandbox port (default: SANDBOX_PORT or 8765; 0 picks a free one)")
-    parser.add_argument("--members", type=int, default=1000)
-    parser.add_argument("--channels", type=int, default=10)
-    parser.add_argument("--messages", type=int, default=200)
+    parser.add_argument("--members", type=int, default=WORLD["members"])
+    parser.add_argument("--channels", type=int, default=WORLD["channels"])
+    parser.add_argument("--messages", type=int, default=WORLD["messages"])
     parser.add_argument("--startup-timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
     api_port = args.port if args.port is not None else _env_port("PORT", 8080)

@@ -129,3 +129,31 @@ def test_ports_come_from_the_environment_as_make_demo_passes_them(listening: soc
     result = subprocess.run([sys.executable, "-m", "membersense", "demo", *SMALL_WORLD],
                             cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 1 and f"sandbox port {taken} " in result.stderr
+
+
+def test_the_readmes_example_ids_exist_in_the_demo_world() -> None:
+    from membersense.demo import WORLD
+    from membersense.sandbox.config import SandboxConfig
+    from membersense.sandbox.generator import build_world
+
+    readme = (ROOT / "README.md").read_text()
+    world = build_world(SandboxConfig(**WORLD))
+    (guild,) = world.guilds.values()
+    channel_ids = set(re.findall(r"channelId=(\d+)", readme))
+    assert channel_ids and all(world.channel(int(c)) is not None for c in channel_ids)
+    for after in re.findall(r"[?&]after=(\d+)", readme):
+        # A member id or the one just before one: the page it shows starts at a real member.
+        assert int(after) in guild.members or int(after) + 1 in guild.members, after
+    # Every id-looking value of the README's JSON examples names something of the demo world.
+    ids = {int(i) for i in re.findall(r'"(?:id|guildId|parentId|replyTo)": "(\d+)"', readme)}
+    ids |= {int(i) for i in re.findall(r"/(?:avatars|icons)/(\d+)/", readme)}
+    known = {guild.id, *guild.members, *(c.id for c in guild.channels),
+             *(m for c in guild.channels for m in c.messages)}
+    assert ids and ids <= known, ids - known
+    # And the sample objects are those objects.
+    general = world.channel(int(next(iter(channel_ids))))
+    assert general is not None and general.name == "general"
+    assert f'"name": "general", "type": "text", "parentId": "{general.parent_id}"' in readme
+    newest = max(general.messages)
+    assert f'[{{"id": "{newest}"' in readme  # the first message of the example's page
+    assert f'"serverName": "{guild.name}", "memberCount": {guild.member_count}' in readme
