@@ -69,11 +69,12 @@ class MemberRecord(NamedTuple):
 
 
 class RoleRecord(NamedTuple):
-    """A guild role: enough to name it and rank it."""
+    """A guild role: enough to name it, rank it and colour a name with it."""
 
     id: int
     name: str
     position: int
+    color: int = 0  # 0: no colour of its own
 
 
 def member_record(member: discord.Member) -> MemberRecord:
@@ -101,7 +102,7 @@ def member_record(member: discord.Member) -> MemberRecord:
 
 def role_record(role: discord.Role) -> RoleRecord:
     """Copy *role* into a :class:`RoleRecord`. Runs on the event loop."""
-    return RoleRecord(role.id, role.name, role.position)
+    return RoleRecord(role.id, role.name, role.position, role.colour.value)
 
 
 class RoleNames:
@@ -111,6 +112,7 @@ class RoleNames:
         ranked = sorted(roles, key=lambda r: (r.position, r.id), reverse=True)
         self._rank = {role.id: rank for rank, role in enumerate(ranked)}
         self._names = {role.id: role.name for role in ranked}
+        self._colors = {role.id: role.color for role in ranked if role.color}
         # @everyone's id is the guild's id; every member has it.
         self.everyone = self._names.get(guild_id, "@everyone")
         self._guild_id = guild_id
@@ -120,6 +122,13 @@ class RoleNames:
         known = [rid for rid in role_ids if rid in self._rank and rid != self._guild_id]
         known.sort(key=self._rank.__getitem__)
         return [self._names[rid] for rid in known] + [self.everyone]
+
+    def color_of(self, role_ids: Iterable[int]) -> str | None:
+        """``#rrggbb`` of the highest of *role_ids* that has a colour (as Discord colours names)."""
+        coloured = [rid for rid in role_ids if rid in self._colors]
+        if not coloured:
+            return None
+        return f"#{self._colors[min(coloured, key=self._rank.__getitem__)]:06x}"
 
 
 def avatar_url(
@@ -172,6 +181,7 @@ def serialize_member(record: MemberRecord, roles: RoleNames, guild_id: int) -> d
         "role": names[0],
         "joinedAt": js_timestamp(record.joined_at),
         "bot": record.bot,
+        "roleColor": roles.color_of(record.role_ids),
     }
 
 
