@@ -152,8 +152,8 @@ def _banner(api_url: str, sandbox_url: str, token: str, channel: dict[str, str] 
         "MemberSense demo is running (Ctrl-C stops it).",
         f"  API        {api_url}",
         f"  Dashboard  {api_url}/",
-        f"  Sandbox    {sandbox_url}   (its Discord API: {sandbox_url}/api/v10, "
-        f"control API: {sandbox_url}/_sandbox/state)",
+        (f"  Sandbox    {sandbox_url}   (its Discord API: {sandbox_url}/api/v10, "
+         f"control API: {sandbox_url}/_sandbox/state)"),
         f"  Bot token  {token}   (a sandbox-only token)",
     ]
     if channel is not None:

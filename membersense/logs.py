@@ -20,12 +20,12 @@ from typing import Any
 from membersense.config import Settings
 
 __all__ = [
-    "configure_logging",
     "JsonFormatter",
     "LineHandler",
-    "TextFormatter",
-    "RedactTokens",
     "ReconnectsAreWarnings",
+    "RedactTokens",
+    "TextFormatter",
+    "configure_logging",
 ]
 
 #: Discord bot tokens: base64 user id, base64 timestamp, HMAC, dot-separated.

@@ -76,7 +76,7 @@ def test_demo_serves_the_api_against_the_sandbox_and_stops_cleanly() -> None:
         assert len(commands) == 3
         pasted = subprocess.run(["bash", "-c", "\n".join(
             [commands[0], "echo", commands[1], "echo", commands[2]])],
-            capture_output=True, text=True, timeout=60)
+            capture_output=True, text=True, timeout=60, check=False)
         members_out, messages_out = pasted.stdout.strip().splitlines()
         assert len(json.loads(members_out)) == 5
         messages = json.loads(messages_out)
@@ -113,7 +113,7 @@ def test_a_taken_port_stops_the_demo_with_one_line_before_anything_starts(
     result = subprocess.run(
         [sys.executable, "-m", "membersense", "demo", *(a for kv in ports.items() for a in kv),
          *SMALL_WORLD],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
     )
     assert result.returncode == 1
     assert result.stdout == ""  # no banner, no server's output: nothing was started
@@ -127,7 +127,7 @@ def test_ports_come_from_the_environment_as_make_demo_passes_them(listening: soc
     taken = str(listening.getsockname()[1])
     env = {"PATH": "/usr/bin:/bin", "PORT": str(free_port()), "SANDBOX_PORT": taken}
     result = subprocess.run([sys.executable, "-m", "membersense", "demo", *SMALL_WORLD],
-                            cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
+                            cwd=ROOT, capture_output=True, text=True, timeout=60, env=env, check=False)
     assert result.returncode == 1 and f"sandbox port {taken} " in result.stderr
 
 

@@ -29,7 +29,7 @@ from membersense.sandbox import images
 from membersense.sandbox.state import STATE
 from membersense.sandbox.world import World
 
-__all__ = ["add_cdn_routes", "ORIGINAL_SIZE"]
+__all__ = ["ORIGINAL_SIZE", "add_cdn_routes"]
 
 #: Side of the "original" avatars and icons; larger ``size`` requests get this.
 ORIGINAL_SIZE = 256

@@ -17,11 +17,11 @@ from collections.abc import Sequence
 
 __all__ = [
     "Picture",
-    "identicon",
-    "default_avatar",
     "attachment_picture",
-    "encode_png",
+    "default_avatar",
     "encode_gif",
+    "encode_png",
+    "identicon",
 ]
 
 RGB = tuple[int, int, int]
@@ -40,7 +40,7 @@ _DEFAULT_FACE = ((0, 1, 1, 1, 0), (1, 0, 1, 0, 1), (1, 1, 1, 1, 1), (1, 0, 0, 0,
 class Picture:
     """A palette image: ``rows`` of colour indices (one byte per pixel) into ``palette``."""
 
-    __slots__ = ("width", "height", "palette", "rows")
+    __slots__ = ("height", "palette", "rows", "width")
 
     def __init__(self, width: int, height: int, palette: Sequence[RGB], rows: list[bytes]) -> None:
         if len(rows) != height or any(len(row) != width for row in rows):

@@ -10,7 +10,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from membersense.sandbox.models import CHANNEL_TEXT, CHANNEL_VOICE, Bot, Channel, Guild, Member, Message, Role, User
+from membersense.sandbox.models import (
+    CHANNEL_TEXT,
+    CHANNEL_VOICE,
+    Bot,
+    Channel,
+    Guild,
+    Member,
+    Message,
+    Role,
+    User,
+)
 from membersense.sandbox.snowflake import iso_timestamp
 
 

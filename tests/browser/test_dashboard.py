@@ -124,6 +124,12 @@ def test_log_in_browse_members_and_messages_then_log_out(
     page.wait_for_function("() => document.querySelector('#member-list img.avatar').naturalWidth > 0")
     no_horizontal_overflow(page)
     page.screenshot(path=str(artifacts / f"members-{size}.png"))
+    # Dark and light follow the system's preference.
+    light = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    page.emulate_media(color_scheme="dark")
+    assert page.evaluate("getComputedStyle(document.body).backgroundColor") != light
+    page.screenshot(path=str(artifacts / f"members-{size}-dark.png"))
+    page.emulate_media(color_scheme="light")
 
     # Search one member by username (the whole list is searched, not the page shown).
     last = members[-1]

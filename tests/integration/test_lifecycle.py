@@ -8,7 +8,12 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.integration.conftest import DISCORD_TIMEOUT_S, LOGIN_TIMEOUT_S, MemberSense, start_sandbox
+from tests.integration.conftest import (
+    DISCORD_TIMEOUT_S,
+    LOGIN_TIMEOUT_S,
+    MemberSense,
+    start_sandbox,
+)
 from tests.integration.support import (
     MAIN_TOKEN,
     MULTI_TOKEN,
