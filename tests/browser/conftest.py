@@ -27,8 +27,10 @@ ARTIFACTS = ROOT / "test-artifacts"
 TOKEN = "browser-test-token"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Chromium for one module: Playwright's sync API keeps an event loop running in this
+    thread while it is open, and later tests' ``asyncio.run()`` must find none."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run scripts/install-system-packages as root "
                     "(make test does) to install Debian's chromium", pytrace=False)

@@ -73,6 +73,32 @@ def log_in(page: Any, app_url: str) -> None:
     page.wait_for_selector("#member-list li.member")
 
 
+CONTRAST = """(selector) => {
+  const rgb = (text) => text.match(/[\\d.]+/g).slice(0, 3).map(Number);
+  const lum = ([r, g, b]) => {
+    const f = (c) => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const node = document.querySelector(selector);
+  let back = node;
+  while (getComputedStyle(back).backgroundColor === "rgba(0, 0, 0, 0)") back = back.parentElement;
+  const [a, b] = [lum(rgb(getComputedStyle(node).color)), lum(rgb(getComputedStyle(back).backgroundColor))];
+  return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+}"""
+
+
+def readable(page: Any, selector: str) -> None:
+    """WCAG AA: text at least 4.5 times as bright as its background, or the reverse."""
+    ratio = page.evaluate(CONTRAST, selector)
+    assert ratio >= 4.5, f"{selector} has a contrast of {ratio:.2f}"
+
+
+def inside_the_viewport(page: Any, selector: str) -> None:
+    box = page.locator(selector).first.bounding_box()
+    width = page.evaluate("window.innerWidth")
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width, (selector, box)
+
+
 def no_broken_images(page: Any) -> None:
     broken = page.evaluate(
         "[...document.images].filter(i => i.getAttribute('src') && i.complete && i.naturalWidth === 0)"
@@ -123,11 +149,18 @@ def test_log_in_browse_members_and_messages_then_log_out(
     page.wait_for_function("() => document.querySelector('#server-icon').naturalWidth > 0")
     page.wait_for_function("() => document.querySelector('#member-list img.avatar').naturalWidth > 0")
     no_horizontal_overflow(page)
+    for selector in ("#server-name", "#member-count", "#logout", "#member-list .joined",
+                     "#member-list .who span", "#members-status"):
+        readable(page, selector)
+    for selector in ("#logout", "#member-list .joined", "#member-list .role"):
+        inside_the_viewport(page, selector)
     page.screenshot(path=str(artifacts / f"members-{size}.png"))
     # Dark and light follow the system's preference.
     light = page.evaluate("getComputedStyle(document.body).backgroundColor")
     page.emulate_media(color_scheme="dark")
     assert page.evaluate("getComputedStyle(document.body).backgroundColor") != light
+    for selector in ("#member-count", "#member-list .joined", "#member-list .who strong"):
+        readable(page, selector)
     page.screenshot(path=str(artifacts / f"members-{size}-dark.png"))
     page.emulate_media(color_scheme="light")
 
