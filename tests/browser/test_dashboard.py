@@ -138,6 +138,13 @@ def test_log_in_browse_members_and_messages_then_log_out(
     assert page.is_visible("#login") and not page.is_visible("#logout")
     assert not page.is_visible("#app-view") and not page.is_visible("#server")
     no_horizontal_overflow(page)
+    icon = page.evaluate("""async () => {
+      const image = new Image();
+      image.src = document.querySelector("link[rel=icon]").href;
+      await image.decode();
+      return image.naturalWidth;
+    }""")
+    assert icon > 0  # the inline favicon is a picture (and /favicon.ico is never asked for)
 
     log_in(page, app_url)
     members = world["members"]
