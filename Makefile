@@ -20,12 +20,17 @@ $(VENV)/.installed-test: setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.installed-run
 
+# `make demo PORT=9000 SANDBOX_PORT=9001` (or the same variables in the environment):
+# the demo reads PORT and SANDBOX_PORT from its environment.
 demo: $(VENV)/.installed-run  ## the sandbox Discord + MemberSense, wired together
 	$(BIN)/membersense demo
 
+# Static checks, then system packages (Chromium for the dashboard's browser tests; the
+# script says why when it does not install: not root, not CI), then the suite.
 test: $(VENV)/.installed-test  ## static checks, then the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	scripts/install-system-packages
 	$(BIN)/pytest
 
 serve: $(VENV)/.installed-run  ## MemberSense under gunicorn, configured from the environment / .env

@@ -20,7 +20,9 @@ def _serve(args: argparse.Namespace) -> int:
     from membersense.serving import gunicorn_options
 
     options: dict[str, Any] = gunicorn_options()
-    if args.port is not None:
+    if args.fd is not None:
+        options["bind"] = [f"fd://{args.fd}"]
+    elif args.port is not None:
         options["bind"] = [f"{args.host}:{args.port}"]
 
     class Server(BaseApplication):
@@ -48,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="run the API server (gunicorn)")
     serve.add_argument("--host", default="0.0.0.0", help="bind address (default 0.0.0.0)")
     serve.add_argument("--port", type=int, help="port (default: PORT, 8080)")
+    serve.add_argument("--fd", type=int, metavar="FD",
+                       help="serve this inherited, bound socket instead (membersense demo uses it)")
     commands.add_parser("sandbox", help="run the local Discord emulator (see 'sandbox --help')",
                         add_help=False)
     commands.add_parser("demo", help="run the sandbox and the API wired to it",

@@ -198,6 +198,9 @@ class Settings:
     redis_key_prefix: str = _setting("REDIS_KEY_PREFIX", "membersense:", _key_prefix)
     web_concurrency: int = _setting("WEB_CONCURRENCY", "", _optional_integer(1))
     bot_lease_time: int = _setting("BOT_LEASE_TIME", "15000", _integer(3000, "milliseconds"))
+    discord_cdn_base: str = _setting(
+        "DISCORD_CDN_BASE", "https://cdn.discordapp.com", _url(("http", "https"))
+    )
 
     @classmethod
     def env_names(cls) -> dict[str, str]:

@@ -19,7 +19,14 @@ from typing import Any
 
 from membersense.config import Settings
 
-__all__ = ["configure_logging", "JsonFormatter", "LineHandler", "TextFormatter", "RedactTokens"]
+__all__ = [
+    "JsonFormatter",
+    "LineHandler",
+    "ReconnectsAreWarnings",
+    "RedactTokens",
+    "TextFormatter",
+    "configure_logging",
+]
 
 #: Discord bot tokens: base64 user id, base64 timestamp, HMAC, dot-separated.
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{23,28}\.[A-Za-z0-9_-]{6,7}\.[A-Za-z0-9_-]{27,}")
@@ -43,6 +50,26 @@ class RedactTokens(logging.Filter):
                 k: TOKEN_PATTERN.sub(REDACTED, v) if isinstance(v, str) else v
                 for k, v in fields.items()
             }
+        return True
+
+
+class ReconnectsAreWarnings(logging.Filter):
+    """Log discord.py's "Attempting a reconnect" at WARNING instead of ERROR.
+
+    discord.py logs every dropped gateway connection it is about to resume with
+    ``log.exception`` (ERROR). Discord drops connections now and then as a matter of
+    course (and the sandbox does so on purpose), discord.py resumes them, and nothing
+    was lost: an operator's ERROR alerts must not fire for that. A reconnect that
+    keeps failing still shows, once per attempt, as a warning with its exception type.
+    """
+
+    _LOGGER = "discord.client"
+    _MESSAGE = "Attempting a reconnect in %.2fs"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (record.levelno > logging.WARNING and record.name == self._LOGGER
+                and record.msg == self._MESSAGE):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
 
 
@@ -135,6 +162,7 @@ def make_handler(log_format: str, stream: Any = None) -> logging.Handler:
     handler = LineHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler.addFilter(RedactTokens())
+    handler.addFilter(ReconnectsAreWarnings())
     handler.set_name("membersense")
     return handler
 

@@ -93,3 +93,21 @@ def test_other_libraries_warnings_are_formatted_and_filtered(
     entry = json.loads(log_stream.getvalue().strip().splitlines()[-1])
     assert entry["logger"] == "asyncio" and entry["exception"] == "RuntimeError"
     assert token not in log_stream.getvalue() and "Traceback" not in log_stream.getvalue()
+
+
+def test_discordpy_reconnects_are_warnings_not_errors(
+    make_app: Callable[..., Flask], log_stream: io.StringIO
+) -> None:
+    import logging
+
+    make_app()
+    try:
+        raise ConnectionResetError("dropped")
+    except ConnectionResetError:
+        # discord.client's own words when a gateway connection drops and it resumes.
+        logging.getLogger("discord.client").exception("Attempting a reconnect in %.2fs", 1.23)
+    logging.getLogger("discord.client").error("Something else went wrong")
+    first, second = (json.loads(line) for line in log_stream.getvalue().strip().splitlines()[-2:])
+    assert first["severity"] == "WARNING" and first["message"] == "Attempting a reconnect in 1.23s"
+    assert first["exception"] == "ConnectionResetError"
+    assert second["severity"] == "ERROR"  # only that message is lowered

@@ -25,6 +25,7 @@ def test_defaults_match_the_design_document() -> None:
     assert settings.discord_api_base == "https://discord.com/api/v10"
     assert settings.discord_gateway_url == ""
     assert settings.rate_limit_storage_uri == "memory://"
+    assert settings.discord_cdn_base == "https://cdn.discordapp.com"
 
 
 def test_environment_values_are_parsed() -> None:
@@ -39,6 +40,7 @@ def test_environment_values_are_parsed() -> None:
         "LOG_FORMAT": "TEXT",
         "DISCORD_API_BASE": "http://127.0.0.1:8765/api/v10/",
         "DISCORD_GATEWAY_URL": "ws://127.0.0.1:8765/ws",
+        "DISCORD_CDN_BASE": "http://127.0.0.1:8765/",
         "UNRELATED": "ignored",
     })
     assert settings.port == 9000
@@ -51,6 +53,7 @@ def test_environment_values_are_parsed() -> None:
     assert settings.log_format == "text"
     assert settings.discord_api_base == "http://127.0.0.1:8765/api/v10"
     assert settings.discord_gateway_url == "ws://127.0.0.1:8765/ws"
+    assert settings.discord_cdn_base == "http://127.0.0.1:8765"
 
 
 def test_a_wildcard_anywhere_allows_every_origin() -> None:
@@ -75,6 +78,7 @@ def test_a_wildcard_anywhere_allows_every_origin() -> None:
         ("ALLOWED_ORIGINS", "example.com", "ALLOWED_ORIGINS must list origins like"),
         ("ALLOWED_ORIGINS", " , ", "ALLOWED_ORIGINS must be '*' or a comma-separated list"),
         ("DISCORD_API_BASE", "discord.com", "DISCORD_API_BASE must be a http/https URL"),
+        ("DISCORD_CDN_BASE", "ftp://cdn.example", "DISCORD_CDN_BASE must be a http/https URL"),
         ("DISCORD_GATEWAY_URL", "http://x", "DISCORD_GATEWAY_URL must be a ws/wss URL"),
         ("RATE_LIMIT_STORAGE_URI", "mongodb://x", "RATE_LIMIT_STORAGE_URI must be memory://"),
     ],

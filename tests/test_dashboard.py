@@ -23,6 +23,7 @@ def test_the_page_and_every_asset_it_references_are_served(client: FlaskClient) 
     assert page.status_code == 200 and page.mimetype == "text/html"
     assets = re.findall(r'(?:src|href)="(/dashboard/[^"]+)"', page.get_data(as_text=True))
     assert {"/dashboard/app.js", "/dashboard/style.css"} <= set(assets)
+    assert '<link rel="icon" href="data:image/svg+xml,' in page.get_data(as_text=True)
     for asset in assets:
         response = get(client, asset)
         assert response.status_code == 200, asset
@@ -33,7 +34,8 @@ def test_the_page_and_every_asset_it_references_are_served(client: FlaskClient) 
 def test_the_client_uses_the_api_as_the_web_client_does(client: FlaskClient) -> None:
     script = get(client, "/dashboard/app.js").get_data(as_text=True)
     for needle in ("/api/auth/login", "/api/members", "/api/channels", "/api/messages",
-                   "headers.Authorization = sessionId", "serverName", "memberCount"):
+                   "headers.Authorization = state.sessionId", "serverName", "memberCount",
+                   "sessionStorage.setItem(SESSION_KEY, answer.sessionId)"):
         assert needle in script
 
 
@@ -51,3 +53,21 @@ def test_loading_the_dashboard_costs_no_api_budget(make_app: Callable[..., Flask
         assert get(client, "/dashboard/app.js").status_code == 200
     assert client.get("/api/members").status_code == 401
     assert client.get("/api/members").status_code == 429
+
+
+def test_pictures_may_come_from_the_configured_cdn_only(make_app: Callable[..., Flask]) -> None:
+    default = get(make_app().test_client(), "/").headers["Content-Security-Policy"]
+    assert "img-src 'self' data: https://cdn.discordapp.com;" in default
+    sandbox = get(make_app(DISCORD_CDN_BASE="http://127.0.0.1:8765/").test_client(), "/")
+    assert "img-src 'self' data: http://127.0.0.1:8765;" in sandbox.headers["Content-Security-Policy"]
+
+
+def test_the_page_renders_data_as_text_only(client: FlaskClient) -> None:
+    # The browser tests show it (an XSS message renders as text); this keeps the means in
+    # plain sight: no HTML parsing of anything, and the token never goes into storage.
+    script = get(client, "/dashboard/app.js").get_data(as_text=True)
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+        assert sink not in script
+    assert "localStorage" not in script
+    assert "sessionStorage.setItem(SESSION_KEY, answer.sessionId)" in script
+    assert script.count("sessionStorage.setItem") == 1

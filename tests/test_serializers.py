@@ -25,9 +25,9 @@ from membersense.discord.snapshot import BLOCK_MEMBERS, build_snapshot
 GUILD = 900
 ROLES = [
     RoleRecord(GUILD, "@everyone", 0),
-    RoleRecord(901, "Member", 1),
-    RoleRecord(902, "Moderator", 5),
-    RoleRecord(903, "Admin", 9),
+    RoleRecord(901, "Member", 1, 0x95A5A6),
+    RoleRecord(902, "Moderator", 5, 0x3498DB),
+    RoleRecord(903, "Admin", 9),  # no colour: names take the next role's
     RoleRecord(904, "Also five", 5),  # same position as Moderator: the higher id ranks higher
 ]
 
@@ -113,9 +113,13 @@ def test_member_fields() -> None:
         "role": "Admin",
         "joinedAt": "2023-01-02T03:04:05.000Z",
         "bot": True,
+        "roleColor": "#95a5a6",
     }
     plain = serialize_member(record(43), RoleNames(GUILD, ROLES), GUILD)
     assert plain["displayName"] == "user43" and plain["role"] == "@everyone"
+    assert plain["roleColor"] is None
+    assert serialize_member(record(45, role_ids=(901, 902, 903)), RoleNames(GUILD, ROLES),
+                            GUILD)["roleColor"] == "#3498db"
     assert serialize_member(record(44, global_name="G"), RoleNames(GUILD, ROLES),
                             GUILD)["displayName"] == "G"
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, send_from_directory
+from flask import Blueprint, Response, current_app, send_from_directory
 
 from membersense.extensions import rate_limiting
 
@@ -15,11 +16,18 @@ bp = Blueprint("dashboard", __name__)
 rate_limiting.exempt(bp)
 
 
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 @bp.after_request
 def _security_headers(response: Response) -> Response:
-    # Scripts and styles only from here; avatars may come from Discord's CDN.
+    # Scripts and styles only from here; pictures from here and from the CDN that
+    # avatar, icon and attachment URLs name (DISCORD_CDN_BASE).
+    cdn = _origin(current_app.config["SETTINGS"].discord_cdn_base)
     response.headers["Content-Security-Policy"] = (
-        "default-src 'self'; img-src 'self' https: data:; connect-src 'self'; "
+        f"default-src 'self'; img-src 'self' data: {cdn}; connect-src 'self'; "
         "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
     )
     response.headers["X-Content-Type-Options"] = "nosniff"

@@ -50,7 +50,7 @@ from membersense.discord.invalid_requests import (
 )
 from membersense.discord.pool import ConnectionPool
 from membersense.discord.published import BotView, GuildView
-from membersense.discord.serializers import serialize_message
+from membersense.discord.serializers import serialize_message, use_cdn_base
 from membersense.discord.service import BotLogin, ChannelKind, GuildSummary, JsonDocument
 
 __all__ = ["LocalDiscord"]
@@ -76,6 +76,7 @@ class LocalDiscord:
                  failed_tokens: RefusedTokens | None = None) -> None:
         self.settings = settings
         self.bus = bus
+        use_cdn_base(settings.discord_cdn_base)
         self.bridge = Bridge()
         #: Discord's 401/403/429 answers to this process; spent, it holds calls back.
         self.invalid_requests: InvalidRequests = invalid_requests or InvalidRequestBudget(

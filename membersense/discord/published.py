@@ -94,7 +94,8 @@ def guild_summary(guild: discord.Guild, members: GuildMembers | None) -> GuildSu
 
 def role_names(guild: discord.Guild) -> RoleNames:
     """A guild's role names, ranked (from discord.py's role cache, on the loop)."""
-    return RoleNames(guild.id, [RoleRecord(r.id, r.name, r.position) for r in guild.roles])
+    return RoleNames(guild.id, [RoleRecord(r.id, r.name, r.position, r.colour.value)
+                                for r in guild.roles])
 
 
 def _channel_entry(channel: discord.abc.GuildChannel, me: discord.Member | None) -> ChannelEntry:

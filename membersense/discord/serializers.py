@@ -21,6 +21,7 @@ import orjson
 
 __all__ = [
     "CDN_BASE",
+    "use_cdn_base",
     "MemberRecord",
     "RoleRecord",
     "RoleNames",
@@ -36,7 +37,17 @@ __all__ = [
     "serialize_message",
 ]
 
+#: Where avatar and icon URLs point (``DISCORD_CDN_BASE``); process-wide, like discord.py's
+#: REST base: the Discord service sets it from the settings when it is made.
 CDN_BASE = "https://cdn.discordapp.com"
+
+
+def use_cdn_base(base: str) -> None:
+    """Build asset URLs on *base* from now on."""
+    global CDN_BASE
+    CDN_BASE = base.rstrip("/")
+
+
 _AVATAR_SIZE = 1024
 
 
@@ -60,11 +71,12 @@ class MemberRecord(NamedTuple):
 
 
 class RoleRecord(NamedTuple):
-    """A guild role: enough to name it and rank it."""
+    """A guild role: enough to name it, rank it and colour a name with it."""
 
     id: int
     name: str
     position: int
+    color: int = 0  # 0: no colour of its own
 
 
 def role_ids(roles: Iterable[str] | None) -> tuple[int, ...]:
@@ -132,11 +144,13 @@ class RoleNames:
         ranked = sorted(roles, key=lambda r: (r.position, r.id), reverse=True)
         self._rank = {role.id: rank for rank, role in enumerate(ranked)}
         self._names = {role.id: role.name for role in ranked}
+        self._colors = {role.id: role.color for role in ranked if role.color}
         # @everyone's id is the guild's id; every member has it.
         self.everyone = self._names.get(guild_id, "@everyone")
         self._guild_id = guild_id
         # Members share a few role sets: each is ranked once per snapshot, not per member.
         self._ranked: dict[tuple[int, ...], tuple[str, ...]] = {}
+        self._colored: dict[tuple[int, ...], str | None] = {}
 
     def of(self, role_ids: tuple[int, ...]) -> tuple[str, ...]:
         """Names of *role_ids* (unknown ids skipped), highest first, ``@everyone`` last."""
@@ -147,6 +161,16 @@ class RoleNames:
             names = self._ranked[role_ids] = (*(self._names[rid] for rid in known),
                                               self.everyone)
         return names
+
+    def color_of(self, role_ids: tuple[int, ...]) -> str | None:
+        """``#rrggbb`` of the highest of *role_ids* that has a colour (as Discord colours names)."""
+        if role_ids in self._colored:
+            return self._colored[role_ids]
+        coloured = [rid for rid in role_ids if rid in self._colors]
+        color = (f"#{self._colors[min(coloured, key=self._rank.__getitem__)]:06x}"
+                 if coloured else None)
+        self._colored[role_ids] = color
+        return color
 
 
 def avatar_url(
@@ -212,6 +236,7 @@ def serialize_member(record: MemberRecord, roles: RoleNames, guild_id: int) -> d
         "role": names[0],
         "joinedAt": js_timestamp(record.joined_at),
         "bot": record.bot,
+        "roleColor": roles.color_of(record.role_ids),
     }
 
 

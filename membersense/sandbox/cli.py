@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -59,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     gateway = parser.add_argument_group("gateway")
     gateway.add_argument("--heartbeat-interval", type=int, default=defaults.heartbeat_interval_ms, metavar="MS",
                          help="HELLO heartbeat_interval in ms (default %(default)s)")
+    gateway.add_argument("--heartbeat-ack-delay", type=int, default=defaults.heartbeat_ack_delay_ms, metavar="MS",
+                         help="how long a heartbeat's ACK takes, as Discord's round trip (default %(default)s)")
     gateway.add_argument("--member-request-cooldown", type=float, default=defaults.member_request_cooldown_s,
                          metavar="SECONDS", help="cooldown of full member requests per guild (default %(default)s)")
     gateway.add_argument("--session-start-limit", type=int, default=defaults.session_start_limit, metavar="N",
@@ -76,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="ban a client IP after N 401/403/429 answers in 10 minutes (default: off; Discord: 10000)")
     limits.add_argument("--invalid-request-ban", type=float, default=defaults.invalid_request_ban_s,
                         metavar="SECONDS", help="how long such a ban lasts (default %(default)s)")
+    parser.add_argument("--fd", type=int, metavar="FD",
+                        help="serve this inherited, bound socket instead of binding --host/--port "
+                             "(membersense demo binds its ports before starting anything)")
     parser.add_argument("--verbose", action="store_true", help="log every HTTP request and the sandbox's INFO messages to stderr")
     return parser
 
@@ -85,7 +91,8 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
     return SandboxConfig(
         host=args.host, port=args.port, tokens=tuple(args.tokens), members=args.members, channels=args.channels,
         messages=args.messages, seed=args.seed, scenario=args.scenario,
-        heartbeat_interval_ms=args.heartbeat_interval, member_request_cooldown_s=args.member_request_cooldown,
+        heartbeat_interval_ms=args.heartbeat_interval, heartbeat_ack_delay_ms=args.heartbeat_ack_delay,
+        member_request_cooldown_s=args.member_request_cooldown,
         session_start_limit=args.session_start_limit,
         rate_limit_per_route=args.rate_limit[0], rate_limit_window_s=args.rate_limit[1],
         route_limits=dict(args.route_limit), global_rate_limit=args.global_rate_limit,
@@ -93,7 +100,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
     )
 
 
-async def serve(config: SandboxConfig, *, access_log: bool = False) -> None:
+async def serve(config: SandboxConfig, *, access_log: bool = False, fd: int | None = None) -> None:
     """Serve until SIGINT or SIGTERM, printing the ready line once listening."""
     from membersense.sandbox.server import start_sandbox  # aiohttp only once we really serve
 
@@ -107,7 +114,8 @@ async def serve(config: SandboxConfig, *, access_log: bool = False) -> None:
         except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
             pass
     try:
-        running = await start_sandbox(config, access_log=access_log)
+        sock = None if fd is None else socket.socket(fileno=fd)
+        running = await start_sandbox(config, access_log=access_log, sock=sock)
         try:
             print(running.ready_line(), flush=True)
             await stop.wait()
@@ -129,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     try:
-        asyncio.run(serve(config, access_log=args.verbose))
+        asyncio.run(serve(config, access_log=args.verbose, fd=args.fd))
     except ScenarioError as exc:
         print(f"membersense sandbox: error: {exc}", file=sys.stderr)
         return 2

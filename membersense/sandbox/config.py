@@ -41,6 +41,11 @@ class SandboxConfig:
 
     # Gateway knobs (used by gateway.py).
     heartbeat_interval_ms: int = 41250
+    #: How long after a heartbeat its ACK leaves: Discord's answer always takes a network
+    #: round trip, and discord.py records when it sent a heartbeat only after the send
+    #: returned, so an ACK sent at once over loopback can be read before that record
+    #: (it then measures a whole interval of latency and logs "Can't keep up").
+    heartbeat_ack_delay_ms: int = 40
     #: How long one bot must wait between two "all members" requests of one guild.
     member_request_cooldown_s: float = 30.0
     #: IDENTIFYs per bot per ``session_start_reset_s`` (Discord: 1000 a day).
@@ -75,6 +80,8 @@ class SandboxConfig:
                 raise ValueError(f"{name} must be >= 0")
         if self.heartbeat_interval_ms <= 0:
             raise ValueError("heartbeat_interval_ms must be positive")
+        if self.heartbeat_ack_delay_ms < 0:
+            raise ValueError("heartbeat_ack_delay_ms must be >= 0")
         if self.rate_limit_per_route < 1 or self.rate_limit_window_s <= 0:
             raise ValueError("rate limits must be positive")
         if len(set(self.tokens)) != len(self.tokens):

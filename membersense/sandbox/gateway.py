@@ -152,9 +152,19 @@ class Connection:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.abort()
 
-    def heartbeat(self) -> None:
-        """Record a heartbeat from the client (pushes the timeout back)."""
+    def heartbeat(self, ack_delay_s: float) -> None:
+        """Record a heartbeat from the client (pushes the timeout back); ACK it after *ack_delay_s*.
+
+        The delay stands for Discord's network round trip (see
+        ``SandboxConfig.heartbeat_ack_delay_ms``); frames queued meanwhile go first, and
+        an ACK due after the socket closed is dropped as every late frame is.
+        """
         self._last_heartbeat = self._loop.time()
+        ack = control_frame(Op.HEARTBEAT_ACK)
+        if ack_delay_s > 0:
+            self._loop.call_later(ack_delay_s, self.send, ack)
+        else:
+            self.send(ack)
 
     def count_event(self) -> bool:
         """Count one client event; False when the client exceeded Discord's 120 per minute."""
@@ -216,6 +226,7 @@ class Gateway:
     def __init__(self, world: World, config: SandboxConfig) -> None:
         self._world = world
         self._interval_ms = config.heartbeat_interval_ms
+        self._ack_delay_s = config.heartbeat_ack_delay_ms / 1000
         self._sessions = SessionRegistry(world.clock)
         self._connections: set[Connection] = set()
         self._cooldown = MemberRequestCooldown(world.clock, config.member_request_cooldown_s)
@@ -300,8 +311,7 @@ class Gateway:
             return
         d = payload.get("d")
         if op == Op.HEARTBEAT:
-            conn.heartbeat()
-            conn.send(control_frame(Op.HEARTBEAT_ACK))
+            conn.heartbeat(self._ack_delay_s)
             return
         if not conn.count_event():
             conn.close_soon(Close.RATE_LIMITED, "You are being rate limited.")

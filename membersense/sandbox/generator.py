@@ -399,10 +399,8 @@ class _Generator:
             filename = rng.choice(("notes.txt", "build.log", "config.yaml", "report.pdf"))
             extra = {"content_type": {"txt": "text/plain; charset=utf-8", "log": "text/plain; charset=utf-8",
                                       "yaml": "application/x-yaml", "pdf": "application/pdf"}[filename.rsplit(".", 1)[1]]}
-        path = f"attachments/{channel.id}/{attachment_id}/{filename}"
-        return {"id": str(attachment_id), "filename": filename, "size": rng.randint(2_000, 4_000_000),
-                "url": f"https://cdn.discordapp.com/{path}", "proxy_url": f"https://media.discordapp.net/{path}",
-                **extra}
+        # url and proxy_url are added as the message is served (they name the sandbox's CDN).
+        return {"id": str(attachment_id), "filename": filename, "size": rng.randint(2_000, 4_000_000), **extra}
 
     def _link_embed(self, message: Message) -> None:
         rng = self.rng

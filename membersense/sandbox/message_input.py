@@ -240,10 +240,8 @@ def attachments(uploads: list[Upload], body: dict[str, Any], world: World, chann
     attachments = []
     for index, upload in enumerate(uploads):
         attachment_id = world.snowflakes.next()
-        path = f"attachments/{channel.id}/{attachment_id}/{upload.filename}"
-        item: dict[str, Any] = {"id": str(attachment_id), "filename": upload.filename, "size": upload.size,
-                                "url": f"https://cdn.discordapp.com/{path}",
-                                "proxy_url": f"https://media.discordapp.net/{path}"}
+        # url and proxy_url are added as the message is served (they name the sandbox's CDN).
+        item: dict[str, Any] = {"id": str(attachment_id), "filename": upload.filename, "size": upload.size}
         if upload.content_type:
             item["content_type"] = upload.content_type
         described = next((m for m in meta if isinstance(m, dict) and str(m.get("id")) == str(index)), None)

@@ -8,6 +8,7 @@ Every call builds fresh dicts, so callers may change what they get.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from membersense.sandbox.models import (
     CHANNEL_TEXT,
@@ -33,6 +34,7 @@ class Payloads:
 
     if TYPE_CHECKING:  # provided by World
         users: dict[int, User]
+        cdn_base: str
 
         def channel(self, channel_id: int) -> Channel | None: ...
 
@@ -176,7 +178,7 @@ class Payloads:
             "content": message.content if with_content else "",
             "mentions": [self.user_payload(users[uid]) for uid in message.mention_ids if uid in users],
             "mention_roles": [str(r) for r in message.mention_role_ids],
-            "attachments": [dict(a) for a in message.attachments] if with_content else [],
+            "attachments": [self.attachment_payload(message, a) for a in message.attachments] if with_content else [],
             "embeds": [dict(e) for e in message.embeds] if with_content else [],
             "timestamp": iso_timestamp(message.created_ms),
             "edited_timestamp": _iso_or_none(message.edited_ms),
@@ -192,6 +194,11 @@ class Payloads:
         if message.nonce is not None:
             data["nonce"] = message.nonce
         return data
+
+    def attachment_payload(self, message: Message, attachment: dict[str, Any]) -> dict[str, Any]:
+        """Discord's attachment object: the stored fields plus ``url`` and ``proxy_url`` on the CDN."""
+        url = f"{self.cdn_base}/attachments/{message.channel_id}/{attachment['id']}/{quote(attachment['filename'])}"
+        return {**attachment, "url": url, "proxy_url": url}
 
     def message_dispatch_payload(self, message: Message) -> dict[str, Any]:
         """MESSAGE_CREATE / MESSAGE_UPDATE ``d``: the message plus ``guild_id`` and the author's partial member."""

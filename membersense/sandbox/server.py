@@ -7,19 +7,22 @@
   benchmarks, with :meth:`SandboxServer.run` as the thread-safe way in.
 
 Routes: REST under ``/api/v10`` and ``/api``, the gateway at ``/ws`` (503 when
-``membersense.sandbox.gateway`` is not importable), the control API under ``/_sandbox``.
+``membersense.sandbox.gateway`` is not importable), the control API under ``/_sandbox``,
+and Discord's CDN paths (avatars, icons, attachments) from the root.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
 
 from membersense.bridge import Bridge
+from membersense.sandbox.cdn import add_cdn_routes
 from membersense.sandbox.config import SandboxConfig
 from membersense.sandbox.control import handle_control
 from membersense.sandbox.generator import build_world
@@ -63,6 +66,7 @@ def create_app(state: SandboxState) -> web.Application:
     app.router.add_route("*", "/api/{tail:.*}", handle_api)
     app.router.add_route("GET", "/ws", state.gateway.handle if state.gateway is not None else _gateway_unavailable)
     app.router.add_route("*", "/_sandbox/{tail:.*}", handle_control)
+    add_cdn_routes(app)
     return app
 
 
@@ -103,13 +107,19 @@ class RunningSandbox:
         return f"ws://{_url_host(self.host)}:{self.port}/ws"
 
     @property
+    def cdn_url(self) -> str:
+        """``http://HOST:PORT``: Discord's CDN paths are served from the root."""
+        return self.base_url
+
+    @property
     def tokens(self) -> list[str]:
         """Every bot token of the world, in creation order."""
         return [bot.token for bot in self.state.world.bots.values()]
 
     def ready_line(self) -> str:
         """The one line the CLI prints once listening."""
-        return f"sandbox ready api={self.api_url} gateway={self.gateway_url} tokens={','.join(self.tokens)}"
+        return (f"sandbox ready api={self.api_url} gateway={self.gateway_url} cdn={self.cdn_url} "
+                f"tokens={','.join(self.tokens)}")
 
     async def stop(self) -> None:
         """Close gateway sockets cleanly, then the HTTP server.  Idempotent."""
@@ -121,23 +131,32 @@ class RunningSandbox:
         await self.runner.cleanup()
 
 
-async def start_sandbox(config: SandboxConfig, *, access_log: bool = False) -> RunningSandbox:
-    """Build the world of ``config`` and serve it on the running loop (port 0: a free port)."""
+async def start_sandbox(config: SandboxConfig, *, access_log: bool = False,
+                        sock: socket.socket | None = None) -> RunningSandbox:
+    """Build the world of ``config`` and serve it on the running loop (port 0: a free port).
+
+    With *sock* (a bound socket, e.g. one ``membersense demo`` bound before starting
+    anything), it is served instead of binding ``config.host:config.port``.
+    """
     world = build_world(config)
     gateway = load_gateway(world, config)
     state = SandboxState.create(world, config, gateway)
     runner = web.AppRunner(create_app(state), access_log=_log if access_log else None, handle_signals=False)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.host, config.port)
+        site: web.BaseSite = (web.SockSite(runner, sock) if sock is not None
+                              else web.TCPSite(runner, config.host, config.port))
         await site.start()
     except BaseException:
         if gateway is not None:
             await gateway.close()
         await runner.cleanup()
         raise
-    port = runner.addresses[0][1]
-    return RunningSandbox(state, runner, config.host, port)
+    host, port = runner.addresses[0][:2] if sock is not None else (config.host, runner.addresses[0][1])
+    running = RunningSandbox(state, runner, host, port)
+    # Set before the loop runs a request: every attachment URL names this server.
+    world.cdn_base = running.cdn_url
+    return running
 
 
 class SandboxServer:
@@ -245,6 +264,11 @@ class SandboxServer:
     def gateway_url(self) -> str:
         """``ws://127.0.0.1:PORT/ws``."""
         return self._require().gateway_url
+
+    @property
+    def cdn_url(self) -> str:
+        """``http://127.0.0.1:PORT`` (MemberSense's ``DISCORD_CDN_BASE``)."""
+        return self._require().cdn_url
 
     @property
     def tokens(self) -> list[str]:

@@ -97,6 +97,8 @@ class World(Payloads):
         self.events = EventHub()
         self.snowflakes = SnowflakeFactory()
         self.users: dict[int, User] = {}
+        #: Where attachment URLs point: Discord's CDN until the server knows its own address.
+        self.cdn_base = "https://cdn.discordapp.com"
         self.guilds: dict[int, Guild] = {}
         self.bots: dict[int, Bot] = {}
         self._bots_by_token: dict[str, Bot] = {}

@@ -109,12 +109,15 @@ def test_members_are_the_whole_guild_sorted_by_id(api: Api) -> None:
     assert ids == sorted(ids)
     for member in members:
         assert set(member) == {"id", "username", "displayName", "avatar", "roles", "role",
-                               "joinedAt", "bot"}
+                               "joinedAt", "bot", "roleColor"}
         assert member["role"] == member["roles"][0]
         assert member["roles"][-1] == "@everyone"
         assert member["avatar"].startswith("https://cdn.discordapp.com/")
     assert sum(m["bot"] for m in members) == MAIN_BOTS
     assert any(m["role"] != "@everyone" for m in members)
+    # The colour Discord gives a name: its highest coloured role's (the sandbox's Admin is red).
+    assert {m["roleColor"] for m in members if m["role"] == "Admin"} == {"#e74c3c"}
+    assert {m["roleColor"] for m in members if m["roles"] == ["@everyone"]} <= {None}
 
 
 def test_pages_walk_the_same_list(api: Api) -> None:

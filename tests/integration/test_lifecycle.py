@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
@@ -12,6 +13,7 @@ from tests.integration.conftest import (
     LOGIN_TIMEOUT_S,
     MEMBER_REQUEST_COOLDOWN_S,
     MemberSense,
+    start_sandbox,
 )
 from tests.integration.support import (
     MAIN_TOKEN,
@@ -250,3 +252,28 @@ def test_without_a_gateway_url_the_one_discord_names_is_used(
         assert server.api.get("/api/members", session, limit=5).status_code == 200
     finally:
         server.api.logout(session)
+
+
+def test_a_reconnect_discord_refuses_for_a_while_is_a_warning_not_an_error(tmp_path) -> None:
+    # The sandbox goes away under a logged-in bot (as `make demo`'s Ctrl-C does to it):
+    # discord.py logs each failed reconnect with log.exception, at ERROR.
+    sandbox = start_sandbox(tmp_path, main_members=20)
+    server = MemberSense(sandbox, tmp_path / "gunicorn.log").start()
+    try:
+        assert server.api is not None
+        session = server.api.login(MAIN_TOKEN)
+        sandbox.stop()
+
+        def entries() -> list[dict]:
+            return [json.loads(line) for line in server.server.log().splitlines()
+                    if line.startswith("{")]
+
+        wait_until(lambda: any(e["message"].startswith("Attempting a reconnect") for e in entries()),
+                   timeout=30, what="discord.py to retry the gateway")
+        server.api.logout(session)
+    finally:
+        server.stop()
+        sandbox.stop()
+    reconnects = [e for e in entries() if e["message"].startswith("Attempting a reconnect")]
+    assert {e["severity"] for e in reconnects} == {"WARNING"}
+    assert [e for e in entries() if e["severity"] in ("ERROR", "CRITICAL")] == []

@@ -45,8 +45,9 @@ def test_sandbox_server_lifecycle_and_run():
         assert server.api_url == server.base_url + "/api/v10"
         assert server.gateway_url == f"ws://127.0.0.1:{server.port}/ws"
         assert server.tokens == ["t1", "t2"]
+        assert server.cdn_url == server.base_url
         assert server.ready_line == (f"sandbox ready api={server.api_url} gateway={server.gateway_url} "
-                                     "tokens=t1,t2")
+                                     f"cdn={server.cdn_url} tokens=t1,t2")
         assert server.run(lambda: server.world.guilds and 42) == 42
 
         async def coroutine_fn() -> str:
@@ -390,10 +391,10 @@ def test_cli_prints_one_ready_line_serves_and_stops_on_signal(stop_signal):
         line = process.stdout.readline()
         match = __import__("re").fullmatch(
             r"sandbox ready api=(http://127\.0\.0\.1:(\d+)/api/v10) gateway=ws://127\.0\.0\.1:(\d+)/ws "
-            r"tokens=cli-a,cli-b\n", line)
+            r"cdn=http://127\.0\.0\.1:(\d+) tokens=cli-a,cli-b\n", line)
         assert match, line
-        api, port, ws_port = match.groups()
-        assert port == ws_port and int(port) > 0
+        api, port, ws_port, cdn_port = match.groups()
+        assert port == ws_port == cdn_port and int(port) > 0
         with requests.Session() as http:
             me = http.get(api + "/users/@me", headers={"Authorization": "Bot cli-b"}, timeout=10)
             assert me.status_code == 200

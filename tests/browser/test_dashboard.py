@@ -1,0 +1,385 @@
+"""The dashboard in a real Chromium, against gunicorn + the sandbox, as a newcomer uses it."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from membersense.sandbox.server import SandboxServer
+
+from .conftest import TOKEN
+
+XSS = "<img src=x onerror=alert(1)>"
+VIEWPORTS = {"desktop": (1366, 768), "phone": (390, 844)}
+SERVER_NAME = "MemberSense Sandbox"
+
+
+class Watch:
+    """What went wrong on a page: failed requests, error answers, console errors, alerts."""
+
+    def __init__(self, page: Any) -> None:
+        self.failed: list[str] = []
+        self.errors: list[str] = []
+        self.console: list[str] = []
+        self.dialogs: list[str] = []
+        self.images_loaded = 0
+        page.on("requestfailed", lambda r: self.failed.append(f"{r.method} {r.url} {r.failure}"))
+        page.on("response", self._response)
+        page.on("console", lambda m: self.console.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.console.append(str(e)))
+        page.on("dialog", self._dialog)
+
+    def _response(self, response: Any) -> None:
+        if response.status >= 400:
+            self.errors.append(f"{response.status} {response.request.method} {response.url}")
+        elif response.request.resource_type == "image":
+            self.images_loaded += 1
+
+    def _dialog(self, dialog: Any) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def assert_clean(self) -> None:
+        assert self.failed == [], self.failed
+        assert self.errors == [], self.errors
+        assert self.console == [], self.console
+        assert self.dialogs == [], self.dialogs
+
+
+@pytest.fixture
+def context(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    width, height = VIEWPORTS[getattr(request, "param", "desktop")]
+    context = browser.new_context(viewport={"width": width, "height": height})
+    context.set_default_timeout(20_000)
+    yield context
+    context.close()
+
+
+def no_horizontal_overflow(page: Any) -> None:
+    widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert widths[0] <= widths[1], f"the page scrolls sideways: {widths}"
+
+
+def log_in(page: Any, app_url: str) -> None:
+    page.goto(app_url)
+    page.fill("#token", TOKEN)
+    page.press("#token", "Enter")
+    page.wait_for_selector("#member-list li.member")
+
+
+CONTRAST = """(selector) => {
+  const rgb = (text) => text.match(/[\\d.]+/g).slice(0, 3).map(Number);
+  const lum = ([r, g, b]) => {
+    const f = (c) => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const node = document.querySelector(selector);
+  let back = node;
+  while (getComputedStyle(back).backgroundColor === "rgba(0, 0, 0, 0)") back = back.parentElement;
+  const [a, b] = [lum(rgb(getComputedStyle(node).color)), lum(rgb(getComputedStyle(back).backgroundColor))];
+  return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+}"""
+
+
+def readable(page: Any, selector: str) -> None:
+    """WCAG AA: text at least 4.5 times as bright as its background, or the reverse."""
+    ratio = page.evaluate(CONTRAST, selector)
+    assert ratio >= 4.5, f"{selector} has a contrast of {ratio:.2f}"
+
+
+def inside_the_viewport(page: Any, selector: str) -> None:
+    box = page.locator(selector).first.bounding_box()
+    width = page.evaluate("window.innerWidth")
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width, (selector, box)
+
+
+def no_broken_images(page: Any) -> None:
+    broken = page.evaluate(
+        "[...document.images].filter(i => i.getAttribute('src') && i.complete && i.naturalWidth === 0)"
+        ".map(i => i.src)")
+    assert broken == []
+
+
+@pytest.fixture(scope="module")
+def world(app_url: str, sandbox: SandboxServer) -> Iterator[dict[str, Any]]:
+    """What the API says about the world, to compare the page with (and the XSS message)."""
+    http = requests.Session()
+    session = http.post(f"{app_url}/api/auth/login", json={"token": TOKEN}, timeout=60).json()["sessionId"]
+    auth = {"Authorization": session}
+    members = http.get(f"{app_url}/api/members", headers=auth, timeout=30).json()
+    channels = http.get(f"{app_url}/api/channels", headers=auth, timeout=30).json()
+    general = next(c for c in channels if c["name"] == "general")
+    author = next(m for m in members if not m["bot"])
+    posted = http.post(f"{sandbox.base_url}/_sandbox/channels/{general['id']}/messages",
+                       json={"author_id": author["id"], "content": XSS}, timeout=10)
+    assert posted.status_code in (200, 201), posted.text
+    newest = http.get(f"{app_url}/api/messages", params={"channelId": general["id"], "limit": 100},
+                      headers=auth, timeout=30).json()
+    # Kept open for the module: the pages' logins share its gateway connection.
+    yield {"members": members, "general": general, "newest": newest}
+    http.post(f"{app_url}/api/auth/logout", headers=auth, timeout=30)
+    http.close()
+
+
+@pytest.mark.parametrize("context", ["desktop", "phone"], indirect=True)
+def test_log_in_browse_members_and_messages_then_log_out(
+        context: Any, app_url: str, world: dict[str, Any], artifacts: Path, request: Any) -> None:
+    size = request.node.callspec.params["context"]
+    page = context.new_page()
+    watch = Watch(page)
+    page.goto(app_url)
+    # Before logging in: the form, and nothing of a logged-in page.
+    assert page.is_visible("#login") and not page.is_visible("#logout")
+    assert not page.is_visible("#app-view") and not page.is_visible("#server")
+    no_horizontal_overflow(page)
+    icon = page.evaluate("""async () => {
+      const image = new Image();
+      image.src = document.querySelector("link[rel=icon]").href;
+      await image.decode();
+      return image.naturalWidth;
+    }""")
+    assert icon > 0  # the inline favicon is a picture (and /favicon.ico is never asked for)
+
+    log_in(page, app_url)
+    members = world["members"]
+    assert page.text_content("#server-name") == SERVER_NAME
+    assert page.text_content("#member-count") == f"{len(members)} members"
+    assert page.is_visible("#logout")
+    assert page.locator("#member-list li.member").count() == 100  # one page of the list
+    assert page.text_content("#members-status") == f"{len(members)} of {len(members)} members"
+    page.wait_for_function("() => document.querySelector('#server-icon').naturalWidth > 0")
+    page.wait_for_function("() => document.querySelector('#member-list img.avatar').naturalWidth > 0")
+    no_horizontal_overflow(page)
+    for selector in ("#server-name", "#member-count", "#logout", "#member-list .joined",
+                     "#member-list .who span", "#members-status"):
+        readable(page, selector)
+    for selector in ("#logout", "#member-list .joined", "#member-list .role"):
+        inside_the_viewport(page, selector)
+    page.screenshot(path=str(artifacts / f"members-{size}.png"))
+    # Dark and light follow the system's preference.
+    light = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    page.emulate_media(color_scheme="dark")
+    assert page.evaluate("getComputedStyle(document.body).backgroundColor") != light
+    for selector in ("#member-count", "#member-list .joined", "#member-list .who strong"):
+        readable(page, selector)
+    page.screenshot(path=str(artifacts / f"members-{size}-dark.png"))
+    page.emulate_media(color_scheme="light")
+
+    # Search one member by username (the whole list is searched, not the page shown).
+    last = members[-1]
+    page.fill("#member-search", last["username"])
+    page.wait_for_function("() => document.querySelectorAll('#member-list li.member').length === 1")
+    assert page.text_content("#member-list li.member strong").startswith(last["displayName"])
+    page.fill("#member-search", "")
+
+    # Filter by a role: every member holding it, whatever their top role.
+    moderators = [m for m in members if "Moderator" in m["roles"]]
+    page.select_option("#role-filter", "Moderator")
+    page.wait_for_function(
+        f"() => document.querySelector('#members-status').textContent.startsWith('{len(moderators)} of ')")
+    assert page.locator("#member-list li.member").count() == len(moderators)
+    admins = [m for m in members if m["role"] == "Admin"]
+    if admins:  # a top role's colour shows as the dot's colour
+        colour = page.evaluate("getComputedStyle(document.querySelector('#member-list .dot')).backgroundColor")
+        assert colour != ""
+
+    # Channels: grouped by category, voice channels shown but not openable.
+    page.click("#tab-channels")
+    assert page.locator("#channel-groups h3").count() >= 2
+    assert page.locator(".channel.voice[disabled]").count() >= 1
+    general = world["general"]
+    page.click(f".channel[data-channel-id='{general['id']}']")
+    page.wait_for_selector("#message-list li.message")
+    newest = world["newest"]
+    assert page.locator("#message-list li.message").count() == 50
+    # Newest at the bottom: the XSS message posted last is the last one, shown as text.
+    last_message = page.locator("#message-list li.message").last
+    assert last_message.get_attribute("id") == f"message-{newest[0]['id']}"
+    assert last_message.locator(".text").text_content() == XSS
+    assert page.locator("#message-list img[src='x']").count() == 0
+
+    # Load older: the next page through `before`, above what was there.
+    page.click("#older")
+    page.wait_for_function("() => document.querySelectorAll('#message-list li.message').length === 100")
+    first = page.locator("#message-list li.message").first
+    assert first.get_attribute("id") == f"message-{newest[99]['id']}"
+    text = page.text_content("#message-list")
+    assert not re.search(r"<@!?\d+>", text), "a mention was shown raw"
+    assert page.locator("#message-list .mention").count() > 0
+    assert page.locator("#message-list .reply").count() > 0
+    if any(m["editedTimestamp"] for m in newest):
+        assert page.locator("#message-list .edited").count() > 0
+    no_horizontal_overflow(page)
+    no_broken_images(page)
+    page.locator("#message-list li.message").last.scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / f"messages-{size}.png"))
+    assert not page.is_visible("#send")  # no sending endpoint on this server yet (issue 10)
+
+    # Log out: nothing of the guild is left on the page or in the tab's storage.
+    page.click("#logout")
+    page.wait_for_selector("#login", state="visible")
+    body = page.inner_text("body")
+    assert SERVER_NAME not in body and last["username"] not in body and XSS not in body
+    assert page.locator("li.member, li.message, .channel").count() == 0
+    assert page.evaluate("document.querySelectorAll('img[src]').length") == 0
+    assert page.evaluate("sessionStorage.length") == 0
+    assert not page.is_visible("#logout")
+    no_horizontal_overflow(page)
+
+    no_broken_images(page)
+    assert watch.images_loaded > 0
+    watch.assert_clean()
+
+
+def test_a_reload_keeps_the_session_and_the_open_channel(context: Any, app_url: str,
+                                                         world: dict[str, Any]) -> None:
+    page = context.new_page()
+    watch = Watch(page)
+    log_in(page, app_url)
+    page.click("#tab-channels")
+    page.click(f".channel[data-channel-id='{world['general']['id']}']")
+    page.wait_for_selector("#message-list li.message")
+    stored = page.evaluate("Object.keys(sessionStorage)")
+    assert stored == ["membersense.session"]  # the session id only; never the token
+    assert TOKEN not in page.evaluate("JSON.stringify(sessionStorage) + JSON.stringify(localStorage)")
+    page.wait_for_load_state("networkidle")  # a reload would cancel requests still under way
+    page.reload()
+    page.wait_for_selector("#message-list li.message")
+    assert page.text_content("#channel-title") == "#general"
+    assert page.text_content("#server-name") == SERVER_NAME
+    page.click("#logout")
+    watch.assert_clean()
+
+
+def test_keyboard_only(context: Any, app_url: str, world: dict[str, Any]) -> None:
+    page = context.new_page()
+    page.goto(app_url)
+    page.keyboard.press("Tab")  # the skip link
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "token"
+    page.keyboard.type(TOKEN)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#member-list li.member")
+    page.focus("#tab-members")
+    page.keyboard.press("ArrowRight")
+    assert page.get_attribute("#tab-channels", "aria-selected") == "true"
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    focused = page.evaluate("document.activeElement.className")
+    assert "channel" in focused
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#message-list li.message")
+    page.click("#logout")
+
+
+def test_an_ended_session_goes_back_to_the_login(context: Any, app_url: str) -> None:
+    page = context.new_page()
+    log_in(page, app_url)
+    session = page.evaluate("sessionStorage.getItem('membersense.session')")
+    requests.post(f"{app_url}/api/auth/logout", headers={"Authorization": session}, timeout=30)
+    page.click("#tab-channels")
+    page.locator(".channel.text").first.click()
+    page.wait_for_selector("#login", state="visible")
+    assert "session has ended" in page.text_content("#notice")
+    assert page.locator("li.member").count() == 0 and page.text_content("#server-name") == ""
+
+
+def test_busy_rate_limited_and_unreachable_states(context: Any, app_url: str) -> None:
+    page = context.new_page()
+
+    def fulfill(status: int, body: dict[str, Any], headers: dict[str, str] | None = None):
+        return lambda route: route.fulfill(status=status, body=json.dumps(body),
+                                           content_type="application/json", headers=headers or {})
+
+    page.route("**/api/members", fulfill(503, {"error": "Discord is rate limiting the bot"},
+                                         {"Retry-After": "12"}))
+    page.route("**/api/channels?type=all", fulfill(429, {"error": "Too many requests", "retryAfter": 7}))
+    log_in_without_members(page, app_url)
+    page.wait_for_function("() => document.querySelector('#channels-status').textContent.length > 0")
+    assert page.text_content("#members-status") == "Discord is rate limiting the bot. Try again in 12 s."
+    page.click("#tab-channels")
+    assert page.text_content("#channels-status") == "Too many requests. Try again in 7 s."
+
+    page.unroute("**/api/channels?type=all")
+    page.route("**/api/channels?type=all", fulfill(200, [{"id": "1", "name": "general", "type": "text",
+                                                           "parentId": None, "position": 0, "topic": None}]))
+    page.route("**/api/messages?*", lambda route: route.abort("internetdisconnected"))
+    page.reload()
+    page.click("#tab-channels")
+    page.click(".channel[data-channel-id='1']")
+    page.wait_for_function("() => document.querySelector('#messages-status').textContent.startsWith('Cannot reach')")
+
+    page.unroute("**/api/messages?*")
+    page.route("**/api/messages?*", fulfill(200, []))
+    page.click(".channel[data-channel-id='1']")
+    page.wait_for_function("() => document.querySelector('#messages-status').textContent === 'No messages in this channel yet.'")
+    page.click("#logout")
+
+
+def log_in_without_members(page: Any, app_url: str) -> None:
+    page.goto(app_url)
+    page.fill("#token", TOKEN)
+    page.press("#token", "Enter")
+    page.wait_for_selector("#app-view", state="visible")
+
+
+def test_a_hundred_thousand_members_stay_one_page_of_rows(context: Any, app_url: str) -> None:
+    big = [{"id": str(10**17 + i), "username": f"user{i:06d}", "displayName": f"User {i}",
+            "avatar": None, "roles": ["Member", "@everyone"] if i % 3 else ["Gamer", "Member", "@everyone"],
+            "role": "Member" if i % 3 else "Gamer", "joinedAt": "2024-01-01T00:00:00.000Z",
+            "bot": False, "roleColor": "#95a5a6"} for i in range(100_000)]
+    body = json.dumps(big)
+    page = context.new_page()
+    # 15 MB of JSON through Playwright's pipe and Chromium's parser: minutes on a loaded
+    # 2-core box are possible, and this test is about rows, not speed.
+    page.set_default_timeout(120_000)
+    page.route("**/api/members", lambda route: route.fulfill(status=200, body=body,
+                                                             content_type="application/json"))
+    log_in(page, app_url)
+    assert page.text_content("#members-status") == "100,000 of 100,000 members"
+    assert page.locator("#member-list li").count() == 100
+    page.fill("#member-search", "user099999")
+    page.wait_for_function("() => document.querySelector('#members-status').textContent === '1 of 100,000 members'")
+    page.fill("#member-search", "")
+    page.select_option("#role-filter", "Gamer")
+    page.wait_for_function("() => document.querySelector('#members-status').textContent.startsWith('33,334 of')")
+    page.click("#next-page")
+    assert page.text_content("#page-info") == "101–200 of 33,334"
+    page.click("#logout")
+
+
+def test_the_send_box_appears_where_the_server_can_send(context: Any, app_url: str,
+                                                       world: dict[str, Any]) -> None:
+    """The seam for issue 10: a server whose /api/messages takes POST gets a send box."""
+    page = context.new_page()
+    sent: list[dict[str, Any]] = []
+    message = {"id": "9" * 19, "content": "hello from the dashboard", "timestamp": 1748736000000,
+               "editedTimestamp": None, "attachments": [], "embeds": 0, "replyTo": None,
+               "author": {"id": "1", "username": "bot", "name": "Bot", "avatar": None}}
+
+    def messages(route: Any) -> None:
+        if route.request.method == "OPTIONS":
+            route.fulfill(status=200, headers={"Allow": "GET, HEAD, OPTIONS, POST"}, body="")
+        elif route.request.method == "POST":
+            sent.append(json.loads(route.request.post_data or "{}"))
+            route.fulfill(status=201, body=json.dumps(message), content_type="application/json")
+        else:
+            route.fallback()
+
+    page.route("**/api/messages*", messages)
+    page.route("**/api/events/ticket", lambda route: route.fulfill(status=404, body='{"error": "Not Found"}'))
+    log_in(page, app_url)
+    page.click("#tab-channels")
+    page.click(f".channel[data-channel-id='{world['general']['id']}']")
+    page.wait_for_selector("#send", state="visible")
+    page.fill("#send-text", message["content"])
+    page.click("#send button")
+    page.wait_for_selector(f"#message-{message['id']}")
+    assert sent == [{"channelId": world["general"]["id"], "content": message["content"]}]
+    page.click("#logout")
