@@ -12,6 +12,7 @@ from membersense.discord.errors import HeldBack, InvalidToken, MissingAccess
 from membersense.discord.invalid_requests import (
     FAILED_TOKEN_TTL_S,
     INVALID_REQUEST_WINDOW_S,
+    TENANT_HELD_BACK,
     FailedTokens,
     InvalidRequestBudget,
 )
@@ -240,3 +241,70 @@ def test_refused_message_reads_count_and_shared_rate_limits_do_not(
         session.messages(readable, limit=2)
     assert bots.discord.invalid_requests.total == 2  # neither reached Discord
     session.logout()
+
+
+def test_one_bot_spends_only_its_share_of_the_budget() -> None:
+    clock = FakeClock()
+    budget = InvalidRequestBudget(100, clock=clock)  # a bot's share: 10
+    for _ in range(10):
+        budget.record(403, tenant="noisy")
+    with pytest.raises(HeldBack) as refused:
+        budget.check("noisy")
+    assert refused.value.message == TENANT_HELD_BACK
+    assert refused.value.retry_after == INVALID_REQUEST_WINDOW_S
+    budget.check("quiet")  # everyone else goes on
+    budget.check()
+    clock.advance(INVALID_REQUEST_WINDOW_S)
+    budget.check("noisy")
+
+
+def test_the_shared_budget_holds_one_bot_back_by_its_share(redis_url: str,
+                                                          redis_prefix: str) -> None:
+    from membersense.cluster.connection import RedisConnection
+    from membersense.cluster.guards import SharedInvalidRequestBudget
+    from membersense.cluster.writer import Writer
+
+    connection = RedisConnection(redis_url, redis_prefix)
+    writer = Writer(connection)
+    try:
+        budget = SharedInvalidRequestBudget(connection, writer, 50, clock=FakeClock())
+        for _ in range(5):
+            budget.record(401, tenant="noisy")
+        writer.flush(5)
+        with pytest.raises(HeldBack) as refused:
+            budget.check("noisy")
+        assert refused.value.message == TENANT_HELD_BACK
+        budget.check("quiet")
+    finally:
+        writer.close()
+        connection.close()
+
+
+def test_a_bot_refused_again_and_again_is_held_back_before_the_others(
+        make_bots, control: Control) -> None:
+    bots = make_bots(DISCORD_INVALID_REQUEST_LIMIT="50")  # a bot's share: 5
+    noisy, quiet = bots.login(MAIN_TOKEN), bots.login(SECOND_TOKEN)
+    hidden = int(next(c["id"] for c in noisy.channels() if c["name"] == "staff-only"))
+    connection = bots.connection(MAIN_TOKEN)
+    guild_id = int(noisy.record.guild_ids[0])
+
+    def forget_the_channels_overwrites() -> None:
+        client = connection._client
+        assert client is not None
+        client.get_channel(hidden)._overwrites = []  # type: ignore[union-attr]
+        guild = client.get_guild(guild_id)
+        assert guild is not None
+        connection.publisher.publish_guild(guild)
+
+    bots.on_loop(forget_the_channels_overwrites)
+    for _ in range(5):
+        with pytest.raises(MissingAccess):
+            noisy.messages(hidden, limit=2)
+    with pytest.raises(HeldBack) as refused:
+        noisy.messages(hidden, limit=2)
+    assert refused.value.message == TENANT_HELD_BACK
+    assert bots.discord.invalid_requests.retry_after() == 0  # far from the whole budget
+    readable = next(c["id"] for c in quiet.channels() if c["name"] != "staff-only")
+    assert quiet.messages(readable, limit=2)  # the other bot is not held back
+    noisy.logout()
+    quiet.logout()

@@ -95,10 +95,9 @@ class Keys:
         """A token Discord refused lately."""
         return f"{self.base}failed-token:{bot}"
 
-    @property
-    def invalid_requests(self) -> str:
-        """Discord's 401/403/429 answers to this egress, scored by time."""
-        return f"{self.base}invalid-requests"
+    def invalid_requests(self, bot: str | None = None) -> str:
+        """Discord's 401/403/429 answers to this egress (or to one bot), scored by time."""
+        return f"{self.base}invalid-requests" + (f":{bot}" if bot else "")
 
     @property
     def notices(self) -> str:

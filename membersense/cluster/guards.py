@@ -22,7 +22,10 @@ from membersense.discord.errors import HeldBack, InvalidToken
 from membersense.discord.invalid_requests import (
     FAILED_TOKEN_TTL_S,
     INVALID_REQUEST_WINDOW_S,
+    TENANT_CAPACITY,
+    TENANT_HELD_BACK,
     counts_as_invalid,
+    tenant_limit,
 )
 from membersense.discord.tokens import fingerprint
 
@@ -33,74 +36,95 @@ CHECK_EVERY_S = 1.0
 
 
 class SharedInvalidRequestBudget:
-    """Discord's 401/403/429 answers to the whole cluster, over a sliding window."""
+    """Discord's 401/403/429 answers to the whole cluster over a sliding window, and each
+    bot's share of them (see :class:`~membersense.discord.invalid_requests.InvalidRequestBudget`)."""
 
     def __init__(self, connection: RedisConnection, writer: Writer, limit: int, *,
                  window_s: float = INVALID_REQUEST_WINDOW_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._redis = connection
-        self._key = connection.keys.invalid_requests
+        self._keys = connection.keys
         self._writer = writer
         self.limit = limit
+        self.tenant_limit = tenant_limit(limit)
         self.window_s = window_s
         self._clock = clock
         self._lock = threading.Lock()
-        self._checked_at = float("-inf")
-        self._retry_after = 0.0
+        # key -> (when this process last asked Redis, seconds left then)
+        self._checked: dict[str, tuple[float, float]] = {}
         #: Invalid answers this process recorded (diagnostics).
         self.total = 0
 
     def __repr__(self) -> str:
         return f"<SharedInvalidRequestBudget limit={self.limit} per {self.window_s:g}s>"
 
-    def record(self, status: int, scope: str | None = None) -> None:
+    def record(self, status: int, scope: str | None = None, tenant: str | None = None) -> None:
         """Count one Discord answer if Discord counts it (never blocks)."""
         if not counts_as_invalid(status, scope):
             return
         self.total += 1
-        key, window_ms = self._key, int(self.window_s * 1000)
+        keys = [self._keys.invalid_requests()]
+        if tenant is not None:
+            keys.append(self._keys.invalid_requests(tenant))
+        window_ms = int(self.window_s * 1000)
         member = f"{time.time():.6f}:{secrets.token_hex(4)}"
         now_ms = int(time.time() * 1000)
 
         def write(pipeline: Any) -> None:
-            pipeline.zadd(key, {member: now_ms})
-            pipeline.zremrangebyscore(key, "-inf", now_ms - window_ms)
-            pipeline.pexpire(key, window_ms)
+            for key in keys:
+                pipeline.zadd(key, {member: now_ms})
+                pipeline.zremrangebyscore(key, "-inf", now_ms - window_ms)
+                pipeline.pexpire(key, window_ms)
 
         self._writer.submit(write)
         with self._lock:
-            self._checked_at = float("-inf")  # look again at the next check
+            for key in keys:
+                self._checked.pop(key, None)  # look again at the next check
 
-    def retry_after(self) -> float:
-        """Seconds until Discord may be called again; 0 while the budget lasts."""
+    def _spent_for(self, key: str, limit: int) -> float:
         now = self._clock()
         with self._lock:
-            if now - self._checked_at < CHECK_EVERY_S:
-                return max(0.0, self._retry_after - (now - self._checked_at))
+            checked = self._checked.get(key)
+        if checked is not None and now - checked[0] < CHECK_EVERY_S:
+            return max(0.0, checked[1] - (now - checked[0]))
         window_ms = int(self.window_s * 1000)
         now_ms = int(time.time() * 1000)
 
         def read() -> list[Any]:
             pipeline = self._redis.client.pipeline(transaction=False)
-            pipeline.zremrangebyscore(self._key, "-inf", now_ms - window_ms)
-            pipeline.zcard(self._key)
+            pipeline.zremrangebyscore(key, "-inf", now_ms - window_ms)
+            pipeline.zcard(key)
             # The answer whose leaving the window brings the count under the limit.
-            pipeline.zrevrange(self._key, self.limit - 1, self.limit - 1, withscores=True)
+            pipeline.zrevrange(key, limit - 1, limit - 1, withscores=True)
             return list(pipeline.execute())
 
         _, count, pivot = self._redis.call(read)
         wait = 0.0
-        if int(count) >= self.limit and pivot:
+        if int(count) >= limit and pivot:
             wait = max(0.0, (float(pivot[0][1]) + window_ms - now_ms) / 1000)
         with self._lock:
-            self._checked_at, self._retry_after = now, wait
+            self._checked[key] = (now, wait)
+            if len(self._checked) > TENANT_CAPACITY:
+                self._checked.clear()
         return wait
 
-    def check(self) -> None:
-        """Raise :class:`HeldBack` instead of a call to Discord while the budget is spent."""
-        wait = self.retry_after()
-        if wait > 0:
-            raise HeldBack(retry_after=wait)
+    def retry_after(self, tenant: str | None = None) -> float:
+        """Seconds until Discord may be called again (for *tenant*); 0 while the budget lasts."""
+        everyone = self._spent_for(self._keys.invalid_requests(), self.limit)
+        if tenant is None:
+            return everyone
+        return max(everyone, self._spent_for(self._keys.invalid_requests(tenant),
+                                             self.tenant_limit))
+
+    def check(self, tenant: str | None = None) -> None:
+        """Raise :class:`HeldBack` instead of a call to Discord while the budget is spent,
+        or *tenant*'s share of it."""
+        everyone = self._spent_for(self._keys.invalid_requests(), self.limit)
+        own = (self._spent_for(self._keys.invalid_requests(tenant), self.tenant_limit)
+               if tenant is not None else 0.0)
+        if everyone > 0 or own > 0:
+            raise HeldBack(None if everyone >= own else TENANT_HELD_BACK,
+                           retry_after=max(everyone, own))
 
 
 class SharedFailedTokens:

@@ -253,9 +253,10 @@ class ClusterDiscord(LocalDiscord):
         timeout = self.settings.discord_timeout_s
         client: Any = self._rest.get(bot)
         if client is None:
-            client = await bounded(compat.rest_client(
-                token, http_trace=http_trace(self.invalid_requests.record), ceiling=timeout),
-                timeout)
+            record = self.invalid_requests.record
+            trace = http_trace(lambda status, scope: record(status, scope, bot))
+            client = await bounded(compat.rest_client(token, http_trace=trace, ceiling=timeout),
+                                   timeout)
             self._rest[bot] = client
         return await bounded(compat.message_history(client, channel_id, limit, before=before,
                                                     after=after, around=around), timeout)

@@ -61,21 +61,44 @@ _INVALID_STATUSES = frozenset({401, 403, 429})
 
 
 class InvalidRequests(Protocol):
-    """What the Discord service needs of an invalid-request budget (this process's or shared)."""
+    """What the Discord service needs of an invalid-request budget (this process's or shared).
+
+    A *tenant* is a bot (its token's fingerprint): its answers also count against its
+    own share of the budget, and a check for it fails once that share is spent.
+    """
 
     total: int
 
-    def record(self, status: int, scope: str | None = None) -> None:
+    def record(self, status: int, scope: str | None = None, tenant: str | None = None) -> None:
         """Count one Discord answer if Discord counts it."""
         ...
 
-    def retry_after(self) -> float:
-        """Seconds until Discord may be called again; 0 while the budget lasts."""
+    def retry_after(self, tenant: str | None = None) -> float:
+        """Seconds until Discord may be called again (for *tenant*); 0 while the budget lasts."""
         ...
 
-    def check(self) -> None:
-        """Raise HeldBack instead of a call to Discord while the budget is spent."""
+    def check(self, tenant: str | None = None) -> None:
+        """Raise HeldBack instead of a call to Discord while the budget (or *tenant*'s share)
+        is spent."""
         ...
+
+
+#: One bot may spend at most this part of the invalid-request budget: a bot whose token
+#: or permissions keep failing is held back long before it could hold back everyone.
+TENANT_SHARE = 10
+#: How many bots' shares are remembered at most (least recently refused go first).
+TENANT_CAPACITY = 10_000
+#: What a bot held back by its own share is told.
+TENANT_HELD_BACK = "Discord refused too many requests for this bot lately; try again later"
+
+
+#: A share is never smaller than this (or the whole budget, if that is smaller).
+MIN_TENANT_LIMIT = 5
+
+
+def tenant_limit(limit: int) -> int:
+    """The share of a *limit*-answer budget one bot may spend."""
+    return max(min(limit, MIN_TENANT_LIMIT), limit // TENANT_SHARE)
 
 
 class RefusedTokens(Protocol):
@@ -96,13 +119,15 @@ def counts_as_invalid(status: int, scope: str | None) -> bool:
 
 
 class InvalidRequestBudget:
-    """A sliding-window count of Discord's 401/403/429 answers, refusing calls at *limit*."""
+    """A sliding-window count of Discord's 401/403/429 answers, refusing calls at *limit*,
+    and a bot's calls at its share (:data:`TENANT_SHARE`)."""
 
     def __init__(self, limit: int, *, window_s: float = INVALID_REQUEST_WINDOW_S,
                  clock: Clock = time.monotonic) -> None:
         if limit < 1:
             raise ValueError("limit must be at least 1")
         self.limit = limit
+        self.tenant_limit = tenant_limit(limit)
         self.window_s = window_s
         self._clock = clock
         self._lock = threading.Lock()
@@ -110,13 +135,14 @@ class InvalidRequestBudget:
         # is spent while the oldest of them is inside the window, and is back when it
         # leaves. Older ones drop off by themselves (maxlen), so memory stays bounded.
         self._times: deque[float] = deque(maxlen=limit)
+        self._tenants: OrderedDict[str, deque[float]] = OrderedDict()
         #: Invalid answers recorded since this process started (a counter for diagnostics).
         self.total = 0
 
     def __repr__(self) -> str:
         return f"<InvalidRequestBudget {self.count()}/{self.limit} per {self.window_s:g}s>"
 
-    def record(self, status: int, scope: str | None = None) -> None:
+    def record(self, status: int, scope: str | None = None, tenant: str | None = None) -> None:
         """Count one Discord answer if Discord counts it (*scope*: its X-RateLimit-Scope)."""
         if not counts_as_invalid(status, scope):
             return
@@ -126,6 +152,14 @@ class InvalidRequestBudget:
             self._times.append(now)
             self.total += 1
             spent_for = self._spent_at(now)
+            if tenant is not None:
+                times = self._tenants.get(tenant)
+                if times is None:
+                    times = self._tenants[tenant] = deque(maxlen=self.tenant_limit)
+                    while len(self._tenants) > TENANT_CAPACITY:
+                        self._tenants.popitem(last=False)
+                times.append(now)
+                self._tenants.move_to_end(tenant)
         if spent_for and not was_spent:
             log.warning("Discord refused too many requests; holding back calls to its API",
                         extra={"fields": {"limit": self.limit, "window_s": self.window_s,
@@ -137,16 +171,27 @@ class InvalidRequestBudget:
             horizon = self._clock() - self.window_s
             return sum(1 for t in self._times if t > horizon)
 
-    def retry_after(self) -> float:
-        """Seconds until Discord may be called again; 0 while the budget lasts."""
+    def retry_after(self, tenant: str | None = None) -> float:
+        """Seconds until Discord may be called again (for *tenant*); 0 while the budget lasts."""
         with self._lock:
-            return self._spent_at(self._clock())
+            return max(self._spent_at(self._clock()), self._tenant_spent_at(tenant))
 
-    def check(self) -> None:
-        """Raise :class:`HeldBack` instead of a call to Discord while the budget is spent."""
-        wait = self.retry_after()
-        if wait > 0:
-            raise HeldBack(retry_after=wait)
+    def check(self, tenant: str | None = None) -> None:
+        """Raise :class:`HeldBack` instead of a call to Discord while the budget is spent,
+        or *tenant*'s share of it."""
+        with self._lock:
+            now = self._clock()
+            everyone, own = self._spent_at(now), self._tenant_spent_at(tenant)
+        if everyone > 0 or own > 0:
+            raise HeldBack(None if everyone >= own else TENANT_HELD_BACK,
+                           retry_after=max(everyone, own))
+
+    def _tenant_spent_at(self, tenant: str | None) -> float:
+        # Under the lock.
+        times = self._tenants.get(tenant) if tenant is not None else None
+        if times is None or len(times) < self.tenant_limit:
+            return 0.0
+        return max(0.0, times[0] + self.window_s - self._clock())
 
     def _spent_at(self, now: float) -> float:
         # Under the lock.

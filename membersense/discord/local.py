@@ -52,6 +52,7 @@ from membersense.discord.pool import ConnectionPool
 from membersense.discord.published import BotView, GuildView
 from membersense.discord.serializers import serialize_message, use_cdn_base
 from membersense.discord.service import BotLogin, ChannelKind, GuildSummary, JsonDocument
+from membersense.discord.tokens import fingerprint
 
 __all__ = ["LocalDiscord"]
 
@@ -96,8 +97,10 @@ class LocalDiscord:
         return f"<LocalDiscord {self.pool!r}>"
 
     def _new_connection(self, token: str) -> BotConnection:
+        bot = fingerprint(token)
+        record = self.invalid_requests.record
         return BotConnection(token, self.settings, bus=self.bus, builder=self._snapshot_builder(),
-                             on_response=self.invalid_requests.record,
+                             on_response=lambda status, scope: record(status, scope, bot),
                              on_closed=self.pool.closed_connection,
                              on_change=self._connection_changed)
 
@@ -223,7 +226,7 @@ class LocalDiscord:
             raise NotMessageable()
         if not channel.readable:
             raise MissingAccess("The bot cannot read messages in this channel")
-        self.invalid_requests.check()  # a REST call: not while the budget is spent
+        self.invalid_requests.check(fingerprint)  # a REST call: not while the budget is spent
         payloads = self._history(fingerprint, channel_id, limit, before, after, around)
         messages = [serialize_message(p) for p in payloads]
         messages.sort(key=lambda m: int(m["id"]), reverse=True)

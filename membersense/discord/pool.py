@@ -39,13 +39,13 @@ GRACE_S = 1.0
 class ConnectionPool:
     """Bot connections of this process (see the module docstring).
 
-    *factory(token)* makes a new connection; *before_new()* runs before one is
+    *factory(token)* makes a new connection; *before_new(bot)* runs before one is
     made (it may refuse, e.g. while Discord's invalid-request budget is spent).
     """
 
     def __init__(self, bridge: Bridge, factory: Callable[[str], BotConnection], *,
                  has_sessions: Callable[[str], bool], linger_s: float,
-                 before_new: Callable[[], None] = lambda: None) -> None:
+                 before_new: Callable[[str], None] = lambda bot: None) -> None:
         self._bridge = bridge
         self._factory = factory
         self._has_sessions = has_sessions
@@ -79,7 +79,7 @@ class ConnectionPool:
             connection = self._connections.get(bot)
             if connection is None or connection.state in (State.FAILED, State.CLOSING,
                                                           State.CLOSED):
-                self._before_new()
+                self._before_new(bot)
                 connection = self._factory(token)
                 self._connections[bot] = connection
         self.call(connection.login, timeout, timeout=timeout)
