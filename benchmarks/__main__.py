@@ -15,6 +15,8 @@ SCRIPTS = (
     "benchmarks.memory_per_session",
     "benchmarks.sandbox_chunking",
     "benchmarks.members_throughput",
+    "benchmarks.large_guild",
+    "benchmarks.modes",
 )
 
 
