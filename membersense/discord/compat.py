@@ -20,6 +20,12 @@ discord.py.
 - ``ConnectionState._ready_task``, which ``Client.close()`` leaves running.
 - ``HTTPClient`` (``client.http``): the REST calls discord.py's public models
   would need cached objects for, and its rate-limit ceiling.
+- ``HTTPClient.request`` with a ``Route``: sending and editing messages with
+  the JSON body MemberSense builds (:mod:`membersense.discord.outgoing`).
+  discord.py's own ``send_message`` takes parameters built from its model
+  objects, which would add fields of its own (``tts``) and turn our mention
+  and reply settings into its classes and back; ``request`` sends the body as
+  built, the one checked against Discord's schema in the tests.
 """
 
 from __future__ import annotations
@@ -41,10 +47,13 @@ __all__ = [
     "GatewayListener",
     "bot_gateway",
     "cancel_ready_task",
+    "delete_message",
+    "edit_message",
     "make_client",
     "message_history",
     "release_endpoints",
     "request_all_members",
+    "send_message",
     "set_rate_limit_ceiling",
     "use_discovered_gateway",
     "use_endpoints",
@@ -243,3 +252,23 @@ async def message_history(http: HTTPClient, channel_id: int, limit: int, *,
     """``GET /channels/{id}/messages``: Discord's own message JSON."""
     messages = await http.logs_from(channel_id, limit, before=before, after=after, around=around)
     return cast(list[dict[str, Any]], messages)  # discord.py's TypedDicts of the same JSON
+
+
+async def send_message(http: HTTPClient, channel_id: int, body: Mapping[str, Any]
+                       ) -> dict[str, Any]:
+    """``POST /channels/{id}/messages`` with *body* as given: Discord's JSON of the message."""
+    route = Route("POST", "/channels/{channel_id}/messages", channel_id=channel_id)
+    return cast(dict[str, Any], await http.request(route, json=dict(body)))
+
+
+async def edit_message(http: HTTPClient, channel_id: int, message_id: int,
+                       body: Mapping[str, Any]) -> dict[str, Any]:
+    """``PATCH /channels/{id}/messages/{id}`` with *body* as given: the edited message's JSON."""
+    route = Route("PATCH", "/channels/{channel_id}/messages/{message_id}",
+                  channel_id=channel_id, message_id=message_id)
+    return cast(dict[str, Any], await http.request(route, json=dict(body)))
+
+
+async def delete_message(http: HTTPClient, channel_id: int, message_id: int) -> None:
+    """``DELETE /channels/{id}/messages/{id}`` (discord.py picks Discord's sub-limits by age)."""
+    await http.delete_message(channel_id, message_id)

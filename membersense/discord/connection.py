@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from typing import Any
 
@@ -47,6 +47,7 @@ from membersense.discord.errors import (
     DiscordError,
     DiscordTimeout,
     DiscordUnavailable,
+    MessageNotFound,
     MissingIntents,
     NoGuilds,
     ServiceClosed,
@@ -294,6 +295,30 @@ class BotConnection:
             compat.message_history(self._client.http, channel_id, limit, before=before,
                                    after=after, around=around),
             self._settings.discord_timeout_s, not_found=ChannelNotFound)
+
+    async def send_message(self, channel_id: int, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Post *body* (see :mod:`~membersense.discord.outgoing`) in a channel: the
+        message's JSON (the earlier one, when Discord recognised a repeated nonce)."""
+        self._raise_if_unusable()
+        assert self._client is not None
+        return await bounded(compat.send_message(self._client.http, channel_id, body),
+                             self._settings.discord_timeout_s, not_found=ChannelNotFound)
+
+    async def edit_message(self, channel_id: int, message_id: int,
+                           body: Mapping[str, Any]) -> dict[str, Any]:
+        """Edit one of the bot's messages with *body*: the edited message's JSON."""
+        self._raise_if_unusable()
+        assert self._client is not None
+        return await bounded(
+            compat.edit_message(self._client.http, channel_id, message_id, body),
+            self._settings.discord_timeout_s, not_found=MessageNotFound)
+
+    async def delete_message(self, channel_id: int, message_id: int) -> None:
+        """Delete a message (the bot's own, or any with Manage Messages)."""
+        self._raise_if_unusable()
+        assert self._client is not None
+        await bounded(compat.delete_message(self._client.http, channel_id, message_id),
+                      self._settings.discord_timeout_s, not_found=MessageNotFound)
 
     def _raise_if_unusable(self) -> None:
         error = self.unusable()

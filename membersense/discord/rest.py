@@ -25,11 +25,13 @@ import aiohttp
 import discord
 
 from membersense.discord.errors import (
+    ChannelNotFound,
     DiscordError,
     DiscordTimeout,
     DiscordUnavailable,
     InvalidMessage,
     InvalidToken,
+    MessageNotFound,
     MissingAccess,
     MissingIntents,
     RateLimited,
@@ -52,6 +54,11 @@ _CLOSE_DISALLOWED_INTENTS = 4014
 _last_response: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
     "membersense_last_discord_response", default=None
 )
+
+#: Discord's JSON error codes of a 404 that say what was not found.
+_NOT_FOUND_CODES: dict[int, type[DiscordError]] = {10003: ChannelNotFound, 10008: MessageNotFound}
+#: Discord's JSON error code of a 403 for editing another user's message.
+_CANNOT_EDIT_OTHERS = 50005
 
 ResponseListener = Callable[[int, "str | None"], None]
 
@@ -77,7 +84,8 @@ def error_from(exc: BaseException, *, not_found: type[DiscordError] = DiscordUna
                ) -> DiscordError:
     """The :class:`DiscordError` for *exc*; logs anything unexpected by type only.
 
-    *not_found* is what a 404 from Discord means in the caller's context.
+    *not_found* is what a 404 from Discord means in the caller's context, unless
+    Discord's error code says (an unknown channel or message).
     """
     if isinstance(exc, DiscordError):
         return exc
@@ -95,8 +103,10 @@ def error_from(exc: BaseException, *, not_found: type[DiscordError] = DiscordUna
     if isinstance(exc, discord.RateLimited):
         return RateLimited(retry_after=exc.retry_after)
     if isinstance(exc, discord.NotFound):
-        return not_found()
+        return _NOT_FOUND_CODES.get(exc.code, not_found)()
     if isinstance(exc, discord.Forbidden):
+        if exc.code == _CANNOT_EDIT_OTHERS:
+            return MissingAccess("The bot can only edit its own messages")
         return MissingAccess()
     if isinstance(exc, discord.DiscordServerError):
         return DiscordUnavailable()

@@ -127,6 +127,16 @@ class OpenApi:
             return None
         return base + _pointer("content", "application/json", "schema")
 
+    def check_request_body(self, method: str, template: str, body: Any) -> None:
+        """Validate a JSON request body against the operation's ``application/json`` schema."""
+        pointer = _pointer("paths", template, method.lower(), "requestBody", "content",
+                           "application/json", "schema")
+        ref = f"{DOC_URI}#{urllib.parse.quote(pointer, safe='/~@')}"
+        validator = Draft202012Validator({"$ref": ref}, registry=self.registry, format_checker=_formats)
+        errors = sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path))
+        assert not errors, "\n".join(
+            f"{method} {template}: {'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:10])
+
     def check(self, response: requests.Response, api_url: str) -> Any:
         """Validate one answer of the sandbox; returns its decoded JSON body (None for 204)."""
         path = urllib.parse.urlsplit(response.url).path
