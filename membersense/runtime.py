@@ -2,7 +2,7 @@
 
 A :class:`Runtime` owns the session store and its manager (with the idle
 sweeper), the Discord service (the loop thread, bot connections, snapshot
-builder) and the event bus. Nothing starts when it is built: threads start
+builder), the event bus and what clients read it through (event streams). Nothing starts when it is built: threads start
 with the first login, in the serving process. :meth:`Runtime.close` stops
 everything in a stated order, once, whoever calls it first: the server's
 shutdown hook (gunicorn's, see :mod:`membersense.serving`) or ``atexit``
@@ -21,6 +21,8 @@ from flask import Flask
 from membersense.bus import EventBus, MemoryEventBus
 from membersense.config import Settings
 from membersense.discord.service import DiscordService
+from membersense.events.live import LiveEvents
+from membersense.events.tickets import MemoryTicketStore
 from membersense.sessions import Caps, MemorySessionStore, SessionManager
 
 __all__ = ["Runtime", "runtime_of"]
@@ -62,6 +64,11 @@ class Runtime:
             caps=Caps(settings.max_concurrent_users, settings.max_sessions_per_token,
                       settings.max_sessions_per_ip),
             cleanup_interval=settings.cleanup_interval_s)
+        #: Event streams and long-polls, ended with their session.
+        self.live = LiveEvents(self.bus, MemoryTicketStore(clock=clock),
+                               cap=settings.event_stream_cap,
+                               max_stream_s=settings.event_stream_max_seconds)
+        self.sessions.add_end_listener(self.live.session_ended)
         self._lock = threading.Lock()
         self._closed = threading.Event()
 
@@ -84,14 +91,15 @@ class Runtime:
     def close(self) -> None:
         """Stop everything, in order; idempotent and safe at interpreter exit.
 
-        Logins are refused, every session ends (the sweeper stops), the Discord
-        service closes every bot connection, then its loop thread and builder,
-        and the bus wakes whoever still waits on it.
+        Event streams end, logins are refused, every session ends (the sweeper
+        stops), the Discord service closes every bot connection, then its loop
+        thread and builder, and the bus wakes whoever still waits on it.
         """
         with self._lock:
             if self._closed.is_set():
                 return
             try:
+                self.live.close()
                 self.sessions.close_all()
                 self.discord.close()
                 self.bus.close()
