@@ -2,7 +2,8 @@
 
 A :class:`Runtime` owns the session store and its manager (with the idle
 sweeper), the Discord service (the loop thread, bot connections, snapshot
-builder), the event bus and what clients read it through (event streams). Nothing starts when it is built: threads start
+builder), the event bus and what clients read it through (event streams,
+outgoing webhooks). Nothing starts when it is built: threads start
 with the first login, in the serving process. :meth:`Runtime.close` stops
 everything in a stated order, once, whoever calls it first: the server's
 shutdown hook (gunicorn's, see :mod:`membersense.serving`) or ``atexit``
@@ -18,12 +19,15 @@ from collections.abc import Callable
 
 from flask import Flask
 
+from membersense.bridge import Bridge
 from membersense.bus import EventBus, MemoryEventBus
 from membersense.config import Settings
 from membersense.discord.service import DiscordService
 from membersense.events.live import LiveEvents
 from membersense.events.tickets import MemoryTicketStore
 from membersense.sessions import Caps, MemorySessionStore, SessionManager
+from membersense.webhooks.memory import MemorySubscriptionStore
+from membersense.webhooks.service import Webhooks
 
 __all__ = ["Runtime", "runtime_of"]
 
@@ -49,6 +53,7 @@ class Runtime:
         self.settings = settings
         self.bus: EventBus = MemoryEventBus(settings.event_buffer_size)
         clock = clock or time.monotonic
+        bridge: Bridge | None = None  # the loop webhooks are delivered on
         self.store = MemorySessionStore(idle_timeout=settings.session_timeout_s,
                                         pending_timeout=settings.login_timeout_s + PENDING_GRACE_S,
                                         clock=clock)
@@ -58,6 +63,7 @@ class Runtime:
             discord = LocalDiscord(settings, self.bus,
                                    has_sessions=lambda bot: self.store.count_for(bot) > 0,
                                    clock=clock)
+            bridge = discord.bridge
         self.discord = discord
         self.sessions = SessionManager(
             self.store, discord,
@@ -69,6 +75,11 @@ class Runtime:
                                cap=settings.event_stream_cap,
                                max_stream_s=settings.event_stream_max_seconds)
         self.sessions.add_end_listener(self.live.session_ended)
+        #: Outgoing webhooks, delivered on the Discord service's loop; they end with their
+        #: session too.
+        self.webhooks = Webhooks(settings, self.bus, MemorySubscriptionStore(), bridge=bridge,
+                                 touch=self.store.get)
+        self.sessions.add_end_listener(self.webhooks.session_ended)
         self._lock = threading.Lock()
         self._closed = threading.Event()
 
@@ -92,8 +103,10 @@ class Runtime:
         """Stop everything, in order; idempotent and safe at interpreter exit.
 
         Event streams end, logins are refused, every session ends (the sweeper
-        stops), the Discord service closes every bot connection, then its loop
-        thread and builder, and the bus wakes whoever still waits on it.
+        stops, webhook subscriptions end), webhooks take no more events, the
+        Discord service closes every bot connection, then its loop thread (and
+        the webhook deliveries on it) and builder, and the bus wakes whoever
+        still waits on it.
         """
         with self._lock:
             if self._closed.is_set():
@@ -101,6 +114,7 @@ class Runtime:
             try:
                 self.live.close()
                 self.sessions.close_all()
+                self.webhooks.close()
                 self.discord.close()
                 self.bus.close()
             finally:
