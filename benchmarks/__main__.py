@@ -15,6 +15,7 @@ SCRIPTS = (
     "benchmarks.memory_per_session",
     "benchmarks.sandbox_chunking",
     "benchmarks.members_throughput",
+    "benchmarks.events_latency",
 )
 
 

@@ -24,6 +24,7 @@ class Delivery:
     headers: dict[str, str]
     body: bytes
     status: int  # what it answered
+    received_at: float = 0.0  # time.perf_counter() when it arrived
 
     def json(self) -> Any:
         return orjson.loads(self.body)
@@ -52,7 +53,7 @@ class Receiver:
                     status = 200 if answer == "hang" else int(answer)
                     # Recorded before answering: whoever sees the answer sees the record.
                     receiver.deliveries.append(Delivery(self.path, dict(self.headers), body,
-                                                        status))
+                                                        status, time.perf_counter()))
                     receiver.changed.notify_all()
                 if answer == "hang":
                     receiver.release.wait(30)
