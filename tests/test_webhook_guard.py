@@ -73,3 +73,23 @@ def test_a_signature_covers_timestamp_and_body() -> None:
     assert not verify(secret, "soon", header, body)
     old = now - 301
     assert not verify(secret, str(old), signature(secret, old, body), body)  # a replay
+
+
+def test_the_readmes_receiver_snippet_accepts_our_signatures() -> None:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    [snippet] = [block for block in re.findall(r"```python\n(.*?)```", readme, re.S)
+                 if "def verified" in block]
+    namespace: dict[str, object] = {}
+    exec(snippet, namespace)
+    verified = namespace["verified"]
+    secret, body, now = new_secret(), b'{"id":"e-1","type":"member.join"}', int(time.time())
+    headers = {"X-MemberSense-Timestamp": str(now),
+               "X-MemberSense-Signature": signature(secret, now, body)}
+    assert verified(secret, headers, body)
+    assert not verified(secret, headers, body + b"x")
+    stale = {"X-MemberSense-Timestamp": str(now - 600),
+             "X-MemberSense-Signature": signature(secret, now - 600, body)}
+    assert not verified(secret, stale, body)
