@@ -259,3 +259,22 @@ def test_closing_the_runtime_ends_open_streams(
         next(frames)
         later(0.1, runtime_of(fast_app).close)
         assert frames.rest()[-1].event == "end"
+
+
+def test_a_failing_bus_ends_the_stream_and_logs_no_traceback(
+        fast_app: Flask, fast_client: FlaskClient, login: Callable[..., str],
+        log_stream: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    session = login(test_client=fast_client)
+    bus = runtime_of(fast_app).bus
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("redis://secret@host is down")
+
+    with open_stream(fast_client, **auth(session)) as frames:
+        next(frames)
+        monkeypatch.setattr(bus, "read", broken)
+        assert frames.rest() == []
+    assert runtime_of(fast_app).live.open_readers == 0
+    logged = log_stream.getvalue()
+    assert "an event stream failed: ConnectionError" in logged
+    assert "secret" not in logged and "Traceback" not in logged

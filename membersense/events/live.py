@@ -175,6 +175,15 @@ class LiveEvents:
         The caller closes *reader* when the response closes.
         """
         yield b": connected\n\n"
+        try:
+            yield from self._frames(reader, topic, after, refresh, clock)
+        except Exception as exc:  # past the headers no error page can be sent: end it, say why
+            log.error("an event stream failed: %s", type(exc).__name__,
+                      extra={"fields": {"session": reader.session_id[:6]}})
+
+    def _frames(self, reader: EventReader, topic: str, after: str,
+                refresh: Callable[[], SessionRecord | None],
+                clock: Callable[[], float]) -> Iterator[bytes]:
         cursor = after
         started = clock()
         deadline, next_beat = started + self.max_stream_s, started + self.heartbeat_s
