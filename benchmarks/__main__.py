@@ -17,6 +17,7 @@ SCRIPTS = (
     "benchmarks.members_throughput",
     "benchmarks.large_guild",
     "benchmarks.modes",
+    "benchmarks.events_latency",
 )
 
 

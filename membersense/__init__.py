@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 __all__ = ["create_app", "runtime_of"]
 
 #: Headers a browser client may send, and may read back.
-CORS_REQUEST_HEADERS = ["Content-Type", "Authorization", "X-Request-ID", "If-None-Match"]
+CORS_REQUEST_HEADERS = ["Content-Type", "Authorization", "X-Request-ID", "If-None-Match",
+                        "Idempotency-Key", "Last-Event-ID"]
 CORS_EXPOSED_HEADERS = [
     "X-Request-ID",
     "Retry-After",
@@ -34,6 +35,7 @@ CORS_EXPOSED_HEADERS = [
     "RateLimit-Remaining",
     "RateLimit-Reset",
     "RateLimit-Policy",
+    "X-Event-Cursor",
 ]
 
 
@@ -95,7 +97,7 @@ def _init_cors(app: Flask, settings: Settings) -> None:
         app,
         origins="*" if wildcard else list(settings.allowed_origins),
         send_wildcard=wildcard,
-        methods=["GET", "POST", "OPTIONS"],
+        methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
         allow_headers=CORS_REQUEST_HEADERS,
         expose_headers=CORS_EXPOSED_HEADERS,
         max_age=600,

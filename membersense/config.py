@@ -115,6 +115,15 @@ def _storage_uri(name: str, raw: str) -> str:
     return value
 
 
+def _flag(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name} must be 1 or 0 (true or false), got {raw!r}")
+
+
 def _redis_url(name: str, raw: str) -> str:
     value = raw.strip()
     if not value:
@@ -188,7 +197,7 @@ class Settings:
     discord_invalid_request_limit: int = _setting(
         "DISCORD_INVALID_REQUEST_LIMIT", "5000", _integer(1)
     )
-    threads: int = _setting("THREADS", "8", _integer(1))
+    threads: int = _setting("THREADS", "32", _integer(1))
     connection_linger: int = _setting("CONNECTION_LINGER", "60000", _integer(0, "milliseconds"))
     max_sessions_per_token: int = _setting("MAX_SESSIONS_PER_TOKEN", "10", _integer(1))
     max_sessions_per_ip: int = _setting("MAX_SESSIONS_PER_IP", "10", _integer(1))
@@ -201,6 +210,14 @@ class Settings:
     discord_cdn_base: str = _setting(
         "DISCORD_CDN_BASE", "https://cdn.discordapp.com", _url(("http", "https"))
     )
+    event_stream_max_seconds: int = _setting("EVENT_STREAM_MAX_SECONDS", "270",
+                                             _integer(1, "seconds"))
+    max_event_streams: int = _setting("MAX_EVENT_STREAMS", "16", _integer(0))
+    webhook_allow_private: bool = _setting("WEBHOOK_ALLOW_PRIVATE", "0", _flag)
+    webhook_timeout: int = _setting("WEBHOOK_TIMEOUT", "5000", _integer(1, "milliseconds"))
+    webhook_max_attempts: int = _setting("WEBHOOK_MAX_ATTEMPTS", "5", _integer(1))
+    webhook_disable_after: int = _setting("WEBHOOK_DISABLE_AFTER", "5", _integer(1))
+    max_webhooks_per_session: int = _setting("MAX_WEBHOOKS_PER_SESSION", "5", _integer(1))
 
     @classmethod
     def env_names(cls) -> dict[str, str]:
@@ -277,6 +294,18 @@ class Settings:
     def login_timeout_s(self) -> float:
         """Bound on a login (token check, gateway READY, member chunking), in seconds."""
         return self.login_timeout / 1000
+
+    @property
+    def event_stream_cap(self) -> int:
+        """Event streams and waiting long-polls one process serves at once: at most
+        ``MAX_EVENT_STREAMS``, and never more than half of ``THREADS``, so the other half
+        always serves health checks and reads."""
+        return min(self.max_event_streams, self.threads // 2)
+
+    @property
+    def webhook_timeout_s(self) -> float:
+        """Bound on one webhook delivery attempt, in seconds."""
+        return self.webhook_timeout / 1000
 
 
 def load_settings(

@@ -2,9 +2,10 @@
 
 A :class:`Runtime` owns the session store and its manager (with the idle
 sweeper), the Discord service (the loop thread, bot connections, snapshot
-builder) and the event bus: in this process's memory, or, with ``REDIS_URL``
-set, in Redis (:mod:`membersense.cluster`). Nothing starts when it is built:
-threads start with the first request that needs them, in the serving process.
+builder), the event bus and what clients read it through (event streams,
+outgoing webhooks): in this process's memory, or, with ``REDIS_URL`` set, in
+Redis (:mod:`membersense.cluster`). Nothing starts when it is built: threads
+start with the first request that needs them, in the serving process.
 :meth:`Runtime.close` stops everything in a stated order, once, whoever calls
 it first: the server's shutdown hook (gunicorn's, see :mod:`membersense.serving`)
 or ``atexit`` where the server offers nothing better (uWSGI, mod_wsgi; see
@@ -21,10 +22,15 @@ from typing import TYPE_CHECKING
 
 from flask import Flask
 
+from membersense.bridge import Bridge
 from membersense.bus import EventBus, MemoryEventBus
 from membersense.config import Settings
 from membersense.discord.service import DiscordService
+from membersense.events.live import LiveEvents
+from membersense.events.tickets import MemoryTicketStore
 from membersense.sessions import Caps, MemorySessionStore, SessionManager, SessionStore
+from membersense.webhooks.memory import MemorySubscriptionStore
+from membersense.webhooks.service import Webhooks
 
 if TYPE_CHECKING:
     from membersense.cluster.wiring import ClusterParts
@@ -51,6 +57,7 @@ class Runtime:
         clock = clock or time.monotonic
         self._cluster: ClusterParts | None = None
         seal: Callable[[str], str] | None = None
+        bridge: Bridge | None = None  # the loop webhooks are delivered on
         self.store: SessionStore
         if settings.redis_mode and discord is None:
             from membersense.cluster.wiring import build  # imports redis, cryptography
@@ -59,6 +66,7 @@ class Runtime:
             self.store, self.bus, discord = (self._cluster.store, self._cluster.bus,
                                              self._cluster.discord)
             seal = self._cluster.sealer.seal
+            bridge = self._cluster.discord.bridge
         else:
             self.bus = MemoryEventBus(settings.event_buffer_size)
             store = MemorySessionStore(
@@ -71,12 +79,23 @@ class Runtime:
                 discord = LocalDiscord(settings, self.bus,
                                        has_sessions=lambda bot: store.count_for(bot) > 0,
                                        clock=clock)
+                bridge = discord.bridge  # (a fake Discord service: webhooks get a loop of their own)
         self.discord = discord
         self.sessions = SessionManager(
             self.store, discord,
             caps=Caps(settings.max_concurrent_users, settings.max_sessions_per_token,
                       settings.max_sessions_per_ip),
             cleanup_interval=settings.cleanup_interval_s, seal=seal)
+        #: Event streams and long-polls, ended with their session.
+        self.live = LiveEvents(self.bus, MemoryTicketStore(clock=clock),
+                               cap=settings.event_stream_cap,
+                               max_stream_s=settings.event_stream_max_seconds)
+        self.sessions.add_end_listener(self.live.session_ended)
+        #: Outgoing webhooks, delivered on the Discord service's loop; they end with their
+        #: session too.
+        self.webhooks = Webhooks(settings, self.bus, MemorySubscriptionStore(), bridge=bridge,
+                                 touch=self.store.get)
+        self.sessions.add_end_listener(self.webhooks.session_ended)
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._refusing = False
@@ -101,17 +120,21 @@ class Runtime:
     def close(self) -> None:
         """Stop everything, in order; idempotent and safe at interpreter exit.
 
-        Logins are refused, every session ends (the sweeper stops), the Discord
-        service closes every bot connection, then its loop thread and builder,
-        and the bus wakes whoever still waits on it. In Redis mode the sessions
-        stay (other processes serve them), this process's leases are released
-        at once, and queued writes are flushed before Redis is let go.
+        Event streams end, logins are refused, every session ends (the sweeper
+        stops, webhook subscriptions end), webhooks take no more events, the
+        Discord service closes every bot connection, then its loop thread (and
+        the webhook deliveries on it) and builder, and the bus wakes whoever
+        still waits on it. In Redis mode the sessions stay (other processes serve
+        them), this process's leases are released at once, and queued writes are
+        flushed before Redis is let go.
         """
         with self._lock:
             if self._closed.is_set():
                 return
             try:
+                self.live.close()
                 self.sessions.close_all()
+                self.webhooks.close()
                 self.discord.close()
                 self.bus.close()
                 if self._cluster is not None:

@@ -10,7 +10,10 @@ the app is served:
   with one line naming ``REDIS_URL``; ``WEB_CONCURRENCY``, which platforms
   such as Heroku set on their own, is ignored with a log line saying so.
 - the ``gthread`` worker with ``THREADS`` threads: request handlers block on
-  the Discord bridge, so threads, not async workers, give concurrency.
+  the Discord bridge, so threads, not async workers, give concurrency. Each
+  open event stream or waiting long-poll holds a thread for its whole life
+  (kept-alive idle connections do not: gthread parks them on its poller), so
+  those are capped at half of ``THREADS`` (:mod:`membersense.events.live`).
 - a graceful timeout inside Cloud Run's 10 s SIGTERM grace period. On
   SIGTERM new logins are refused at once, requests in flight get
   ``IN_FLIGHT_GRACE_S`` to finish, then every session and the Discord bridge

@@ -21,6 +21,7 @@ from membersense.discord.errors import (
     Failure,
     GuildNotFound,
     InvalidToken,
+    MessageNotFound,
     NoGuilds,
 )
 from membersense.discord.service import BotLogin, GuildSummary, JsonDocument
@@ -87,6 +88,7 @@ class FakeDiscord:
         self.gate: threading.Event | None = None
         self.closed = False
         self._lock = threading.Lock()
+        self._sent: dict[tuple[int, str], dict[str, Any]] = {}  # by (channel, idempotency key)
 
     def _guilds(self, bot: str) -> list[FakeGuild]:
         for token, guilds in self.tokens.items():
@@ -160,6 +162,53 @@ class FakeDiscord:
         if before is not None:
             history = [m for m in history if int(m["id"]) < before]
         return history[:limit]
+
+    def _history(self, bot: str, guild_id: int, channel_id: int) -> list[dict[str, Any]]:
+        history = self._guild(bot, guild_id).messages.get(channel_id)
+        if history is None:
+            raise ChannelNotFound()
+        return history
+
+    def send_message(self, bot: str, guild_id: int, channel_id: int, content: str, *,
+                     reply_to: int | None = None, allow_mentions: bool = False,
+                     idempotency_key: str | None = None) -> dict[str, Any]:
+        self._record("send_message", guild_id, channel_id, content, reply_to=reply_to,
+                     allow_mentions=allow_mentions, idempotency_key=idempotency_key)
+        history = self._history(bot, guild_id, channel_id)
+        with self._lock:
+            if idempotency_key is not None and (channel_id, idempotency_key) in self._sent:
+                return self._sent[(channel_id, idempotency_key)]
+            newest = max((int(m["id"]) for m in history), default=0)
+            message = {"id": str(newest + 1), "channelId": str(channel_id), "content": content,
+                       "author": {"id": "42", "username": "fakebot", "name": "Fake Bot",
+                                  "avatar": None},
+                       "timestamp": 1_700_000_000_000, "editedTimestamp": None,
+                       "attachments": [], "embeds": 0,
+                       "replyTo": str(reply_to) if reply_to is not None else None}
+            history.insert(0, message)
+            if idempotency_key is not None:
+                self._sent[(channel_id, idempotency_key)] = message
+        return message
+
+    def _message(self, bot: str, guild_id: int, channel_id: int,
+                 message_id: int) -> dict[str, Any]:
+        for message in self._history(bot, guild_id, channel_id):
+            if int(message["id"]) == message_id:
+                return message
+        raise MessageNotFound()
+
+    def edit_message(self, bot: str, guild_id: int, channel_id: int, message_id: int,
+                     content: str, *, allow_mentions: bool = False) -> dict[str, Any]:
+        self._record("edit_message", guild_id, channel_id, message_id, content,
+                     allow_mentions=allow_mentions)
+        message = self._message(bot, guild_id, channel_id, message_id)
+        message.update(content=content, editedTimestamp=1_700_000_000_001)
+        return message
+
+    def delete_message(self, bot: str, guild_id: int, channel_id: int, message_id: int) -> None:
+        self._record("delete_message", guild_id, channel_id, message_id)
+        history = self._history(bot, guild_id, channel_id)
+        history.remove(self._message(bot, guild_id, channel_id, message_id))
 
     def released(self) -> list[str]:
         """Fingerprints of every release, in order."""

@@ -118,3 +118,24 @@ def test_every_setting_has_a_distinct_environment_name() -> None:
     names = Settings.env_names()
     assert len(names) == len(set(names.values()))
     assert "RATE_LIMIT_WINDOW" in names and "DISCORD_TIMEOUT" in names
+
+
+def test_event_and_webhook_settings() -> None:
+    settings = load_settings({})
+    assert settings.threads == 32
+    assert settings.event_stream_max_seconds == 270  # under Cloud Run's 300 s request timeout
+    assert settings.max_event_streams == 16 and settings.event_stream_cap == 16
+    assert settings.webhook_allow_private is False
+    assert settings.webhook_timeout_s == 5.0
+    assert (settings.webhook_max_attempts, settings.webhook_disable_after,
+            settings.max_webhooks_per_session) == (5, 5, 5)
+    # Streams never take more than half of the threads.
+    assert load_settings({"THREADS": "8", "MAX_EVENT_STREAMS": "100"}).event_stream_cap == 4
+    assert load_settings({"THREADS": "1"}).event_stream_cap == 0
+    for raw, value in (("1", True), ("true", True), ("Yes", True), ("0", False), ("off", False)):
+        assert load_settings({"WEBHOOK_ALLOW_PRIVATE": raw}).webhook_allow_private is value
+    with pytest.raises(ConfigError) as excinfo:
+        load_settings({"WEBHOOK_ALLOW_PRIVATE": "maybe"})
+    assert str(excinfo.value) == "WEBHOOK_ALLOW_PRIVATE must be 1 or 0 (true or false), got 'maybe'"
+    with pytest.raises(ConfigError):
+        load_settings({"EVENT_STREAM_MAX_SECONDS": "0"})

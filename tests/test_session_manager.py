@@ -166,3 +166,22 @@ def test_a_failing_release_does_not_keep_the_session(clock: FakeClock) -> None:
     discord.release = broken  # type: ignore[method-assign]
     assert manager.logout(session.id) is True
     assert manager.authenticate(session.id) is None
+
+
+def test_end_listeners_hear_of_every_ended_session_after_the_discord_service(
+        clock: FakeClock) -> None:
+    discord = FakeDiscord()
+    manager = make_manager(clock, discord, idle=60.0)
+    heard: list[tuple[str, str, int]] = []
+    manager.add_end_listener(lambda record, reason: heard.append(
+        (record.id, reason, len(discord.released()))))
+
+    def broken(record: object, reason: str) -> None:
+        raise RuntimeError("a listener's bug")
+
+    manager.add_end_listener(broken)
+    out, idle = manager.login("good-token")[0], manager.login("good-token")[0]
+    manager.logout(out.id)
+    clock.advance(61)
+    assert manager.authenticate(idle.id) is None
+    assert heard == [(out.id, "logout", 1), (idle.id, "expired", 2)]

@@ -13,7 +13,7 @@ from membersense.errors import BadRequest
 from membersense.sessions import SessionRecord
 
 __all__ = ["snowflake_arg", "required_snowflake_arg", "guild_arg", "int_arg", "choice_arg",
-           "json_body"]
+           "json_body", "json_object", "snowflake_field", "snowflake_path", "bool_field"]
 
 _MAX_SNOWFLAKE = 2**64 - 1
 # Bounded lengths: int() of an unbounded digit string is slow, and past 4300
@@ -96,3 +96,52 @@ def json_body() -> Any:
         return json.loads(data)
     except ValueError:  # also UnicodeDecodeError
         return None
+
+
+def json_object() -> dict[str, Any]:
+    """The body as a JSON object; 400 ``Invalid JSON payload`` otherwise."""
+    payload = json_body()
+    if not isinstance(payload, dict):
+        raise BadRequest("Invalid JSON payload")
+    return payload
+
+
+def _snowflake_value(value: Any) -> int | None:
+    # Discord ids travel as strings; an integer is taken too.
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str) and _SNOWFLAKE.fullmatch(value) and int(value) <= _MAX_SNOWFLAKE:
+        return int(value)
+    return None
+
+
+def snowflake_field(payload: dict[str, Any], name: str, *,
+                    missing_message: str | None = None) -> int | None:
+    """A Discord id from a JSON body; None when absent (400 *missing_message* if given)."""
+    value = payload.get(name)
+    if value is None:
+        if missing_message is not None:
+            raise BadRequest(missing_message)
+        return None
+    parsed = _snowflake_value(value)
+    if parsed is None:
+        raise BadRequest(f"{name} must be a numeric Discord ID")
+    return parsed
+
+
+def snowflake_path(name: str, value: str) -> int:
+    """A Discord id from the URL path; 400 otherwise."""
+    parsed = _snowflake_value(value)
+    if parsed is None:
+        raise BadRequest(f"{name} must be a numeric Discord ID")
+    return parsed
+
+
+def bool_field(payload: dict[str, Any], name: str, *, default: bool = False) -> bool:
+    """A JSON boolean from the body, or *default* when absent."""
+    value = payload.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise BadRequest(f"{name} must be true or false")
+    return value

@@ -31,6 +31,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from discord.http import HTTPClient
+
 from membersense.bus import EventBus
 from membersense.cluster.connection import RedisConnection
 from membersense.cluster.guards import SharedFailedTokens, SharedInvalidRequestBudget
@@ -52,7 +54,7 @@ from membersense.discord.errors import (
 )
 from membersense.discord.local import LocalDiscord
 from membersense.discord.published import BotView, GuildView
-from membersense.discord.rest import bounded, http_trace
+from membersense.discord.rest import RestOperations, bounded, http_trace
 from membersense.discord.service import BotLogin
 from membersense.discord.tokens import fingerprint
 from membersense.sessions.store import SessionStore, StoreUnavailable
@@ -95,7 +97,7 @@ class ClusterDiscord(LocalDiscord):
         self._seen: dict[str, float] = {}  # bots with sessions this process knows of
         self._idle_since: dict[str, float] = {}
         self._tokens: dict[str, str] = {}
-        self._rest: dict[str, Any] = {}  # bot -> discord.py HTTPClient (on the loop)
+        self._rest_clients: dict[str, HTTPClient] = {}  # bot -> REST-only client (on the loop)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._keeper: threading.Thread | None = None
@@ -237,32 +239,32 @@ class ClusterDiscord(LocalDiscord):
                 return guild
             self._stopping.wait(LOGIN_POLL_S)
 
-    def _history(self, fingerprint: str, channel_id: int, limit: int, before: int | None,
-                 after: int | None, around: int | None) -> list[dict[str, Any]]:
+    def _rest(self, fingerprint: str, operation: str, *args: Any) -> Any:
         if self._owned_connection(fingerprint) is not None:
-            return super()._history(fingerprint, channel_id, limit, before, after, around)
+            return super()._rest(fingerprint, operation, *args)
         token = self._token_for(fingerprint)
-        timeout = self.settings.discord_timeout_s
-        return self.pool.call(self._rest_history, fingerprint, token, channel_id, limit, before,
-                              after, around, timeout=timeout)
+        rest = RestOperations(lambda: self._rest_client(fingerprint, token),
+                              self.settings.discord_timeout_s)
+        return self.pool.call(getattr(rest, operation), *args,
+                              timeout=self.settings.discord_timeout_s)
 
-    async def _rest_history(self, bot: str, token: str, channel_id: int, limit: int,
-                            before: int | None, after: int | None,
-                            around: int | None) -> list[dict[str, Any]]:
+    async def _rest_client(self, bot: str, token: str) -> HTTPClient:
         # On the loop: this process's own REST client for a bot another process connects.
-        timeout = self.settings.discord_timeout_s
-        client: Any = self._rest.get(bot)
+        client = self._rest_clients.get(bot)
         if client is None:
             record = self.invalid_requests.record
             trace = http_trace(lambda status, scope: record(status, scope, bot))
+            timeout = self.settings.discord_timeout_s
             client = await bounded(compat.rest_client(token, http_trace=trace, ceiling=timeout),
                                    timeout)
-            self._rest[bot] = client
-        return await bounded(compat.message_history(client, channel_id, limit, before=before,
-                                                    after=after, around=around), timeout)
+            earlier = self._rest_clients.setdefault(bot, client)
+            if earlier is not client:  # another call made one meanwhile: use that one
+                await client.close()
+                client = earlier
+        return client
 
     async def _close_rest_clients(self) -> None:
-        clients, self._rest = list(self._rest.values()), {}
+        clients, self._rest_clients = list(self._rest_clients.values()), {}
         for client in clients:
             await client.close()
 
@@ -380,8 +382,8 @@ class ClusterDiscord(LocalDiscord):
         self._idle_since.pop(bot, None)
         self._tokens.pop(bot, None)
         self.views.forget(bot)
-        if bot in self._rest and self.bridge.running:
-            client = self._rest.pop(bot)
+        if bot in self._rest_clients and self.bridge.running:
+            client = self._rest_clients.pop(bot)
             self.bridge.submit(client.close)
 
     def _close_connection(self, bot: str, reason: str, *, wait: bool = False) -> None:

@@ -10,6 +10,7 @@
   ``invalid_requests.py`` (staying out of Discord's IP ban).
 - ``errors.py``: the layer's own exceptions; ``compat.py``: every use of
   discord.py's internals; ``serializers.py``: Discord objects → our JSON;
+  ``outgoing.py``: the bodies of the messages MemberSense sends;
   ``tokens.py``: token fingerprints.
 
 Nothing here imports Flask or the web layer.

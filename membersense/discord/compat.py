@@ -21,6 +21,12 @@ discord.py.
 - ``HTTPClient`` (``client.http``): the REST calls discord.py's public models
   would need cached objects for, and its rate-limit ceiling; in Redis mode, an
   ``HTTPClient`` of its own (no gateway) for a bot another process connects.
+- ``HTTPClient.request`` with a ``Route``: sending and editing messages with
+  the JSON body MemberSense builds (:mod:`membersense.discord.outgoing`).
+  discord.py's own ``send_message`` takes parameters built from its model
+  objects, which would add fields of its own (``tts``) and turn our mention
+  and reply settings into its classes and back; ``request`` sends the body as
+  built, the one checked against Discord's schema in the tests.
 """
 
 from __future__ import annotations
@@ -44,10 +50,13 @@ __all__ = [
     "GatewayListener",
     "bot_gateway",
     "cancel_ready_task",
+    "delete_message",
+    "edit_message",
     "make_client",
     "message_history",
     "release_endpoints",
     "request_all_members",
+    "send_message",
     "set_rate_limit_ceiling",
     "use_discovered_gateway",
     "use_endpoints",
@@ -262,3 +271,23 @@ async def rest_client(token: str, *, http_trace: Any, ceiling: float) -> HTTPCli
         await client.close()
         raise
     return client
+
+
+async def send_message(http: HTTPClient, channel_id: int, body: Mapping[str, Any]
+                       ) -> dict[str, Any]:
+    """``POST /channels/{id}/messages`` with *body* as given: Discord's JSON of the message."""
+    route = Route("POST", "/channels/{channel_id}/messages", channel_id=channel_id)
+    return cast(dict[str, Any], await http.request(route, json=dict(body)))
+
+
+async def edit_message(http: HTTPClient, channel_id: int, message_id: int,
+                       body: Mapping[str, Any]) -> dict[str, Any]:
+    """``PATCH /channels/{id}/messages/{id}`` with *body* as given: the edited message's JSON."""
+    route = Route("PATCH", "/channels/{channel_id}/messages/{message_id}",
+                  channel_id=channel_id, message_id=message_id)
+    return cast(dict[str, Any], await http.request(route, json=dict(body)))
+
+
+async def delete_message(http: HTTPClient, channel_id: int, message_id: int) -> None:
+    """``DELETE /channels/{id}/messages/{id}`` (discord.py picks Discord's sub-limits by age)."""
+    await http.delete_message(channel_id, message_id)

@@ -36,13 +36,13 @@ from concurrent.futures import Executor
 from typing import Any
 
 import discord
+from discord.http import HTTPClient
 
 from membersense.bus import Event, EventBus
 from membersense.config import Settings
 from membersense.discord import compat
 from membersense.discord.errors import (
     BotReleased,
-    ChannelNotFound,
     DailyLoginsUsed,
     DiscordError,
     DiscordTimeout,
@@ -54,7 +54,13 @@ from membersense.discord.errors import (
 from membersense.discord.lifecycle import Lifecycle, State
 from membersense.discord.members import GuildMembers, MemberLoader
 from membersense.discord.published import BotView, Publisher, guild_summary
-from membersense.discord.rest import PRIVILEGED_INTENTS, bounded, error_from, http_trace
+from membersense.discord.rest import (
+    PRIVILEGED_INTENTS,
+    RestOperations,
+    bounded,
+    error_from,
+    http_trace,
+)
 from membersense.discord.tokens import fingerprint
 from membersense.discord.translate import EventTranslator
 
@@ -106,6 +112,8 @@ class BotConnection:
         self.publisher = Publisher(members_of=self.loader.guilds.get, builder=builder,
                                    label=self.fingerprint, on_change=lambda view: on_change(self))
         self.translator = EventTranslator(bus, self.fingerprint)
+        #: The bot's REST calls (message history, sending), through this connection's client.
+        self.rest = RestOperations(self._http, settings.discord_timeout_s)
         self._client: discord.Client | None = None
         self._runner: asyncio.Task[None] | None = None
         self._start_task: asyncio.Task[None] | None = None
@@ -293,22 +301,14 @@ class BotConnection:
 
     # -- REST (loop) ------------------------------------------------------------------------
 
-    async def messages(self, channel_id: int, limit: int, before: int | None,
-                       after: int | None, around: int | None) -> list[dict[str, Any]]:
-        """Discord's JSON for up to *limit* messages of a channel."""
-        self._raise_if_unusable()
-        assert self._client is not None
-        return await bounded(
-            compat.message_history(self._client.http, channel_id, limit, before=before,
-                                   after=after, around=around),
-            self._settings.discord_timeout_s, not_found=ChannelNotFound)
-
-    def _raise_if_unusable(self) -> None:
+    async def _http(self) -> HTTPClient:
+        # What :attr:`rest` calls Discord with: this connection's client, while it serves.
         error = self.unusable()
         if error is not None:
             raise error
         if self._client is None:
             raise ServiceClosed()
+        return self._client.http
 
     # -- what the gateway reports (loop; compat.GatewayListener) ---------------------------------
 

@@ -8,9 +8,9 @@ current, and the guards that keep this server out of Discord's
 invalid-request ban.
 
 Reads of members and channels are answered from published state without
-touching the loop; a message history is one bounded call to Discord's REST
-API on the loop, after the channel and the bot's permissions in it were
-checked against published state.
+touching the loop; a message history, and sending, editing or deleting a
+message, is one bounded call to Discord's REST API on the loop, after the
+channel and the bot's permissions in it were checked against published state.
 
 It also routes the event bus to the connections: each connection's published
 state is kept in step by the events of its own bot (the cache invalidation is
@@ -35,6 +35,7 @@ from membersense.discord.errors import (
     ChannelNotFound,
     Failure,
     GuildNotFound,
+    InvalidMessage,
     InvalidToken,
     MembersLoading,
     MissingAccess,
@@ -48,8 +49,9 @@ from membersense.discord.invalid_requests import (
     InvalidRequests,
     RefusedTokens,
 )
+from membersense.discord.outgoing import create_body, edit_body, nonce_for
 from membersense.discord.pool import ConnectionPool
-from membersense.discord.published import BotView, GuildView
+from membersense.discord.published import BotView, ChannelEntry, GuildView
 from membersense.discord.serializers import serialize_message, use_cdn_base
 from membersense.discord.service import BotLogin, ChannelKind, GuildSummary, JsonDocument
 from membersense.discord.tokens import fingerprint
@@ -172,11 +174,11 @@ class LocalDiscord:
             raise error
         return waited
 
-    def _history(self, fingerprint: str, channel_id: int, limit: int, before: int | None,
-                 after: int | None, around: int | None) -> list[dict[str, Any]]:
-        """Discord's JSON for a channel's messages (a REST call on the loop)."""
+    def _rest(self, fingerprint: str, operation: str, *args: Any) -> Any:
+        """One of the bot's REST operations (:class:`~membersense.discord.rest.RestOperations`)
+        on the loop: Discord's JSON."""
         connection = self._connection(fingerprint)
-        return self.pool.call(connection.messages, channel_id, limit, before, after, around,
+        return self.pool.call(getattr(connection.rest, operation), *args,
                               timeout=self.settings.discord_timeout_s)
 
     # -- reads ----------------------------------------------------------------------------------
@@ -215,22 +217,69 @@ class LocalDiscord:
         view = self._guild(fingerprint, guild_id)
         return [dict(entry.data) for entry in view.channels if kind == "all" or entry.kind == kind]
 
-    def messages(self, fingerprint: str, guild_id: int, channel_id: int, *, limit: int = 100,
-                 before: int | None = None, after: int | None = None,
-                 around: int | None = None) -> list[dict[str, Any]]:
-        """Up to *limit* messages of a channel of the guild, newest first, from Discord."""
+    def _message_channel(self, fingerprint: str, guild_id: int,
+                         channel_id: int) -> ChannelEntry:
         channel = self._guild(fingerprint, guild_id).channel_index.get(channel_id)
         if channel is None:  # unknown, or another guild's: both look the same
             raise ChannelNotFound()
         if not channel.messageable:
             raise NotMessageable()
+        return channel
+
+    def messages(self, fingerprint: str, guild_id: int, channel_id: int, *, limit: int = 100,
+                 before: int | None = None, after: int | None = None,
+                 around: int | None = None) -> list[dict[str, Any]]:
+        """Up to *limit* messages of a channel of the guild, newest first, from Discord."""
+        channel = self._message_channel(fingerprint, guild_id, channel_id)
         if not channel.readable:
             raise MissingAccess("The bot cannot read messages in this channel")
         self.invalid_requests.check(fingerprint)  # a REST call: not while the budget is spent
-        payloads = self._history(fingerprint, channel_id, limit, before, after, around)
+        payloads = self._rest(fingerprint, "messages", channel_id, limit, before, after, around)
         messages = [serialize_message(p) for p in payloads]
         messages.sort(key=lambda m: int(m["id"]), reverse=True)
         return messages
+
+    # -- sending --------------------------------------------------------------------------------
+
+    def send_message(self, fingerprint: str, guild_id: int, channel_id: int, content: str, *,
+                     reply_to: int | None = None, allow_mentions: bool = False,
+                     idempotency_key: str | None = None) -> dict[str, Any]:
+        """Post a message as the bot, after checking the channel and the bot's permission to
+        send there (and to read it, for a reply) against published state."""
+        channel = self._message_channel(fingerprint, guild_id, channel_id)
+        if not channel.sendable:
+            raise MissingAccess("The bot cannot send messages in this channel")
+        if reply_to is not None and not channel.readable:
+            raise MissingAccess("The bot cannot read this channel's history, which a reply needs")
+        nonce = nonce_for(channel_id, idempotency_key) if idempotency_key is not None else None
+        body = create_body(channel_id, content, reply_to=reply_to, allow_mentions=allow_mentions,
+                           nonce=nonce)
+        self.invalid_requests.check(fingerprint)
+        try:
+            payload = self._rest(fingerprint, "send_message", channel_id, body)
+        except InvalidMessage:
+            if reply_to is None:
+                raise
+            # The content was checked before; what Discord refused is the reply.
+            raise InvalidMessage("replyTo must be a message of this channel") from None
+        return serialize_message(payload)
+
+    def edit_message(self, fingerprint: str, guild_id: int, channel_id: int, message_id: int,
+                     content: str, *, allow_mentions: bool = False) -> dict[str, Any]:
+        """Replace the content of one of the bot's messages (Discord refuses others' with 403)."""
+        self._message_channel(fingerprint, guild_id, channel_id)
+        self.invalid_requests.check(fingerprint)
+        payload = self._rest(fingerprint, "edit_message", channel_id, message_id,
+                             edit_body(content, allow_mentions=allow_mentions))
+        return serialize_message(payload)
+
+    def delete_message(self, fingerprint: str, guild_id: int, channel_id: int,
+                       message_id: int) -> None:
+        """Delete a message of the channel (Discord decides whose: the bot's own, or any with
+        Manage Messages)."""
+        self._message_channel(fingerprint, guild_id, channel_id)
+        self.invalid_requests.check(fingerprint)
+        self._rest(fingerprint, "delete_message", channel_id, message_id)
 
     # -- lifecycle -------------------------------------------------------------------------------
 

@@ -58,6 +58,7 @@ class ChannelEntry:
     kind: str  # "text", "voice", "category" or "other"
     readable: bool  # the bot may view it and read its history
     messageable: bool  # it has messages at all
+    sendable: bool = False  # the bot may view it and send messages there
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,12 +100,13 @@ def role_names(guild: discord.Guild) -> RoleNames:
 
 
 def _channel_entry(channel: discord.abc.GuildChannel, me: discord.Member | None) -> ChannelEntry:
-    readable = False
+    readable = sendable = False
     if me is not None:
         permissions = channel.permissions_for(me)
         readable = permissions.view_channel and permissions.read_message_history
+        sendable = permissions.view_channel and permissions.send_messages
     return ChannelEntry(serialize_channel(channel), channel_kind(channel), readable,
-                        isinstance(channel, discord.abc.Messageable))
+                        isinstance(channel, discord.abc.Messageable), sendable)
 
 
 class Publisher:

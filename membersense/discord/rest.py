@@ -18,24 +18,28 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import aiohttp
 import discord
+from discord.http import HTTPClient
 
+from membersense.discord import compat
 from membersense.discord.errors import (
+    ChannelNotFound,
     DiscordError,
     DiscordTimeout,
     DiscordUnavailable,
     InvalidMessage,
     InvalidToken,
+    MessageNotFound,
     MissingAccess,
     MissingIntents,
     RateLimited,
 )
 
-__all__ = ["PRIVILEGED_INTENTS", "bounded", "error_from", "http_trace"]
+__all__ = ["PRIVILEGED_INTENTS", "RestOperations", "bounded", "error_from", "http_trace"]
 
 log = logging.getLogger("membersense.discord")
 
@@ -52,6 +56,11 @@ _CLOSE_DISALLOWED_INTENTS = 4014
 _last_response: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
     "membersense_last_discord_response", default=None
 )
+
+#: Discord's JSON error codes of a 404 that say what was not found.
+_NOT_FOUND_CODES: dict[int, type[DiscordError]] = {10003: ChannelNotFound, 10008: MessageNotFound}
+#: Discord's JSON error code of a 403 for editing another user's message.
+_CANNOT_EDIT_OTHERS = 50005
 
 ResponseListener = Callable[[int, "str | None"], None]
 
@@ -77,7 +86,8 @@ def error_from(exc: BaseException, *, not_found: type[DiscordError] = DiscordUna
                ) -> DiscordError:
     """The :class:`DiscordError` for *exc*; logs anything unexpected by type only.
 
-    *not_found* is what a 404 from Discord means in the caller's context.
+    *not_found* is what a 404 from Discord means in the caller's context, unless
+    Discord's error code says (an unknown channel or message).
     """
     if isinstance(exc, DiscordError):
         return exc
@@ -95,8 +105,10 @@ def error_from(exc: BaseException, *, not_found: type[DiscordError] = DiscordUna
     if isinstance(exc, discord.RateLimited):
         return RateLimited(retry_after=exc.retry_after)
     if isinstance(exc, discord.NotFound):
-        return not_found()
+        return _NOT_FOUND_CODES.get(exc.code, not_found)()
     if isinstance(exc, discord.Forbidden):
+        if exc.code == _CANNOT_EDIT_OTHERS:
+            return MissingAccess("The bot can only edit its own messages")
         return MissingAccess()
     if isinstance(exc, discord.DiscordServerError):
         return DiscordUnavailable()
@@ -157,3 +169,44 @@ def _float_or_none(value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
+
+
+class RestOperations:
+    """One bot's calls to Discord's REST API, each bounded by *timeout* and its 404 named.
+
+    *http()* gives (on the loop) the discord.py ``HTTPClient`` to call with: the gateway
+    connection's own, or in Redis mode a REST-only one; it raises when there is none
+    to use (the connection closed). Every method runs on the bridge's loop.
+    """
+
+    def __init__(self, http: Callable[[], Awaitable[HTTPClient]], timeout: float) -> None:
+        self._http = http
+        self._timeout = timeout
+
+    async def messages(self, channel_id: int, limit: int, before: int | None,
+                       after: int | None, around: int | None) -> list[dict[str, Any]]:
+        """Discord's JSON for up to *limit* messages of a channel."""
+        http = await self._http()
+        return await bounded(compat.message_history(http, channel_id, limit, before=before,
+                                                    after=after, around=around),
+                             self._timeout, not_found=ChannelNotFound)
+
+    async def send_message(self, channel_id: int, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Post *body* (see :mod:`~membersense.discord.outgoing`) in a channel: the
+        message's JSON (the earlier one, when Discord recognised a repeated nonce)."""
+        http = await self._http()
+        return await bounded(compat.send_message(http, channel_id, body), self._timeout,
+                             not_found=ChannelNotFound)
+
+    async def edit_message(self, channel_id: int, message_id: int,
+                           body: Mapping[str, Any]) -> dict[str, Any]:
+        """Edit one of the bot's messages with *body*: the edited message's JSON."""
+        http = await self._http()
+        return await bounded(compat.edit_message(http, channel_id, message_id, body),
+                             self._timeout, not_found=MessageNotFound)
+
+    async def delete_message(self, channel_id: int, message_id: int) -> None:
+        """Delete a message (the bot's own, or any with Manage Messages)."""
+        http = await self._http()
+        await bounded(compat.delete_message(http, channel_id, message_id), self._timeout,
+                      not_found=MessageNotFound)

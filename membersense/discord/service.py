@@ -86,7 +86,8 @@ class BotLogin:
 
 
 class DiscordService(Protocol):
-    """Logged-in bots and reads of their guilds (see the module docstring)."""
+    """Logged-in bots, reads of their guilds, and the messages they send (see the module
+    docstring)."""
 
     def login(self, token: str) -> BotLogin:
         """Connect the bot (or join its live connection) for one more session.
@@ -123,6 +124,27 @@ class DiscordService(Protocol):
                  before: int | None = None, after: int | None = None,
                  around: int | None = None) -> list[dict[str, Any]]:
         """Up to *limit* messages of a channel of the guild, newest first."""
+        ...
+
+    def send_message(self, fingerprint: str, guild_id: int, channel_id: int, content: str, *,
+                     reply_to: int | None = None, allow_mentions: bool = False,
+                     idempotency_key: str | None = None) -> dict[str, Any]:
+        """Post a message as the bot in a channel of the guild; it as ``messages`` shows it.
+
+        Mentions ping no one unless *allow_mentions*; *reply_to* is a message of
+        the channel. A repeat of the same *idempotency_key* in the channel within
+        a few minutes returns the message already made instead of posting again.
+        """
+        ...
+
+    def edit_message(self, fingerprint: str, guild_id: int, channel_id: int, message_id: int,
+                     content: str, *, allow_mentions: bool = False) -> dict[str, Any]:
+        """Replace the content of one of the bot's messages; the edited message."""
+        ...
+
+    def delete_message(self, fingerprint: str, guild_id: int, channel_id: int,
+                       message_id: int) -> None:
+        """Delete a message of the channel (the bot's own, or any with Manage Messages)."""
         ...
 
     def close(self) -> None:

@@ -234,6 +234,16 @@ def nonce(body: dict[str, Any]) -> int | str | None:
     raise InvalidFormBody("nonce", "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
 
 
+def enforce_nonce(body: dict[str, Any]) -> bool:
+    """``enforce_nonce``: whether a repeated ``nonce`` returns the earlier message instead of a new one."""
+    value = body.get("enforce_nonce")
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise InvalidFormBody("enforce_nonce", "BASE_TYPE_BOOLEAN", "Must be either true or false.")
+    return value
+
+
 def attachments(uploads: list[Upload], body: dict[str, Any], world: World, channel: Channel) -> list[dict[str, Any]]:
     """Attachment objects for uploaded files (``attachments[].description`` from the body is kept)."""
     meta: list[Any] = body["attachments"] if isinstance(body.get("attachments"), list) else []

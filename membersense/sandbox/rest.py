@@ -283,7 +283,11 @@ async def trigger_typing(call: Call) -> Any:
 
 
 async def create_message(call: Call) -> Any:
-    """POST /channels/{channel_id}/messages (content 1-2000, embeds, allowed_mentions, message_reference, files)."""
+    """POST /channels/{channel_id}/messages (content 1-2000, embeds, allowed_mentions, message_reference, files).
+
+    With ``nonce`` and ``enforce_nonce``, a nonce the bot already sent within the last few
+    minutes returns that message instead of posting another (Discord's idempotent send).
+    """
     guild, channel = _text_channel(call)
     if not call.permissions(guild, channel) & PERM_SEND_MESSAGES:
         raise err.missing_permissions()
@@ -294,10 +298,16 @@ async def create_message(call: Call) -> Any:
     reference = body_input.reference(body, channel)
     flags = body_input.flags(body) or 0
     nonce = body_input.nonce(body)
+    enforce_nonce = body_input.enforce_nonce(body) and nonce is not None
     tts = body.get("tts") is True
     attachments = body_input.attachments(uploads, body, call.world, channel)
     if not content and not embeds and not attachments:
         raise err.empty_message()
+    if enforce_nonce:
+        assert nonce is not None
+        earlier = call.world.message_by_nonce(call.me.user, nonce)
+        if earlier is not None:  # a retry: Discord answers with the message it already made
+            return call.world.message_payload(earlier)
     users, roles, everyone = call.world.resolve_mentions(guild, content, allowed)
     # A reply pings (and so lists in `mentions`) the replied-to author unless allowed_mentions says not to.
     if reference is not None and reference.author.id not in users and (allowed is None or allowed["replied_user"]):
@@ -305,6 +315,8 @@ async def create_message(call: Call) -> Any:
     message = call.world.create_message(channel, call.me.user, content, embeds=embeds, attachments=attachments,
                                         reference=reference, mention_ids=users, mention_role_ids=roles,
                                         mention_everyone=everyone, tts=tts, nonce=nonce, flags=flags)
+    if enforce_nonce:
+        call.world.remember_nonce(message)
     return call.world.message_payload(message)
 
 

@@ -39,6 +39,10 @@ __all__ = ["Bot", "Channel", "EventHub", "Guild", "Member", "Message", "Role", "
 
 _log = logging.getLogger(__name__)
 
+#: How long a message nonce sent with ``enforce_nonce`` is remembered: Discord says "the past
+#: few minutes" without a figure.
+NONCE_WINDOW_S = 180.0
+
 _USER_MENTION = re.compile(r"<@!?(\d{1,20})>")
 _ROLE_MENTION = re.compile(r"<@&(\d{1,20})>")
 
@@ -104,6 +108,9 @@ class World(Payloads):
         self._bots_by_token: dict[str, Bot] = {}
         self._channels: dict[int, Channel] = {}
         self._usernames: set[str] = set()
+        #: (author id, nonce) → (clock reading, message) of messages sent with ``enforce_nonce``,
+        #: oldest first.
+        self._nonces: dict[tuple[int, str], tuple[float, Message]] = {}
 
     # ------------------------------------------------------------------ registry
     def add_user(self, user: User) -> User:
@@ -348,6 +355,29 @@ class World(Payloads):
         self._publish("MESSAGE_CREATE", channel.guild_id, self.message_dispatch_payload(message),
                       INTENT_GUILD_MESSAGES)
         return message
+
+    def message_by_nonce(self, author: User, nonce: int | str) -> Message | None:
+        """The message ``author`` sent with ``nonce`` and ``enforce_nonce`` within the last
+        :data:`NONCE_WINDOW_S`, if it still exists (Discord answers a repeat with it)."""
+        now = self.clock()
+        while self._nonces:  # oldest first: drop what has aged out
+            key, (sent, _) = next(iter(self._nonces.items()))
+            if now - sent < NONCE_WINDOW_S:
+                break
+            del self._nonces[key]
+        found = self._nonces.get((author.id, str(nonce)))
+        if found is None:
+            return None
+        message = found[1]
+        channel = self.channel(message.channel_id)
+        return message if channel is not None and message.id in channel.messages else None
+
+    def remember_nonce(self, message: Message) -> None:
+        """``message`` was sent with ``enforce_nonce``: a repeat of its nonce returns it for a while."""
+        assert message.nonce is not None
+        key = (message.author.id, str(message.nonce))
+        self._nonces.pop(key, None)  # re-inserted last: the dict stays oldest first
+        self._nonces[key] = (self.clock(), message)
 
     def edit_message(self, message: Message, *, content: str | None = None,
                      embeds: Iterable[dict[str, Any]] | None = None,

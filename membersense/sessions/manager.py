@@ -5,7 +5,8 @@ to the :class:`~membersense.discord.service.DiscordService`: a login opens a
 pending session (so the caps hold while the bot connects), connects the bot,
 then activates the session with the bot's guilds; every session that ends,
 however it ends, is reported to the Discord service, which disconnects a bot
-once it has no session left.
+once it has no session left, then to whoever else listens (event streams and
+webhook subscriptions end with their session).
 
 Idle sessions expire after ``SESSION_TIMEOUT``: lazily when a request finds
 one, and in bulk from a sweeper thread every ``CLEANUP_INTERVAL``. The sweeper
@@ -24,7 +25,14 @@ from nanoid import generate
 
 from membersense.discord.service import BotLogin, DiscordService
 from membersense.discord.tokens import fingerprint
-from membersense.sessions.store import ID_LENGTH, Caps, Refusal, SessionRecord, SessionStore
+from membersense.sessions.store import (
+    ID_LENGTH,
+    Caps,
+    EndListener,
+    Refusal,
+    SessionRecord,
+    SessionStore,
+)
 
 __all__ = ["LoginRefused", "SessionManager"]
 
@@ -57,10 +65,18 @@ class SessionManager:
         self._sweeper: _Sweeper | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self._end_listeners: tuple[EndListener, ...] = ()
         store.set_end_listener(self._ended)
 
     def __repr__(self) -> str:
         return f"<SessionManager {self.store!r}>"
+
+    def add_end_listener(self, listener: EndListener) -> None:
+        """Also report every ended session to *listener(record, reason)*, after the Discord
+        service was told; on whatever thread ended it. It must not block: event streams
+        and webhook subscriptions of the session end through this."""
+        with self._lock:
+            self._end_listeners = (*self._end_listeners, listener)
 
     def login(self, token: str, client: str | None = None) -> tuple[SessionRecord, BotLogin]:
         """Log *token* in for a new session; the session and the bot's guilds.
@@ -137,6 +153,12 @@ class SessionManager:
         except Exception as exc:  # the session is gone either way; say what failed
             log.warning("releasing a bot failed: %s", type(exc).__name__,
                         extra={"fields": {"token": record.fingerprint}})
+        for listener in self._end_listeners:
+            try:
+                listener(record, reason)
+            except Exception as exc:  # one listener's failure must not stop the others
+                log.warning("a session end listener failed: %s", type(exc).__name__,
+                            extra={"fields": {"session": record.short_id}})
 
     def _start_sweeper(self) -> None:
         with self._lock:

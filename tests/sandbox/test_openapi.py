@@ -127,6 +127,16 @@ class OpenApi:
             return None
         return base + _pointer("content", "application/json", "schema")
 
+    def check_request_body(self, method: str, template: str, body: Any) -> None:
+        """Validate a JSON request body against the operation's ``application/json`` schema."""
+        pointer = _pointer("paths", template, method.lower(), "requestBody", "content",
+                           "application/json", "schema")
+        ref = f"{DOC_URI}#{urllib.parse.quote(pointer, safe='/~@')}"
+        validator = Draft202012Validator({"$ref": ref}, registry=self.registry, format_checker=_formats)
+        errors = sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path))
+        assert not errors, "\n".join(
+            f"{method} {template}: {'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:10])
+
     def check(self, response: requests.Response, api_url: str) -> Any:
         """Validate one answer of the sandbox; returns its decoded JSON body (None for 204)."""
         path = urllib.parse.urlsplit(response.url).path
@@ -261,6 +271,11 @@ def test_every_endpoint_answer_validates(world_sandbox, rest_client):
                     "image": {"url": "https://example.com/img.png"},
                     "thumbnail": {"url": "https://example.com/t.png"}}]}))
     assert rich["referenced_message"]["id"] == str(ids["human_message"]) and rich["nonce"] == "abc123"
+    # An idempotent send (enforce_nonce) and its repeat, which answers with the same message.
+    once = ok(client.post(f"/channels/{text}/messages", json={
+        "content": "once", "nonce": "idem-1", "enforce_nonce": True, "allowed_mentions": {"parse": []}}))
+    assert ok(client.post(f"/channels/{text}/messages", json={
+        "content": "once", "nonce": "idem-1", "enforce_nonce": True}))["id"] == once["id"]
     upload = ok(client.post(f"/channels/{text}/messages", data={"payload_json": json.dumps({"content": "file"})},
                             files={"files[0]": ("report.txt", b"hello world", "text/plain")}))
     assert upload["attachments"][0]["size"] == 11
@@ -316,7 +331,7 @@ def test_every_endpoint_answer_validates(world_sandbox, rest_client):
                  {"embeds": [{}] * 11}, {"content": "x", "message_reference": {"message_id": "1"}},
                  {"content": "x", "allowed_mentions": {"parse": ["users"], "users": ["1"]}},
                  {"content": "x", "allowed_mentions": {"parse": ["nobody"]}},
-                 {"content": "x", "nonce": "n" * 26}):
+                 {"content": "x", "nonce": "n" * 26}, {"content": "x", "nonce": "n", "enforce_nonce": 1}):
         fails(client.post(f"/channels/{text}/messages", json=body), 400, 50035)
 
     # Every error answer so far has a schema in the document (its 4XX entry).

@@ -237,6 +237,37 @@ def test_reply_mentions_and_allowed_mentions(sandbox, rest_client):
     assert missing.status_code == 200 and "message_reference" not in missing.json()
 
 
+def test_enforce_nonce_returns_the_earlier_message_for_a_few_minutes(sandbox_factory, rest_client):
+    from membersense.sandbox.world import NONCE_WINDOW_S
+
+    clock = FakeClock()
+    server = sandbox_factory(clock=clock)
+    client = rest_client(server)
+    ids = ids_of(server)
+    channel = f"/channels/{ids['text']}/messages"
+    first = client.post(channel, json={"content": "once", "nonce": "retry-1", "enforce_nonce": True})
+    assert first.status_code == 200
+    again = client.post(channel, json={"content": "once", "nonce": "retry-1", "enforce_nonce": True})
+    assert again.json()["id"] == first.json()["id"]
+    # Without enforce_nonce, or with another nonce, a nonce is only echoed back.
+    plain = client.post(channel, json={"content": "once", "nonce": "retry-1"}).json()
+    other = client.post(channel, json={"content": "once", "nonce": "retry-2", "enforce_nonce": True}).json()
+    assert len({first.json()["id"], plain["id"], other["id"]}) == 3
+    history = client.get(f"{channel}?limit=10").json()
+    assert [m["id"] for m in history].count(first.json()["id"]) == 1
+    assert sum(m.get("nonce") == "retry-1" for m in history) == 2  # the first and the plain one
+    # A deleted message is not returned again.
+    assert client.delete(f"{channel}/{other['id']}").status_code == 204
+    renewed = client.post(channel, json={"content": "once", "nonce": "retry-2", "enforce_nonce": True}).json()
+    assert renewed["id"] != other["id"]
+    # After the window, the same nonce posts anew.
+    clock.now += NONCE_WINDOW_S
+    later = client.post(channel, json={"content": "once", "nonce": "retry-1", "enforce_nonce": True}).json()
+    assert later["id"] != first.json()["id"]
+    bad = client.post(channel, json={"content": "x", "nonce": "n", "enforce_nonce": "yes"}).json()
+    assert bad["code"] == 50035 and "enforce_nonce" in bad["errors"]
+
+
 def test_validation_errors_name_the_field(sandbox, rest_client):
     client = rest_client(sandbox)
     ids = ids_of(sandbox)
