@@ -115,8 +115,32 @@ def _storage_uri(name: str, raw: str) -> str:
     return value
 
 
-def _setting(env: str, default: str, parse: Callable[[str, str], Any]) -> Any:
-    return field(metadata={"env": env, "default": default, "parse": parse})
+def _flag(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in ("0", "1", "true", "false", ""):
+        raise ConfigError(f"{name} must be 1 or 0, got {raw!r}")
+    return value in ("1", "true")
+
+
+#: The shortest METRICS_TOKEN accepted: a bearer secret anyone on the network may guess at.
+MIN_METRICS_TOKEN_LENGTH = 16
+
+
+def _metrics_token(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not value:
+        return ""
+    # Sent in an Authorization header: printable ASCII without spaces.
+    if len(value) < MIN_METRICS_TOKEN_LENGTH or not all("!" <= c <= "~" for c in value):
+        raise ConfigError(f"{name} must be at least {MIN_METRICS_TOKEN_LENGTH} printable "
+                          "ASCII characters without spaces (or empty to turn the token off)")
+    return value
+
+
+def _setting(env: str, default: str, parse: Callable[[str, str], Any], *,
+             secret: bool = False) -> Any:
+    # A secret stays out of the dataclass repr, so logging settings never shows it.
+    return field(metadata={"env": env, "default": default, "parse": parse}, repr=not secret)
 
 
 @dataclass(frozen=True)
@@ -151,6 +175,8 @@ class Settings:
         "DISCORD_INVALID_REQUEST_LIMIT", "5000", _integer(1)
     )
     threads: int = _setting("THREADS", "8", _integer(1))
+    metrics_token: str = _setting("METRICS_TOKEN", "", _metrics_token, secret=True)
+    metrics_public: bool = _setting("METRICS_PUBLIC", "0", _flag)
 
     @classmethod
     def env_names(cls) -> dict[str, str]:
@@ -189,6 +215,11 @@ class Settings:
     def discord_timeout_s(self) -> float:
         """Bound on one Discord call made for a request, in seconds."""
         return self.discord_timeout / 1000
+
+    @property
+    def metrics_enabled(self) -> bool:
+        """Whether ``GET /metrics`` is served (bearer-protected with a token, else public)."""
+        return bool(self.metrics_token) or self.metrics_public
 
     @property
     def login_timeout_s(self) -> float:

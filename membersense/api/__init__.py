@@ -4,12 +4,24 @@ from __future__ import annotations
 
 from flask import Flask
 
-from membersense.api import auth, channels, dashboard, health, members, messages
+from membersense.api import (
+    auth,
+    channels,
+    dashboard,
+    docs,
+    health,
+    members,
+    messages,
+    metrics,
+)
+from membersense.config import Settings
 
 __all__ = ["register_blueprints"]
 
 
 def register_blueprints(app: Flask) -> None:
-    """Mount every blueprint on *app*."""
-    for module in (health, auth, members, channels, messages, dashboard):
+    """Mount every blueprint on *app* (``/metrics`` only when the settings serve it)."""
+    for module in (health, auth, members, channels, messages, docs, dashboard):
         app.register_blueprint(module.bp)
+    settings: Settings = app.config["SETTINGS"]
+    metrics.init_app(app, settings)

@@ -12,6 +12,11 @@ from membersense.extensions import sessions
 
 bp = Blueprint("messages", __name__, url_prefix="/api")
 
+#: Largest page of ``limit`` (Discord's own), also the default.
+MAX_PAGE = 100
+#: The cursors, of which a request may give at most one.
+CURSORS = ("before", "after", "around")
+
 
 @bp.get("/messages")
 def list_messages() -> Any:
@@ -23,8 +28,8 @@ def list_messages() -> Any:
     session = sessions.authenticate()
     channel_id = required_snowflake_arg("channelId", "Channel ID is required")
     guild_id = snowflake_arg("guildId")
-    limit = int_arg("limit", default=100, minimum=1, maximum=100)
-    cursors = {name: snowflake_arg(name) for name in ("before", "after", "around")}
+    limit = int_arg("limit", default=MAX_PAGE, minimum=1, maximum=MAX_PAGE)
+    cursors = {name: snowflake_arg(name) for name in CURSORS}
     given = {name: value for name, value in cursors.items() if value is not None}
     if len(given) > 1:
         raise BadRequest("Use at most one of before, after and around")

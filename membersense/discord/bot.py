@@ -36,6 +36,7 @@ from typing import Any
 import discord
 from discord.state import ConnectionState
 
+from membersense import metrics
 from membersense.config import Settings
 from membersense.discord import endpoints
 from membersense.discord.failures import (
@@ -299,6 +300,7 @@ class BotConnection:
         if self._endpoints_held:
             self._endpoints_held = False
             endpoints.release_endpoints()
+        metrics.gateway_event(self, "close")
         self._notify()
 
     # -- waiting (loop) --------------------------------------------------------
@@ -341,6 +343,7 @@ class BotConnection:
 
     def _on_dispatch(self, event: str, args: tuple[Any, ...]) -> None:
         """Every event discord.py dispatches, synchronously, after it updated its cache."""
+        metrics.gateway_event(self, event)
         if event == "socket_event_type":
             # Sent before discord.py parses the payload; look once parsing is done.
             if args[0] == "GUILD_CREATE":

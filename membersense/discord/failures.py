@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import aiohttp
 import discord
 
+from membersense import metrics
 from membersense.errors import (
     ApiError,
     BadRequest,
@@ -66,6 +67,7 @@ def http_trace(budget: InvalidRequestBudget) -> aiohttp.TraceConfig:
                              ) -> None:
         response = params.response
         budget.record(response.status, response.headers.get("X-RateLimit-Scope"))
+        metrics.discord_response(response.status)
         seen = _last_response.get()
         if seen is not None:
             seen[:] = [response.status, response.headers.get("Retry-After")]
