@@ -92,10 +92,20 @@ class TooManyRequests(ApiError):
 
 
 class ServiceUnavailable(ApiError):
-    """503: MemberSense cannot take this request now (*retry_after* when known)."""
+    """503: MemberSense cannot take this request now.
+
+    Always says when to try again: *retry_after* when known, else
+    :attr:`default_retry_after` (the server is full, or shutting down), so
+    clients back off instead of retrying at once.
+    """
 
     code = 503
     description = "Service Unavailable"
+    default_retry_after = 10.0
+
+    def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=self.default_retry_after if retry_after is None
+                         else retry_after)
 
 
 class DiscordUnavailable(ApiError):

@@ -18,6 +18,9 @@ from membersense import create_app, extensions
 from tests.fakes import FakeClock, FakeConnector
 from tests.servers import free_port
 
+# Every response a test sees is checked against the OpenAPI document (tests/contract.py).
+pytest_plugins = ["tests.contract"]
+
 
 @pytest.fixture
 def clock() -> FakeClock:

@@ -90,7 +90,10 @@ def test_login_is_refused_when_the_server_is_full(make_app: Callable[..., Flask]
         assert client.post("/api/auth/login", json={"token": "good-token"}).status_code == 200
     response = client.post("/api/auth/login", json={"token": "good-token"})
     assert response.status_code == 503
-    assert response.get_json() == {"error": "Maximum number of concurrent users reached"}
+    # Every 503 says when to try again, even when no one knows when a slot frees up.
+    assert response.get_json() == {"error": "Maximum number of concurrent users reached",
+                                   "retryAfter": 10}
+    assert response.headers["Retry-After"] == "10"
 
 
 def test_logout_destroys_the_session_and_its_discord_client(

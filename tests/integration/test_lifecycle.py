@@ -186,7 +186,8 @@ def test_logins_past_max_concurrent_users_are_a_503_until_one_logs_out(
     session = api.login(MAIN_TOKEN)
     refused = api.post_login(MAIN_TOKEN)
     assert refused.status_code == 503
-    assert refused.json() == {"error": "Maximum number of concurrent users reached"}
+    assert refused.json() == {"error": "Maximum number of concurrent users reached",
+                              "retryAfter": 10}
     assert api.get("/api/members", session, limit=1).status_code == 200
     assert api.logout(session).status_code == 200
     api.logout(api.login(MAIN_TOKEN))  # the slot is free again

@@ -36,5 +36,6 @@ def test_sigterm_cuts_a_stalled_login_short_and_exits_well_inside_the_grace(
     assert elapsed < 6, elapsed
     assert len(answers) == 1
     assert answers[0].status_code == 503
-    assert answers[0].json() == {"error": "Server is shutting down"}
+    assert answers[0].json() == {"error": "Server is shutting down", "retryAfter": 10}
+    assert answers[0].headers["Retry-After"] == "10"
     assert "closed sessions at shutdown" not in server.server.log()  # it never had one
