@@ -127,6 +127,14 @@ def _errors(*statuses: int, rate_limited: bool, texts: dict[int, str] | None = N
     return responses
 
 
+def _any_case(choices: tuple[str, ...], *, default: str) -> Json:
+    # JSON Schema patterns have no case-insensitive flag: spell each letter both ways.
+    spelled = ("".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in choice)
+               for choice in choices)
+    return {"type": "string", "pattern": f"^(?:{'|'.join(spelled)})$", "default": default,
+            "examples": list(choices)}
+
+
 def _query(name: str, schema: Json, description: str, *, required: bool = False) -> Json:
     return {"name": name, "in": "query", "required": required, "description": description,
             "schema": schema}
@@ -195,9 +203,6 @@ def _data_paths() -> Json:
                       "Content-Encoding": _header_ref("Content-Encoding", required=False)}
     members_ok = _ok("The members, ordered by id.", {"$ref": "#/components/schemas/MemberList"},
                      rate_limited=True, extra_headers=member_headers)
-    members_ok["links"] = {"NextPage": {
-        "operationId": "listMembers",
-        "parameters": {"query.after": "$response.body#/0/id"}}}
     return {
         "/api/members": {"get": {
             "operationId": "listMembers", "tags": ["members"],
@@ -232,9 +237,9 @@ def _data_paths() -> Json:
             "security": _SESSION,
             "parameters": [
                 _GUILD_ID,
-                _query("type", {"type": "string", "enum": list(CHANNEL_KINDS), "default": "text"},
+                _query("type", _any_case(CHANNEL_KINDS, default="text"),
                        "Which channels: `text` (default, as the original), `voice`, "
-                       "`category` or `all`."),
+                       "`category` or `all`, in any case."),
                 _REQUEST_ID,
             ],
             "responses": {
