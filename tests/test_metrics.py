@@ -54,7 +54,7 @@ def test_a_token_is_required_when_set(make_app: Callable[..., Flask]) -> None:
         assert response.status_code == 401, headers
         assert response.get_json() == {"error": "Unauthorized"}
         assert response.headers["WWW-Authenticate"] == 'Bearer realm="metrics"'
-    assert "membersense_http_requests_total" in read(client, Authorization=f"Bearer {TOKEN}")
+    assert "membersense_http_request_duration_seconds_count" in read(client, Authorization=f"Bearer {TOKEN}")
     # METRICS_PUBLIC does not lift a token that is set.
     public = make_app(METRICS_TOKEN=TOKEN, METRICS_PUBLIC="1").test_client()
     assert public.get("/metrics").status_code == 401
@@ -65,9 +65,10 @@ def test_public_metrics_need_nothing_and_are_never_rate_limited(
     client = make_app(METRICS_PUBLIC="1", RATE_LIMIT_MAX_REQUESTS=1).test_client()
     for _ in range(5):
         text = read(client)
-    for name in ("membersense_http_requests_total", "membersense_sessions_active",
-                 "membersense_gateway_connections", "membersense_rate_limited_requests_total"):
-        assert f"# TYPE {name.removesuffix('_total')}" in text
+    for name in ("membersense_http_request_duration_seconds", "membersense_sessions_active",
+                 "membersense_gateway_connections", "membersense_rate_limited_requests_total",
+                 "membersense_discord_responses_total", "membersense_bulkhead_rejections_total"):
+        assert f"# TYPE {name} " in text
 
 
 @pytest.mark.parametrize("raw", ["short", "has spaces in it, long enough", "é" * 20])
@@ -99,17 +100,18 @@ def test_requests_are_counted_by_route_template_and_status(
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
-    assert delta("membersense_http_requests_total", route="/api/members", method="GET",
+    assert delta("membersense_http_request_duration_seconds_count", route="/api/members", method="GET",
                  status="200") == 3
-    assert delta("membersense_http_requests_total", route="/api/members", status="401") == 1
-    assert delta("membersense_http_requests_total", route="/api/auth/login", method="POST",
+    assert delta("membersense_http_request_duration_seconds_count", route="/api/members", status="401") == 1
+    assert delta("membersense_http_request_duration_seconds_count", route="/api/auth/login", method="POST",
                  status="200") == 1
-    assert delta("membersense_http_requests_total", route="/dashboard/<path:filename>",
+    assert delta("membersense_http_request_duration_seconds_count", route="/dashboard/<path:filename>",
                  status="404") == 1
-    assert delta("membersense_http_requests_total", route=metrics.UNMATCHED_ROUTE,
+    assert delta("membersense_http_request_duration_seconds_count", route=metrics.UNMATCHED_ROUTE,
                  status="404") == 1
-    assert delta("membersense_http_request_duration_seconds_count", route="/api/members") == 4
     assert delta("membersense_http_request_duration_seconds_sum", route="/api/members") > 0
+    assert delta("membersense_http_request_duration_seconds_bucket", route="/api/members",
+                 status="200", le="+Inf") == 3
     assert "/a/raw/path" not in after  # never the raw path
     assert value(after, "membersense_sessions_active") == 1
 
@@ -119,8 +121,8 @@ def test_unknown_methods_are_one_label(make_app: Callable[..., Flask]) -> None:
     before = read(client)
     assert client.open("/api/members", method="BREW").status_code == 405
     after = read(client)
-    assert value(after, "membersense_http_requests_total", method="other") - value(
-        before, "membersense_http_requests_total", method="other") == 1
+    assert value(after, "membersense_http_request_duration_seconds_count", method="other") - value(
+        before, "membersense_http_request_duration_seconds_count", method="other") == 1
     assert "BREW" not in after
 
 
@@ -168,7 +170,7 @@ def test_discord_answers_bulkheads_and_gateways_are_recorded(
 def test_metrics_are_not_measured_when_not_served(make_app: Callable[..., Flask]) -> None:
     served = make_app(METRICS_PUBLIC="1").test_client()
     unserved = make_app().test_client()
-    before = value(read(served), "membersense_http_requests_total", route="/_ah/health")
+    before = value(read(served), "membersense_http_request_duration_seconds_count", route="/_ah/health")
     for _ in range(3):
         assert unserved.get("/_ah/health").status_code == 200
-    assert value(read(served), "membersense_http_requests_total", route="/_ah/health") == before
+    assert value(read(served), "membersense_http_request_duration_seconds_count", route="/_ah/health") == before

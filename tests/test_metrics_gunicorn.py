@@ -54,11 +54,11 @@ def test_counters_move_under_gunicorn(deployed: GunicornServer) -> None:
         assert requests.get(f"{deployed.base_url}/_ah/health", timeout=5).status_code == 200
     assert requests.get(f"{deployed.base_url}/api/members", timeout=5).status_code == 401
     after = scrape(deployed)
-    assert value(after, "membersense_http_requests_total", route="/_ah/health",
-                 status="200") - value(before, "membersense_http_requests_total",
+    assert value(after, "membersense_http_request_duration_seconds_count", route="/_ah/health",
+                 status="200") - value(before, "membersense_http_request_duration_seconds_count",
                                        route="/_ah/health", status="200") == 5
-    assert value(after, "membersense_http_requests_total", route="/api/members",
-                 status="401") - value(before, "membersense_http_requests_total",
+    assert value(after, "membersense_http_request_duration_seconds_count", route="/api/members",
+                 status="401") - value(before, "membersense_http_request_duration_seconds_count",
                                        route="/api/members", status="401") == 1
     assert value(after, "membersense_sessions_active") == 0
 
@@ -114,7 +114,7 @@ def test_two_workers_are_summed_and_a_dead_workers_gauge_dropped(tmp_path: Path)
                 break
         assert len(served) == 2, served
         text = scrape(server)
-        assert value(text, "membersense_http_requests_total",
+        assert value(text, "membersense_http_request_duration_seconds_count",
                      route="/_test/pid") == sum(served.values())
 
         holding: set[int] = set()
@@ -130,5 +130,5 @@ def test_two_workers_are_summed_and_a_dead_workers_gauge_dropped(tmp_path: Path)
         wait_until(lambda: value(scrape(server), "membersense_gateway_connections") == 1,
                    what="the dead worker's gauge to go")
         # Its counts stay in the sums: counters never go backwards.
-        assert value(scrape(server), "membersense_http_requests_total",
+        assert value(scrape(server), "membersense_http_request_duration_seconds_count",
                      route="/_test/pid") == sum(served.values())

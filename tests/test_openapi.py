@@ -102,7 +102,7 @@ def test_the_document_and_its_page_are_served(make_app: Callable[..., Flask]) ->
     policy = page.headers["Content-Security-Policy"]
     assert "script-src 'self'" in policy and "unsafe-inline" not in policy
     assert "http" not in policy  # no other origin
-    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", html, re.S)
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", html, re.DOTALL)
     assert scripts and all('src="' in attrs and not body.strip() for attrs, body in scripts)
     assert not re.search(r"\son[a-z]+=", html)  # no inline event handlers
     for src in re.findall(r'(?:src|href)="(docs/[^"]+)"', html):

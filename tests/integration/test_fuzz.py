@@ -71,8 +71,8 @@ def test_the_api_survives_fuzzing_and_keeps_its_contract(
         "--seed", os.environ.get("FUZZ_SEED", "8"),
         "--max-examples", os.environ.get("FUZZ_MAX_EXAMPLES", "25"),
         "--max-time", os.environ.get("FUZZ_MAX_TIME", "120"),
-        "--checks", "all", "--exclude-checks", "use_after_free,ensure_resource_availability,"
-        "object_level_authorization",
+        "--checks", "all", "--exclude-checks",
+        "use_after_free,ensure_resource_availability,object_level_authorization",
         "--report", "junit", "--report-dir", str(report),
     ]
     for operation in SKIPPED_OPERATIONS:
@@ -82,7 +82,7 @@ def test_the_api_survives_fuzzing_and_keeps_its_contract(
            "FUZZ_SESSION": shared, "FUZZ_BOT_TOKEN": MAIN_TOKEN,
            "FUZZ_METRICS_TOKEN": METRICS_TOKEN}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=600)
+                            timeout=600, check=False)
     output = result.stdout + result.stderr
     (module_tmp / "schemathesis.log").write_text(output)
     assert result.returncode == 0, output[-20000:]
