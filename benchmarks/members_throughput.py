@@ -58,7 +58,7 @@ def load(url: str, headers: dict[str, str], seconds: float, tool: str) -> dict[s
                              check=True).stdout
         if "Non-2xx" in out:
             raise RuntimeError(f"errors during the run:\n{out}")
-        latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+        latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
         return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
                 "p50_ms": _wrk_ms(latency["50"]), "p99_ms": _wrk_ms(latency["99"])}
     header_args = [arg for name, value in headers.items()

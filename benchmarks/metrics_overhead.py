@@ -25,13 +25,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-# Before anything imports prometheus-client: it picks its mode once, on import.
-os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="membersense-bench-")
+from werkzeug.test import EnvironBuilder
 
-from werkzeug.test import EnvironBuilder  # noqa: E402
-
-from membersense import create_app  # noqa: E402
-from membersense.discord.service import GuildSummary, JsonDocument  # noqa: E402
+from membersense import create_app, extensions
+from membersense.discord.service import GuildSummary, JsonDocument
 
 MEMBERS = 10_000
 
@@ -102,8 +99,19 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=41)
     args = parser.parse_args()
+    # Before the first metric is used: prometheus-client picks its mode when first imported
+    # (membersense.metrics imports it then, not before).
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="membersense-bench-")
+    with open(os.devnull, "w") as sink:
+        try:
+            _measure(args, sink)
+        finally:
+            extensions.shutdown()  # while the log stream is open
+
+
+def _measure(args: argparse.Namespace, sink: Any) -> None:
     document = _document()
-    config = {"DISCORD_CONNECTOR": _Connector(document), "LOG_STREAM": open(os.devnull, "w"),
+    config = {"DISCORD_CONNECTOR": _Connector(document), "LOG_STREAM": sink,
               "RATE_LIMIT_MAX_REQUESTS": 10**9, "RATE_LIMIT_WINDOW": 1000}
     runs = {"metrics off": _client(create_app(config)),
             "metrics on": _client(create_app({**config, "METRICS_PUBLIC": "1"}))}
