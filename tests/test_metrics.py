@@ -7,6 +7,8 @@ app a test builds, so assertions compare before and after.
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -16,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from membersense import metrics
 from membersense.config import ConfigError, load_settings
+from tests.servers import ROOT
 
 TOKEN = "metrics-token-0123456789"
 
@@ -174,3 +177,12 @@ def test_metrics_are_not_measured_when_not_served(make_app: Callable[..., Flask]
     for _ in range(3):
         assert unserved.get("/_ah/health").status_code == 200
     assert value(read(served), "membersense_http_request_duration_seconds_count", route="/_ah/health") == before
+
+
+def test_importing_membersense_leaves_prometheus_client_unimported() -> None:
+    # prometheus-client picks per-process or multiprocess values when first imported;
+    # gunicorn's master imports MemberSense (gunicorn.conf.py, wsgi) before its
+    # when_ready hook sets PROMETHEUS_MULTIPROC_DIR for the workers it then forks.
+    code = ("import sys, wsgi, membersense.serving, membersense.cli; "
+            "sys.exit('prometheus_client' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False).returncode == 0
