@@ -7,7 +7,10 @@ gunicorn (``gunicorn.conf.py``, one gthread worker, THREADS=8) serving the same
 bytes from memory (``benchmarks/floor_app.py``).
 
 A third server, "bare flask", serves the same bytes from a Flask view with no
-extensions: it splits the gap into Flask's own cost and MemberSense's.
+extensions: it splits the gap into Flask's own cost and MemberSense's. A fourth,
+"+metrics", is MemberSense with ``METRICS_TOKEN`` set: every request is counted
+and timed (prometheus-client's multiprocess mode, as under gunicorn), so the
+pair says what metrics cost a cached request.
 
 A sandbox runs in its own process; MemberSense logs in, the member list is
 read once (building the snapshot), then MemberSense and the floors are loaded
@@ -55,7 +58,7 @@ def load(url: str, headers: dict[str, str], seconds: float, tool: str) -> dict[s
                              check=True).stdout
         if "Non-2xx" in out:
             raise RuntimeError(f"errors during the run:\n{out}")
-        latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+        latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
         return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
                 "p50_ms": _wrk_ms(latency["50"]), "p99_ms": _wrk_ms(latency["99"])}
     header_args = [arg for name, value in headers.items()
@@ -86,11 +89,18 @@ def main() -> None:
            "LOG_LEVEL": args.log_level}
     with tempfile.TemporaryDirectory() as tmp, \
             Sandbox("--members", str(args.members), "--token", TOKEN, "--channels", "3",
-                    "--messages", "1") as sandbox, \
-            GunicornServer({**sandbox.env(), **env}) as app:
+                    "--messages", "1",
+                    # two servers log the same bot in: no wait between their member requests
+                    "--member-request-cooldown", "0") as sandbox, \
+            GunicornServer({**sandbox.env(), **env}) as app, \
+            GunicornServer({**sandbox.env(), **env,
+                            "METRICS_TOKEN": "benchmark-metrics-token"}) as with_metrics:
         session = requests.post(f"{app.base_url}/api/auth/login", json={"token": TOKEN},
                                 timeout=60).json()["sessionId"]
         headers = {"Authorization": session, "Accept-Encoding": args.encoding}
+        metrics_session = requests.post(f"{with_metrics.base_url}/api/auth/login",
+                                        json={"token": TOKEN}, timeout=60).json()["sessionId"]
+        metrics_headers = {**headers, "Authorization": metrics_session}
         first = requests.get(f"{app.base_url}/api/members", headers=headers, timeout=60,
                              stream=True)
         first.raise_for_status()
@@ -104,22 +114,32 @@ def main() -> None:
         floor = GunicornServer(floor_env, args=("benchmarks.floor_app:app",))
         bare_flask = GunicornServer(floor_env, args=("benchmarks.floor_app:flask_app",))
         with floor, bare_flask:
-            servers = {"membersense": app, "floor": floor, "bare flask": bare_flask}
+            servers = {"membersense": app, "+metrics": with_metrics, "floor": floor,
+                       "bare flask": bare_flask}
+            headers_of = {name: metrics_headers if name == "+metrics" else headers
+                          for name in servers}
+            check = requests.get(f"{with_metrics.base_url}/api/members", headers=metrics_headers,
+                                 timeout=60, stream=True)
+            assert check.raw.read(decode_content=False) == sent
             for server in (floor, bare_flask):
                 wait_for_health(server.base_url)
                 check = requests.get(f"{server.base_url}/api/members", headers=headers,
                                      timeout=10, stream=True)
                 assert check.raw.read(decode_content=False) == sent
             results: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
-            for server in servers.values():
-                load(f"{server.base_url}/api/members", headers, 2, args.loadgen)  # warm up
+            for name, server in servers.items():  # warm up
+                load(f"{server.base_url}/api/members", headers_of[name], 2, args.loadgen)
             for _ in range(args.rounds):
                 for name, server in servers.items():
-                    results[name].append(load(f"{server.base_url}/api/members", headers,
+                    results[name].append(load(f"{server.base_url}/api/members", headers_of[name],
                                               args.seconds, args.loadgen))
+            scraped = requests.get(f"{with_metrics.base_url}/metrics", timeout=10, headers={
+                "Authorization": "Bearer benchmark-metrics-token"}).text
+            assert 'route="/api/members"' in scraped  # the requests were counted
     summary = {name: {key: median([r[key] for r in runs]) for key in ("rps", "p50_ms", "p99_ms")}
                for name, runs in results.items()}
     ms, fl, bare = summary["membersense"], summary["floor"], summary["bare flask"]
+    with_metrics = summary["+metrics"]
     print(f"GET /api/members, {len(members)} members, {len(sent) / 1e6:.2f} MB body "
           f"(Accept-Encoding: {args.encoding}), concurrency {CONNECTIONS}, "
           f"load generator {args.loadgen}, "
@@ -133,6 +153,9 @@ def main() -> None:
           f"(target <= {TARGET_RATIO:g}x)")
     print(f"  of which Flask itself: floor/bare flask {fl['rps'] / bare['rps']:.2f}x; "
           f"MemberSense's own: bare flask/membersense {bare['rps'] / ms['rps']:.2f}x")
+    print(f"  metrics on: {with_metrics['rps'] / ms['rps']:.3f}x the throughput of metrics off, "
+          f"p50 {with_metrics['p50_ms'] / ms['p50_ms']:.3f}x; membersense/floor "
+          f"{ms['rps'] / fl['rps']:.2f}, with metrics {with_metrics['rps'] / fl['rps']:.2f}")
     verdict = (ms["p50_ms"] <= TARGET_P50_MS, ms["rps"] >= TARGET_RPS,
                max(ratio_rps, ratio_p50) <= TARGET_RATIO)
     print(f"  targets: p50 <= {TARGET_P50_MS:g} ms {'PASS' if verdict[0] else 'FAIL'}, "

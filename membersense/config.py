@@ -160,6 +160,21 @@ def _optional_integer(minimum: int) -> Callable[[str, str], int]:
 MIN_SECRET_LENGTH = 32
 
 
+#: The shortest METRICS_TOKEN accepted: a bearer secret anyone on the network may guess at.
+MIN_METRICS_TOKEN_LENGTH = 16
+
+
+def _metrics_token(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not value:
+        return ""
+    # Sent in an Authorization header: printable ASCII without spaces.
+    if len(value) < MIN_METRICS_TOKEN_LENGTH or not all("!" <= c <= "~" for c in value):
+        raise ConfigError(f"{name} must be at least {MIN_METRICS_TOKEN_LENGTH} printable "
+                          "ASCII characters without spaces (or empty to turn the token off)")
+    return value
+
+
 def _setting(env: str, default: str, parse: Callable[[str, str], Any], *,
              secret: bool = False) -> Any:
     # A secret is kept out of repr(): settings objects may be logged or shown in a debugger.
@@ -218,6 +233,8 @@ class Settings:
     webhook_max_attempts: int = _setting("WEBHOOK_MAX_ATTEMPTS", "5", _integer(1))
     webhook_disable_after: int = _setting("WEBHOOK_DISABLE_AFTER", "5", _integer(1))
     max_webhooks_per_session: int = _setting("MAX_WEBHOOKS_PER_SESSION", "5", _integer(1))
+    metrics_token: str = _setting("METRICS_TOKEN", "", _metrics_token, secret=True)
+    metrics_public: bool = _setting("METRICS_PUBLIC", "0", _flag)
 
     @classmethod
     def env_names(cls) -> dict[str, str]:
@@ -289,6 +306,11 @@ class Settings:
         """How long a session may stay pending (its login under way) before it expires: the
         login's own bound and a margin, should the process die mid-login."""
         return self.login_timeout_s + 30.0
+
+    @property
+    def metrics_enabled(self) -> bool:
+        """Whether ``GET /metrics`` is served (bearer-protected with a token, else public)."""
+        return bool(self.metrics_token) or self.metrics_public
 
     @property
     def login_timeout_s(self) -> float:

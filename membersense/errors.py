@@ -103,10 +103,20 @@ class TooManyRequests(ApiError):
 
 
 class ServiceUnavailable(ApiError):
-    """503: MemberSense cannot take this request now (*retry_after* when known)."""
+    """503: MemberSense cannot take this request now.
+
+    Always says when to try again: *retry_after* when known, else
+    :attr:`default_retry_after` (the server is full, or shutting down), so
+    clients back off instead of retrying at once.
+    """
 
     code = 503
     description = "Service Unavailable"
+    default_retry_after = 10.0
+
+    def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=self.default_retry_after if retry_after is None
+                         else retry_after)
 
 
 #: The HTTP status of each Discord-layer error (a subclass takes its nearest listed base's).
@@ -192,9 +202,11 @@ LOGIN_REFUSALS: dict[Refusal, Callable[[], ApiError]] = {
     Refusal.CLOSED: lambda: ServiceUnavailable("Server is shutting down",
                                                retry_after=CLOSING_RETRY_AFTER_S),
     Refusal.TOKEN: lambda: TooManyRequests(
-        "Too many sessions are open with this bot token: log out of one first"),
+        "Too many sessions are open with this bot token: log out of one first",
+        retry_after=FULL_RETRY_AFTER_S),
     Refusal.CLIENT: lambda: TooManyRequests(
-        "Too many sessions are open from this address: log out of one first"),
+        "Too many sessions are open from this address: log out of one first",
+        retry_after=FULL_RETRY_AFTER_S),
 }
 
 

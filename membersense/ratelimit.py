@@ -32,10 +32,11 @@ from limits.errors import StorageError
 from limits.storage import MemoryStorage, Storage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
+from membersense import metrics
 from membersense.config import Settings
 from membersense.errors import TooManyRequests
 
-__all__ = ["RateLimiting", "PrunedMemoryStorage"]
+__all__ = ["PrunedMemoryStorage", "RateLimiting"]
 
 log = logging.getLogger("membersense.ratelimit")
 
@@ -169,6 +170,7 @@ class RateLimiting:
         allowed, reset, remaining = budget.hit(req.remote_addr or "unknown")
         g.rate_limit = (budget.item, reset, remaining)
         if not allowed:
+            metrics.rate_limited()
             raise TooManyRequests(retry_after=reset - time.time())
 
     @staticmethod

@@ -18,10 +18,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 
+from membersense import metrics
 from membersense.bridge import Bridge
 from membersense.bus import EventBus, MemoryEventBus
 from membersense.config import Settings
@@ -36,6 +37,10 @@ if TYPE_CHECKING:
     from membersense.cluster.wiring import ClusterParts
 
 __all__ = ["Runtime", "runtime_of"]
+
+#: What the Discord service reports to the app's metrics.
+_METRICS: dict[str, Any] = {"on_answer": metrics.discord_response,
+                            "on_gateway_event": metrics.gateway_event}
 
 log = logging.getLogger("membersense")
 
@@ -62,7 +67,7 @@ class Runtime:
         if settings.redis_mode and discord is None:
             from membersense.cluster.wiring import build  # imports redis, cryptography
 
-            self._cluster = build(settings, clock)
+            self._cluster = build(settings, clock, **_METRICS)
             self.store, self.bus, discord = (self._cluster.store, self._cluster.bus,
                                              self._cluster.discord)
             seal = self._cluster.sealer.seal
@@ -78,7 +83,7 @@ class Runtime:
 
                 discord = LocalDiscord(settings, self.bus,
                                        has_sessions=lambda bot: store.count_for(bot) > 0,
-                                       clock=clock)
+                                       clock=clock, **_METRICS)
                 bridge = discord.bridge  # (a fake Discord service: webhooks get a loop of their own)
         self.discord = discord
         self.sessions = SessionManager(

@@ -35,6 +35,7 @@ from typing import Any
 
 from gunicorn import glogging
 
+from membersense import metrics
 from membersense.config import Settings, load_settings
 from membersense.logs import make_handler
 from membersense.processes import MULTIPROCESS_REFUSAL
@@ -74,6 +75,9 @@ def gunicorn_options(settings: Settings | None = None) -> dict[str, Any]:
         "on_starting": on_starting,
         "post_worker_init": post_worker_init,
         "worker_exit": worker_exit,
+        "when_ready": metrics.gunicorn_when_ready,
+        "child_exit": metrics.gunicorn_child_exit,
+        "on_exit": metrics.gunicorn_on_exit,
     }
 
 

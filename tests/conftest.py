@@ -23,6 +23,9 @@ from tests.redis_support import (
     shared_redis_alive,
 )
 
+# Every response a test sees is checked against the OpenAPI document (tests/contract.py).
+pytest_plugins = ["tests.contract"]
+
 
 @pytest.fixture
 def clock() -> FakeClock:

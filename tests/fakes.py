@@ -51,10 +51,16 @@ class FakeGuild:
     messages: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
 
 
+#: What the real serializers give a user without an avatar of their own.
+DEFAULT_AVATAR = "https://cdn.discordapp.com/embed/avatars/0.png"
+
+
 def make_guild(guild_id: int = 100, name: str = "Test Guild", members: int = 5) -> FakeGuild:
+    """A guild whose JSON has the shapes the real serializers produce (the contract checks them)."""
     people = [
         {"id": str(1000 + i), "username": f"user{i}", "displayName": f"User {i}",
-         "avatar": None, "roles": ["Member"], "role": "Member", "joinedAt": None, "bot": False}
+         "avatar": DEFAULT_AVATAR, "roles": ["Member", "@everyone"], "role": "Member",
+         "joinedAt": "2024-07-21T07:59:32.041Z", "bot": False}
         for i in range(members)
     ]
     channels = [
@@ -65,8 +71,10 @@ def make_guild(guild_id: int = 100, name: str = "Test Guild", members: int = 5) 
     ]
     messages = {
         500: [{"id": str(9000 - i), "content": f"message {i}",
-               "author": {"id": "1000", "username": "user0", "name": "User 0", "avatar": None},
-               "timestamp": 1_700_000_000_000 - i} for i in range(150)]
+               "author": {"id": "1000", "username": "user0", "name": "User 0",
+                          "avatar": DEFAULT_AVATAR},
+               "timestamp": 1_700_000_000_000 - i, "editedTimestamp": None, "attachments": [],
+               "embeds": 0, "replyTo": None} for i in range(150)]
     }
     return FakeGuild(guild_id, name, people, channels, messages)
 

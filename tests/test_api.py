@@ -317,6 +317,6 @@ def test_per_token_and_per_address_caps_are_429_never_an_eviction(
                 for _ in range(2)]
     refused = client.post("/api/auth/login", json={"token": "good-token"})
     assert refused.status_code == 429
-    assert refused.get_json() == {"error": message}
+    assert refused.get_json() == {"error": message, "retryAfter": 60}
     for session_id in sessions:  # nobody else's session was evicted
         assert client.get("/api/members", headers=auth(session_id)).status_code == 200

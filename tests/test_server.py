@@ -36,6 +36,7 @@ def test_health_check(server: GunicornServer) -> None:
     ("method", "path", "kwargs", "status", "error"),
     [
         ("GET", "/nowhere", {}, 404, "Not Found"),
+        ("GET", "/metrics", {}, 404, "Not Found"),  # neither METRICS_TOKEN nor METRICS_PUBLIC
         ("PUT", "/api/members", {}, 405, "Method Not Allowed"),
         ("POST", "/api/auth/login", {"data": "{"}, 400, "Invalid JSON payload"),
         ("POST", "/api/auth/login", {"json": {"token": ""}}, 400, "Token is required"),

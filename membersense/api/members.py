@@ -9,6 +9,9 @@ from membersense.extensions import bots, sessions
 
 bp = Blueprint("members", __name__, url_prefix="/api")
 
+#: Largest page of ``limit``.
+MAX_PAGE = 1000
+
 
 @bp.get("/members")
 def list_members() -> Response:
@@ -21,7 +24,7 @@ def list_members() -> Response:
     """
     session = sessions.authenticate()
     guild_id = guild_arg(session)
-    limit = int_arg("limit", default=None, minimum=1, maximum=1000)
+    limit = int_arg("limit", default=None, minimum=1, maximum=MAX_PAGE)
     after = snowflake_arg("after")
     document = bots.service.members(session.fingerprint, guild_id, limit=limit, after=after)
     gzipped = document.gzip is not None and request.accept_encodings["gzip"] > 0

@@ -26,6 +26,10 @@ bp = Blueprint("messages", __name__, url_prefix="/api")
 
 #: What an ``Idempotency-Key`` may be: printable ASCII, as in the IETF draft's examples.
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+#: Largest page of ``limit`` (Discord's own), also the default.
+MAX_PAGE = 100
+#: The cursors, of which a request may give at most one.
+CURSORS = ("before", "after", "around")
 
 
 @bp.get("/messages")
@@ -38,8 +42,8 @@ def list_messages() -> Any:
     session = sessions.authenticate()
     channel_id = required_snowflake_arg("channelId", "Channel ID is required")
     guild_id = guild_arg(session)
-    limit = int_arg("limit", default=100, minimum=1, maximum=100)
-    cursors = {name: snowflake_arg(name) for name in ("before", "after", "around")}
+    limit = int_arg("limit", default=MAX_PAGE, minimum=1, maximum=MAX_PAGE)
+    cursors = {name: snowflake_arg(name) for name in CURSORS}
     given = {name: value for name, value in cursors.items() if value is not None}
     if len(given) > 1:
         raise BadRequest("Use at most one of before, after and around")

@@ -1,4 +1,9 @@
-"""Request parsing for the API: one place that turns query strings and bodies into values or 4xx."""
+"""Request parsing for the API: one place that turns query strings and bodies into values or 4xx.
+
+Query parameters are taken exactly as the OpenAPI document describes them: a
+parameter that is present must be well formed (no surrounding spaces, no
+empty value), or the answer is 400.
+"""
 
 from __future__ import annotations
 
@@ -27,8 +32,8 @@ def snowflake_arg(name: str) -> int | None:
 
     0 is accepted: Discord's own cursors use ``after=0`` for "from the start".
     """
-    raw = request.args.get(name, "").strip()
-    if not raw:
+    raw = request.args.get(name)
+    if raw is None:
         return None
     if not _SNOWFLAKE.fullmatch(raw) or int(raw) > _MAX_SNOWFLAKE:
         raise BadRequest(f"{name} must be a numeric Discord ID")
@@ -36,8 +41,8 @@ def snowflake_arg(name: str) -> int | None:
 
 
 def required_snowflake_arg(name: str, missing_message: str) -> int:
-    """A Discord id from the query string; 400 *missing_message* when absent."""
-    value = snowflake_arg(name)
+    """A Discord id from the query string; 400 *missing_message* when absent or empty."""
+    value = snowflake_arg(name) if request.args.get(name) else None
     if value is None:
         raise BadRequest(missing_message)
     return value
@@ -63,8 +68,8 @@ def int_arg(name: str, *, default: None, minimum: int, maximum: int) -> int | No
 
 def int_arg(name: str, *, default: int | None, minimum: int, maximum: int) -> int | None:
     """An integer in [minimum, maximum] from the query string, or *default*."""
-    raw = request.args.get(name, "").strip()
-    if not raw:
+    raw = request.args.get(name)
+    if raw is None:
         return default
     if not _INTEGER.fullmatch(raw) or not minimum <= int(raw) <= maximum:
         raise BadRequest(f"{name} must be an integer between {minimum} and {maximum}")
@@ -72,11 +77,12 @@ def int_arg(name: str, *, default: int | None, minimum: int, maximum: int) -> in
 
 
 def choice_arg(name: str, choices: Iterable[str], *, default: str) -> str:
-    """One of *choices* (case-insensitive) from the query string, or *default*."""
+    """One of *choices* (in any case) from the query string, or *default*."""
     options = tuple(choices)
-    raw = request.args.get(name, "").strip().lower()
-    if not raw:
+    raw = request.args.get(name)
+    if raw is None:
         return default
+    raw = raw.lower()
     if raw not in options:
         raise BadRequest(f"{name} must be one of {', '.join(options)}")
     return raw

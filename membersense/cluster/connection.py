@@ -91,6 +91,10 @@ class Keys:
         """A topic's epoch (changes when the topic restarts)."""
         return f"{self.base}events:{topic}:epoch"
 
+    def ticket(self, ticket: str) -> str:
+        """An event-stream ticket: the session id it opens."""
+        return f"{self.base}ticket:{ticket}"
+
     def failed_token(self, bot: str) -> str:
         """A token Discord refused lately."""
         return f"{self.base}failed-token:{bot}"

@@ -76,10 +76,10 @@ class ClusterDiscord(LocalDiscord):
 
     def __init__(self, settings: Settings, bus: EventBus, *, redis: RedisConnection,
                  notices: Notices, writer: Writer, store: SessionStore, sealer: TokenSealer,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, **observers: Any) -> None:
         super().__init__(
             settings, bus, has_sessions=lambda bot: True,  # the keeper decides, not the pool
-            clock=clock,
+            clock=clock, **observers,
             invalid_requests=SharedInvalidRequestBudget(
                 redis, writer, settings.discord_invalid_request_limit, clock=clock),
             failed_tokens=SharedFailedTokens(redis))
@@ -252,8 +252,7 @@ class ClusterDiscord(LocalDiscord):
         # On the loop: this process's own REST client for a bot another process connects.
         client = self._rest_clients.get(bot)
         if client is None:
-            record = self.invalid_requests.record
-            trace = http_trace(lambda status, scope: record(status, scope, bot))
+            trace = http_trace(self._answered_for(bot))
             timeout = self.settings.discord_timeout_s
             client = await bounded(compat.rest_client(token, http_trace=trace, ceiling=timeout),
                                    timeout)

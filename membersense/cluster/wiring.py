@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from membersense.cluster.bus import RedisEventBus
 from membersense.cluster.connection import RedisConnection
@@ -38,8 +39,10 @@ class ClusterParts:
         self.redis.close()
 
 
-def build(settings: Settings, clock: Callable[[], float] = time.monotonic) -> ClusterParts:
-    """Redis mode's parts from *settings* (nothing connects until it is used)."""
+def build(settings: Settings, clock: Callable[[], float] = time.monotonic,
+          **observers: Any) -> ClusterParts:
+    """Redis mode's parts from *settings* (nothing connects until it is used); *observers*
+    go to the Discord service (see :class:`~membersense.discord.local.LocalDiscord`)."""
     redis = RedisConnection(settings.redis_url, settings.redis_key_prefix, clock=clock)
     notices = Notices(redis)
     writer = Writer(redis)
@@ -50,5 +53,5 @@ def build(settings: Settings, clock: Callable[[], float] = time.monotonic) -> Cl
     bus = RedisEventBus(redis, writer, capacity=settings.event_buffer_size,
                         retention_s=settings.session_timeout_s)
     discord = ClusterDiscord(settings, bus, redis=redis, notices=notices, writer=writer,
-                             store=store, sealer=sealer, clock=clock)
+                             store=store, sealer=sealer, clock=clock, **observers)
     return ClusterParts(redis, notices, writer, sealer, store, bus, discord)

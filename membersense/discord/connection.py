@@ -93,19 +93,24 @@ class BotConnection:
     The token is kept for discord.py only: never logged, never in the repr.
     *on_response(status, scope)* hears of every Discord REST answer;
     *on_closed(connection)* of the end of :meth:`close`; *on_change(connection)*
-    of every change of its state or published view (on the loop).
+    of every change of its state or published view; *on_gateway_event(connection,
+    event)* of its gateway coming and going (``connect``, ``resumed``,
+    ``disconnect``, and ``close`` when it is closed for good). All on the loop.
     """
 
     def __init__(self, token: str, settings: Settings, *, bus: EventBus, builder: Executor,
                  on_response: Callable[[int, str | None], None],
                  on_closed: Callable[[BotConnection], None] = lambda connection: None,
-                 on_change: Callable[[BotConnection], None] = lambda connection: None) -> None:
+                 on_change: Callable[[BotConnection], None] = lambda connection: None,
+                 on_gateway_event: Callable[[BotConnection, str], None] = lambda c, e: None
+                 ) -> None:
         self._token = token
         self.fingerprint = fingerprint(token)
         self._settings = settings
         self._bus = bus
         self._on_response = on_response
         self._on_closed = on_closed
+        self._on_gateway_event = on_gateway_event
         self.lifecycle = Lifecycle(on_change=lambda: on_change(self))
         self.loader = MemberLoader(self._request_members, loaded=self._members_loaded,
                                    changed=self._loads_changed, label=self.fingerprint)
@@ -297,6 +302,7 @@ class BotConnection:
             for guild_id in self._ready_order:
                 self._bus.drop(self.translator.topic(guild_id))
         self.lifecycle.advance(State.CLOSED)
+        self._on_gateway_event(self, "close")
         self._on_closed(self)
 
     # -- REST (loop) ------------------------------------------------------------------------
@@ -335,6 +341,8 @@ class BotConnection:
 
     def on_dispatch(self, event: str, args: tuple[Any, ...]) -> None:
         """An event discord.py dispatched, after updating its cache."""
+        if event in ("connect", "resumed", "disconnect"):
+            self._on_gateway_event(self, event)
         if event in ("guild_channel_create", "guild_channel_update", "guild_channel_delete"):
             channel = args[-1]
             self.translator.channel("channel." + event.rsplit("_", 1)[1], channel)

@@ -70,15 +70,22 @@ class LocalDiscord:
     *has_sessions(fingerprint)* tells whether a bot still has sessions (the
     session store's count): the pool keeps a bot connected while it does. The
     guards default to this process's own (Redis mode passes shared ones).
+    *on_answer(status)* hears of every Discord REST answer and
+    *on_gateway_event(connection, event)* of gateways coming and going (the
+    app's metrics; this layer imports none of the web layer).
     """
 
     def __init__(self, settings: Settings, bus: EventBus, *,
                  has_sessions: Callable[[str], bool],
                  clock: Callable[[], float] = time.monotonic,
                  invalid_requests: InvalidRequests | None = None,
-                 failed_tokens: RefusedTokens | None = None) -> None:
+                 failed_tokens: RefusedTokens | None = None,
+                 on_answer: Callable[[int], None] = lambda status: None,
+                 on_gateway_event: Callable[[object, str], None] = lambda c, e: None) -> None:
         self.settings = settings
         self.bus = bus
+        self._on_answer = on_answer
+        self._on_gateway_event = on_gateway_event
         use_cdn_base(settings.discord_cdn_base)
         self.bridge = Bridge()
         #: Discord's 401/403/429 answers to this process; spent, it holds calls back.
@@ -99,12 +106,21 @@ class LocalDiscord:
         return f"<LocalDiscord {self.pool!r}>"
 
     def _new_connection(self, token: str) -> BotConnection:
-        bot = fingerprint(token)
-        record = self.invalid_requests.record
         return BotConnection(token, self.settings, bus=self.bus, builder=self._snapshot_builder(),
-                             on_response=lambda status, scope: record(status, scope, bot),
+                             on_response=self._answered_for(fingerprint(token)),
+                             on_gateway_event=self._on_gateway_event,
                              on_closed=self.pool.closed_connection,
                              on_change=self._connection_changed)
+
+    def _answered_for(self, bot: str) -> Callable[[int, str | None], None]:
+        """What to do with each of Discord's REST answers to *bot*: count it."""
+        record, observe = self.invalid_requests.record, self._on_answer
+
+        def answered(status: int, scope: str | None) -> None:
+            record(status, scope, bot)
+            observe(status)
+
+        return answered
 
     def _connection_changed(self, connection: BotConnection) -> None:
         """A connection's state or published view changed (on the loop). Redis mode mirrors it."""

@@ -16,6 +16,7 @@ import pytest
 
 from membersense.sandbox.config import SandboxConfig
 from membersense.sandbox.server import SandboxServer
+from tests.contract import watch_session
 from tests.integration.support import Api, Control, worker_pid, write_scenario
 from tests.servers import GunicornServer
 
@@ -63,6 +64,8 @@ class MemberSense:
     def start(self) -> MemberSense:
         self.server.start()
         self.api = Api(self.server.base_url)
+        # Every answer the tests see must be one the served OpenAPI document allows.
+        watch_session(self.api.http, self.server.base_url)
         return self
 
     @property
