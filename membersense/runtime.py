@@ -91,16 +91,26 @@ class Runtime:
             caps=Caps(settings.max_concurrent_users, settings.max_sessions_per_token,
                       settings.max_sessions_per_ip),
             cleanup_interval=settings.cleanup_interval_s, seal=seal)
+        cluster = self._cluster
         #: Event streams and long-polls, ended with their session.
-        self.live = LiveEvents(self.bus, MemoryTicketStore(clock=clock),
+        self.live = LiveEvents(self.bus,
+                               cluster.tickets if cluster else MemoryTicketStore(clock=clock),
                                cap=settings.event_stream_cap,
                                max_stream_s=settings.event_stream_max_seconds)
         self.sessions.add_end_listener(self.live.session_ended)
         #: Outgoing webhooks, delivered on the Discord service's loop; they end with their
         #: session too.
-        self.webhooks = Webhooks(settings, self.bus, MemorySubscriptionStore(), bridge=bridge,
-                                 touch=self.store.get)
+        self.webhooks = Webhooks(settings, self.bus,
+                                 cluster.subscriptions if cluster else MemorySubscriptionStore(),
+                                 bridge=bridge, touch=self.store.get)
         self.sessions.add_end_listener(self.webhooks.session_ended)
+        if cluster is not None:
+            # The process that owns a bot delivers its webhooks, starting with what the
+            # last owner had not delivered.
+            subscriptions, webhooks, since = cluster.subscriptions, self.webhooks, cluster.bus.since
+            cluster.discord.add_owner_hooks(
+                lambda bot: webhooks.resume(subscriptions.mirror(bot), since),
+                subscriptions.unmirror)
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._refusing = False

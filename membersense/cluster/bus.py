@@ -11,7 +11,11 @@ expire, with their message contents, ``SESSION_TIMEOUT`` after the last event.
 Ids are ``"<epoch>.<n>"``. The epoch lives beside the stream and changes when
 the owner restarts the topic (a new gateway session, a new owner): an id of
 another epoch reads as a reset, and so does one whose successor was trimmed
-away (the numbers have no gaps, so the first entry left tells).
+away (the numbers have no gaps, so the first entry left tells). The numbers
+go on across epochs and owners (a new owner adopts the bot's streams before
+it connects: :meth:`~RedisEventBus.adopt`), so a webhook's last delivered
+event still says where to go on from after a failover
+(:meth:`~RedisEventBus.since`).
 """
 
 from __future__ import annotations
@@ -70,18 +74,66 @@ class RedisEventBus(EventBus):
     # -- the owner's side ----------------------------------------------------------------
 
     def _start(self, topic: str) -> tuple[str, int]:
-        # Under the lock.
-        head = (secrets.token_hex(4), 0)
+        # Under the lock. A new epoch; the numbers go on where they were.
+        head = (secrets.token_hex(4), self._heads.get(topic, ("", 0))[1])
         self._heads[topic] = head
-        stream, epoch_key, ttl = self._keys.stream(topic), self._keys.stream_epoch(topic), \
-            self._retention_ms
-
-        def write(pipeline: Any) -> None:
-            pipeline.delete(stream)
-            pipeline.set(epoch_key, head[0], px=ttl)
-
-        self._writer.submit(write)
+        epoch_key, ttl = self._keys.stream_epoch(topic), self._retention_ms
+        self._writer.submit(lambda pipeline: pipeline.set(epoch_key, head[0], px=ttl))
         return head
+
+    def adopt(self, bot: str) -> None:
+        """Go on numbering the bot's topics where their streams are (a new owner, before it
+        publishes anything). Blocks on Redis: not for the loop."""
+        pattern = self._keys.stream(f"{bot}/*")
+
+        def read() -> list[tuple[str, Any]]:
+            client = self._redis.client
+            found = []
+            for raw in client.scan_iter(match=pattern, count=1000):
+                key = _text(raw)
+                if key.endswith(":epoch"):
+                    continue
+                found.append((key, client.xinfo_stream(key)))
+            return found
+
+        streams = self._redis.call(read)
+        prefix = self._keys.stream("")
+        with self._lock:
+            for key, info in streams:
+                last = _number(_text(info.get("last-generated-id") or "0-0")) or 0
+                topic = key[len(prefix):]
+                epoch, known = self._heads.get(topic, (secrets.token_hex(4), 0))
+                self._heads[topic] = (epoch, max(known, last))
+
+    def since(self, topic: str, event_id: str | None, not_before_ms: int = 0
+              ) -> list[Event] | None:
+        """The events of *topic* after *event_id*, whatever their epoch; None when some of
+        them were trimmed away. Without an id: the events kept that were published at
+        *not_before_ms* or later. Blocks on Redis: not for the loop."""
+        number = _number(event_id.partition(".")[2]) if event_id is not None else 0
+        if number is None:
+            return None
+        stream = self._keys.stream(topic)
+
+        def read() -> Any:
+            return self._redis.client.xrange(stream, min=f"{number}-0", max="+",
+                                             count=self.capacity + 1)
+
+        events = [self._event(topic, "", raw_id, fields)
+                  for raw_id, fields in self._redis.call(read)]
+        if event_id is None:
+            return [e for e in events if e.timestamp >= not_before_ms]
+        if events and _number(events[0].id.partition(".")[2]) not in (number, number + 1):
+            return None  # what came right after event_id was trimmed
+        return [e for e in events if _number(e.id.partition(".")[2]) != number]
+
+    def _event(self, topic: str, epoch: str, raw_id: Any, fields: Any) -> Event:
+        values = {_text(k): v for k, v in fields.items()}
+        number = _number(_text(raw_id))
+        # Entries keep the id they were published with (their epoch); older ones get ours.
+        event_id = _text(values["i"]) if "i" in values else f"{epoch}.{number}"
+        return Event(event_id, _text(values["t"]), topic, topic.rpartition("/")[2],
+                     int(_text(values["ts"])), json.loads(values["d"]))
 
     def publish(self, topic: str, type: str, data: Mapping[str, Any]) -> Event:
         """Append an event (assigned its id here, written in order off the loop)."""
@@ -92,7 +144,8 @@ class RedisEventBus(EventBus):
             self._heads[topic] = (epoch, number)
         stream_id = f"{number}-0"
         event = Event(f"{epoch}.{number}", type, topic, topic.rpartition("/")[2], now_ms, data)
-        fields = {"t": type, "ts": now_ms, "d": json.dumps(data, separators=(",", ":"))}
+        fields = {"i": event.id, "t": type, "ts": now_ms,
+                  "d": json.dumps(data, separators=(",", ":"))}
         stream, epoch_key, ttl, cap = (self._keys.stream(topic), self._keys.stream_epoch(topic),
                                        self._retention_ms, self.capacity)
 
@@ -164,13 +217,8 @@ class RedisEventBus(EventBus):
                                         else None)
 
         answer = self._redis.call(xread)
-        events = []
-        for _, entries in answer or ():
-            for raw_id, fields in entries:
-                values = {_text(k): v for k, v in fields.items()}
-                events.append(Event(f"{epoch}.{_number(_text(raw_id))}", _text(values["t"]),
-                                    topic, topic.rpartition("/")[2], int(_text(values["ts"])),
-                                    json.loads(values["d"])))
+        events = [self._event(topic, epoch, raw_id, fields)
+                  for _, entries in answer or () for raw_id, fields in entries]
         cursor = events[-1].id if events else f"{epoch}.{position}"
         return Batch(tuple(events), False, cursor)
 

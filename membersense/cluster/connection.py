@@ -95,6 +95,18 @@ class Keys:
         """An event-stream ticket: the session id it opens."""
         return f"{self.base}ticket:{ticket}"
 
+    def webhook(self, subscription_id: str) -> str:
+        """A webhook subscription (a hash)."""
+        return f"{self.base}webhook:{subscription_id}"
+
+    def session_webhooks(self, session_id: str) -> str:
+        """A session's webhook subscriptions (a set of ids)."""
+        return f"{self.base}session:{session_id}:webhooks"
+
+    def bot_webhooks(self, bot: str) -> str:
+        """A bot's webhook subscriptions (a set of ids)."""
+        return f"{self.base}bot:{bot}:webhooks"
+
     def failed_token(self, bot: str) -> str:
         """A token Discord refused lately."""
         return f"{self.base}failed-token:{bot}"

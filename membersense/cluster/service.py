@@ -33,7 +33,7 @@ from typing import Any
 
 from discord.http import HTTPClient
 
-from membersense.bus import EventBus
+from membersense.cluster.bus import RedisEventBus
 from membersense.cluster.connection import RedisConnection
 from membersense.cluster.guards import SharedFailedTokens, SharedInvalidRequestBudget
 from membersense.cluster.leases import LEASE_RELEASED, Leases
@@ -74,7 +74,7 @@ VIEW_TRUST_S = 0.2
 class ClusterDiscord(LocalDiscord):
     """Logged-in bots of the cluster (see the module docstring)."""
 
-    def __init__(self, settings: Settings, bus: EventBus, *, redis: RedisConnection,
+    def __init__(self, settings: Settings, bus: RedisEventBus, *, redis: RedisConnection,
                  notices: Notices, writer: Writer, store: SessionStore, sealer: TokenSealer,
                  clock: Callable[[], float] = time.monotonic, **observers: Any) -> None:
         super().__init__(
@@ -98,6 +98,8 @@ class ClusterDiscord(LocalDiscord):
         self._idle_since: dict[str, float] = {}
         self._tokens: dict[str, str] = {}
         self._rest_clients: dict[str, HTTPClient] = {}  # bot -> REST-only client (on the loop)
+        self._redis_bus = bus
+        self._owner_hooks: list[tuple[Callable[[str], None], Callable[[str], None]]] = []
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._keeper: threading.Thread | None = None
@@ -115,6 +117,12 @@ class ClusterDiscord(LocalDiscord):
         fence = self._owned.get(bot)
         return self.leases.token(fence) if fence is not None else None
 
+    def add_owner_hooks(self, owned: Callable[[str], None],
+                        unowned: Callable[[str], None]) -> None:
+        """Call *owned(bot)* when this process takes a bot over (before it connects; on a
+        thread that may block, never the loop) and *unowned(bot)* when it gives it up."""
+        self._owner_hooks.append((owned, unowned))
+
     def _take_lease(self, bot: str) -> bool:
         """Whether this process owns *bot* (taking its lease if it is free)."""
         with self._lock:
@@ -127,9 +135,22 @@ class ClusterDiscord(LocalDiscord):
             self._owned[bot] = fence
             self._renewed[bot] = self._clock()
         self._mirror.forget(bot)
+        self._redis_bus.adopt(bot)  # its events go on where the last owner's stopped
+        for owned, _ in self._owner_hooks:
+            try:
+                owned(bot)
+            except Exception as exc:  # a hook's failure must not cost the bot its owner
+                log.error("an owner hook failed: %s", type(exc).__name__)
         log.info("took over a bot's gateway connection", extra={"fields": {
             "token": bot, "fence": fence}})
         return True
+
+    def _unowned(self, bot: str) -> None:
+        for _, unowned in self._owner_hooks:
+            try:
+                unowned(bot)
+            except Exception as exc:
+                log.error("an owner hook failed: %s", type(exc).__name__)
 
     def _lease_released(self, bot: str) -> None:
         if bot in self._seen and bot not in self._owned:
@@ -346,6 +367,7 @@ class ClusterDiscord(LocalDiscord):
         except Reconnecting:  # no session with a token we can open: nobody to connect for
             fence = self._owned.pop(bot, None)
             if fence is not None:
+                self._unowned(bot)
                 self.leases.release(bot, fence)
             return
         try:
@@ -359,6 +381,7 @@ class ClusterDiscord(LocalDiscord):
             self._owned.pop(bot, None)
             self._renewed.pop(bot, None)
         self._mirror.forget(bot)
+        self._unowned(bot)
         self._close_connection(bot, LEASE_LOST)
         log.warning("lost a bot's lease; its connection is closed",
                     extra={"fields": {"token": bot}})
@@ -372,6 +395,7 @@ class ClusterDiscord(LocalDiscord):
         with self._lock:
             self._owned.pop(bot, None)
             self._renewed.pop(bot, None)
+        self._unowned(bot)
         self.leases.release(bot, fence)
         self._forget(bot)
         log.info("closed an unused bot connection", extra={"fields": {"token": bot}})

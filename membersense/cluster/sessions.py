@@ -31,7 +31,14 @@ from typing import Any
 from membersense.cluster.connection import RedisConnection
 from membersense.cluster.notices import Notices
 from membersense.cluster.sealing import TokenSealer
-from membersense.sessions.store import Caps, EndListener, Refusal, SessionRecord, SessionStore
+from membersense.sessions.store import (
+    ENDED_ELSEWHERE,
+    Caps,
+    EndListener,
+    Refusal,
+    SessionRecord,
+    SessionStore,
+)
 
 __all__ = ["RedisSessionStore", "SESSION_ENDED"]
 
@@ -145,7 +152,7 @@ class RedisSessionStore(SessionStore):
         self._touch = connection.script(_TOUCH)
         self._close = connection.script(_CLOSE)
         self._count = connection.script(_COUNT)
-        notices.on(SESSION_ENDED, self._forget)
+        notices.on(SESSION_ENDED, self._ended_elsewhere)
         notices.on_gap(self._forget_all)
 
     def __repr__(self) -> str:
@@ -157,9 +164,16 @@ class RedisSessionStore(SessionStore):
 
     # -- the local copies ---------------------------------------------------------
 
-    def _forget(self, session_id: str) -> None:
+    def _forget(self, session_id: str) -> _Cached | None:
         with self._lock:
-            self._cache.pop(session_id, None)
+            return self._cache.pop(session_id, None)
+
+    def _ended_elsewhere(self, session_id: str) -> None:
+        # A notice: another process ended the session. Streams and webhooks of it here end
+        # too (if this process knew it: else it has none).
+        cached = self._forget(session_id)
+        if cached is not None:
+            self._ended([cached.record], ENDED_ELSEWHERE)
 
     def _forget_all(self) -> None:
         with self._lock:
@@ -258,10 +272,10 @@ class RedisSessionStore(SessionStore):
 
     def close(self, session_id: str, reason: str = "logout") -> SessionRecord | None:
         """Remove a session everywhere; the removed record, or None."""
+        self._forget(session_id)  # first: this process's own notice then finds nothing
         raw = self._redis.call(lambda: self._close(
             keys=[self._keys.session(session_id), self._keys.sessions],
             args=[session_id, self._keys.notices]))
-        self._forget(session_id)
         record = self._record(session_id, raw)
         if record is not None:
             self._ended([record], reason)

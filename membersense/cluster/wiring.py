@@ -13,6 +13,8 @@ from membersense.cluster.notices import Notices
 from membersense.cluster.sealing import TokenSealer
 from membersense.cluster.service import ClusterDiscord
 from membersense.cluster.sessions import RedisSessionStore
+from membersense.cluster.tickets import RedisTicketStore
+from membersense.cluster.webhooks import RedisSubscriptionStore
 from membersense.cluster.writer import Writer
 from membersense.config import Settings
 
@@ -30,6 +32,8 @@ class ClusterParts:
     store: RedisSessionStore
     bus: RedisEventBus
     discord: ClusterDiscord
+    tickets: RedisTicketStore
+    subscriptions: RedisSubscriptionStore
 
     def close_after_discord(self) -> None:
         """Once the Discord service is closed: flush the writes, stop listening, disconnect."""
@@ -54,4 +58,6 @@ def build(settings: Settings, clock: Callable[[], float] = time.monotonic,
                         retention_s=settings.session_timeout_s)
     discord = ClusterDiscord(settings, bus, redis=redis, notices=notices, writer=writer,
                              store=store, sealer=sealer, clock=clock, **observers)
-    return ClusterParts(redis, notices, writer, sealer, store, bus, discord)
+    return ClusterParts(redis, notices, writer, sealer, store, bus, discord,
+                        RedisTicketStore(redis),
+                        RedisSubscriptionStore(redis, notices, writer, sealer))

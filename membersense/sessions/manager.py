@@ -26,6 +26,7 @@ from nanoid import generate
 from membersense.discord.service import BotLogin, DiscordService
 from membersense.discord.tokens import fingerprint
 from membersense.sessions.store import (
+    ENDED_ELSEWHERE,
     ID_LENGTH,
     Caps,
     EndListener,
@@ -144,8 +145,9 @@ class SessionManager:
         return closed
 
     def _ended(self, record: SessionRecord, reason: str) -> None:
-        # Called by the store, on whatever thread removed the session.
-        if not record.pending:
+        # Called by the store, on whatever thread removed the session (in Redis mode also
+        # for one another process ended: that one logged it).
+        if not record.pending and reason != ENDED_ELSEWHERE:
             log.info("session closed", extra={"fields": {"session": record.short_id,
                                                           "reason": reason}})
         try:

@@ -20,11 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-__all__ = ["ID_LENGTH", "Caps", "EndListener", "Refusal", "SessionRecord", "SessionStore",
+__all__ = ["ENDED_ELSEWHERE", "ID_LENGTH", "Caps", "EndListener", "Refusal", "SessionRecord", "SessionStore",
            "StoreUnavailable", "valid_session_id"]
 
 #: Length of a session id (nanoid's default).
 ID_LENGTH = 21
+#: The reason an end listener is given for a session another process ended (Redis mode):
+#: that process logged it.
+ENDED_ELSEWHERE = "ended elsewhere"
 #: nanoid's default alphabet; an Authorization value outside it is never looked up.
 _ID_ALPHABET = frozenset("_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 

@@ -168,7 +168,8 @@ class Deliverer:
                 return
             error = await self._deliver(subscription, event)
             if error is None:
-                self.store.update(subscription_id, failures=0, last_delivery_at=time.time())
+                self.store.update(subscription_id, failures=0, last_delivery_at=time.time(),
+                                  cursor=event.id)
                 self._touch_session(subscription, outbox)
                 continue
             failures = subscription.failures + 1

@@ -11,7 +11,8 @@ from membersense.webhooks.store import Subscription, SubscriptionStore
 __all__ = ["MemorySubscriptionStore"]
 
 #: The fields :meth:`MemorySubscriptionStore.update` may change.
-_DELIVERY_FIELDS = frozenset({"disabled", "failures", "last_error", "last_delivery_at"})
+_DELIVERY_FIELDS = frozenset({"disabled", "failures", "last_error", "last_delivery_at",
+                              "cursor"})
 
 
 class MemorySubscriptionStore(SubscriptionStore):

@@ -128,6 +128,32 @@ class Webhooks:
         self._stop([subscription_id])
         return True
 
+    def resume(self, subscriptions: list[Subscription],
+               since: Callable[[str, str | None, int], list[Event] | None]) -> None:
+        """Deliver, first, what these subscriptions' receivers have not had yet.
+
+        Redis mode's new owner of a bot calls this (off the loop) before it connects:
+        *since(topic, event_id, not_before_ms)* gives the events after a subscription's
+        last delivered one, or, for one never delivered to, those since it was made (None
+        when the stream no longer has them all).
+        """
+        for subscription in subscriptions:
+            if subscription.disabled:
+                continue
+            missed = since(subscription.topic, subscription.cursor,
+                           int(subscription.created_at * 1000))
+            if missed is None:
+                log.warning("a webhook missed events that are no longer kept",
+                            extra={"fields": {"webhook": subscription.id}})
+                continue
+            wanted = [event for event in missed if subscription.wants(event.type)]
+            if wanted:
+                self.bridge.call(self._enqueue, subscription, wanted, timeout=_HANDOFF_TIMEOUT_S)
+
+    async def _enqueue(self, subscription: Subscription, events: list[Event]) -> None:
+        for event in events:
+            self.deliverer.enqueue(subscription, event)
+
     def session_ended(self, record: SessionRecord, reason: str) -> None:
         """A session ended (the session manager's listener): its subscriptions end too."""
         removed = self.store.remove_session(record.id)

@@ -41,6 +41,8 @@ class Subscription:
     failures: int = 0  # deliveries failed in a row (every try of each spent)
     last_error: str | None = None
     last_delivery_at: float | None = None
+    #: The id of the last event delivered (where a new deliverer goes on from).
+    cursor: str | None = None
 
     def __repr__(self) -> str:  # never the secret, never the URL (it may hold a token)
         return f"<Subscription {self.id} topic={self.topic} disabled={self.disabled}>"
