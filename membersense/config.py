@@ -108,7 +108,8 @@ def _url(schemes: tuple[str, ...], *, optional: bool = False) -> Callable[[str, 
 def _storage_uri(name: str, raw: str) -> str:
     value = raw.strip()
     scheme = urlsplit(value).scheme
-    if scheme not in ("memory", "redis", "rediss", "redis+sentinel", "redis+cluster", "valkey"):
+    if scheme not in ("memory", "redis", "rediss", "redis+unix", "redis+sentinel",
+                      "redis+cluster", "valkey"):
         raise ConfigError(
             f"{name} must be memory:// or a redis:// URL, got {raw!r}"
         )
@@ -273,6 +274,9 @@ class Settings:
     def rate_limit_storage(self) -> str:
         """Where rate-limit windows live: RATE_LIMIT_STORAGE_URI, or Redis in Redis mode."""
         if self.redis_mode and self.rate_limit_storage_uri == "memory://":
+            # limits names redis-py's unix:// scheme redis+unix://.
+            if self.redis_url.startswith("unix://"):
+                return "redis+unix://" + self.redis_url.removeprefix("unix://")
             return self.redis_url
         return self.rate_limit_storage_uri
 

@@ -17,6 +17,12 @@ dashboard's static files) and CORS preflights. The client IP is the socket
 peer; werkzeug's ``ProxyFix`` (see the app factory) replaces it with the
 ``X-Forwarded-For`` entry of the configured number of trusted proxies, so a
 client cannot pick its own address.
+
+Each request needs its verdict and the window's state (for the ``RateLimit-*``
+headers): two storage calls through `limits`' API. On Redis that was two round
+trips, most of a cached ``/api/members`` request in Redis mode; there
+:class:`RedisMovingWindow` does both in one script over the same keys and
+values as `limits`' moving window (see BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -29,14 +35,14 @@ import time
 from flask import Blueprint, Flask, Response, current_app, g, request
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.errors import StorageError
-from limits.storage import MemoryStorage, Storage, storage_from_string
+from limits.storage import MemoryStorage, RedisStorage, Storage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from membersense import metrics
 from membersense.config import Settings
 from membersense.errors import TooManyRequests
 
-__all__ = ["PrunedMemoryStorage", "RateLimiting"]
+__all__ = ["PrunedMemoryStorage", "RateLimiting", "RedisMovingWindow"]
 
 log = logging.getLogger("membersense.ratelimit")
 
@@ -57,6 +63,7 @@ class PrunedMemoryStorage(MemoryStorage):
     STORAGE_SCHEME = ["membersense-memory"]
 
     def _MemoryStorage__expire_events(self) -> None:  # the timer's (name-mangled) callback
+        # A private (name-mangled) method: mypy cannot see it through super().
         super()._MemoryStorage__expire_events()  # type: ignore[misc]
         for key in [k for k, events in list(self.events.items()) if not events]:
             with self.locks[key]:
@@ -65,21 +72,99 @@ class PrunedMemoryStorage(MemoryStorage):
                     self.locks.pop(key, None)
 
 
-def _make_storage(uri: str) -> Storage:
+#: `limits`' moving-window acquisition, then the window's oldest entry and size, in one call.
+#: KEYS: the window (a list of timestamps, newest first). ARGV: now, limit, expiry (s).
+#: Returns {acquired (0/1), oldest timestamp in the window, entries in the window}.
+_HIT_AND_COUNT = """
+local now, limit, expiry = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local since = now - expiry
+local acquired = 0
+local last = redis.call('LINDEX', KEYS[1], limit - 1)
+if not (last and tonumber(last) >= since) then
+    redis.call('LPUSH', KEYS[1], ARGV[1])
+    redis.call('LTRIM', KEYS[1], 0, limit - 1)
+    redis.call('EXPIRE', KEYS[1], expiry)
+    acquired = 1
+end
+local low, high, oldest, count = 0, redis.call('LLEN', KEYS[1]) - 1, ARGV[1], 0
+while low <= high do
+    local mid = math.floor((low + high) / 2)
+    local entry = redis.call('LINDEX', KEYS[1], mid)
+    if tonumber(entry) >= since then
+        oldest, count, low = entry, mid + 1, mid + 1
+    else
+        high = mid - 1
+    end
+end
+return {acquired, oldest, count}
+"""
+
+
+class RedisMovingWindow:
+    """`limits`' moving window on its Redis storage, a hit and its window in one round trip.
+
+    Same keys and values as :class:`limits.strategies.MovingWindowRateLimiter` on
+    that storage, so either reads what the other wrote.
+    """
+
+    def __init__(self, storage: RedisStorage) -> None:
+        self.storage = storage
+        self._script = storage.get_connection().register_script(_HIT_AND_COUNT.encode())
+
+    def hit(self, item: RateLimitItem, identifier: str) -> tuple[bool, float, int]:
+        """Count one request: (allowed, window reset time, remaining)."""
+        key = self.storage.prefixed_key(item.key_for(identifier))
+        expiry, now = item.get_expiry(), time.time()
+        try:
+            acquired, oldest, count = self._script(keys=[key], args=[now, item.amount, expiry])
+        except self.storage.base_exceptions as exc:  # as limits' wrap_exceptions would
+            raise StorageError(exc) from exc
+        return bool(acquired), float(oldest) + expiry, item.amount - int(count)
+
+
+class _LimitsMovingWindow:
+    """`limits`' moving window through its API (any storage): two calls per hit."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self._limiter = MovingWindowRateLimiter(storage)
+
+    def hit(self, item: RateLimitItem, identifier: str) -> tuple[bool, float, int]:
+        """Count one request: (allowed, window reset time, remaining)."""
+        allowed = self._limiter.hit(item, identifier)
+        reset, remaining = self._limiter.get_window_stats(item, identifier)
+        return allowed, reset, remaining
+
+
+_Window = RedisMovingWindow | _LimitsMovingWindow
+
+
+def _make_window(storage: Storage) -> _Window:
+    # Sentinel and Cluster storages subclass RedisStorage but route scripts differently.
+    if type(storage) is RedisStorage:
+        return RedisMovingWindow(storage)
+    return _LimitsMovingWindow(storage)
+
+
+def _make_storage(uri: str, key_prefix: str) -> Storage:
     if uri.startswith("memory://"):
         return PrunedMemoryStorage()
-    # wrap_exceptions: any backend failure surfaces as limits' StorageError.
-    return storage_from_string(uri, wrap_exceptions=True)  # type: ignore[return-value]
+    # Every other scheme config allows is Redis's. wrap_exceptions: any backend failure
+    # surfaces as limits' StorageError. It is typed as returning sync or async storages;
+    # config refuses async schemes.
+    return storage_from_string(  # type: ignore[return-value]
+        uri, key_prefix=f"{key_prefix}ratelimit", wrap_exceptions=True)
 
 
 class _Budget:
     """One app's limit on its shared storage, with an in-memory fallback for outages."""
 
-    def __init__(self, item: RateLimitItem, storage_uri: str) -> None:
+    def __init__(self, item: RateLimitItem, storage_uri: str, key_prefix: str) -> None:
         self.item = item
         self._storage_uri = storage_uri
-        self._shared: MovingWindowRateLimiter | None = None
-        self._fallback: MovingWindowRateLimiter | None = None
+        self._key_prefix = key_prefix
+        self._shared: _Window | None = None
+        self._fallback: _Window | None = None
         self._next_probe = 0.0
         self._lock = threading.Lock()
 
@@ -88,18 +173,19 @@ class _Budget:
         """Where windows are counted while the storage is healthy."""
         return self._shared_limiter().storage
 
-    def _shared_limiter(self) -> MovingWindowRateLimiter:
+    def _shared_limiter(self) -> _Window:
         # Built on first use: the in-memory storage starts a timer thread, and
         # nothing may start before the app serves (in gunicorn's worker).
         shared = self._shared
         if shared is None:
             with self._lock:
                 if self._shared is None:
-                    self._shared = MovingWindowRateLimiter(_make_storage(self._storage_uri))
+                    self._shared = _make_window(_make_storage(self._storage_uri,
+                                                                    self._key_prefix))
                 shared = self._shared
         return shared
 
-    def _limiter(self) -> MovingWindowRateLimiter:
+    def _limiter(self) -> _Window:
         fallback = self._fallback
         if fallback is None:
             return self._shared_limiter()
@@ -118,8 +204,7 @@ class _Budget:
         """Count a request for *key*: (allowed, window reset time, remaining)."""
         limiter = self._limiter()
         try:
-            allowed = limiter.hit(self.item, key)
-            reset, remaining = limiter.get_window_stats(self.item, key)
+            allowed, reset, remaining = limiter.hit(self.item, key)
         except StorageError:
             if limiter is self._fallback:  # memory never fails; this is something else
                 raise
@@ -127,7 +212,7 @@ class _Budget:
             with self._lock:
                 if self._fallback is None:
                     log.warning("rate limit storage unreachable; counting in memory meanwhile")
-                    self._fallback = MovingWindowRateLimiter(PrunedMemoryStorage())
+                    self._fallback = _LimitsMovingWindow(PrunedMemoryStorage())
                     self._next_probe = time.monotonic() + RETRY_SHARED_STORAGE_S
             return self.hit(key)
         return allowed, reset, remaining
@@ -156,6 +241,7 @@ class RateLimiting:
         app.extensions[self.key] = _Budget(
             RateLimitItemPerSecond(settings.rate_limit_max_requests, window_s),
             settings.rate_limit_storage,
+            settings.redis_key_prefix,
         )
         app.before_request(self._check)
         app.after_request(self._add_headers)
@@ -163,7 +249,8 @@ class RateLimiting:
     def _check(self) -> None:
         # A browser preflight is not a request for data; counting it would
         # halve the budget of every front end that sends Authorization.
-        req = request._get_current_object()  # type: ignore[attr-defined]  # once, not per use
+        # Once, not per use. The proxy's typing hides this werkzeug LocalProxy method.
+        req = request._get_current_object()  # type: ignore[attr-defined]
         if req.method == "OPTIONS" or req.blueprint in self._exempt_blueprints:
             return
         budget: _Budget = current_app.extensions[self.key]

@@ -139,3 +139,16 @@ def test_event_and_webhook_settings() -> None:
     assert str(excinfo.value) == "WEBHOOK_ALLOW_PRIVATE must be 1 or 0 (true or false), got 'maybe'"
     with pytest.raises(ConfigError):
         load_settings({"EVENT_STREAM_MAX_SECONDS": "0"})
+
+
+@pytest.mark.parametrize(("redis_url", "storage", "expected"), [
+    ("redis://10.0.0.5:6379/0", "memory://", "redis://10.0.0.5:6379/0"),
+    ("unix:///run/redis.sock", "memory://", "redis+unix:///run/redis.sock"),  # limits' name
+    ("redis://10.0.0.5:6379/0", "redis://10.0.0.6:6379/1", "redis://10.0.0.6:6379/1"),
+    ("", "memory://", "memory://"),
+])
+def test_redis_mode_counts_the_rate_limit_in_its_redis_unless_told_otherwise(
+        redis_url: str, storage: str, expected: str) -> None:
+    settings = load_settings({"REDIS_URL": redis_url, "SESSION_SECRET": "s" * 32,
+                              "RATE_LIMIT_STORAGE_URI": storage})
+    assert settings.rate_limit_storage == expected

@@ -1,4 +1,4 @@
-"""Sliding-window rate limiting per client IP."""
+"""Sliding-window rate limiting per client IP, in memory and on Redis."""
 
 from __future__ import annotations
 
@@ -18,14 +18,24 @@ def traveller() -> object:
         yield traveller
 
 
+@pytest.fixture(params=["memory", "redis"])
+def storage(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Settings for each storage: the Redis one counts with one script per request."""
+    if request.param == "memory":
+        return {}
+    return {"RATE_LIMIT_STORAGE_URI": request.getfixturevalue("redis_url"),
+            "REDIS_KEY_PREFIX": request.getfixturevalue("redis_prefix")}
+
+
 def hit(client, path: str = "/api/members", ip: str = "10.0.0.1", **headers: str):
     return client.get(path, environ_base={"REMOTE_ADDR": ip}, headers=headers)
 
 
 def test_the_budget_is_per_ip_and_shared_by_every_route(
-    make_app: Callable[..., Flask], traveller: object
+    make_app: Callable[..., Flask], traveller: object, storage: dict[str, str]
 ) -> None:
-    client = make_app(RATE_LIMIT_MAX_REQUESTS=3, RATE_LIMIT_WINDOW=10000).test_client()
+    client = make_app(RATE_LIMIT_MAX_REQUESTS=3, RATE_LIMIT_WINDOW=10000,
+                      **storage).test_client()
     statuses = [hit(client, path).status_code
                 for path in ("/api/members", "/api/channels", "/api/messages")]
     assert statuses == [401, 401, 401]
@@ -36,8 +46,10 @@ def test_the_budget_is_per_ip_and_shared_by_every_route(
     assert hit(client, ip="10.0.0.2").status_code == 401  # another client is unaffected
 
 
-def test_rate_limit_headers_count_down(make_app: Callable[..., Flask], traveller: object) -> None:
-    client = make_app(RATE_LIMIT_MAX_REQUESTS=2, RATE_LIMIT_WINDOW=60000).test_client()
+def test_rate_limit_headers_count_down(make_app: Callable[..., Flask], traveller: object,
+                                       storage: dict[str, str]) -> None:
+    client = make_app(RATE_LIMIT_MAX_REQUESTS=2, RATE_LIMIT_WINDOW=60000,
+                      **storage).test_client()
     first = hit(client)
     assert first.headers["RateLimit-Limit"] == "2"
     assert first.headers["RateLimit-Remaining"] == "1"
@@ -51,8 +63,9 @@ def test_rate_limit_headers_count_down(make_app: Callable[..., Flask], traveller
 
 
 def test_the_window_slides_rather_than_resetting(make_app: Callable[..., Flask],
-                                                 traveller) -> None:
-    client = make_app(RATE_LIMIT_MAX_REQUESTS=2, RATE_LIMIT_WINDOW=10000).test_client()
+                                                 traveller, storage: dict[str, str]) -> None:
+    client = make_app(RATE_LIMIT_MAX_REQUESTS=2, RATE_LIMIT_WINDOW=10000,
+                      **storage).test_client()
     assert hit(client).status_code == 401  # t=0
     traveller.shift(6)
     assert hit(client).status_code == 401  # t=6
@@ -126,3 +139,28 @@ def test_a_storage_outage_falls_back_to_memory(make_app: Callable[..., Flask],
                       RATE_LIMIT_STORAGE_URI="redis://127.0.0.1:1/0").test_client()
     assert [hit(client).status_code for _ in range(3)] == [401, 401, 429]
     assert "rate limit storage unreachable" in log_stream.getvalue()
+
+
+def test_the_one_call_redis_window_and_limits_own_read_each_others_counts(
+        redis_url: str, redis_prefix: str, traveller) -> None:
+    from limits import RateLimitItemPerSecond
+    from limits.storage import RedisStorage
+    from limits.strategies import MovingWindowRateLimiter
+
+    from membersense.ratelimit import RedisMovingWindow
+
+    storage = RedisStorage(redis_url, key_prefix=f"{redis_prefix}ratelimit")
+    ours, theirs = RedisMovingWindow(storage), MovingWindowRateLimiter(storage)
+    item = RateLimitItemPerSecond(3, 10)
+    assert ours.hit(item, "a") == (True, START + 10, 2)
+    traveller.shift(4)
+    assert theirs.hit(item, "a")  # limits' own hit, at t=4
+    assert ours.hit(item, "a") == (True, START + 10, 0)  # the oldest (t=0) sets the reset
+    assert tuple(theirs.get_window_stats(item, "a")) == (START + 10, 0)
+    assert ours.hit(item, "a") == (False, START + 10, 0)
+    assert not theirs.hit(item, "a")
+    traveller.shift(6.5)  # t=10.5: the t=0 entry has left
+    assert ours.hit(item, "a") == (True, START + 14, 0)
+    assert ours.hit(item, "b") == (True, START + 20.5, 2)  # another client's own window
+    keys = storage.get_connection().keys(f"{redis_prefix}*")
+    assert len(keys) == 2  # everything under the deployment's prefix
