@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test serve sandbox bench clean
+.PHONY: demo test serve sandbox bench clean system-packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,14 +16,20 @@ $(VENV)/.installed-run: setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-test: setup.cfg pyproject.toml | $(BIN)/python
+# System packages before the test extra: pip builds mod_wsgi against apache2-dev's apxs.
+$(VENV)/.installed-test: setup.cfg pyproject.toml | $(BIN)/python system-packages
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.installed-run
 
 demo: $(VENV)/.installed-run  ## the sandbox Discord + MemberSense, wired together
 	$(BIN)/membersense demo
 
-test: $(VENV)/.installed-test  ## static checks, then the whole test suite
+# The script is safe to rerun (it fetches nothing when all is there) and says why when it
+# does not install (not root, not CI).
+system-packages:  ## the Debian packages the tests need (nginx, Apache, a C compiler)
+	scripts/install-system-packages
+
+test: system-packages $(VENV)/.installed-test  ## static checks, then the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
