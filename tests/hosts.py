@@ -223,14 +223,14 @@ class UwsgiServer(Server):
 
     def __init__(self, env: Mapping[str, str], log_path: Path, *,
                  args: tuple[str, ...] = ("--ini", str(DEPLOY / "uwsgi.ini")),
-                 binary: list[str] | None = None) -> None:
+                 binary: list[str] | None = None, port: int | None = None) -> None:
         if binary is None:
             path = VENV_BIN / "uwsgi"
             if not path.exists():
                 pytest.skip("uWSGI is not in the virtualenv: pip install -e '.[test]' builds it "
                             f"(it needs a C compiler; {INSTALL_HINT})")
             binary = [str(path)]
-        self.port = free_port()
+        self.port = port or free_port()
         super().__init__([*binary, *args], base_url=f"http://127.0.0.1:{self.port}",
                          log_path=log_path, env={**os.environ, **env, "PORT": str(self.port)})
 
