@@ -17,9 +17,11 @@ for ``wsgi.py`` (configurations in ``deploy/``):
   replaced by one that answers every request 503 with the reason.
 - **Closing on the server's stop.** The runtime's
   :meth:`~membersense.runtime.Runtime.close` ends every session and Discord
-  connection. Python's ``atexit`` runs it where the interpreter is finalised;
-  uWSGI's worker calls ``uwsgi.atexit`` first (its Python ``atexit`` hooks may
-  not all get to run), but only when no request is in flight; a mod_wsgi
+  connection. Python's ``atexit`` runs it where the interpreter is finalised.
+  uWSGI's worker calls ``uwsgi.atexit`` first (its Python ``atexit`` hooks
+  may not all get to run), but only when it has no request in flight: stopped
+  mid-request it ends without any hook, and the Discord connections drop
+  instead of closing (Discord ends such sessions on its own). A mod_wsgi
   daemon announces its shutdown before it waits for requests in flight, so
   there new logins are refused at once and the runtime closes after
   :data:`IN_FLIGHT_GRACE_S`, ending whatever still waits on Discord with a
@@ -31,7 +33,6 @@ from __future__ import annotations
 import atexit
 import json
 import sys
-import threading
 from collections.abc import Callable, Iterable
 from types import ModuleType, TracebackType
 from typing import Any
@@ -42,8 +43,8 @@ from membersense.config import ConfigError
 from membersense.logs import configure_logging
 from membersense.runtime import Runtime, runtime_of
 
-__all__ = ["IN_FLIGHT_GRACE_S", "StartupRefused", "ThreadsDisabled", "check_threads",
-           "close_on_shutdown", "process_count", "server_module", "wsgi_app"]
+__all__ = ["IN_FLIGHT_GRACE_S", "NOT_STARTED", "StartupRefused", "ThreadsDisabled",
+           "check_threads", "close_on_shutdown", "process_count", "server_module", "wsgi_app"]
 
 #: After the server's stop signal, how long requests in flight may go on before Discord work
 #: is cut short (as ``serving.IN_FLIGHT_GRACE_S`` under gunicorn).
@@ -168,22 +169,18 @@ def _refusal_app(message: str) -> WSGIApp:
     return refuse
 
 
-_hook_lock = threading.Lock()
-
-
 def _print_refusals_as_one_line() -> None:
     """Servers (uWSGI) print a failed import with ``sys.excepthook``: ours, as its line."""
-    with _hook_lock:
-        previous = sys.excepthook
-        if getattr(previous, "membersense", False):
-            return
+    previous = sys.excepthook
+    if getattr(previous, "membersense", False):
+        return
 
-        def excepthook(kind: type[BaseException], value: BaseException,
-                       tb: TracebackType | None) -> None:
-            if isinstance(value, StartupRefused):
-                print(value, file=sys.stderr, flush=True)
-            else:
-                previous(kind, value, tb)
+    def excepthook(kind: type[BaseException], value: BaseException,
+                   tb: TracebackType | None) -> None:
+        if isinstance(value, StartupRefused):
+            print(value, file=sys.stderr, flush=True)
+        else:
+            previous(kind, value, tb)
 
-        excepthook.membersense = True  # type: ignore[attr-defined]
-        sys.excepthook = excepthook
+    excepthook.membersense = True  # type: ignore[attr-defined]  # installed once
+    sys.excepthook = excepthook
