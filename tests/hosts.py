@@ -200,8 +200,11 @@ http {{
     include {scratch}/site.conf;
 }}
 """)
+        # -e: the error log from the start (before the configuration names it), wherever
+        # nginx was built to put it.
         super().__init__([binary, "-p", str(scratch), "-c", str(scratch / "nginx.conf"),
-                          "-g", "daemon off;"], base_url=f"http://127.0.0.1:{self.port}",
+                          "-e", str(self.error_log), "-g", "daemon off;"],
+                         base_url=f"http://127.0.0.1:{self.port}",
                          log_path=logs / "nginx.out", scratch=scratch)
 
     def log(self) -> str:
