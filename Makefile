@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test serve sandbox bench clean
+.PHONY: demo test serve sandbox bench clean system-packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,8 @@ $(VENV)/.installed-run: setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-test: setup.cfg pyproject.toml | $(BIN)/python
+# System packages before the test extra: pip builds mod_wsgi against apache2-dev's apxs.
+$(VENV)/.installed-test: setup.cfg pyproject.toml | $(BIN)/python system-packages
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.installed-run
 
@@ -25,12 +26,14 @@ $(VENV)/.installed-test: setup.cfg pyproject.toml | $(BIN)/python
 demo: $(VENV)/.installed-run  ## the sandbox Discord + MemberSense, wired together
 	$(BIN)/membersense demo
 
-# Static checks, then system packages (Chromium for the dashboard's browser tests; the
-# script says why when it does not install: not root, not CI), then the suite.
-test: $(VENV)/.installed-test  ## static checks, then the whole test suite
+# The script is safe to rerun (it fetches nothing when all is there) and says why when it
+# does not install (not root, not CI).
+system-packages:  ## the Debian packages the tests need (Chromium, nginx, Apache, a C compiler)
+	scripts/install-system-packages
+
+test: system-packages $(VENV)/.installed-test  ## static checks, then the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	scripts/install-system-packages
 	$(BIN)/pytest
 
 serve: $(VENV)/.installed-run  ## MemberSense under gunicorn, configured from the environment / .env

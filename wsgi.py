@@ -1,15 +1,16 @@
-"""WSGI entry point: ``gunicorn -c gunicorn.conf.py wsgi:app`` (or any WSGI server).
+"""WSGI entry point for every server (``deploy/`` and the README's Deployment section):
 
-The runtime's ``close()`` is registered with ``atexit`` for servers that offer
-no shutdown hook of their own (uWSGI, mod_wsgi); under gunicorn the hooks in
-:mod:`membersense.serving` run it first, and the second call does nothing.
+    gunicorn -c gunicorn.conf.py wsgi:app
+    uwsgi --ini deploy/uwsgi.ini
+    Apache with mod_wsgi: deploy/mod_wsgi.conf
+
+:func:`membersense.hosting.wsgi_app` configures logging, refuses in one line what
+this server cannot do (no Python threads, several processes in memory mode), and
+closes the runtime on the server's stop: gunicorn's hooks in
+:mod:`membersense.serving` do it first there, and the later calls do nothing.
 """
 
-import atexit
+from membersense import create_app
+from membersense.hosting import wsgi_app
 
-from membersense import create_app, runtime_of
-from membersense.logs import configure_logging
-
-app = create_app()
-configure_logging(app.config["SETTINGS"])
-atexit.register(runtime_of(app).close)
+app = wsgi_app(create_app)

@@ -7,7 +7,8 @@ several processes are refused as early as the server allows:
 - gunicorn with more than one worker exits at start (see
   :mod:`membersense.serving`);
 - uWSGI and mod_wsgi say how many processes they run (``uwsgi.numproc``,
-  ``mod_wsgi.maximum_processes``): :func:`check_host` refuses at import;
+  ``mod_wsgi.maximum_processes``, read by :func:`membersense.hosting.process_count`):
+  :func:`check_host` refuses at import;
 - any other server that sets ``wsgi.multiprocess`` gets a 503 with the same
   sentence on every request, logged once (:func:`init_app`).
 """
@@ -15,15 +16,14 @@ several processes are refused as early as the server allows:
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 
 from flask import Flask, request
 
 from membersense.errors import ServiceUnavailable
+from membersense.hosting import StartupRefused, process_count
 
-__all__ = ["MULTIPROCESS_REFUSAL", "SeveralProcesses", "check_host", "host_process_count",
-           "init_app"]
+__all__ = ["MULTIPROCESS_REFUSAL", "SeveralProcesses", "check_host", "init_app"]
 
 log = logging.getLogger("membersense")
 
@@ -38,29 +38,13 @@ MULTIPROCESS_REFUSAL = (
 _RETRY_AFTER_S = 60
 
 
-class SeveralProcesses(RuntimeError):
+class SeveralProcesses(StartupRefused):
     """The hosting server runs several processes; memory mode cannot serve them."""
-
-
-def host_process_count() -> int | None:
-    """How many processes the hosting server runs, where it says so (uWSGI, mod_wsgi)."""
-    try:
-        import uwsgi  # only importable inside uWSGI
-    except ImportError:
-        pass
-    else:
-        return int(getattr(uwsgi, "numproc", 1))
-    # Inside Apache, mod_wsgi's own module is there before the app is imported; the PyPI
-    # package of the same name (mod_wsgi-express) has no such attribute.
-    mod_wsgi = sys.modules.get("mod_wsgi")
-    if mod_wsgi is not None and hasattr(mod_wsgi, "maximum_processes"):
-        return int(mod_wsgi.maximum_processes)
-    return None
 
 
 def check_host() -> None:
     """Raise :class:`SeveralProcesses` under a server known to run several processes."""
-    count = host_process_count()
+    count = process_count()
     if count is not None and count > 1:
         raise SeveralProcesses(f"{MULTIPROCESS_REFUSAL} (this one runs {count})")
 

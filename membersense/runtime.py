@@ -36,7 +36,7 @@ from membersense.webhooks.service import Webhooks
 if TYPE_CHECKING:
     from membersense.cluster.wiring import ClusterParts
 
-__all__ = ["Runtime", "runtime_of"]
+__all__ = ["IN_FLIGHT_GRACE_S", "Runtime", "runtime_of"]
 
 #: What the Discord service reports to the app's metrics.
 _METRICS: dict[str, Any] = {"on_answer": metrics.discord_response,
@@ -45,6 +45,10 @@ _METRICS: dict[str, Any] = {"on_answer": metrics.discord_response,
 log = logging.getLogger("membersense")
 
 _KEY = "membersense.runtime"
+
+#: After a server's stop signal, how long requests in flight may go on before Discord work is
+#: cut short (every server's shutdown path waits this long after :meth:`Runtime.refuse_new`).
+IN_FLIGHT_GRACE_S = 2.0
 
 
 class Runtime:

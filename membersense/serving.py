@@ -39,14 +39,12 @@ from membersense import metrics
 from membersense.config import Settings, load_settings
 from membersense.logs import make_handler
 from membersense.processes import MULTIPROCESS_REFUSAL
-from membersense.runtime import Runtime, runtime_of
+from membersense.runtime import IN_FLIGHT_GRACE_S, Runtime, runtime_of
 
 __all__ = ["GunicornLogger", "gunicorn_options"]
 
 #: Cloud Run sends SIGKILL 10 s after SIGTERM; leave room for the hook.
 GRACEFUL_TIMEOUT_S = 8
-#: After SIGTERM, how long requests in flight may go on before Discord work is cut short.
-IN_FLIGHT_GRACE_S = 2.0
 
 
 def gunicorn_options(settings: Settings | None = None) -> dict[str, Any]:

@@ -11,12 +11,13 @@ import pytest
 from flask import Flask
 
 from membersense import create_app
-from membersense.processes import MULTIPROCESS_REFUSAL, SeveralProcesses, host_process_count
+from membersense.hosting import process_count
+from membersense.processes import MULTIPROCESS_REFUSAL, SeveralProcesses
 from tests.fakes import FakeDiscord
 
 
 def test_no_known_host_means_no_count() -> None:
-    assert host_process_count() is None
+    assert process_count() is None
 
 
 @pytest.mark.parametrize(("module", "attribute"), [("uwsgi", "numproc"),
@@ -24,9 +25,10 @@ def test_no_known_host_means_no_count() -> None:
 def test_a_host_running_several_processes_is_refused_at_import(
         monkeypatch: pytest.MonkeyPatch, module: str, attribute: str) -> None:
     fake = types.ModuleType(module)
+    fake.process_group = ""  # type: ignore[attr-defined]  # as in Apache (daemon mode: its name)
     setattr(fake, attribute, 4)
     monkeypatch.setitem(sys.modules, module, fake)
-    assert host_process_count() == 4
+    assert process_count() == 4
     with pytest.raises(SeveralProcesses) as refused:
         create_app({}, discord=FakeDiscord())
     assert str(refused.value) == f"{MULTIPROCESS_REFUSAL} (this one runs 4)"
@@ -37,7 +39,7 @@ def test_a_host_running_several_processes_is_refused_at_import(
 def test_mod_wsgi_express_outside_apache_is_not_a_host(monkeypatch: pytest.MonkeyPatch) -> None:
     # The PyPI package of the same name, imported outside Apache, says nothing.
     monkeypatch.setitem(sys.modules, "mod_wsgi", types.ModuleType("mod_wsgi"))
-    assert host_process_count() is None
+    assert process_count() is None
 
 
 def test_a_multiprocess_server_gets_503_with_the_sentence_logged_once(

@@ -179,3 +179,40 @@ def tcp_peer_ports(pid: int) -> list[int]:
 def sockets_to(pid: int, port: int) -> int:
     """How many of *pid*'s TCP sockets are connected to *port*."""
     return tcp_peer_ports(pid).count(port)
+
+
+# -- the API end to end, through any server ---------------------------------------------
+
+#: Bots in the Alpha guild besides its human members.
+MAIN_GUILD_BOTS = 4
+
+
+def walk_the_api(api: Api, token: str = MAIN_TOKEN) -> str:
+    """Health, login, members, channels, messages and logout through *api*'s server, each
+    checked; returns the (logged out) session id."""
+    health = api.http.get(f"{api.base_url}/_ah/health", timeout=10)
+    assert (health.status_code, health.json()) == (200, {"status": "healthy"})
+    session = api.login(token)
+
+    def members() -> requests.Response | None:
+        # Right after another server of the module logged the same bot out, the sandbox's
+        # member-request cooldown may still run: members follow shortly (503 meanwhile).
+        response = api.get("/api/members", session)
+        if response.status_code == 503 and "Retry-After" in response.headers:
+            return None
+        return response
+
+    listed = wait_until(members, timeout=30, what="the member list", interval=0.2)
+    assert listed.status_code == 200, listed.text
+    assert len(listed.json()) == MAIN_GUILD_MEMBERS + MAIN_GUILD_BOTS
+    channels = api.get("/api/channels", session)
+    assert channels.status_code == 200, channels.text
+    readable = [c for c in channels.json() if c["name"] != "staff-only"]
+    assert readable, channels.json()
+    messages = api.get("/api/messages", session, channelId=readable[0]["id"], limit=5)
+    assert messages.status_code == 200, messages.text
+    assert len(messages.json()) == 5
+    logout = api.logout(session)
+    assert (logout.status_code, logout.json()) == (200, {"message": "Logged out successfully"})
+    assert api.get("/api/members", session).status_code == 401
+    return session
