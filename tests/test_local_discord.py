@@ -74,7 +74,7 @@ def sandbox_sockets(sandbox: SandboxServer) -> int:
 
 
 def test_login_starts_one_connection_and_the_last_logout_leaves_nothing(
-        bots: Bots, sandbox: SandboxServer) -> None:
+        bots: Bots, sandbox: SandboxServer, control: Control) -> None:
     threads_before = thread_names()
     first = bots.login(MAIN_TOKEN)
     assert BRIDGE_THREAD in thread_names()
@@ -93,6 +93,10 @@ def test_login_starts_one_connection_and_the_last_logout_leaves_nothing(
     wait_until(lambda: len(bots.discord.pool) == 0, what="the connection to close")
     wait_until(lambda: bots.loop_tasks() == [], what="the connection's tasks to end")
     wait_until(lambda: sandbox_sockets(sandbox) == 0, what="sockets to close")
+    # Closed with 1000, not discord.py's resumable 4000: Discord ends the session (and shows
+    # the bot offline) rather than keeping it for a resume that never comes.
+    gateway = control.gateway()
+    assert (gateway["sessions"], gateway["resumable_sessions"]) == (0, 0)
     wait_until(lambda: thread_names() == sorted(threads_before + [BRIDGE_THREAD,
                                                                   "membersense-snapshots_0",
                                                                   "membersense-session-sweeper"]),

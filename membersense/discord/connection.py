@@ -282,13 +282,18 @@ class BotConnection:
         if start is not None and start is not requested_by and not start.done():
             start.cancel()
         pending: list[asyncio.Task[Any]] = [*self.loader.close(), *self.publisher.close()]
+        if runner is not None and not runner.done():
+            # Stop the gateway's read loop before closing the client: a close racing a read
+            # makes discord.py close the socket with 4000 (resumable), and Discord would
+            # keep a session, and the bot online, that nobody will resume. Closed after the
+            # loop, the socket gets 1000 and the session ends with it.
+            runner.cancel()
+            await asyncio.wait([runner], timeout=_CLOSE_WAIT_S)
         try:
             if client is not None:
                 await client.close()
         except Exception as exc:  # closing must finish whatever the socket did
             log.warning("closing a Discord client failed: %s", type(exc).__name__)
-        if runner is not None and not runner.done():
-            runner.cancel()
         ready_task = compat.cancel_ready_task(client) if client is not None else None
         pending += [t for t in (runner, ready_task) if t is not None]
         if pending:
