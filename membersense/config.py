@@ -48,6 +48,16 @@ def _integer(minimum: int, unit: str = "") -> Callable[[str, str], int]:
     return parse
 
 
+def _optional_integer(minimum: int) -> Callable[[str, str], int | None]:
+    """An integer, or None when left blank (the setting then follows another)."""
+    parse_integer = _integer(minimum)
+
+    def parse(name: str, raw: str) -> int | None:
+        return None if not raw.strip() else parse_integer(name, raw)
+
+    return parse
+
+
 def _port(name: str, raw: str) -> int:
     value = _integer(1)(name, raw)
     if value > 65535:
@@ -151,6 +161,17 @@ class Settings:
         "DISCORD_INVALID_REQUEST_LIMIT", "5000", _integer(1)
     )
     threads: int = _setting("THREADS", "8", _integer(1))
+    request_header_timeout: int = _setting(
+        "REQUEST_HEADER_TIMEOUT", "5000", _integer(1, "milliseconds")
+    )
+    request_body_min_rate: int = _setting(
+        "REQUEST_BODY_MIN_RATE", "500", _integer(1, "bytes per second")
+    )
+    max_connections_per_ip: int = _setting("MAX_CONNECTIONS_PER_IP", "50", _integer(0))
+    max_concurrent_history_reads: int | None = _setting(
+        "MAX_CONCURRENT_HISTORY_READS", "", _optional_integer(1)
+    )
+    max_concurrent_logins: int | None = _setting("MAX_CONCURRENT_LOGINS", "", _optional_integer(1))
 
     @classmethod
     def env_names(cls) -> dict[str, str]:
@@ -194,6 +215,21 @@ class Settings:
     def login_timeout_s(self) -> float:
         """Bound on a login (token check, gateway READY, member chunking), in seconds."""
         return self.login_timeout / 1000
+
+    @property
+    def request_header_timeout_s(self) -> float:
+        """Time a client has to send a request's head, in seconds."""
+        return self.request_header_timeout / 1000
+
+    @property
+    def history_reads_share(self) -> int:
+        """Threads message-history reads may hold at once (default: a quarter of THREADS)."""
+        return self.max_concurrent_history_reads or max(1, self.threads // 4)
+
+    @property
+    def logins_share(self) -> int:
+        """Threads logins may hold at once (default: a quarter of THREADS)."""
+        return self.max_concurrent_logins or max(1, self.threads // 4)
 
 
 def load_settings(

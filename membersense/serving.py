@@ -7,8 +7,11 @@ the app is served:
 - one worker process: sessions and their Discord connections live in the
   worker's memory, so a second worker would not know the first one's
   sessions. Asking for more workers (``-w``) is refused at start-up.
-- the ``gthread`` worker with ``THREADS`` threads: request handlers block on
-  the Discord bridge, so threads, not async workers, give concurrency.
+- MemberSense's worker (:mod:`membersense.worker`, gthread that reads each
+  request in full, under deadlines, before a thread serves it) with
+  ``THREADS`` threads: request handlers block on the Discord bridge, so
+  threads, not async workers, give concurrency, and slow clients must not
+  hold them.
 - a graceful timeout inside Cloud Run's 10 s SIGTERM grace period. On
   SIGTERM new logins are refused at once, requests in flight get
   ``IN_FLIGHT_GRACE_S`` to finish, then every session and the Discord bridge
@@ -43,7 +46,7 @@ def gunicorn_options(settings: Settings | None = None) -> dict[str, Any]:
     return {
         "bind": [f"0.0.0.0:{settings.port}"],
         "workers": 1,
-        "worker_class": "gthread",
+        "worker_class": "membersense.worker.MemberSenseWorker",
         "threads": settings.threads,
         # A request is bounded by LOGIN_TIMEOUT / DISCORD_TIMEOUT; the worker
         # timeout only catches a wedged process.
