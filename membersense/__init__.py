@@ -13,7 +13,7 @@ from flask import Flask, Response
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from membersense import access, extensions
+from membersense import access, bulkhead, extensions
 from membersense.api import register_blueprints
 from membersense.config import Settings, load_settings
 from membersense.errors import register_error_handlers
@@ -68,6 +68,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     access.init_app(app)  # first: every later hook and error sees a request id
     _init_cors(app, settings)
     extensions.init_app(app, settings, overrides)
+    bulkhead.init_app(app, settings)
     register_error_handlers(app)
     register_blueprints(app)
     return app

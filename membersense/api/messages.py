@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, jsonify
 
 from membersense.api.params import int_arg, required_snowflake_arg, snowflake_arg
+from membersense.bulkhead import bulkhead
 from membersense.errors import BadRequest
 from membersense.extensions import sessions
 
@@ -14,6 +15,7 @@ bp = Blueprint("messages", __name__, url_prefix="/api")
 
 
 @bp.get("/messages")
+@bulkhead("history")
 def list_messages() -> Any:
     """Messages of ``channelId``, newest first.
 
