@@ -13,7 +13,7 @@ from flask import Flask, Response
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from membersense import access, bulkhead, extensions
+from membersense import access, bulkhead, extensions, response_policy
 from membersense.api import register_blueprints
 from membersense.config import Settings, load_settings
 from membersense.errors import register_error_handlers
@@ -66,6 +66,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     configure_logging(settings, overrides.get("LOG_STREAM"))
     access.init_app(app)  # first: every later hook and error sees a request id
+    response_policy.init_app(app)
     _init_cors(app, settings)
     extensions.init_app(app, settings, overrides)
     bulkhead.init_app(app, settings)

@@ -286,7 +286,7 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
         """
         status, message = _status_of(exc)
         ip = addr[0] if isinstance(addr, tuple) else "unix"
-        if status >= 500:
+        if status == 500:  # a bug, not the client's doing
             frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
             where = f"{frame.filename}:{frame.lineno} in {frame.name}" if frame else "unknown"
             self.log.error("error serving a request from %s: %s at %s", ip,

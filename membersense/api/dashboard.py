@@ -22,8 +22,6 @@ def _security_headers(response: Response) -> Response:
         "default-src 'self'; img-src 'self' https: data:; connect-src 'self'; "
         "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
     )
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
     return response
 
 

@@ -10,8 +10,9 @@ from typing import Any, overload
 from flask import request
 
 from membersense.errors import BadRequest
+from membersense.gunicorn_compat import MALFORMED_BODY_ERRORS
 
-__all__ = ["snowflake_arg", "required_snowflake_arg", "int_arg", "choice_arg", "json_body"]
+__all__ = ["choice_arg", "int_arg", "json_body", "required_snowflake_arg", "snowflake_arg"]
 
 _MAX_SNOWFLAKE = 2**64 - 1
 # Bounded lengths: int() of an unbounded digit string is slow, and past 4300
@@ -75,12 +76,21 @@ def json_body() -> Any:
 
     A body over ``MAX_CONTENT_LENGTH`` is a 413, chunked ones too: werkzeug
     stops reading those at the limit without a word, and raises only when
-    asked for more.
+    asked for more. A chunked body whose framing is broken is a 400 that
+    closes the connection (where the next request would start is unknown),
+    and JSON nested too deeply for the parser is a 400 too.
     """
-    data = request.get_data(cache=True)
-    if request.content_length is None:
-        request.stream.read(1)  # b"" for a complete body; 413 past the limit
+    try:
+        data = request.get_data(cache=True)
+        if request.content_length is None:
+            request.stream.read(1)  # b"" for a complete body; 413 past the limit
+    except MALFORMED_BODY_ERRORS:
+        error = BadRequest("Malformed request body")
+        error.headers["Connection"] = "close"
+        raise error from None
     try:
         return json.loads(data)
     except ValueError:  # also UnicodeDecodeError
         return None
+    except RecursionError:
+        raise BadRequest("JSON nested too deeply") from None
