@@ -247,8 +247,7 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
         """Serve ``conn.request`` on a pool thread; whether the connection may be kept."""
         req = None
         try:
-            conn.sock.setblocking(True)
-            conn.sock.settimeout(self.send_timeout)
+            conn.sock.settimeout(self.send_timeout)  # blocking, within a bound
             # An iterable source: the parser reads the buffered bytes and never the socket.
             conn.parser = RequestParser(self.cfg, [conn.request], conn.client)
             req = next(conn.parser)

@@ -113,6 +113,7 @@ class RequestReader:
         self._remaining = 0  # bytes left of a Content-Length body or of the current chunk
         self._decoded = 0  # body bytes a chunked body has carried so far
         self._end = 0  # end of the request, once READY
+        self._whole: tuple[bytes, bytes] | None = None  # request and rest, when read in one
         if pending:
             self.feed(pending, now)
 
@@ -127,6 +128,8 @@ class RequestReader:
             self.buffer += data
             return
         if self.state is ReadState.IDLE:
+            if self._whole_in_one(data):
+                return
             self.state = ReadState.READING
             if self._kept_alive:
                 self.deadline = now + self.limits.header_timeout
@@ -140,8 +143,28 @@ class RequestReader:
         """The request's bytes and those read past it (the next request's beginning)."""
         if self.state is not ReadState.READY:
             raise RuntimeError("no request to take")
+        if self._whole is not None:
+            return self._whole
         end = len(self.buffer) if self.must_close else self._end
         return bytes(self.buffer[:end]), bytes(self.buffer[end:])
+
+    def _whole_in_one(self, data: bytes) -> bool:
+        """The common case, at C speed: a whole head and no body in the first read.
+
+        Anything else (a body, a partial head, anything unusual) takes the
+        general path, which sees the same bytes.
+        """
+        end = data.find(_HEAD_END)
+        if end < 0 or end + 4 > self.limits.max_head or data.startswith(_CRLF):
+            return False
+        stop = end + 4
+        if (data.find(_CRLF) > self.limits.max_request_line
+                or data.count(b"\n", 0, stop) != data.count(_CRLF, 0, stop)
+                or _FRAMING_HEADER.search(data, 0, end + 2) is not None):
+            return False
+        self.state = ReadState.READY
+        self._whole = (data[:stop], data[stop:])
+        return True
 
     # -- the head -----------------------------------------------------------
 
@@ -155,11 +178,11 @@ class RequestReader:
         # gunicorn refuses a bare LF as a line end: hand it over now instead of
         # waiting for a CRLF CRLF that may never come (the body may hold any bytes).
         head_stop = len(buffer) if end < 0 else end + 4
-        lf = buffer.find(b"\n", start, head_stop)
-        while lf >= 0:
-            if lf == 0 or buffer[lf - 1] != 0x0D:
-                return self._ready_as_is()
-            lf = buffer.find(b"\n", lf + 1, head_stop)
+        # From the byte before the new ones (a CR there pairs with a LF here),
+        # unless that byte is a LF already checked.
+        seen = start - 1 if start and buffer[start - 1] != 0x0A else start
+        if buffer.count(b"\n", seen, head_stop) != buffer.count(_CRLF, seen, head_stop):
+            return self._ready_as_is()
         if self._line_end < 0:
             skip = 2 if buffer.startswith(_CRLF) else 0  # one empty line first is allowed
             self._line_end = buffer.find(_CRLF, max(skip, start - 1))
