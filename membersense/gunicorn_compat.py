@@ -5,8 +5,10 @@ reads each request in full, without blocking, before a thread sees it. What
 that takes from gunicorn beyond its documented settings is here:
 
 - :class:`BufferedThreadWorker` changes gthread's ``ThreadWorker`` so that a
-  connection goes to a pool thread only with a whole request already read:
-  it takes over ``accept``, ``handle`` (parse the buffered bytes, serve them),
+  pool thread never waits for a client: it serves a request only once it has
+  been read whole (a first non-blocking read may happen on the thread, the
+  rest of a slow request is read in the poller). It takes over ``accept``,
+  ``handle`` (read without blocking, then parse the buffered bytes and serve them),
   ``finish_request`` (what happens to the connection after a response),
   ``murder_pending`` and ``wait_for_and_dispatch_events`` (time-outs), and
   ``handle_error`` (JSON with fixed messages instead of gunicorn's HTML pages,
@@ -26,6 +28,7 @@ import errno
 import selectors
 import socket
 import ssl
+import struct
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -64,6 +67,12 @@ MALFORMED_BODY_ERRORS: tuple[type[Exception], ...] = (
 #: ``Server`` on every response gunicorn writes: the product, never its version.
 SERVER_HEADER = "gunicorn"
 
+#: What handle() returns when a request is not whole yet: back to the poller.
+_READ_MORE = object()
+
+#: Longest a pool thread waits in one send() to a client that does not read its response.
+SEND_TIMEOUT_S = 30
+
 #: (owner, attribute) pairs of gunicorn's internals this module relies on.
 INTERNALS: tuple[tuple[Any, str], ...] = (
     (gunicorn_wsgi, "SERVER"),  # read by Response.__init__ for the Server header
@@ -87,12 +96,25 @@ INTERNALS: tuple[tuple[Any, str], ...] = (
 class BufferedConnection(TConn):  # type: ignore[misc]
     """A client connection, with what the buffering worker keeps for it.
 
-    The socket stays non-blocking while the main thread owns the connection;
-    a pool thread makes it blocking (with a send time-out) to write a response.
+    Its socket stays in blocking mode for good: a pool thread writes the
+    response with plain blocking sends (bounded by ``SO_SNDTIMEO``), and every
+    read passes ``MSG_DONTWAIT`` instead, so that it never blocks. gthread
+    switches the mode back and forth twice a request: two more system calls,
+    each a handover of the GIL.
     """
 
     def __init__(self, cfg: Any, sock: socket.socket, client: Any, server: Any) -> None:
-        super().__init__(cfg, sock, client, server)
+        super().__init__(cfg, sock, client, server)  # which makes it non-blocking
+        sock.setblocking(True)
+        # Bound each blocking send of a response, so a client that stops reading
+        # frees the thread. In the kernel (SO_SNDTIMEO) and not as a Python socket
+        # time-out, which would poll() before every send and recv: each a GIL
+        # handover, measured at a tenth of the throughput.
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                            struct.pack("ll", SEND_TIMEOUT_S, 0))
+        except OSError:
+            pass
         #: The next request, read in full, when it goes to a thread.
         self.request = b""
         #: Bytes read past that request (the client pipelined its next one).
@@ -111,14 +133,13 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
     """gthread, serving only requests read in full on the main thread beforehand.
 
     Subclasses implement the hooks :meth:`connection_opened`,
-    :meth:`request_finished`, :meth:`connection_closed`, :meth:`sweep` and
-    :meth:`next_sweep_in`, and use :meth:`watch`, :meth:`unwatch`,
-    :meth:`serve` and :meth:`close`. Pool threads never read from a socket:
+    :meth:`read_in_thread`, :meth:`request_incomplete`, :meth:`request_finished`,
+    :meth:`connection_closed`, :meth:`sweep` and :meth:`next_sweep_in`, and use
+    :meth:`watch`, :meth:`unwatch`, :meth:`serve` and :meth:`close`. Pool
+    threads never wait on a socket: they read only what is there, and
     gunicorn's parser gets the buffered bytes.
     """
 
-    #: Seconds a pool thread may spend writing one response to a client that does not read it.
-    send_timeout = 30.0
     #: The application (set by gunicorn's ``load_wsgi``).
     wsgi: Callable[..., Iterable[bytes]]
 
@@ -147,6 +168,19 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
         """A client connected (main thread): watch it or close it."""
         raise NotImplementedError
 
+    def read_in_thread(self, conn: BufferedConnection) -> bool:
+        """Read what *conn* has, without blocking (pool thread); whether a request is whole.
+
+        When it is, ``conn.request`` (and ``leftover``, ``must_close``) are set
+        and the thread serves it; otherwise :meth:`request_incomplete` follows
+        on the main thread.
+        """
+        raise NotImplementedError
+
+    def request_incomplete(self, conn: BufferedConnection) -> None:
+        """:meth:`read_in_thread` did not complete a request (main thread)."""
+        raise NotImplementedError
+
     def request_finished(self, conn: BufferedConnection, keep_alive: bool) -> None:
         """A thread answered ``conn.request`` (main thread): read the next one or close."""
         raise NotImplementedError
@@ -169,7 +203,6 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
 
         Watching an already watched connection changes nothing.
         """
-        conn.sock.setblocking(False)
         if conn._watched:
             return
         self.poller.register(conn.sock, selectors.EVENT_READ,
@@ -186,7 +219,9 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
                 pass
 
     def serve(self, conn: BufferedConnection) -> None:
-        """Hand ``conn.request`` to a pool thread; :meth:`request_finished` follows."""
+        """Hand *conn* to a pool thread: it serves ``conn.request``, or first reads one
+        (:meth:`read_in_thread`) when that is empty. :meth:`request_finished` or
+        :meth:`request_incomplete` follows."""
         self.unwatch(conn)
         self.enqueue_req(conn)
 
@@ -229,12 +264,15 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
 
     def finish_request(self, conn: BufferedConnection, fs: Future[Any]) -> None:
         try:
-            keep_alive = (not fs.cancelled()) and bool(fs.result())
+            result = (not fs.cancelled()) and fs.result()
         except Exception:  # noqa: BLE001 - handle() failed: the connection just closes
-            keep_alive = False
+            result = False
         if conn.closed:
             return
-        self._guarded(partial(self.request_finished, keep_alive=keep_alive), conn)
+        if result is _READ_MORE:
+            self._guarded(self.request_incomplete, conn)
+            return
+        self._guarded(partial(self.request_finished, keep_alive=bool(result)), conn)
 
     def murder_pending(self) -> None:
         super().murder_pending()
@@ -243,11 +281,16 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
         super().wait_for_and_dispatch_events(min(timeout, self.next_sweep_in()))
 
-    def handle(self, conn: BufferedConnection) -> bool:
-        """Serve ``conn.request`` on a pool thread; whether the connection may be kept."""
+    def handle(self, conn: BufferedConnection) -> Any:
+        """Serve ``conn.request`` on a pool thread; whether the connection may be kept.
+
+        With no request read yet, read one first, without blocking: a request
+        that is not whole goes back to the poller (``_READ_MORE``).
+        """
         req = None
         try:
-            conn.sock.settimeout(self.send_timeout)  # blocking, within a bound
+            if not conn.request and not self.read_in_thread(conn):
+                return _READ_MORE
             # An iterable source: the parser reads the buffered bytes and never the socket.
             conn.parser = RequestParser(self.cfg, [conn.request], conn.client)
             req = next(conn.parser)
@@ -264,11 +307,10 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
                 return False
         except (StopIteration, http_errors.NoMoreData):
             return False
-        except TimeoutError:
-            self.log.debug("client did not read its response in time")
-            return False
         except OSError as exc:
-            if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):  # SO_SNDTIMEO ran out
+                self.log.debug("client did not read its response in time")
+            elif exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
                 self.log.warning("socket error %s while serving a request",
                                  errno.errorcode.get(exc.errno or 0, type(exc).__name__))
             return False

@@ -41,9 +41,10 @@ _HEAD_END = b"\r\n\r\n"
 #: Framing headers of a head, names matched as gunicorn does (no space before the colon).
 _FRAMING_HEADER = re.compile(rb"\r\n(content-length|transfer-encoding):([^\r\n]*)", re.IGNORECASE)
 _HEX = frozenset(b"0123456789abcdefABCDEF")
-#: Chunk framing may cost this many times the decoded size before the body is cut
-#: off (a body of one-byte chunks costs six bytes a byte of data).
-_CHUNK_OVERHEAD = 8
+#: Chunk framing may cost this many times the largest body before the body is cut
+#: off (one-byte chunks would cost six bytes a byte of data; real clients send big
+#: chunks): it bounds what a connection buffers.
+_CHUNK_OVERHEAD = 4
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,8 @@ class RequestReader:
             self._read_chunks()
             if self.state is not ReadState.READING:
                 return None
+            if len(self.buffer) - self._head_end > self.limits.max_body * _CHUNK_OVERHEAD:
+                return self._ready_as_is()
         received = len(self.buffer) - self._head_end
         self.deadline = (self._body_started + self.limits.header_timeout
                          + received / self.limits.body_min_rate)
@@ -272,8 +275,6 @@ class RequestReader:
                     self._ready_as_is()
                     return
                 if self._remaining:
-                    if len(buffer) - self._head_end > limits.max_body * _CHUNK_OVERHEAD:
-                        self._ready_as_is()
                     return
                 self._body = _Body.CHUNK_CRLF
             elif self._body is _Body.CHUNK_CRLF:

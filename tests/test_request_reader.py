@@ -69,10 +69,12 @@ def test_one_empty_line_before_the_request_line_is_allowed() -> None:
     post(b"1" * 60, b"Transfer-Encoding: chunked"),  # a chunk-size line that never ends
     post(b"", b"Content-Length: 1001"),  # over the limit: refused from the header
     post(b"3e9\r\n" + b"x" * 1001, b"Transfer-Encoding: chunked"),  # over the limit, chunked
+    post(b"1\r\nx\r\n" * 700, b"Transfer-Encoding: chunked"),  # framing costs too much
     b"GET /x HTTP/1.1\nHost: h\n\n",  # bare LF
     b"GET /" + b"x" * 200,  # a request line over the limit
 ], ids=["CL+TE", "two CL", "signed CL", "TE gzip", "chunked twice", "bad size", "bad CRLF",
-        "endless size line", "CL over limit", "chunked over limit", "bare LF", "long line"])
+        "endless size line", "CL over limit", "chunked over limit", "tiny chunks", "bare LF",
+        "long line"])
 def test_what_cannot_be_framed_goes_to_gunicorn_as_it_stands(request_bytes: bytes) -> None:
     # gunicorn's parser (or the app reading the body) then answers with the right error,
     # and the connection closes.
