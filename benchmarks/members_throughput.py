@@ -101,7 +101,7 @@ def main() -> None:
     stock = ("-k", "gthread")
     with tempfile.TemporaryDirectory() as tmp, \
             Sandbox("--members", str(args.members), "--token", TOKEN, "--channels", "3",
-                    "--messages", "1") as sandbox, \
+                    "--messages", "1", "--member-request-cooldown", "0") as sandbox, \
             GunicornServer({**sandbox.env(), **env}) as app, \
             GunicornServer({**sandbox.env(), **env}, args=stock) as stock_app:
         headers = _logged_in(app, args.encoding)

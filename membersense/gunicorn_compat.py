@@ -38,6 +38,7 @@ from typing import Any
 
 from gunicorn import util as gunicorn_util
 from gunicorn.http import errors as http_errors
+from gunicorn.http import message as http_message
 from gunicorn.http import wsgi as gunicorn_wsgi
 from gunicorn.http.parser import RequestParser
 from gunicorn.workers.gthread import TConn, ThreadWorker
@@ -45,6 +46,7 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 from membersense.raw_responses import error_response
 
 __all__ = [
+    "INSTANCE_ATTRIBUTES",
     "INTERNALS",
     "MALFORMED_BODY_ERRORS",
     "SERVER_HEADER",
@@ -92,6 +94,19 @@ INTERNALS: tuple[tuple[Any, str], ...] = (
     (http_errors, "NoMoreData"),
 )
 
+#: Attributes gunicorn sets on instances (so only its source shows them) that this
+#: module reads or writes: (class, name) as in ``self.<name> = ...`` in that class.
+INSTANCE_ATTRIBUTES: tuple[tuple[type, str], ...] = (
+    (ThreadWorker, "poller"),  # the selector run() waits on
+    (ThreadWorker, "nr_conns"),  # open connections, against worker_connections
+    (ThreadWorker, "keepalived_conns"),  # read by handle_request; stays empty here
+    (TConn, "sock"),
+    (TConn, "client"),
+    (TConn, "server"),
+    (TConn, "parser"),
+    (http_message.Message, "_expected_100_continue"),  # wsgi.create sends the 100 if set
+)
+
 
 class BufferedConnection(TConn):  # type: ignore[misc]
     """A client connection, with what the buffering worker keeps for it.
@@ -108,8 +123,8 @@ class BufferedConnection(TConn):  # type: ignore[misc]
         sock.setblocking(True)
         # Bound each blocking send of a response, so a client that stops reading
         # frees the thread. In the kernel (SO_SNDTIMEO) and not as a Python socket
-        # time-out, which would poll() before every send and recv: each a GIL
-        # handover, measured at a tenth of the throughput.
+        # time-out, which would poll() before every send and recv: one more
+        # system call, and handover of the GIL, each.
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
                             struct.pack("ll", SEND_TIMEOUT_S, 0))
@@ -130,7 +145,7 @@ class BufferedConnection(TConn):  # type: ignore[misc]
 
 
 class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
-    """gthread, serving only requests read in full on the main thread beforehand.
+    """gthread whose pool threads never wait for a client.
 
     Subclasses implement the hooks :meth:`connection_opened`,
     :meth:`read_in_thread`, :meth:`request_incomplete`, :meth:`request_finished`,

@@ -18,6 +18,7 @@ import pytest
 from gunicorn.workers.gthread import ThreadWorker
 
 from membersense.gunicorn_compat import (
+    INSTANCE_ATTRIBUTES,
     INTERNALS,
     MALFORMED_BODY_ERRORS,
     BufferedThreadWorker,
@@ -30,6 +31,12 @@ def test_every_internal_relied_on_is_there() -> None:
                if not hasattr(owner, name)]
     assert missing == []
     assert gunicorn.version_info[0] == 27  # setup.cfg: >=27,<28
+
+
+def test_every_instance_attribute_relied_on_is_still_set() -> None:
+    missing = [f"{owner.__name__}.{name}" for owner, name in INSTANCE_ATTRIBUTES
+               if f"self.{name} =" not in inspect.getsource(owner)]
+    assert missing == []
 
 
 def test_the_overridden_methods_keep_their_signatures() -> None:
