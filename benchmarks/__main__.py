@@ -17,6 +17,7 @@ SCRIPTS = (
     "benchmarks.members_throughput",
     "benchmarks.slow_clients",
     "benchmarks.slow_discord",
+    "benchmarks.worker_cost",
 )
 
 
