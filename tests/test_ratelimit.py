@@ -9,7 +9,6 @@ import pytest
 import time_machine
 from flask import Flask
 
-
 START = 1_800_000_000.0  # a fixed wall-clock instant; the limiter uses time.time()
 
 
