@@ -13,7 +13,7 @@ from flask import Flask, Response
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from membersense import access, extensions, processes
+from membersense import access, bulkhead, extensions, processes, response_policy
 from membersense.api import register_blueprints
 from membersense.config import Settings, load_settings
 from membersense.errors import register_error_handlers
@@ -79,10 +79,12 @@ def create_app(test_config: Mapping[str, Any] | None = None, *,
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
 
     access.init_app(app)  # first: every later hook and error sees a request id
+    response_policy.init_app(app)
     if not settings.redis_mode:
         processes.init_app(app)
     _init_cors(app, settings)
     extensions.init_app(app, Runtime(settings, discord=discord, clock=clock))
+    bulkhead.init_app(app, settings)
     register_error_handlers(app)
     register_blueprints(app)
     return app

@@ -1,10 +1,11 @@
 """Request ids and the access log.
 
 Every response carries ``X-Request-ID``: the client's own when it is sane
-(printable ASCII, at most 128 characters), else a fresh nanoid. Every request
-produces one access-log line with method, path, status, duration, request id
-and, when authenticated, the first characters of the session id. Query
-strings and bodies are never logged.
+(at most 128 letters, digits and ``._:;/+=@-``, which covers UUIDs and trace
+ids), else a fresh nanoid. Every request produces one access-log line with
+method, path, status, duration, request id and, when authenticated, the first
+characters of the session id. Query strings and bodies are never logged, and
+a path is cut at ``MAX_LOGGED_PATH`` characters.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import time
 from flask import Flask, Response, g, request
 from nanoid import generate
 
-__all__ = ["init_app", "REQUEST_ID_HEADER"]
+__all__ = ["REQUEST_ID_HEADER", "init_app"]
 
 REQUEST_ID_HEADER = "X-Request-ID"
-_VALID_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
+# No quotes, brackets or backslashes: the id is client text that lands in logs.
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:;/+=@-]{1,128}")
+MAX_LOGGED_PATH = 256
 
 access_log = logging.getLogger("membersense.access")
 
@@ -42,6 +45,8 @@ def _finish(response: Response) -> Response:
     duration_ms = (time.perf_counter() - started) * 1000 if started is not None else 0.0
     req = request._get_current_object()  # type: ignore[attr-defined]
     method, path, status = req.method, req.path, response.status_code
+    if len(path) > MAX_LOGGED_PATH:
+        path = path[:MAX_LOGGED_PATH] + "...[cut]"
     # Built directly: Logger.info would walk the stack to find the caller,
     # a cost every request pays and no one reads.
     record = access_log.makeRecord(

@@ -48,6 +48,16 @@ def _integer(minimum: int, unit: str = "") -> Callable[[str, str], int]:
     return parse
 
 
+def _optional_integer(minimum: int) -> Callable[[str, str], int | None]:
+    """An integer, or None when left blank (the setting then follows another)."""
+    parse_integer = _integer(minimum)
+
+    def parse(name: str, raw: str) -> int | None:
+        return None if not raw.strip() else parse_integer(name, raw)
+
+    return parse
+
+
 def _port(name: str, raw: str) -> int:
     value = _integer(1)(name, raw)
     if value > 65535:
@@ -147,16 +157,6 @@ def _key_prefix(name: str, raw: str) -> str:
     return value
 
 
-def _optional_integer(minimum: int) -> Callable[[str, str], int]:
-    # "" means "not set" (0): the caller picks the default.
-    parse = _integer(minimum)
-
-    def parse_optional(name: str, raw: str) -> int:
-        return 0 if not raw.strip() else parse(name, raw)
-
-    return parse_optional
-
-
 #: The shortest SESSION_SECRET Redis mode accepts.
 MIN_SECRET_LENGTH = 32
 
@@ -221,7 +221,7 @@ class Settings:
     redis_url: str = _setting("REDIS_URL", "", _redis_url)
     session_secret: str = _setting("SESSION_SECRET", "", _secret, secret=True)
     redis_key_prefix: str = _setting("REDIS_KEY_PREFIX", "membersense:", _key_prefix)
-    web_concurrency: int = _setting("WEB_CONCURRENCY", "", _optional_integer(1))
+    web_concurrency: int | None = _setting("WEB_CONCURRENCY", "", _optional_integer(1))
     bot_lease_time: int = _setting("BOT_LEASE_TIME", "15000", _integer(3000, "milliseconds"))
     discord_cdn_base: str = _setting(
         "DISCORD_CDN_BASE", "https://cdn.discordapp.com", _url(("http", "https"))
@@ -236,6 +236,17 @@ class Settings:
     max_webhooks_per_session: int = _setting("MAX_WEBHOOKS_PER_SESSION", "5", _integer(1))
     metrics_token: str = _setting("METRICS_TOKEN", "", _metrics_token, secret=True)
     metrics_public: bool = _setting("METRICS_PUBLIC", "0", _flag)
+    request_header_timeout: int = _setting(
+        "REQUEST_HEADER_TIMEOUT", "5000", _integer(1, "milliseconds")
+    )
+    request_body_min_rate: int = _setting(
+        "REQUEST_BODY_MIN_RATE", "500", _integer(1, "bytes per second")
+    )
+    max_connections_per_ip: int = _setting("MAX_CONNECTIONS_PER_IP", "50", _integer(0))
+    max_concurrent_history_reads: int | None = _setting(
+        "MAX_CONCURRENT_HISTORY_READS", "", _optional_integer(1)
+    )
+    max_concurrent_logins: int | None = _setting("MAX_CONCURRENT_LOGINS", "", _optional_integer(1))
 
     @classmethod
     def env_names(cls) -> dict[str, str]:
@@ -332,6 +343,21 @@ class Settings:
     def webhook_timeout_s(self) -> float:
         """Bound on one webhook delivery attempt, in seconds."""
         return self.webhook_timeout / 1000
+
+    @property
+    def request_header_timeout_s(self) -> float:
+        """Time a client has to send a request's head, in seconds."""
+        return self.request_header_timeout / 1000
+
+    @property
+    def history_reads_share(self) -> int:
+        """Threads message-history reads may hold at once (default: an eighth of THREADS)."""
+        return self.max_concurrent_history_reads or max(1, self.threads // 8)
+
+    @property
+    def logins_share(self) -> int:
+        """Threads logins may hold at once (default: an eighth of THREADS)."""
+        return self.max_concurrent_logins or max(1, self.threads // 8)
 
 
 def load_settings(

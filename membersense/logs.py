@@ -4,7 +4,10 @@ JSON lines carry Cloud Run's ``severity`` and ``message`` keys, so Cloud
 Logging files them at the right level; structured fields come from
 ``extra={"fields": {...}}``. A filter on the handler blanks anything shaped
 like a Discord token, whatever logger it comes from (ours, discord.py's,
-gunicorn's), as a last line of defence behind "never log a token".
+gunicorn's), as a last line of defence behind "never log a token"; another
+keeps discord.py's payloads (member lists, message contents) out of the log
+even at DEBUG. Client text is escaped (control characters in text lines; JSON
+escapes everything) and no message grows past ``MAX_MESSAGE_CHARS``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from membersense.config import Settings
@@ -22,6 +26,7 @@ from membersense.config import Settings
 __all__ = [
     "JsonFormatter",
     "LineHandler",
+    "OmitDiscordPayloads",
     "ReconnectsAreWarnings",
     "RedactTokens",
     "TextFormatter",
@@ -31,6 +36,14 @@ __all__ = [
 #: Discord bot tokens: base64 user id, base64 timestamp, HMAC, dot-separated.
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{23,28}\.[A-Za-z0-9_-]{6,7}\.[A-Za-z0-9_-]{27,}")
 REDACTED = "[redacted]"
+
+#: Longest message a log line carries; the rest is cut (a request line can be 8 KB).
+MAX_MESSAGE_CHARS = 2000
+#: What stands for a discord.py payload in its debug messages.
+PAYLOAD_OMITTED = "[payload omitted]"
+#: Arguments of discord.py's messages that are kept: ids, names of routes and
+#: events, URLs; a payload (a dict, a list, a JSON string) never matches.
+_SAFE_ARGUMENT = re.compile(r"[\w.:/?&=%+@#-]{0,200}", re.ASCII)
 
 #: Loggers MemberSense configures; discord.py is louder than we want at INFO.
 _OWN_LOGGERS = ("membersense",)
@@ -73,6 +86,40 @@ class ReconnectsAreWarnings(logging.Filter):
         return True
 
 
+class OmitDiscordPayloads(logging.Filter):
+    """Keep discord.py's payloads out of the log, at every level.
+
+    At DEBUG discord.py logs every gateway event and REST answer whole
+    (``WebSocket Event: %s``, ``%s %s has received %s``): member lists,
+    message contents. Its messages keep their text; arguments that are
+    payloads (anything but numbers and short URL-like strings) become
+    ``[payload omitted]``.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("discord") and record.args:
+            if isinstance(record.args, Mapping):
+                record.args = {k: _loggable_argument(v) for k, v in record.args.items()}
+            else:
+                record.args = tuple(_loggable_argument(arg) for arg in record.args)
+        return True
+
+
+def _loggable_argument(value: object) -> object:
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str) and _SAFE_ARGUMENT.fullmatch(value):
+        return value
+    return PAYLOAD_OMITTED
+
+
+def _message(record: logging.LogRecord) -> str:
+    message = record.getMessage()
+    if len(message) > MAX_MESSAGE_CHARS:
+        return message[:MAX_MESSAGE_CHARS] + "...[cut]"
+    return message
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, severity, logger, message, fields."""
 
@@ -82,7 +129,7 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "severity": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": _message(record),
         }
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
@@ -94,8 +141,10 @@ class JsonFormatter(logging.Formatter):
 
 
 #: Control characters as visible escapes: a request path with a newline in it
-#: must not start a second, forged line of a text log.
-_ESCAPE_CONTROLS = {code: f"\\x{code:02x}" for code in [*range(32), 127]}
+#: must not start a second, forged line of a text log (nor a NEL or a Unicode
+#: line separator, which some log viewers break lines at).
+_ESCAPE_CONTROLS = {code: f"\\x{code:02x}" for code in [*range(32), *range(127, 160)]}
+_ESCAPE_CONTROLS.update({code: f"\\u{code:04x}" for code in (0x2028, 0x2029)})
 
 
 def _escaped(value: object) -> str:
@@ -107,7 +156,7 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
-        line = f"{stamp} {record.levelname:<7} {record.name}: {_escaped(record.getMessage())}"
+        line = f"{stamp} {record.levelname:<7} {record.name}: {_escaped(_message(record))}"
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict) and fields:
             line += " " + " ".join(f"{k}={_escaped(v)}" for k, v in fields.items())
@@ -149,7 +198,7 @@ class LineHandler(logging.Handler):
                 with self.lock:  # type: ignore[union-attr]
                     self.stream.write(line)
                     self.stream.flush()
-        except Exception:
+        except Exception:  # logging's own contract: handleError, never raise
             self.handleError(record)
         return True
 
@@ -161,6 +210,7 @@ def make_handler(log_format: str, stream: Any = None) -> logging.Handler:
     """A line handler with the chosen formatter and the token filter."""
     handler = LineHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    handler.addFilter(OmitDiscordPayloads())
     handler.addFilter(RedactTokens())
     handler.addFilter(ReconnectsAreWarnings())
     handler.set_name("membersense")

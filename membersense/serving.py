@@ -4,16 +4,22 @@
 serve``) takes everything from here, so there is one place that decides how
 the app is served:
 
-- one worker process: in memory mode sessions and their Discord connections
+- one worker process in memory mode: sessions and their Discord connections
   live in the worker's memory, so a second worker would not know the first
   one's sessions. Asking for more workers (``-w``) is refused at start-up
   with one line naming ``REDIS_URL``; ``WEB_CONCURRENCY``, which platforms
   such as Heroku set on their own, is ignored with a log line saying so.
-- the ``gthread`` worker with ``THREADS`` threads: request handlers block on
-  the Discord bridge, so threads, not async workers, give concurrency. Each
-  open event stream or waiting long-poll holds a thread for its whole life
-  (kept-alive idle connections do not: gthread parks them on its poller), so
-  those are capped at half of ``THREADS`` (:mod:`membersense.events.live`).
+  Redis mode runs ``WEB_CONCURRENCY`` workers, by default the CPUs this
+  process may use.
+- MemberSense's worker (:mod:`membersense.worker`: gthread that reads each
+  request in full, under deadlines, before a thread serves it) with
+  ``THREADS`` threads: request handlers block on the Discord bridge, so
+  threads, not async workers, give concurrency, and slow clients must not
+  hold them. What may hold a thread for long is bounded by shares of
+  ``THREADS``: event streams and waiting long-polls at most half
+  (:mod:`membersense.events.live`), message-history reads and logins an
+  eighth each (:mod:`membersense.bulkhead`), so a quarter always serves
+  health checks and cached reads.
 - a graceful timeout inside Cloud Run's 10 s SIGTERM grace period. On
   SIGTERM new logins are refused at once, requests in flight get
   ``IN_FLIGHT_GRACE_S`` to finish, then every session and the Discord bridge
@@ -55,7 +61,7 @@ def gunicorn_options(settings: Settings | None = None) -> dict[str, Any]:
         # Memory mode: one process (see on_starting). Redis mode: WEB_CONCURRENCY, else
         # the CPUs this process may use.
         "workers": (settings.web_concurrency or available_cpus()) if settings.redis_mode else 1,
-        "worker_class": "gthread",
+        "worker_class": "membersense.worker.MemberSenseWorker",
         "threads": settings.threads,
         # A request is bounded by LOGIN_TIMEOUT / DISCORD_TIMEOUT; the worker
         # timeout only catches a wedged process.

@@ -5,6 +5,16 @@ import os
 from membersense import create_app, metrics
 
 app = create_app()
+_serve = app.wsgi_app
+
+
+def _as_one_process(environ: dict, start_response: object) -> object:
+    # Memory mode answers 503 to a server that says it runs several processes
+    # (membersense.processes); these tests want two workers' metrics, not sessions.
+    return _serve({**environ, "wsgi.multiprocess": False}, start_response)
+
+
+app.wsgi_app = _as_one_process  # type: ignore[method-assign]
 
 
 class _Connection:

@@ -20,7 +20,8 @@ def test_a_valid_request_id_is_echoed(client: FlaskClient) -> None:
     assert response.headers["X-Request-ID"] == "abc-123_DEF"
 
 
-@pytest.mark.parametrize("bad", ["x" * 129, "has space", "tab\there", "ünïcode"])
+@pytest.mark.parametrize("bad", ["x" * 129, "has space", "tab\there", "ünïcode", "<script>",
+                                 'quote"d', "back\\slash", "{braces}"])
 def test_an_invalid_request_id_is_replaced(client: FlaskClient, bad: str) -> None:
     response = client.get("/_ah/health", headers={"X-Request-ID": bad})
     request_id = response.headers["X-Request-ID"]
@@ -88,6 +89,7 @@ def test_other_libraries_warnings_are_formatted_and_filtered(
     try:
         raise RuntimeError(f"boom {token}")
     except RuntimeError:
+        # As asyncio logs it (error with exc_info), not logger.exception.
         logging.getLogger("asyncio").error("Task exception was never retrieved %s", token,
                                            exc_info=True)
     entry = json.loads(log_stream.getvalue().strip().splitlines()[-1])

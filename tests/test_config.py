@@ -81,6 +81,11 @@ def test_a_wildcard_anywhere_allows_every_origin() -> None:
         ("DISCORD_CDN_BASE", "ftp://cdn.example", "DISCORD_CDN_BASE must be a http/https URL"),
         ("DISCORD_GATEWAY_URL", "http://x", "DISCORD_GATEWAY_URL must be a ws/wss URL"),
         ("RATE_LIMIT_STORAGE_URI", "mongodb://x", "RATE_LIMIT_STORAGE_URI must be memory://"),
+        ("REQUEST_HEADER_TIMEOUT", "0", "REQUEST_HEADER_TIMEOUT must be an integer >= 1 (millis"),
+        ("REQUEST_BODY_MIN_RATE", "fast", "REQUEST_BODY_MIN_RATE must be an integer >= 1 (bytes"),
+        ("MAX_CONNECTIONS_PER_IP", "-1", "MAX_CONNECTIONS_PER_IP must be an integer >= 0"),
+        ("MAX_CONCURRENT_HISTORY_READS", "0", "MAX_CONCURRENT_HISTORY_READS must be an integer >= 1"),
+        ("MAX_CONCURRENT_LOGINS", "x", "MAX_CONCURRENT_LOGINS must be an integer >= 1"),
     ],
 )
 def test_bad_values_name_the_variable_and_the_expectation(name: str, value: str,
@@ -152,3 +157,17 @@ def test_redis_mode_counts_the_rate_limit_in_its_redis_unless_told_otherwise(
     settings = load_settings({"REDIS_URL": redis_url, "SESSION_SECRET": "s" * 32,
                               "RATE_LIMIT_STORAGE_URI": storage})
     assert settings.rate_limit_storage == expected
+
+
+def test_serving_limits_and_their_defaults() -> None:
+    settings = load_settings({})
+    assert settings.request_header_timeout_s == 5.0
+    assert settings.request_body_min_rate == 500
+    assert settings.max_connections_per_ip == 50
+    assert settings.max_concurrent_history_reads is None  # follows THREADS
+    assert (settings.history_reads_share, settings.logins_share) == (4, 4)  # THREADS / 8
+    tuned = load_settings({"REQUEST_HEADER_TIMEOUT": "1500", "MAX_CONNECTIONS_PER_IP": "0",
+                           "THREADS": "3", "MAX_CONCURRENT_HISTORY_READS": " "})
+    assert tuned.request_header_timeout_s == 1.5
+    assert tuned.max_connections_per_ip == 0  # no cap
+    assert (tuned.history_reads_share, tuned.logins_share) == (1, 1)  # never none

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.servers import ROOT, VENV_BIN, GunicornServer, free_port
+from tests.servers import ROOT, VENV_BIN, GunicornServer, exchange, free_port
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +73,61 @@ def test_chunked_bodies_are_read_and_limited(server: GunicornServer) -> None:
     assert (big.status_code, big.json()) == (413, {"error": "Request Entity Too Large"})
 
 
+LOGIN_HEAD = b"POST /api/auth/login HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+
+
+def test_json_nested_too_deeply_is_a_400(server: GunicornServer) -> None:
+    body = b"[" * 1000 + b"]" * 1000
+    [response] = exchange(server.base_url, LOGIN_HEAD + b"Content-Length: %d\r\n"
+                          b"Connection: close\r\n\r\n" % len(body) + body)
+    assert (response.status, response.json()) == (400, {"error": "JSON nested too deeply"})
+    assert "RecursionError" not in server.log()
+
+
+@pytest.mark.parametrize("body", [
+    b"zz\r\nabc\r\n0\r\n\r\n",  # not a chunk size
+    b"3\r\nabcXY0\r\n\r\n",  # no CRLF after the chunk
+    b"3;=bad\r\nabc\r\n0\r\n\r\n",  # a malformed chunk extension
+    b"3\r\nabc\r\n0\r\nbad trailer\r\n\r\n",  # a malformed trailer
+], ids=["size", "terminator", "extension", "trailer"])
+def test_a_malformed_chunked_body_is_one_400_then_the_connection_closes(
+        server: GunicornServer, body: bytes) -> None:
+    # Followed by a request that must never be served: where it starts is unknown.
+    follow_up = b"GET /_ah/health HTTP/1.1\r\nHost: test\r\n\r\n"
+    responses = exchange(server.base_url, LOGIN_HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
+                         + body + follow_up)
+    assert [(r.status, r.json()) for r in responses] == [
+        (400, {"error": "Malformed request body"})]
+    assert responses[0].headers["connection"] == "close"
+    assert "unhandled" not in server.log()
+
+
+def test_a_malformed_chunked_body_nobody_reads_closes_without_a_second_answer(
+        server: GunicornServer) -> None:
+    # The health check ignores the body; gunicorn's drain would have raised and
+    # written a second, HTML answer.
+    responses = exchange(server.base_url, b"POST /_ah/health HTTP/1.1\r\nHost: test\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n")
+    assert len(responses) == 1
+    assert responses[0].headers["content-type"] == "application/json"
+
+
+def test_options_without_origin_is_204_without_a_body(server: GunicornServer) -> None:
+    [response] = exchange(server.base_url, b"OPTIONS /api/members HTTP/1.1\r\nHost: test\r\n"
+                                           b"Connection: close\r\n\r\n")
+    assert response.status == 204 and response.body == b""
+    assert "content-type" not in response.headers
+    assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
+
+
+@pytest.mark.parametrize("path", ["/api//members", "/_ah//health"])
+def test_doubled_slashes_are_a_json_404_not_an_html_redirect(
+        server: GunicornServer, path: str) -> None:
+    [response] = exchange(server.base_url, f"GET {path} HTTP/1.1\r\nHost: test\r\n"
+                                           "Connection: close\r\n\r\n".encode())
+    assert (response.status, response.json()) == (404, {"error": "Not Found"})
+
+
 def test_the_rate_limit_over_http(tmp_path: Path) -> None:
     env = {"RATE_LIMIT_MAX_REQUESTS": "5", "RATE_LIMIT_WINDOW": "60000"}
     with GunicornServer(env, log_path=tmp_path / "log") as server, requests.Session() as http:
@@ -113,7 +168,7 @@ def test_more_than_one_worker_is_refused_in_memory_mode(how: tuple[str, ...]) ->
     result = subprocess.run(
         [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", *how,
          "-b", f"127.0.0.1:{port}", "wsgi:app"],
-        cwd=ROOT, capture_output=True, text=True, timeout=30,
+        cwd=ROOT, capture_output=True, text=True, timeout=30, check=False,
     )
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
@@ -138,7 +193,7 @@ def test_web_concurrency_is_ignored_in_memory_mode_and_says_so(tmp_path: Path) -
 def test_a_bad_setting_stops_start_up_with_one_line() -> None:
     result = subprocess.run(
         [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
-        cwd=ROOT, capture_output=True, text=True, timeout=30,
+        cwd=ROOT, capture_output=True, text=True, timeout=30, check=False,
         env={"PATH": str(VENV_BIN), "RATE_LIMIT_MAX_REQUESTS": "lots"},
     )
     assert result.returncode != 0

@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, g, request
 
 from membersense.api.params import json_body
+from membersense.bulkhead import bulkhead
 from membersense.errors import BadRequest, Unauthorized
 from membersense.extensions import sessions
 
@@ -39,6 +40,7 @@ def _token_from_body() -> str:
 
 
 @bp.post("/login")
+@bulkhead("login")
 def login() -> dict[str, Any]:
     """Log a bot token in and open a session.
 

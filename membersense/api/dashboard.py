@@ -30,8 +30,6 @@ def _security_headers(response: Response) -> Response:
         f"default-src 'self'; img-src 'self' data: {cdn}; connect-src 'self'; "
         "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
     )
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
     return response
 
 

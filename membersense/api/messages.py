@@ -18,6 +18,7 @@ from membersense.api.params import (
     snowflake_field,
     snowflake_path,
 )
+from membersense.bulkhead import bulkhead
 from membersense.discord.outgoing import MAX_CONTENT
 from membersense.errors import BadRequest
 from membersense.extensions import bots, sessions
@@ -33,6 +34,7 @@ CURSORS = ("before", "after", "around")
 
 
 @bp.get("/messages")
+@bulkhead("history")
 def list_messages() -> Any:
     """Messages of ``channelId``, newest first.
 

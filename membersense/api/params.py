@@ -15,6 +15,7 @@ from typing import Any, overload
 from flask import request
 
 from membersense.errors import BadRequest
+from membersense.gunicorn_compat import MALFORMED_BODY_ERRORS
 from membersense.sessions import SessionRecord
 
 __all__ = ["snowflake_arg", "required_snowflake_arg", "guild_arg", "int_arg", "choice_arg",
@@ -93,15 +94,24 @@ def json_body() -> Any:
 
     A body over ``MAX_CONTENT_LENGTH`` is a 413, chunked ones too: werkzeug
     stops reading those at the limit without a word, and raises only when
-    asked for more.
+    asked for more. A chunked body whose framing is broken is a 400 that
+    closes the connection (where the next request would start is unknown),
+    and JSON nested too deeply for the parser is a 400 too.
     """
-    data = request.get_data(cache=True)
-    if request.content_length is None:
-        request.stream.read(1)  # b"" for a complete body; 413 past the limit
+    try:
+        data = request.get_data(cache=True)
+        if request.content_length is None:
+            request.stream.read(1)  # b"" for a complete body; 413 past the limit
+    except MALFORMED_BODY_ERRORS:
+        error = BadRequest("Malformed request body")
+        error.headers["Connection"] = "close"
+        raise error from None
     try:
         return json.loads(data)
     except ValueError:  # also UnicodeDecodeError
         return None
+    except RecursionError:
+        raise BadRequest("JSON nested too deeply") from None
 
 
 def json_object() -> dict[str, Any]:

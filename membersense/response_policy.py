@@ -1,0 +1,58 @@
+"""What every response of the app carries, whatever view or error produced it.
+
+- ``X-Content-Type-Options: nosniff`` and ``Referrer-Policy: no-referrer``.
+- API answers (``/api/...``) carry guild data fetched with a session:
+  ``Cache-Control: private, no-cache`` and ``Vary: Authorization``, so no
+  shared cache keeps them and a browser revalidates before each use
+  (``If-None-Match`` on members gets a ``304``). Not ``no-store``, which
+  would end that revalidation. Login and logout answers are ``no-store``:
+  a session id is a credential, and nothing there is worth revalidating.
+- ``OPTIONS`` without CORS preflight headers is a ``204`` with ``Allow`` and
+  no body (Flask would send an empty ``text/html`` ``200``).
+- Paths are matched as sent: werkzeug would answer ``//api/members`` with an
+  HTML ``308`` to ``/api/members``; here it is a JSON ``404`` like any other
+  unknown path.
+
+The headers the server writes itself, for requests that never reach the app,
+are in :mod:`membersense.raw_responses`.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, Response, request
+
+__all__ = ["init_app"]
+
+GUILD_DATA_CACHE_CONTROL = "private, no-cache"
+CREDENTIAL_CACHE_CONTROL = "no-store"
+
+
+def _apply(response: Response) -> Response:
+    headers = response.headers
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers["Referrer-Policy"] = "no-referrer"
+    path = request.path
+    if path.startswith("/api/"):
+        if path.startswith("/api/auth/"):
+            headers["Cache-Control"] = CREDENTIAL_CACHE_CONTROL
+        else:
+            headers["Cache-Control"] = GUILD_DATA_CACHE_CONTROL
+            vary = headers.get("Vary")
+            headers["Vary"] = f"{vary}, Authorization" if vary else "Authorization"
+    if (request.method == "OPTIONS" and response.status_code == 200
+            and not response.direct_passthrough and not response.get_data()):
+        _bodiless(response)
+    return response
+
+
+def _bodiless(response: Response) -> None:
+    response.status_code = 204
+    response.headers.pop("Content-Type", None)
+    response.headers.pop("Content-Length", None)
+
+
+def init_app(app: Flask) -> None:
+    """Apply the policy to every response of *app* (call before registering blueprints)."""
+    # Rules take the map's setting when they are added.
+    app.url_map.merge_slashes = False
+    app.after_request(_apply)
