@@ -1,14 +1,14 @@
 """Bulkheads: requests that wait on Discord get a bounded share of the threads.
 
-gunicorn serves ``THREADS`` requests at once. A message-history read or a
-login waits on Discord (up to ``DISCORD_TIMEOUT`` / ``LOGIN_TIMEOUT``); if
+gunicorn serves ``THREADS`` requests at once. A message-history read, a
+login, or a message sent, edited or deleted waits on Discord (up to ``DISCORD_TIMEOUT`` / ``LOGIN_TIMEOUT``); if
 Discord is slow, enough of them would hold every thread, and health checks
 and member lists served from memory would queue behind them. So each kind of
 Discord-bound request may hold only its share of the threads
-(``MAX_CONCURRENT_HISTORY_READS``, ``MAX_CONCURRENT_LOGINS``, an eighth of
-``THREADS`` each by default; event streams hold at most half, see
-:mod:`membersense.events.live`, so a quarter is always left for health
-checks and reads served from memory); past it, a request is answered ``503``
+(``MAX_CONCURRENT_HISTORY_READS``, ``MAX_CONCURRENT_LOGINS``,
+``MAX_CONCURRENT_SENDS``, an eighth of ``THREADS`` each by default; event
+streams hold at most half, see :mod:`membersense.events.live`, so an eighth
+is always left for health checks and reads served from memory); past it, a request is answered ``503``
 with ``Retry-After`` at once instead of waiting for a thread.
 
 A view opts in with one line::
@@ -38,6 +38,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 KINDS = {
     "history": "Too many message reads waiting on Discord; try again shortly",
     "login": "Too many logins under way; try again shortly",
+    "send": "Too many messages being sent to Discord; try again shortly",
 }
 #: Seconds a refused client is told to wait: a share frees up as soon as one
 #: call to Discord ends, usually well under a second.
@@ -67,6 +68,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.extensions[_EXTENSION] = {
         "history": Bulkhead("history", settings.history_reads_share),
         "login": Bulkhead("login", settings.logins_share),
+        "send": Bulkhead("send", settings.sends_share),
     }
 
 

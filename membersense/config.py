@@ -247,6 +247,7 @@ class Settings:
         "MAX_CONCURRENT_HISTORY_READS", "", _optional_integer(1)
     )
     max_concurrent_logins: int | None = _setting("MAX_CONCURRENT_LOGINS", "", _optional_integer(1))
+    max_concurrent_sends: int | None = _setting("MAX_CONCURRENT_SENDS", "", _optional_integer(1))
 
     @classmethod
     def env_names(cls) -> dict[str, str]:
@@ -358,6 +359,12 @@ class Settings:
     def logins_share(self) -> int:
         """Threads logins may hold at once (default: an eighth of THREADS)."""
         return self.max_concurrent_logins or max(1, self.threads // 8)
+
+    @property
+    def sends_share(self) -> int:
+        """Threads sending, editing or deleting messages may hold at once (default: an eighth
+        of THREADS)."""
+        return self.max_concurrent_sends or max(1, self.threads // 8)
 
 
 def load_settings(

@@ -17,8 +17,8 @@ the app is served:
   threads, not async workers, give concurrency, and slow clients must not
   hold them. What may hold a thread for long is bounded by shares of
   ``THREADS``: event streams and waiting long-polls at most half
-  (:mod:`membersense.events.live`), message-history reads and logins an
-  eighth each (:mod:`membersense.bulkhead`), so a quarter always serves
+  (:mod:`membersense.events.live`), message-history reads, logins and sends
+  an eighth each (:mod:`membersense.bulkhead`), so an eighth always serves
   health checks and cached reads.
 - a graceful timeout inside Cloud Run's 10 s SIGTERM grace period. On
   SIGTERM new logins are refused at once, requests in flight get

@@ -106,3 +106,36 @@ def test_history_reads_past_their_share_are_503_and_members_are_served(
         released.set()
         held.join(10)
     assert results[0].status_code == 200
+
+
+def test_sends_past_their_share_are_503_and_reads_are_served(
+        make_app: Callable[..., Flask], discord: FakeDiscord, login: Callable[..., str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    app = make_app(MAX_CONCURRENT_SENDS=1)
+    client = app.test_client()
+    session = login(test_client=client)
+    released, entered = threading.Event(), threading.Event()
+    real_send = discord.send_message
+
+    def slow_send(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        released.wait(10)
+        return real_send(*args, **kwargs)
+
+    monkeypatch.setattr(discord, "send_message", slow_send)
+    headers = {"Authorization": session}
+    body = {"channelId": "500", "content": "hello"}
+    held, results = _in_thread(lambda: app.test_client().post("/api/messages", json=body,
+                                                              headers=headers))
+    try:
+        assert entered.wait(10)
+        refused = client.post("/api/messages", json=body, headers=headers)
+        assert refused.status_code == 503
+        assert refused.get_json()["error"] == (
+            "Too many messages being sent to Discord; try again shortly")
+        assert refused.headers["Retry-After"] == "1"
+        assert client.get("/api/messages?channelId=500", headers=headers).status_code == 200
+    finally:
+        released.set()
+        held.join(10)
+    assert results[0].status_code == 201

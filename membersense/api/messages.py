@@ -72,6 +72,7 @@ def _idempotency_key() -> str | None:
 
 
 @bp.post("/messages")
+@bulkhead("send")
 def send_message() -> Any:
     """Post ``content`` in ``channelId`` as the bot: 201 with the message.
 
@@ -95,6 +96,7 @@ def send_message() -> Any:
 
 
 @bp.patch("/messages/<message_id>")
+@bulkhead("send")
 def edit_message(message_id: str) -> Any:
     """Replace the ``content`` of one of the bot's messages in ``channelId``."""
     session = sessions.authenticate()
@@ -109,6 +111,7 @@ def edit_message(message_id: str) -> Any:
 
 
 @bp.delete("/messages/<message_id>")
+@bulkhead("send")
 def delete_message(message_id: str) -> Any:
     """Delete a message of ``channelId``: 204."""
     session = sessions.authenticate()
