@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 
@@ -164,3 +165,22 @@ def test_the_one_call_redis_window_and_limits_own_read_each_others_counts(
     assert ours.hit(item, "b") == (True, START + 20.5, 2)  # another client's own window
     keys = storage.get_connection().keys(f"{redis_prefix}*")
     assert len(keys) == 2  # everything under the deployment's prefix
+
+
+def test_the_memory_storage_sweeps_once_a_second_not_on_a_new_thread_every_10_ms() -> None:
+    from limits import RateLimitItemPerSecond
+    from limits.strategies import MovingWindowRateLimiter
+
+    from membersense.ratelimit import SWEEP_INTERVAL_S, PrunedMemoryStorage
+
+    storage = PrunedMemoryStorage()
+    limiter, item = MovingWindowRateLimiter(storage), RateLimitItemPerSecond(1000, 1)
+    timers = set()
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:  # steady traffic: limits would start ~30 threads here
+        limiter.hit(item, "10.0.0.1")
+        timers.add(id(storage.timer))
+        time.sleep(0.003)
+    assert len(timers) <= 2  # the constructor's, then one sweep a second
+    assert storage.timer.daemon and storage.timer.interval == SWEEP_INTERVAL_S
+    storage.timer.cancel()
