@@ -96,9 +96,11 @@ def view(name: str, members: int) -> BotView:
     records = [MemberRecord(10 + i, f"user{i}", None, None, None, None, "0", (), None, False)
                for i in range(members)]
     snapshot = build_snapshot(1, 7, records, RoleNames(7, [RoleRecord(7, "@everyone", 0)]))
-    channel = ChannelEntry({"id": "70", "name": "general", "type": "text"}, "text", True, True)
-    guild = GuildView(GuildSummary("7", name, members, None), True, (channel,), {70: channel},
-                      snapshot, None)
+    channel = ChannelEntry({"id": "70", "name": "general", "type": "text"}, "text", True, True,
+                           True)
+    news = ChannelEntry({"id": "71", "name": "news", "type": "text"}, "text", True, True, False)
+    guild = GuildView(GuildSummary("7", name, members, None), True, (channel, news),
+                      {70: channel, 71: news}, snapshot, None)
     return BotView({7: guild})
 
 
@@ -117,6 +119,8 @@ def test_a_view_mirrored_by_the_owner_reads_back_everywhere(
         assert published is not None and published.failure is None
         guild = published.view.guilds[7]
         assert guild.summary.name == "Guild" and guild.channel_index[70].readable
+        # What the bot may do in each channel, as non-owners check it before sending.
+        assert guild.channel_index[70].sendable and not guild.channel_index[71].sendable
         original = view("Guild", 3000).guilds[7].members
         assert guild.members is not None and original is not None
         assert guild.members.document.etag == original.document.etag
