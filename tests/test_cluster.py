@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from discord.http import Route
 
 from membersense.cluster.connection import RedisConnection
 from membersense.cluster.guards import SharedFailedTokens, SharedInvalidRequestBudget
@@ -18,16 +19,21 @@ from membersense.cluster.leases import LEASE_RELEASED, Leases
 from membersense.cluster.notices import Notices
 from membersense.cluster.sealing import TokenSealer
 from membersense.cluster.views import ViewCache, ViewMirror
+from membersense.cluster.wiring import build
 from membersense.cluster.writer import Writer
+from membersense.config import load_settings
+from membersense.discord import compat
 from membersense.discord.errors import HeldBack, InvalidToken
 from membersense.discord.published import BotView, ChannelEntry, GuildView
 from membersense.discord.serializers import MemberRecord, RoleNames, RoleRecord
 from membersense.discord.service import GuildSummary
 from membersense.discord.snapshot import build_snapshot
+from membersense.sandbox.config import SandboxConfig
+from membersense.sandbox.server import SandboxServer
 from membersense.serving import available_cpus
 from membersense.sessions import StoreUnavailable
 from tests.fakes import FakeClock
-from tests.integration.support import wait_until
+from tests.integration.support import MAIN_TOKEN, wait_until, write_scenario
 
 BOT = "f00dfeedf00dfeed"
 
@@ -283,3 +289,29 @@ def test_nothing_starts_until_first_used(redis_url: str, redis_prefix: str) -> N
     Writer(connection)
     assert {t.name for t in threading.enumerate()} == before
     connection.close()
+
+
+def test_a_process_that_connects_no_bot_calls_the_discord_it_is_configured_with(
+        redis_url: str, redis_prefix: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # History and sending for a bot another process connects go through this process's own
+    # REST client. discord.py reads Discord's address from a class attribute, which until
+    # now only a gateway connection set: in a fresh process it still names discord.com.
+    monkeypatch.setattr(compat, "_endpoints", None)
+    monkeypatch.setattr(Route, "BASE", "http://127.0.0.1:9/api/v10")  # nothing listens there
+    sandbox = SandboxServer(SandboxConfig(port=0, scenario=write_scenario(
+        tmp_path / "world.json", 10))).start()
+    parts = build(load_settings(environ={}, overrides={
+        "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": redis_prefix, "SESSION_SECRET": "s" * 32,
+        "DISCORD_API_BASE": sandbox.api_url, "DISCORD_GATEWAY_URL": sandbox.gateway_url}))
+    discord = parts.discord
+    try:
+        client = discord.bridge.call(discord._rest_client, BOT, MAIN_TOKEN, timeout=10)
+        me = discord.bridge.call(client.get_user, "@me", timeout=10)
+        assert me["username"] == "Main Bot"
+        assert compat.endpoint_users() == 1
+    finally:
+        discord.close()
+        parts.close_after_discord()
+        sandbox.stop()
+    assert compat.endpoint_users() == 0  # given back with the client

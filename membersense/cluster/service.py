@@ -275,18 +275,34 @@ class ClusterDiscord(LocalDiscord):
         if client is None:
             trace = http_trace(self._answered_for(bot))
             timeout = self.settings.discord_timeout_s
-            client = await bounded(compat.rest_client(token, http_trace=trace, ceiling=timeout),
-                                   timeout)
+            # discord.py finds Discord through class attributes that a gateway connection
+            # points at DISCORD_API_BASE; a process that connects no bot must do it too, or
+            # its REST client would call discord.com instead of the Discord configured.
+            compat.use_endpoints(self.settings.discord_api_base,
+                                 self.settings.discord_gateway_url)
+            try:
+                client = await bounded(compat.rest_client(token, http_trace=trace,
+                                                          ceiling=timeout), timeout)
+            except BaseException:
+                compat.release_endpoints()
+                raise
             earlier = self._rest_clients.setdefault(bot, client)
             if earlier is not client:  # another call made one meanwhile: use that one
-                await client.close()
+                await self._close_rest_client(client)
                 client = earlier
         return client
+
+    @staticmethod
+    async def _close_rest_client(client: HTTPClient) -> None:
+        try:
+            await client.close()
+        finally:
+            compat.release_endpoints()
 
     async def _close_rest_clients(self) -> None:
         clients, self._rest_clients = list(self._rest_clients.values()), {}
         for client in clients:
-            await client.close()
+            await self._close_rest_client(client)
 
     def _token_for(self, bot: str) -> str:
         """The bot's token: from a login here, else opened from a session's sealed copy."""
@@ -407,7 +423,7 @@ class ClusterDiscord(LocalDiscord):
         self.views.forget(bot)
         if bot in self._rest_clients and self.bridge.running:
             client = self._rest_clients.pop(bot)
-            self.bridge.submit(client.close)
+            self.bridge.submit(self._close_rest_client, client)
 
     def _close_connection(self, bot: str, reason: str, *, wait: bool = False) -> None:
         connection = self.pool.get(bot)
