@@ -5,13 +5,14 @@ on across owners so a new owner knows what a webhook has not had yet.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 import redis
 
-from membersense.bus import topic_of
+from membersense.bus import Batch, topic_of
 from membersense.cluster.bus import RedisEventBus
 from membersense.cluster.connection import RedisConnection
 from membersense.cluster.notices import Notices
@@ -238,3 +239,39 @@ def test_events_trimmed_away_since_a_delivered_one_are_reported(
     assert bus.since(TOPIC, events[0].id) is None  # MAXLEN ~ trimmed whole nodes
     kept = bus.since(TOPIC, events[-2].id)
     assert kept is not None and [e.data["n"] for e in kept] == [449]
+
+
+def blocked_reads(process: Process) -> int:
+    """Clients of the Redis waiting in XREAD now (a shared Redis may have others')."""
+    return sum(1 for c in process.connection.client.client_list()
+               if c.get("cmd") == "xread" and "b" in c.get("flags", ""))
+
+
+def test_a_reader_waiting_while_a_new_owner_restarts_the_topic_gets_a_reset(
+        processes: tuple[Process, Process]) -> None:
+    a, b = processes
+    first = a.bus()
+    first.restart(TOPIC)
+    old = [first.publish(TOPIC, "message.create", {"n": i}) for i in range(2)]
+    assert a.writer.flush(5)
+    reader = b.bus()
+    answers: list[Batch] = []
+    before = blocked_reads(a)
+    waiting = threading.Thread(target=lambda: answers.append(
+        reader.read(TOPIC, old[-1].id, timeout=10)))
+    waiting.start()
+    try:
+        wait_until(lambda: blocked_reads(a) > before, timeout=5, what="the read to wait")
+        # Meanwhile the owner dies and another takes over, in a new gateway session: what
+        # Discord sent in between is lost, so the waiting reader must get a reset.
+        second = a.bus()
+        second.adopt(BOT)
+        second.restart(TOPIC)
+        new = second.publish(TOPIC, "message.create", {"n": 2})
+        assert a.writer.flush(5)
+    finally:
+        waiting.join(15)
+    [batch] = answers
+    assert batch.reset and batch.events == ()
+    # From the reset on, the new owner's events, none skipped.
+    assert [e.id for e in reader.read(TOPIC, batch.cursor).events] == [new.id]
