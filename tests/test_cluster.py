@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -315,3 +316,33 @@ def test_a_process_that_connects_no_bot_calls_the_discord_it_is_configured_with(
         parts.close_after_discord()
         sandbox.stop()
     assert compat.endpoint_users() == 0  # given back with the client
+
+
+def test_a_stopping_owner_writes_what_it_published_before_it_lets_its_bots_go(
+        redis_url: str, redis_prefix: str) -> None:
+    parts = build(load_settings(environ={}, overrides={
+        "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": redis_prefix, "SESSION_SECRET": "s" * 32}))
+    discord, client = parts.discord, parts.redis.client
+    fence = discord.leases.acquire(BOT)
+    assert fence is not None
+    discord._owned[BOT] = fence  # as a takeover leaves it
+    key = f"{redis_prefix}last-event"
+
+    def slow_write(pipeline: Any) -> None:  # the last events, still queued at the SIGTERM
+        time.sleep(0.3)
+        pipeline.set(key, "written")
+
+    parts.writer.submit(slow_write)
+    written_at_release = []
+    release = discord.leases.release
+
+    def watched_release(bot: str, fence: int) -> bool:
+        written_at_release.append(client.get(key))
+        return release(bot, fence)
+
+    discord.leases.release = watched_release  # type: ignore[method-assign]
+    try:
+        discord.close()
+    finally:
+        parts.close_after_discord()
+    assert written_at_release == [b"written"]

@@ -69,6 +69,8 @@ LOGIN_POLL_S = 0.05
 DISCOVERY_EVERY = 2
 #: A copy of a published view is trusted this long without asking Redis for its version.
 VIEW_TRUST_S = 0.2
+#: How long a stopping process waits for its queued writes before it lets its bots go.
+FLUSH_BEFORE_RELEASE_S = 2.0
 
 
 class ClusterDiscord(LocalDiscord):
@@ -84,6 +86,7 @@ class ClusterDiscord(LocalDiscord):
                 redis, writer, settings.discord_invalid_request_limit, clock=clock),
             failed_tokens=SharedFailedTokens(redis))
         self._redis = redis
+        self._writer = writer
         self._store = store
         self._sealer = sealer
         self._clock = clock
@@ -465,6 +468,10 @@ class ClusterDiscord(LocalDiscord):
         if keeper is not None and keeper is not threading.current_thread():
             keeper.join(timeout=5)
         super().close()  # the pool closes the connections (SHUTDOWN: state and events stay)
+        # What this process published must be in Redis before another takes its bots over:
+        # the next owner numbers events on from the streams (a late write of ours would
+        # collide with its numbers) and delivers webhooks from their last delivered event.
+        self._writer.flush(FLUSH_BEFORE_RELEASE_S)
         with self._lock:
             owned, self._owned = dict(self._owned), {}
         for bot, fence in owned.items():
