@@ -131,16 +131,20 @@ def test_removing_a_session_removes_its_subscriptions_only(
 def test_only_the_owner_delivers_and_its_mirror_follows_changes_made_anywhere(
         processes: tuple[Process, Process]) -> None:
     owner, other = processes
+    heard: list[list[str]] = []  # what the owner's webhooks are told to begin delivering
+    owner.subscriptions.on_mirrored(lambda found: heard.append([s.id for s in found]))
     open_session(owner, "session-a")
     owner.subscriptions.add(subscription(1), limit=5)
     assert owner.subscriptions.of_topic(TOPIC) == []  # nobody delivers until it owns the bot
     assert [s.id for s in owner.subscriptions.mirror(BOT)] == ["hook1"]
     assert [s.id for s in owner.subscriptions.of_topic(TOPIC)] == ["hook1"]
     assert other.subscriptions.of_topic(TOPIC) == []
+    assert heard == []  # a takeover begins its subscriptions itself (from the streams)
 
     other.subscriptions.add(subscription(2), limit=5)  # registered through another process
     wait_until(lambda: len(owner.subscriptions.of_topic(TOPIC)) == 2, timeout=5,
                what="the owner to hear of the new subscription")
+    wait_until(lambda: heard == [["hook2"]], timeout=5, what="the new one to be reported")
     other.subscriptions.remove("hook1")
     wait_until(lambda: [s.id for s in owner.subscriptions.of_topic(TOPIC)] == ["hook2"],
                timeout=5, what="the owner to hear of the removal")
