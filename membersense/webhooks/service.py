@@ -260,6 +260,9 @@ class Webhooks:
     def _on_event(self, event: Event) -> None:
         self.recent.add(event)
         if not self.store.of_topic(event.topic):
+            if event.topic in self._begun:  # its last subscription went
+                with self._begun_lock:
+                    self._begun.pop(event.topic, None)
             return
         if self.bridge.in_loop_thread():
             self.dispatch(event)
