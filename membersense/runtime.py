@@ -110,11 +110,16 @@ class Runtime:
         self.sessions.add_end_listener(self.webhooks.session_ended)
         if cluster is not None:
             # The process that owns a bot delivers its webhooks, starting with what the
-            # last owner had not delivered.
+            # last owner had not delivered; one made elsewhere it hears of by a notice.
             subscriptions, webhooks, since = cluster.subscriptions, self.webhooks, cluster.bus.since
+
+            def unowned(bot: str) -> None:
+                subscriptions.unmirror(bot)
+                webhooks.forget_bot(bot)
+
             cluster.discord.add_owner_hooks(
-                lambda bot: webhooks.resume(subscriptions.mirror(bot), since),
-                subscriptions.unmirror)
+                lambda bot: webhooks.resume(subscriptions.mirror(bot), since), unowned)
+            subscriptions.on_mirrored(webhooks.begin)
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._refusing = False

@@ -8,9 +8,11 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+from discord.http import Route
 
 from membersense.cluster.connection import RedisConnection
 from membersense.cluster.guards import SharedFailedTokens, SharedInvalidRequestBudget
@@ -18,16 +20,21 @@ from membersense.cluster.leases import LEASE_RELEASED, Leases
 from membersense.cluster.notices import Notices
 from membersense.cluster.sealing import TokenSealer
 from membersense.cluster.views import ViewCache, ViewMirror
+from membersense.cluster.wiring import build
 from membersense.cluster.writer import Writer
+from membersense.config import load_settings
+from membersense.discord import compat
 from membersense.discord.errors import HeldBack, InvalidToken
 from membersense.discord.published import BotView, ChannelEntry, GuildView
 from membersense.discord.serializers import MemberRecord, RoleNames, RoleRecord
 from membersense.discord.service import GuildSummary
 from membersense.discord.snapshot import build_snapshot
+from membersense.sandbox.config import SandboxConfig
+from membersense.sandbox.server import SandboxServer
 from membersense.serving import available_cpus
 from membersense.sessions import StoreUnavailable
 from tests.fakes import FakeClock
-from tests.integration.support import wait_until
+from tests.integration.support import MAIN_TOKEN, wait_until, write_scenario
 
 BOT = "f00dfeedf00dfeed"
 
@@ -96,9 +103,11 @@ def view(name: str, members: int) -> BotView:
     records = [MemberRecord(10 + i, f"user{i}", None, None, None, None, "0", (), None, False)
                for i in range(members)]
     snapshot = build_snapshot(1, 7, records, RoleNames(7, [RoleRecord(7, "@everyone", 0)]))
-    channel = ChannelEntry({"id": "70", "name": "general", "type": "text"}, "text", True, True)
-    guild = GuildView(GuildSummary("7", name, members, None), True, (channel,), {70: channel},
-                      snapshot, None)
+    channel = ChannelEntry({"id": "70", "name": "general", "type": "text"}, "text", True, True,
+                           True)
+    news = ChannelEntry({"id": "71", "name": "news", "type": "text"}, "text", True, True, False)
+    guild = GuildView(GuildSummary("7", name, members, None), True, (channel, news),
+                      {70: channel, 71: news}, snapshot, None)
     return BotView({7: guild})
 
 
@@ -117,6 +126,8 @@ def test_a_view_mirrored_by_the_owner_reads_back_everywhere(
         assert published is not None and published.failure is None
         guild = published.view.guilds[7]
         assert guild.summary.name == "Guild" and guild.channel_index[70].readable
+        # What the bot may do in each channel, as non-owners check it before sending.
+        assert guild.channel_index[70].sendable and not guild.channel_index[71].sendable
         original = view("Guild", 3000).guilds[7].members
         assert guild.members is not None and original is not None
         assert guild.members.document.etag == original.document.etag
@@ -279,3 +290,59 @@ def test_nothing_starts_until_first_used(redis_url: str, redis_prefix: str) -> N
     Writer(connection)
     assert {t.name for t in threading.enumerate()} == before
     connection.close()
+
+
+def test_a_process_that_connects_no_bot_calls_the_discord_it_is_configured_with(
+        redis_url: str, redis_prefix: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # History and sending for a bot another process connects go through this process's own
+    # REST client. discord.py reads Discord's address from a class attribute, which until
+    # now only a gateway connection set: in a fresh process it still names discord.com.
+    monkeypatch.setattr(compat, "_endpoints", None)
+    monkeypatch.setattr(Route, "BASE", "http://127.0.0.1:9/api/v10")  # nothing listens there
+    sandbox = SandboxServer(SandboxConfig(port=0, scenario=write_scenario(
+        tmp_path / "world.json", 10))).start()
+    parts = build(load_settings(environ={}, overrides={
+        "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": redis_prefix, "SESSION_SECRET": "s" * 32,
+        "DISCORD_API_BASE": sandbox.api_url, "DISCORD_GATEWAY_URL": sandbox.gateway_url}))
+    discord = parts.discord
+    try:
+        client = discord.bridge.call(discord._rest_client, BOT, MAIN_TOKEN, timeout=10)
+        me = discord.bridge.call(client.get_user, "@me", timeout=10)
+        assert me["username"] == "Main Bot"
+        assert compat.endpoint_users() == 1
+    finally:
+        discord.close()
+        parts.close_after_discord()
+        sandbox.stop()
+    assert compat.endpoint_users() == 0  # given back with the client
+
+
+def test_a_stopping_owner_writes_what_it_published_before_it_lets_its_bots_go(
+        redis_url: str, redis_prefix: str) -> None:
+    parts = build(load_settings(environ={}, overrides={
+        "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": redis_prefix, "SESSION_SECRET": "s" * 32}))
+    discord, client = parts.discord, parts.redis.client
+    fence = discord.leases.acquire(BOT)
+    assert fence is not None
+    discord._owned[BOT] = fence  # as a takeover leaves it
+    key = f"{redis_prefix}last-event"
+
+    def slow_write(pipeline: Any) -> None:  # the last events, still queued at the SIGTERM
+        time.sleep(0.3)
+        pipeline.set(key, "written")
+
+    parts.writer.submit(slow_write)
+    written_at_release = []
+    release = discord.leases.release
+
+    def watched_release(bot: str, fence: int) -> bool:
+        written_at_release.append(client.get(key))
+        return release(bot, fence)
+
+    discord.leases.release = watched_release  # type: ignore[method-assign]
+    try:
+        discord.close()
+    finally:
+        parts.close_after_discord()
+    assert written_at_release == [b"written"]

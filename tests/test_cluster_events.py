@@ -5,13 +5,14 @@ on across owners so a new owner knows what a webhook has not had yet.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 import redis
 
-from membersense.bus import topic_of
+from membersense.bus import Batch, topic_of
 from membersense.cluster.bus import RedisEventBus
 from membersense.cluster.connection import RedisConnection
 from membersense.cluster.notices import Notices
@@ -130,16 +131,20 @@ def test_removing_a_session_removes_its_subscriptions_only(
 def test_only_the_owner_delivers_and_its_mirror_follows_changes_made_anywhere(
         processes: tuple[Process, Process]) -> None:
     owner, other = processes
+    heard: list[list[str]] = []  # what the owner's webhooks are told to begin delivering
+    owner.subscriptions.on_mirrored(lambda found: heard.append([s.id for s in found]))
     open_session(owner, "session-a")
     owner.subscriptions.add(subscription(1), limit=5)
     assert owner.subscriptions.of_topic(TOPIC) == []  # nobody delivers until it owns the bot
     assert [s.id for s in owner.subscriptions.mirror(BOT)] == ["hook1"]
     assert [s.id for s in owner.subscriptions.of_topic(TOPIC)] == ["hook1"]
     assert other.subscriptions.of_topic(TOPIC) == []
+    assert heard == []  # a takeover begins its subscriptions itself (from the streams)
 
     other.subscriptions.add(subscription(2), limit=5)  # registered through another process
     wait_until(lambda: len(owner.subscriptions.of_topic(TOPIC)) == 2, timeout=5,
                what="the owner to hear of the new subscription")
+    wait_until(lambda: heard == [["hook2"]], timeout=5, what="the new one to be reported")
     other.subscriptions.remove("hook1")
     wait_until(lambda: [s.id for s in owner.subscriptions.of_topic(TOPIC)] == ["hook2"],
                timeout=5, what="the owner to hear of the removal")
@@ -238,3 +243,39 @@ def test_events_trimmed_away_since_a_delivered_one_are_reported(
     assert bus.since(TOPIC, events[0].id) is None  # MAXLEN ~ trimmed whole nodes
     kept = bus.since(TOPIC, events[-2].id)
     assert kept is not None and [e.data["n"] for e in kept] == [449]
+
+
+def blocked_reads(process: Process) -> int:
+    """Clients of the Redis waiting in XREAD now (a shared Redis may have others')."""
+    return sum(1 for c in process.connection.client.client_list()
+               if c.get("cmd") == "xread" and "b" in c.get("flags", ""))
+
+
+def test_a_reader_waiting_while_a_new_owner_restarts_the_topic_gets_a_reset(
+        processes: tuple[Process, Process]) -> None:
+    a, b = processes
+    first = a.bus()
+    first.restart(TOPIC)
+    old = [first.publish(TOPIC, "message.create", {"n": i}) for i in range(2)]
+    assert a.writer.flush(5)
+    reader = b.bus()
+    answers: list[Batch] = []
+    before = blocked_reads(a)
+    waiting = threading.Thread(target=lambda: answers.append(
+        reader.read(TOPIC, old[-1].id, timeout=10)))
+    waiting.start()
+    try:
+        wait_until(lambda: blocked_reads(a) > before, timeout=5, what="the read to wait")
+        # Meanwhile the owner dies and another takes over, in a new gateway session: what
+        # Discord sent in between is lost, so the waiting reader must get a reset.
+        second = a.bus()
+        second.adopt(BOT)
+        second.restart(TOPIC)
+        new = second.publish(TOPIC, "message.create", {"n": 2})
+        assert a.writer.flush(5)
+    finally:
+        waiting.join(15)
+    [batch] = answers
+    assert batch.reset and batch.events == ()
+    # From the reset on, the new owner's events, none skipped.
+    assert [e.id for e in reader.read(TOPIC, batch.cursor).events] == [new.id]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -16,6 +17,7 @@ from membersense.cluster.notices import Notices
 from membersense.cluster.sealing import TokenSealer
 from membersense.cluster.sessions import RedisSessionStore
 from membersense.sessions import Caps, MemorySessionStore, Refusal, SessionRecord, SessionStore
+from membersense.sessions.store import ENDED_ELSEWHERE
 from tests.fakes import FakeClock
 
 IDLE_S = 60.0
@@ -229,6 +231,43 @@ def test_a_logout_on_one_process_ends_the_session_on_every_other_at_once(
             and time.monotonic() < deadline:
         time.sleep(0.005)
     assert a.get(session.id) is None and c.get(session.id) is None
+
+
+def test_the_first_session_a_process_serves_also_ends_when_it_ends_elsewhere(
+        redis_url: str, redis_prefix: str, redis_stores: RedisStores, clock: FakeClock) -> None:
+    elsewhere = redis_stores.make()
+    session = opened(elsewhere, 1)
+    # A new worker: its notices start with the first request, which serves an event stream.
+    connection = RedisConnection(redis_url, redis_prefix)
+    pubsub = connection.client.pubsub
+
+    def slow_pubsub(**kwargs: Any) -> Any:  # its subscription takes a while to be answered
+        made = pubsub(**kwargs)
+        subscribe = made.subscribe
+
+        def slow_subscribe(*args: Any) -> Any:
+            time.sleep(0.2)
+            return subscribe(*args)
+
+        made.subscribe = slow_subscribe
+        return made
+
+    connection.client.pubsub = slow_pubsub  # type: ignore[method-assign]
+    notices = Notices(connection)
+    fresh = RedisSessionStore(connection, notices, TokenSealer(SECRET), idle_timeout=IDLE_S,
+                              pending_timeout=PENDING_S, clock=clock)
+    ended: list[tuple[str, str]] = []
+    fresh.set_end_listener(lambda record, reason: ended.append((record.id, reason)))
+    try:
+        assert fresh.get(session.id) is not None
+        assert elsewhere.close(session.id) is not None  # a logout on another process
+        deadline = time.monotonic() + 2
+        while not ended and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert ended == [(session.id, ENDED_ELSEWHERE)]  # its streams here end at once
+    finally:
+        notices.close()
+        connection.close()
 
 
 def test_the_caps_hold_across_processes(redis_stores: RedisStores) -> None:

@@ -219,6 +219,17 @@ class RedisEventBus(EventBus):
         answer = self._redis.call(xread)
         events = [self._event(topic, epoch, raw_id, fields)
                   for _, entries in answer or () for raw_id, fields in entries]
+        for index, event in enumerate(events):
+            event_epoch = event.id.partition(".")[0]
+            if event_epoch != epoch:
+                # The topic restarted (a new gateway session, a new owner) while this read
+                # waited in Redis: what Discord sent in between is lost, and the reader must
+                # hear so. This epoch's own events first (the next read is then a reset);
+                # else a reset that goes on with the new epoch's first event.
+                if index:
+                    events = events[:index]
+                    break
+                return Batch((), True, f"{event_epoch}.{position}")
         cursor = events[-1].id if events else f"{epoch}.{position}"
         return Batch(tuple(events), False, cursor)
 

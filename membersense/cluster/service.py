@@ -69,6 +69,8 @@ LOGIN_POLL_S = 0.05
 DISCOVERY_EVERY = 2
 #: A copy of a published view is trusted this long without asking Redis for its version.
 VIEW_TRUST_S = 0.2
+#: How long a stopping process waits for its queued writes before it lets its bots go.
+FLUSH_BEFORE_RELEASE_S = 2.0
 
 
 class ClusterDiscord(LocalDiscord):
@@ -84,6 +86,7 @@ class ClusterDiscord(LocalDiscord):
                 redis, writer, settings.discord_invalid_request_limit, clock=clock),
             failed_tokens=SharedFailedTokens(redis))
         self._redis = redis
+        self._writer = writer
         self._store = store
         self._sealer = sealer
         self._clock = clock
@@ -275,18 +278,34 @@ class ClusterDiscord(LocalDiscord):
         if client is None:
             trace = http_trace(self._answered_for(bot))
             timeout = self.settings.discord_timeout_s
-            client = await bounded(compat.rest_client(token, http_trace=trace, ceiling=timeout),
-                                   timeout)
+            # discord.py finds Discord through class attributes that a gateway connection
+            # points at DISCORD_API_BASE; a process that connects no bot must do it too, or
+            # its REST client would call discord.com instead of the Discord configured.
+            compat.use_endpoints(self.settings.discord_api_base,
+                                 self.settings.discord_gateway_url)
+            try:
+                client = await bounded(compat.rest_client(token, http_trace=trace,
+                                                          ceiling=timeout), timeout)
+            except BaseException:
+                compat.release_endpoints()
+                raise
             earlier = self._rest_clients.setdefault(bot, client)
             if earlier is not client:  # another call made one meanwhile: use that one
-                await client.close()
+                await self._close_rest_client(client)
                 client = earlier
         return client
+
+    @staticmethod
+    async def _close_rest_client(client: HTTPClient) -> None:
+        try:
+            await client.close()
+        finally:
+            compat.release_endpoints()
 
     async def _close_rest_clients(self) -> None:
         clients, self._rest_clients = list(self._rest_clients.values()), {}
         for client in clients:
-            await client.close()
+            await self._close_rest_client(client)
 
     def _token_for(self, bot: str) -> str:
         """The bot's token: from a login here, else opened from a session's sealed copy."""
@@ -407,7 +426,7 @@ class ClusterDiscord(LocalDiscord):
         self.views.forget(bot)
         if bot in self._rest_clients and self.bridge.running:
             client = self._rest_clients.pop(bot)
-            self.bridge.submit(client.close)
+            self.bridge.submit(self._close_rest_client, client)
 
     def _close_connection(self, bot: str, reason: str, *, wait: bool = False) -> None:
         connection = self.pool.get(bot)
@@ -449,6 +468,10 @@ class ClusterDiscord(LocalDiscord):
         if keeper is not None and keeper is not threading.current_thread():
             keeper.join(timeout=5)
         super().close()  # the pool closes the connections (SHUTDOWN: state and events stay)
+        # What this process published must be in Redis before another takes its bots over:
+        # the next owner numbers events on from the streams (a late write of ours would
+        # collide with its numbers) and delivers webhooks from their last delivered event.
+        self._writer.flush(FLUSH_BEFORE_RELEASE_S)
         with self._lock:
             owned, self._owned = dict(self._owned), {}
         for bot, fence in owned.items():

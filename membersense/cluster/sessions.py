@@ -44,6 +44,8 @@ __all__ = ["RedisSessionStore", "SESSION_ENDED"]
 
 #: The notice sent when a session ends.
 SESSION_ENDED = "session-ended"
+#: How long the store's first use waits for the notices listener (a subscribe: a round trip).
+FIRST_LISTEN_WAIT_S = 1.0
 
 # Sessions' expiry scores use Redis's clock (TIME), so instances' clocks need not agree.
 _NOW = """
@@ -148,6 +150,7 @@ class RedisSessionStore(SessionStore):
         self._cache: dict[str, _Cached] = {}
         self._lock = threading.Lock()
         self._refusing = False
+        self._waited_for_notices = False
         self._open = connection.script(_OPEN)
         self._touch = connection.script(_TOUCH)
         self._close = connection.script(_CLOSE)
@@ -178,6 +181,17 @@ class RedisSessionStore(SessionStore):
     def _forget_all(self) -> None:
         with self._lock:
             self._cache.clear()
+
+    def _listen(self) -> None:
+        # The first time, wait (briefly) for the listener: a copy is kept only while notices
+        # reach this process, and the sessions a new worker serves first need one too, or an
+        # event stream opened by its first request would not end when its session ends
+        # elsewhere (only at its next heartbeat).
+        if self._waited_for_notices:
+            self._notices.start()
+            return
+        self._waited_for_notices = True
+        self._notices.wait_listening(FIRST_LISTEN_WAIT_S)
 
     def _remember(self, record: SessionRecord) -> None:
         if self._notices.listening:  # a copy is only as good as the notices that end it
@@ -220,7 +234,7 @@ class RedisSessionStore(SessionStore):
 
     def open(self, record: SessionRecord, caps: Caps) -> Refusal | None:
         """Add *record* (pending) unless a cap would be passed, atomically across processes."""
-        self._notices.start()
+        self._listen()
         if self._refusing:
             return Refusal.CLOSED
         pending = replace(record, pending=True)
@@ -252,7 +266,7 @@ class RedisSessionStore(SessionStore):
         now = self._clock()
         if cached is not None and now - cached.refreshed < self.touch_interval:
             return cached.record
-        self._notices.start()
+        self._listen()
         raw = self._redis.call(lambda: self._touch(
             keys=[self._keys.session(session_id), self._keys.sessions],
             args=[int(self.idle_timeout * 1000), session_id]))

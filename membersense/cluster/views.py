@@ -86,7 +86,8 @@ def _guild_json(view: GuildView) -> dict[str, Any]:
         "summary": {"id": view.summary.id, "name": view.summary.name,
                     "memberCount": view.summary.member_count, "iconURL": view.summary.icon_url},
         "available": view.available,
-        "channels": [[dict(c.data), c.kind, c.readable, c.messageable] for c in view.channels],
+        "channels": [[dict(c.data), c.kind, c.readable, c.messageable, c.sendable]
+                     for c in view.channels],
         "members": view.members.document.etag if view.members is not None else None,
         "retryAt": view.members_retry_at,
     }
@@ -225,7 +226,10 @@ class ViewCache:
         guilds: dict[int, GuildView] = {}
         for guild_id, data in json.loads(fields.get("guilds") or "[]"):
             summary = data["summary"]
-            channels = tuple(ChannelEntry(c[0], c[1], c[2], c[3]) for c in data["channels"])
+            # Whether the bot may send there (checked before POST /api/messages). A view an
+            # older owner published has no such entry: let Discord decide (its 403 maps to ours).
+            channels = tuple(ChannelEntry(c[0], c[1], c[2], c[3], c[4] if len(c) > 4 else c[3])
+                             for c in data["channels"])
             guilds[int(guild_id)] = GuildView(
                 GuildSummary(summary["id"], summary["name"], summary["memberCount"],
                              summary["iconURL"]),

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -75,6 +76,7 @@ class RedisSubscriptionStore(SubscriptionStore):
         self._lock = threading.Lock()
         self._mirrored: set[str] = set()  # bots whose subscriptions this process delivers
         self._mirror: dict[str, Subscription] = {}
+        self._on_mirrored: list[Callable[[list[Subscription]], None]] = []
         self._add = connection.script(_ADD)
         self._update = connection.script(_UPDATE)
         notices.on(WEBHOOKS_CHANGED, self._changed)
@@ -230,6 +232,11 @@ class RedisSubscriptionStore(SubscriptionStore):
         """
         return self._reload(bot, take=True)
 
+    def on_mirrored(self, listener: Callable[[list[Subscription]], None]) -> None:
+        """Call *listener(subscriptions)* (on the notices thread) with the subscriptions made
+        elsewhere that the mirror of a bot delivered here has just gained."""
+        self._on_mirrored.append(listener)
+
     def unmirror(self, bot: str) -> None:
         """Another process delivers *bot*'s subscriptions now."""
         with self._lock:
@@ -260,8 +267,13 @@ class RedisSubscriptionStore(SubscriptionStore):
             for key in [k for k, s in self._mirror.items()
                         if _bot_of(s.topic) == bot and k not in wanted]:
                 del self._mirror[key]
+            added = [s for s in live if s.id not in self._mirror]
             for subscription in live:
                 # A mirrored record is fresher than Redis (its delivery fields are written
                 # back through the writer): keep it.
                 self._mirror.setdefault(subscription.id, subscription)
-            return [self._mirror[i] for i in sorted(wanted)]
+            mirrored = [self._mirror[i] for i in sorted(wanted)]
+        if added and not take:  # (a takeover begins them itself, from the bot's streams)
+            for listener in list(self._on_mirrored):
+                listener(added)
+        return mirrored

@@ -17,12 +17,23 @@ store and its :class:`~membersense.webhooks.delivery.Deliverer` delivers them
 on that same loop. With a shared store (Redis mode), subscriptions made
 through any instance are delivered once, by the instance that owns the
 connection; :meth:`Webhooks.dispatch` is that seam.
+
+**Late news.** The delivering process may hear of a subscription a moment
+after it was made (in Redis mode the owner learns of one made elsewhere by a
+notice). It keeps its topics' latest events a short while
+(:mod:`~membersense.webhooks.recent`), and a subscription's deliveries here
+begin with those published since it was made: at its first event, or as
+soon as the store reports it (:meth:`Webhooks.begin`), whichever comes
+first, on the loop, so nothing is delivered twice or out of order. A new
+owner of a bot begins its subscriptions from Redis instead
+(:meth:`Webhooks.resume`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -38,6 +49,7 @@ from membersense.errors import BadRequest, TooManyRequests
 from membersense.sessions import SessionRecord
 from membersense.webhooks.addresses import BlockedAddress, check_url, resolve_checked
 from membersense.webhooks.delivery import Deliverer, DeliveryPolicy
+from membersense.webhooks.recent import RecentEvents
 from membersense.webhooks.signing import new_secret
 from membersense.webhooks.store import Subscription, SubscriptionStore
 
@@ -61,9 +73,15 @@ class Webhooks:
     """
 
     def __init__(self, settings: Settings, bus: EventBus, store: SubscriptionStore, *,
-                 bridge: Bridge | None, touch: Callable[[str], object]) -> None:
+                 bridge: Bridge | None, touch: Callable[[str], object],
+                 recent: RecentEvents | None = None) -> None:
         self.settings = settings
         self.store = store
+        #: Events published here lately, which late-known subscriptions begin with.
+        self.recent = recent if recent is not None else RecentEvents()
+        self._begun_lock = threading.Lock()
+        #: topic -> ids of its subscriptions whose deliveries began in this process
+        self._begun: dict[str, set[str]] = {}
         self._own_bridge = bridge is None
         self.bridge = bridge if bridge is not None else Bridge("membersense-webhooks")
         policy = DeliveryPolicy(timeout_s=settings.webhook_timeout_s,
@@ -99,6 +117,8 @@ class Webhooks:
                                     secret=new_secret(), created_at=time.time())
         if not self.store.add(subscription, limit=limit):
             raise _too_many(limit)
+        if any(s.id == subscription.id for s in self.store.of_topic(topic)):
+            self.begin([subscription])  # this process delivers it (else the one that does)
         log.info("webhook registered", extra={"fields": {
             "webhook": subscription.id, "session": session.short_id, "events": len(wanted)}})
         return subscription
@@ -137,6 +157,7 @@ class Webhooks:
         last delivered one, or, for one never delivered to, those since it was made (None
         when the stream no longer has them all).
         """
+        batches = []
         for subscription in subscriptions:
             if subscription.disabled:
                 continue
@@ -145,14 +166,68 @@ class Webhooks:
             if missed is None:
                 log.warning("a webhook missed events that are no longer kept",
                             extra={"fields": {"webhook": subscription.id}})
-                continue
-            wanted = [event for event in missed if subscription.wants(event.type)]
-            if wanted:
-                self.bridge.call(self._enqueue, subscription, wanted, timeout=_HANDOFF_TIMEOUT_S)
+                missed = []
+            batches.append((subscription, [e for e in missed if subscription.wants(e.type)]))
+        if batches:
+            self.bridge.call(self._resume, batches, timeout=_HANDOFF_TIMEOUT_S)
 
-    async def _enqueue(self, subscription: Subscription, events: list[Event]) -> None:
-        for event in events:
-            self.deliverer.enqueue(subscription, event)
+    async def _resume(self, batches: list[tuple[Subscription, list[Event]]]) -> None:
+        # Begun from Redis: what this process itself published lately is not theirs to get.
+        with self._begun_lock:
+            for subscription, _ in batches:
+                self._begun.setdefault(subscription.topic, set()).add(subscription.id)
+        for subscription, events in batches:
+            for event in events:
+                self.deliverer.enqueue(subscription, event)
+
+    def begin(self, subscriptions: list[Subscription]) -> None:
+        """This process delivers these subscriptions from now on (it just heard of them):
+        their deliveries begin with the events of their topic it published since they were
+        made (see the module docstring). Any thread."""
+        # Only those that missed something: the others begin with their first event.
+        missed = [s for s in subscriptions
+                  if self.recent.since(s.topic, int(s.created_at * 1000))]
+        if not missed:
+            return
+        if self.bridge.in_loop_thread():
+            self._begin(missed)
+            return
+        try:
+            self.bridge.submit(self._begin_async, missed)
+        except (BridgeClosed, BridgeForked):  # shutting down: nothing is delivered any more
+            pass
+
+    async def _begin_async(self, subscriptions: list[Subscription]) -> None:
+        self._begin(subscriptions)
+
+    def _begin(self, subscriptions: list[Subscription], until: Event | None = None) -> None:
+        # On the loop: the first time, a subscription gets what was published since it was
+        # made (up to *until*, the event being dispatched, which follows).
+        with self._begun_lock:
+            new = []
+            for subscription in subscriptions:
+                begun = self._begun.setdefault(subscription.topic, set())
+                if subscription.id not in begun:
+                    begun.add(subscription.id)
+                    new.append(subscription)
+        for subscription in new:
+            for event in self.recent.since(subscription.topic,
+                                           int(subscription.created_at * 1000),
+                                           until=until.id if until is not None else None):
+                if subscription.wants(event.type):
+                    self.deliverer.enqueue(subscription, event)
+
+    def forget_bot(self, bot: str) -> None:
+        """Another process publishes *bot*'s events now: what this one published of them,
+        and which of their subscriptions it began, no longer count. Any thread."""
+
+        def of_bot(topic: str) -> bool:
+            return topic.partition("/")[0] == bot  # topics are "<bot>/<guild>" (bus.topic_of)
+
+        self.recent.forget(of_bot)
+        with self._begun_lock:
+            for topic in [t for t in self._begun if of_bot(t)]:
+                del self._begun[topic]
 
     def session_ended(self, record: SessionRecord, reason: str) -> None:
         """A session ended (the session manager's listener): its subscriptions end too."""
@@ -183,7 +258,11 @@ class Webhooks:
     # -- events (the publishing thread) ---------------------------------------------------
 
     def _on_event(self, event: Event) -> None:
+        self.recent.add(event)
         if not self.store.of_topic(event.topic):
+            if event.topic in self._begun:  # its last subscription went
+                with self._begun_lock:
+                    self._begun.pop(event.topic, None)
             return
         if self.bridge.in_loop_thread():
             self.dispatch(event)
@@ -200,9 +279,15 @@ class Webhooks:
         self.dispatch(event)
 
     def dispatch(self, event: Event) -> None:
-        """Queue *event* for every subscription of its topic that wants it (on the loop)."""
+        """Queue *event* for every subscription of its topic that wants it (on the loop),
+        after what a subscription new here missed of its topic's events."""
         asyncio.get_running_loop()  # refuses to run anywhere else
-        for subscription in self.store.of_topic(event.topic):
+        subscriptions = self.store.of_topic(event.topic)
+        with self._begun_lock:  # forget the ones gone, so this stays as small as the topic's
+            self._begun.setdefault(event.topic, set()).intersection_update(
+                s.id for s in subscriptions)
+        self._begin(subscriptions, until=event)
+        for subscription in subscriptions:
             if subscription.wants(event.type):
                 self.deliverer.enqueue(subscription, event)
 

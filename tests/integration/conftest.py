@@ -1,6 +1,7 @@
 """Shared fixtures for integration tests: the sandbox (a real Discord emulator on a
 thread of the test process) and MemberSense under gunicorn (a real subprocess),
-talking over real sockets with real discord.py in between.
+talking over real sockets with real discord.py in between; for Redis mode, a
+:class:`Cluster` of MemberSense instances sharing one Redis.
 
 Servers are started once per module; each test logs out what it logged in and
 clears the sandbox's faults, so tests of a module stay independent.
@@ -13,11 +14,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
+from membersense.cluster.connection import Keys
+from membersense.discord.tokens import fingerprint
 from membersense.sandbox.config import SandboxConfig
 from membersense.sandbox.server import SandboxServer
 from tests.contract import watch_session
-from tests.integration.support import Api, Control, worker_pid, write_scenario
+from tests.integration.support import (
+    Api,
+    Control,
+    children,
+    sockets_to,
+    worker_pid,
+    write_scenario,
+)
+from tests.redis_support import delete_prefix, new_prefix
 from tests.servers import GunicornServer
 
 #: DISCORD_TIMEOUT and LOGIN_TIMEOUT of these tests' servers, in seconds: timing
@@ -78,6 +90,67 @@ class MemberSense:
             self.api.close()
         self.control.close()
         return self.server.stop()
+
+
+def api_of(instance: MemberSense) -> Api:
+    """The API client of a started instance."""
+    assert instance.api is not None
+    return instance.api
+
+
+#: Redis mode's SESSION_SECRET in these tests.
+SECRET = "the cluster's session secret, 32+ characters"
+#: Short leases, so that a failover happens within the test's patience (BOT_LEASE_TIME).
+LEASE_S = 3.0
+
+
+class Cluster:
+    """MemberSense instances sharing one Redis (and one key prefix)."""
+
+    def __init__(self, sandbox: SandboxServer, tmp: Path, url: str) -> None:
+        self.sandbox, self.tmp, self.url = sandbox, tmp, url
+        self.prefix = new_prefix()
+        self.keys = Keys(self.prefix)
+        self.instances: list[MemberSense] = []
+
+    def start(self, workers: int = 2, **env: str) -> MemberSense:
+        instance = MemberSense(self.sandbox, self.tmp / f"instance-{len(self.instances)}.log",
+                               REDIS_URL=self.url, SESSION_SECRET=SECRET,
+                               REDIS_KEY_PREFIX=self.prefix, WEB_CONCURRENCY=str(workers),
+                               BOT_LEASE_TIME=str(int(LEASE_S * 1000)), **env)
+        self.instances.append(instance)
+        return instance.start()
+
+    def owner_of(self, candidates: list[MemberSense]) -> MemberSense | None:
+        """The instance whose workers hold a socket to the sandbox (the bot's gateway)."""
+        for instance in candidates:
+            assert instance.server.process is not None
+            for worker in children(instance.server.process.pid):
+                if sockets_to(worker, self.sandbox.port):
+                    return instance
+        return None
+
+    def owner_pid(self, token: str) -> int | None:
+        """The process holding the bot's lease (``"<host>:<pid>:<nonce>:<fence>"``), or None."""
+        client = redis.Redis.from_url(self.url)
+        try:
+            lease = client.get(self.keys.lease(fingerprint(token)))
+        finally:
+            client.close()
+        return int(lease.decode().split(":")[-3]) if lease else None
+
+    def instance_of(self, pid: int | None) -> MemberSense | None:
+        """The instance *pid* is a worker of."""
+        for instance in self.instances:
+            process = instance.server.process
+            if pid is not None and process is not None and pid in children(process.pid):
+                return instance
+        return None
+
+    def stop(self) -> None:
+        for instance in self.instances:
+            instance.stop()
+        delete_prefix(self.url, self.prefix)
 
 
 @pytest.fixture(scope="module")

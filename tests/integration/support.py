@@ -1,17 +1,24 @@
 """Helpers for tests against real servers: a sandbox world, API and control clients,
-and counts of a process's threads and sockets read from /proc.
+event streams, and a process's children, threads and sockets read from /proc.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import requests
+
+from tests.sse import Frame, FrameReader
+
+if TYPE_CHECKING:
+    from membersense.sandbox.server import SandboxServer
 
 T = TypeVar("T")
 
@@ -129,7 +136,76 @@ class Control:
         return self.gateway()["connections_by_bot"].get(self.bot_id(username), 0)
 
 
+# -- sending, live events ----------------------------------------------------------
+
+_names = itertools.count()
+
+
+def newcomer() -> str:
+    """A username no member of the sandbox has yet."""
+    return f"newcomer{next(_names)}x{int(time.time() * 1000) % 100000}"
+
+
+def general(api: Api, session: str) -> str:
+    """A text channel of the session's guild that the bot can read."""
+    return next(c["id"] for c in api.get("/api/channels", session).json()
+                if c["name"] != "staff-only")
+
+
+def call(api: Api, method: str, path: str, session: str, **kwargs: Any) -> requests.Response:
+    """``METHOD path`` on *api* with the session (``headers``, ``json``, ``params`` as requests')."""
+    headers = {"Authorization": session, **kwargs.pop("headers", {})}
+    return api.http.request(method, f"{api.base_url}{path}", headers=headers, timeout=60,
+                            **kwargs)
+
+
+@contextmanager
+def stream(api: Api, session: str, *, read_timeout: float = 30.0,
+           **headers: str) -> Iterator[FrameReader]:
+    """An open event stream (its first comment already read: the stream is established).
+
+    A read that waits longer than *read_timeout* seconds raises.
+    """
+    response = api.http.get(f"{api.base_url}/api/events", stream=True,
+                            timeout=(10, read_timeout),
+                            headers={"Authorization": session, **headers})
+    try:
+        assert response.status_code == 200, response.text
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        frames = FrameReader(response.iter_content(chunk_size=None))
+        assert next(frames).comments == ["connected"]
+        yield frames
+    finally:
+        response.close()
+
+
+def until(frames: FrameReader, match: Callable[[Frame], bool]) -> Frame:
+    """The first event frame *match* accepts (others of the guild may come first)."""
+    while True:
+        frame = frames.next_event()
+        if match(frame):
+            return frame
+
+
+def sandbox_messages(sandbox: SandboxServer, channel: str) -> list[dict[str, Any]]:
+    """The channel's messages as the sandbox holds them, newest last."""
+
+    def read() -> list[dict[str, Any]]:
+        found = sandbox.world.channel(int(channel))
+        return [{"id": str(m.id), "content": m.content, "nonce": m.nonce,
+                 "mentions": list(m.mention_ids), "author": m.author.username}
+                for m in (found.messages[i] for i in found.message_ids)]
+
+    return sandbox.run(read)
+
+
 # -- a process's resources, from /proc ------------------------------------------
+
+def children(pid: int) -> list[int]:
+    """The child processes of *pid* (a gunicorn master's workers)."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
 
 def worker_pid(master_pid: int) -> int:
     """The (single) gunicorn worker of *master_pid*."""

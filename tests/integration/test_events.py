@@ -5,27 +5,29 @@ long-polls and a webhook receiver; streams resume, reset, are capped and end wit
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
-import requests
 
 from membersense.sandbox.server import SandboxServer
 from tests.integration.conftest import DISCORD_TIMEOUT_S, MemberSense
-from tests.integration.support import MAIN_TOKEN, Api, Control, wait_until
+from tests.integration.support import (
+    MAIN_TOKEN,
+    Api,
+    Control,
+    call,
+    general,
+    newcomer,
+    sandbox_messages,
+    stream,
+    until,
+    wait_until,
+)
 from tests.receiver import Receiver, running_receiver
-from tests.sse import Frame, FrameReader
-
-_names = itertools.count()
-
-
-def newcomer() -> str:
-    return f"newcomer{next(_names)}x{int(time.time() * 1000) % 100000}"
+from tests.sse import FrameReader
 
 
 @pytest.fixture(scope="module")
@@ -53,52 +55,6 @@ def keeper(app_server: MemberSense) -> Iterator[None]:
 def receiver() -> Iterator[Receiver]:
     with running_receiver() as server:
         yield server
-
-
-def general(api: Api, session: str) -> str:
-    return next(c["id"] for c in api.get("/api/channels", session).json()
-                if c["name"] != "staff-only")
-
-
-def call(api: Api, method: str, path: str, session: str, **kwargs: Any) -> requests.Response:
-    headers = {"Authorization": session, **kwargs.pop("headers", {})}
-    return api.http.request(method, f"{api.base_url}{path}", headers=headers, timeout=60,
-                            **kwargs)
-
-
-@contextmanager
-def stream(api: Api, session: str, **headers: str) -> Iterator[FrameReader]:
-    """An open event stream (its first comment already read: the stream is established)."""
-    response = api.http.get(f"{api.base_url}/api/events", stream=True, timeout=(10, 30),
-                            headers={"Authorization": session, **headers})
-    try:
-        assert response.status_code == 200, response.text
-        assert response.headers["Content-Type"].startswith("text/event-stream")
-        frames = FrameReader(response.iter_content(chunk_size=None))
-        assert next(frames).comments == ["connected"]
-        yield frames
-    finally:
-        response.close()
-
-
-def until(frames: FrameReader, match: Callable[[Frame], bool]) -> Frame:
-    """The first event frame *match* accepts (others of the guild may come first)."""
-    while True:
-        frame = frames.next_event()
-        if match(frame):
-            return frame
-
-
-def sandbox_messages(sandbox: SandboxServer, channel: str) -> list[dict[str, Any]]:
-    """The channel's messages as the sandbox holds them, newest last."""
-
-    def read() -> list[dict[str, Any]]:
-        found = sandbox.world.channel(int(channel))
-        return [{"id": str(m.id), "content": m.content, "nonce": m.nonce,
-                 "mentions": list(m.mention_ids), "author": m.author.username}
-                for m in (found.messages[i] for i in found.message_ids)]
-
-    return sandbox.run(read)
 
 
 def test_a_message_sent_through_the_api_is_in_discord_and_in_the_history(

@@ -20,57 +20,17 @@ import redis
 import requests
 
 from membersense.sandbox.server import SandboxServer
-from tests.integration.conftest import MemberSense
+from tests.integration.conftest import LEASE_S, SECRET, Cluster, MemberSense, api_of
 from tests.integration.support import (
     DISCORD_SHAPED_TOKEN,
     MAIN_TOKEN,
     MULTI_TOKEN,
     SECOND_TOKEN,
     Api,
-    sockets_to,
+    children,
     wait_until,
 )
-from tests.redis_support import RedisServer, delete_prefix, new_prefix
-
-SECRET = "the cluster's session secret, 32+ characters"
-#: Short leases, so that a failover happens within the test's patience.
-LEASE_S = 3.0
-
-
-def children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
-
-
-class Cluster:
-    """MemberSense instances sharing one Redis (and one key prefix)."""
-
-    def __init__(self, sandbox: SandboxServer, tmp: Path, url: str) -> None:
-        self.sandbox, self.tmp, self.url = sandbox, tmp, url
-        self.prefix = new_prefix()
-        self.instances: list[MemberSense] = []
-
-    def start(self, workers: int = 2, **env: str) -> MemberSense:
-        instance = MemberSense(self.sandbox, self.tmp / f"instance-{len(self.instances)}.log",
-                               REDIS_URL=self.url, SESSION_SECRET=SECRET,
-                               REDIS_KEY_PREFIX=self.prefix, WEB_CONCURRENCY=str(workers),
-                               BOT_LEASE_TIME=str(int(LEASE_S * 1000)), **env)
-        self.instances.append(instance)
-        return instance.start()
-
-    def owner_of(self, candidates: list[MemberSense]) -> MemberSense | None:
-        """The instance whose workers hold a socket to the sandbox (the bot's gateway)."""
-        for instance in candidates:
-            assert instance.server.process is not None
-            for worker in children(instance.server.process.pid):
-                if sockets_to(worker, self.sandbox.port):
-                    return instance
-        return None
-
-    def stop(self) -> None:
-        for instance in self.instances:
-            instance.stop()
-        delete_prefix(self.url, self.prefix)
+from tests.redis_support import RedisServer
 
 
 @pytest.fixture
@@ -78,11 +38,6 @@ def cluster(sandbox: SandboxServer, module_tmp: Path, redis_url: str) -> Iterato
     made = Cluster(sandbox, module_tmp, redis_url)
     yield made
     made.stop()
-
-
-def api_of(instance: MemberSense) -> Api:
-    assert instance.api is not None
-    return instance.api
 
 
 def members_of(api: Api, session: str) -> list[dict]:
@@ -100,7 +55,9 @@ def test_two_instances_share_sessions_state_and_one_gateway_connection(cluster: 
                        if c["name"] != "staff-only")
         for _ in range(6):  # several requests: both workers of B answer some
             assert len(members_of(api_b, session)) > 1000
-            assert api_b.get("/api/messages", session, channelId=channel, limit=2).json()
+            # History comes from B's own REST client (B connects no bot).
+            history = api_b.get("/api/messages", session, channelId=channel, limit=2)
+            assert history.status_code == 200 and len(history.json()) == 2, history.text
         second = api_b.login(MAIN_TOKEN)  # the same bot, on the other instance
         assert control.connections_of("Main Bot") == 1
         assert control.gateway()["identified"] >= 1
