@@ -139,6 +139,9 @@ def test_only_the_owner_delivers_and_its_mirror_follows_changes_made_anywhere(
     assert [s.id for s in owner.subscriptions.mirror(BOT)] == ["hook1"]
     assert [s.id for s in owner.subscriptions.of_topic(TOPIC)] == ["hook1"]
     assert other.subscriptions.of_topic(TOPIC) == []
+    # What a deliverer reads on the loop: the mirror only, never Redis.
+    assert owner.subscriptions.delivering("hook1") is not None
+    assert other.subscriptions.delivering("hook1") is None
     assert heard == []  # a takeover begins its subscriptions itself (from the streams)
 
     other.subscriptions.add(subscription(2), limit=5)  # registered through another process
@@ -149,8 +152,10 @@ def test_only_the_owner_delivers_and_its_mirror_follows_changes_made_anywhere(
     wait_until(lambda: [s.id for s in owner.subscriptions.of_topic(TOPIC)] == ["hook2"],
                timeout=5, what="the owner to hear of the removal")
 
+    assert owner.subscriptions.delivering("hook1") is None
     owner.subscriptions.unmirror(BOT)
     assert owner.subscriptions.of_topic(TOPIC) == []
+    assert owner.subscriptions.delivering("hook2") is None
     other.subscriptions.add(subscription(3), limit=5)
     time.sleep(0.2)  # its notice comes and goes: a process that gave the bot up stays out
     assert owner.subscriptions.of_topic(TOPIC) == []

@@ -270,6 +270,24 @@ def test_the_first_session_a_process_serves_also_ends_when_it_ends_elsewhere(
         connection.close()
 
 
+def test_copies_of_sessions_redis_expired_are_dropped_by_the_sweep(
+        redis_stores: RedisStores, clock: FakeClock) -> None:
+    ended: list[tuple[str, str]] = []
+    store = redis_stores.make(ended=ended)
+    kept, lapsed = opened(store, 1), opened(store, 2)
+    assert store.get(kept.id) is not None and store.get(lapsed.id) is not None
+    clock.advance(IDLE_S / 2)
+    assert store.expire() == [] and ended == []  # too recent to have expired: not even asked
+    # Redis expires the second one (its TTL; as if idle everywhere), the first is in use
+    # elsewhere; this process saw neither.
+    store._redis.client.delete(store._keys.session(lapsed.id))
+    clock.advance(IDLE_S)
+    assert store.expire() == []  # Redis ended it, not this sweep: nothing to count or log
+    assert ended == [(lapsed.id, ENDED_ELSEWHERE)]  # its streams and webhooks here end
+    assert "cached=1" in repr(store)
+    assert store.expire() == [] and ended == [(lapsed.id, ENDED_ELSEWHERE)]  # once
+
+
 def test_the_caps_hold_across_processes(redis_stores: RedisStores) -> None:
     stores = [redis_stores.make() for _ in range(4)]
     caps = Caps(total=25, per_token=1000, per_client=1000)

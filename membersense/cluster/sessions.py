@@ -319,7 +319,28 @@ class RedisSessionStore(SessionStore):
         return bool(self._redis.call(read) == b"1")
 
     def expire(self) -> list[SessionRecord]:
-        """Nothing to do: Redis expires idle sessions itself (and the caps prune them)."""
+        """Forget this process's copies of sessions Redis expired; none to return.
+
+        Redis expires idle sessions itself (and the caps prune them), unseen: a copy
+        not refreshed here for the idle timeout may be of one that is gone. Those are
+        dropped, and the end listener told (``ENDED_ELSEWHERE``: nothing to log again),
+        so this process's streams and webhooks of them end too.
+        """
+        now = self._clock()
+        with self._lock:
+            stale = [c.record for c in self._cache.values()
+                     if now - c.refreshed >= self.idle_timeout]
+        if not stale:
+            return []
+
+        def exists() -> list[Any]:
+            pipeline = self._redis.client.pipeline(transaction=False)
+            for record in stale:
+                pipeline.exists(self._keys.session(record.id))
+            return list(pipeline.execute())
+
+        gone = [r for r, found in zip(stale, self._redis.call(exists), strict=True) if not found]
+        self._ended([r for r in gone if self._forget(r.id) is not None], ENDED_ELSEWHERE)
         return []
 
     def shutdown(self) -> list[SessionRecord]:

@@ -166,6 +166,11 @@ class RedisSubscriptionStore(SubscriptionStore):
         found = self._load([subscription_id])
         return found[0] if found else None
 
+    def delivering(self, subscription_id: str) -> Subscription | None:
+        """The mirrored subscription, or None when this process does not deliver it (never
+        reads Redis: the deliverer calls it on the event loop)."""
+        return self._mirror.get(subscription_id)
+
     def of_session(self, session_id: str) -> list[Subscription]:
         """The session's subscriptions, oldest first."""
         found = self._load(self._members(self._keys.session_webhooks(session_id)))

@@ -162,7 +162,7 @@ class Deliverer:
     async def _work(self, subscription_id: str, outbox: _Outbox) -> None:
         while not outbox.queue.empty():
             event = outbox.queue.get_nowait()
-            subscription = self.store.get(subscription_id)
+            subscription = self.store.delivering(subscription_id)
             if subscription is None or subscription.disabled:
                 self.stop(subscription_id)
                 return

@@ -45,6 +45,10 @@ class MemorySubscriptionStore(SubscriptionStore):
         """The subscription with this id, or None."""
         return self._records.get(subscription_id)
 
+    def delivering(self, subscription_id: str) -> Subscription | None:
+        """The subscription with this id, or None (this process delivers every one)."""
+        return self._records.get(subscription_id)
+
     def of_session(self, session_id: str) -> list[Subscription]:
         """The session's subscriptions, oldest first."""
         with self._lock:

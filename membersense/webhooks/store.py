@@ -79,6 +79,11 @@ class SubscriptionStore(ABC):
         """The subscription with this id, or None."""
 
     @abstractmethod
+    def delivering(self, subscription_id: str) -> Subscription | None:
+        """The subscription as its deliverer sees it, or None when this process does not
+        deliver it (any more). Never blocks: the deliverer calls it on the event loop."""
+
+    @abstractmethod
     def of_session(self, session_id: str) -> list[Subscription]:
         """The session's subscriptions, oldest first."""
 

@@ -114,10 +114,11 @@ class Cluster:
         self.instances: list[MemberSense] = []
 
     def start(self, workers: int = 2, **env: str) -> MemberSense:
+        settings = {"REDIS_URL": self.url, "SESSION_SECRET": SECRET,
+                    "REDIS_KEY_PREFIX": self.prefix, "WEB_CONCURRENCY": str(workers),
+                    "BOT_LEASE_TIME": str(int(LEASE_S * 1000)), **env}
         instance = MemberSense(self.sandbox, self.tmp / f"instance-{len(self.instances)}.log",
-                               REDIS_URL=self.url, SESSION_SECRET=SECRET,
-                               REDIS_KEY_PREFIX=self.prefix, WEB_CONCURRENCY=str(workers),
-                               BOT_LEASE_TIME=str(int(LEASE_S * 1000)), **env)
+                               **settings)
         self.instances.append(instance)
         return instance.start()
 
