@@ -1173,6 +1173,8 @@ async function pollEvents(live) {
   if (live.lastId) query.set("after", live.lastId);
   const controller = new AbortController();
   live.controller = controller;
+  // The waiting poll is the live connection now (after a failure, it is until it answers).
+  if (!live.attempts) setLive("polling", live.busy ? "Live (polling: the server is busy)" : "Live (polling)");
   let result;
   try {
     result = await call(`/api/events/poll?${query}`, { signal: controller.signal });
