@@ -243,7 +243,7 @@ function reset() {
   $("send-button").disabled = false;
   $("server-icon").removeAttribute("src");
   $("live").removeAttribute("data-state");
-  for (const id of ["server", "server-icon", "logout", "app-view", "older", "send", "send-note", "live"]) $(id).hidden = true;
+  for (const id of ["server", "server-icon", "logout", "app-view", "older", "send", "send-note", "to-send", "live"]) $(id).hidden = true;
   $("login-view").hidden = false;
 }
 
@@ -820,6 +820,7 @@ function renderSendBox() {
   const channelId = state.channelId;
   const channel = channelId && state.channelById.get(channelId);
   $("send").hidden = !channel;
+  $("to-send").hidden = !channel;
   if (!channel) return;
   const refused = state.noSend.get(channelId);
   const waiting = Date.now() < state.sendBlockedUntil;
@@ -830,7 +831,8 @@ function renderSendBox() {
   $("send-button").textContent = state.sending ? "Sending…" : "Send";
   $("send-note").hidden = !refused;
   $("send-note").textContent = refused
-    ? `Cannot send here: the bot has no permission to post in #${channel.name}. ${refused}` : "";
+    ? `Cannot send here: the bot has no permission to post in #${channel.name}.` : "";
+  $("send-note").title = refused || ""; // the server's own words
 }
 
 function holdSending(seconds) {
@@ -842,6 +844,11 @@ function holdSending(seconds) {
     if ($("send-error").textContent) $("send-status").textContent = "You can send again now.";
   });
 }
+
+$("to-send").addEventListener("click", () => {
+  if ($("send-text").disabled) $("send-note").scrollIntoView({ block: "nearest" });
+  else $("send-text").focus();
+});
 
 $("send-text").addEventListener("keydown", (event) => {
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {

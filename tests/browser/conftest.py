@@ -29,7 +29,7 @@ CHROMIUM_ARGS = [
 ARTIFACTS = ROOT / "test-artifacts"
 TOKEN = "browser-test-token"
 #: Window sizes the pages are tried at.
-VIEWPORTS = {"desktop": (1366, 768), "phone": (390, 844)}
+VIEWPORTS = {"desktop": (1366, 768), "phone": (390, 844), "narrow": (360, 740)}
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,8 @@ from .conftest import TOKEN
 
 XSS = "<img src=x onerror=alert(1)>"
 SERVER_NAME = "MemberSense Sandbox"
+#: Chromium logs every error answer to a page's request in the console.
+FAILED_LOAD = r"^Failed to load resource: the server responded with a status of"
 #: The page's own event stream or waiting long-poll, aborted by the page when it leaves
 #: (logout, reload): Chromium reports that as a failed request, which is no failure of the page.
 STREAM = re.compile(r"^GET \S+/api/events(\?ticket=|/poll\?)\S+ net::ERR_ABORTED$")

@@ -15,6 +15,7 @@ from membersense.sandbox.server import SandboxServer
 
 from .conftest import TOKEN
 from .support import (
+    FAILED_LOAD,
     SERVER_NAME,
     XSS,
     Watch,
@@ -24,8 +25,10 @@ from .support import (
     log_in_without_members,
     no_broken_images,
     no_horizontal_overflow,
+    open_channel,
     readable,
 )
+
 
 @pytest.fixture(scope="module")
 def world(app_url: str, sandbox: SandboxServer) -> Iterator[dict[str, Any]]:
@@ -202,7 +205,75 @@ def test_keyboard_only(context: Any, app_url: str, world: dict[str, Any]) -> Non
     assert "channel" in focused
     page.keyboard.press("Enter")
     page.wait_for_selector("#message-list li.message")
+    # Past the channels, one key skips the messages' links to the message box; Enter
+    # sends, Shift+Enter starts a new line.
+    for _ in range(30):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "to-send":
+            break
+    assert page.evaluate("document.activeElement.id") == "to-send"
+    assert page.is_visible("#to-send")  # seen while focused
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "send-text"
+    page.keyboard.type("typed with the keyboard")
+    page.keyboard.press("Shift+Enter")
+    page.keyboard.type("on two lines")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => [...document.querySelectorAll('#message-list .text')]"
+                           ".some(n => n.textContent === 'typed with the keyboard\\non two lines')")
+    assert page.evaluate("document.activeElement.id") == "send-text"  # ready for the next one
     page.click("#logout")
+
+
+@pytest.mark.parametrize("context", ["narrow"], indirect=True)
+def test_send_errors_say_why_and_when_to_try_again(context: Any, app_url: str,
+                                                   world: dict[str, Any], artifacts: Path) -> None:
+    """At 360 px: an empty message, the server's 400, a 429 and a 503 (these two made up
+    here), each said in words, the text kept, Send held back as long as the server asks."""
+    page = context.new_page()
+    watch = Watch(page)
+    made_up = [
+        (429, {"error": "Too many requests", "retryAfter": 2}, {"Retry-After": "2"}),
+        (503, {"error": "Discord is rate limiting this bot; try again later"}, {"Retry-After": "3"}),
+    ]
+
+    def answer(route: Any) -> None:
+        if route.request.method != "POST" or route.request.post_data.count("x") > 2000:
+            route.continue_()  # the real server answers the long one
+            return
+        status, body, headers = made_up.pop(0)
+        route.fulfill(status=status, body=json.dumps(body), content_type="application/json",
+                      headers=headers)
+
+    page.route("**/api/messages", answer)
+    log_in(page, app_url)
+    open_channel(page, world["general"]["id"])
+    page.press("#send-text", "Enter")
+    assert page.text_content("#send-error") == "Write a message first."
+    # Past the box's maxlength (as a paste through a script could): the server's own words.
+    page.evaluate("document.querySelector('#send-text').value = 'x'.repeat(2001)")
+    page.press("#send-text", "Enter")
+    page.wait_for_function("() => document.querySelector('#send-error').textContent === "
+                           "'Not sent: content must be text of 1 to 2000 characters.'")
+    page.fill("#send-text", "hello")
+    page.press("#send-text", "Enter")
+    page.wait_for_function("() => document.querySelector('#send-error').textContent === "
+                           "'Not sent: too many requests. Try again in 2 s.'")
+    assert page.is_disabled("#send-button") and page.input_value("#send-text") == "hello"
+    no_horizontal_overflow(page)
+    readable(page, "#send-error")
+    page.screenshot(path=str(artifacts / "send-error-narrow.png"))
+    page.wait_for_selector("#send-button:enabled", timeout=15_000)
+    assert page.text_content("#send-status") == "You can send again now."
+    page.press("#send-text", "Enter")
+    page.wait_for_function("() => document.querySelector('#send-error').textContent === "
+                           "'Not sent: Discord is rate limiting this bot; try again later. Try again in 3 s.'")
+    page.emulate_media(color_scheme="dark")
+    readable(page, "#send-error")
+    no_horizontal_overflow(page)
+    assert made_up == []
+    page.click("#logout")
+    watch.assert_clean(errors=(r"^(400|429|503) POST \S+/api/messages$",), console=(FAILED_LOAD,))
 
 
 def test_an_ended_session_goes_back_to_the_login(context: Any, app_url: str) -> None:

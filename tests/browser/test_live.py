@@ -25,7 +25,7 @@ from tests.integration.support import Control
 from tests.servers import GunicornServer
 
 from .conftest import TOKEN
-from .support import XSS, Watch, live, log_in, open_channel
+from .support import FAILED_LOAD, XSS, Watch, live, log_in, open_channel, readable
 
 #: EVENT_STREAM_MAX_SECONDS of this module's server: streams end (and the page reopens
 #: them) every few seconds instead of every 270.
@@ -38,8 +38,6 @@ SCENARIO = {
     "guilds": [{"name": "MemberSense Sandbox", "members": 150, "channels": 4, "messages": 60,
                 "read_only_channels": ["staff-news"]}],
 }
-#: Chromium logs every error answer of a page's request in the console.
-FAILED_LOAD = r"Failed to load resource: the server responded with a status of"
 
 _names = itertools.count()
 
@@ -293,12 +291,15 @@ def test_sending_where_the_bot_may_not_post_says_so_and_turns_the_box_off(
     page.fill("#send-text", "may I?")
     page.click("#send-button")
     page.wait_for_selector("#send-note", state="visible")
-    note = page.text_content("#send-note")
-    assert note.startswith("Cannot send here: the bot has no permission to post in #staff-news.")
+    assert page.text_content("#send-note") == "Cannot send here: the bot has no permission to post in #staff-news."
     assert page.get_attribute("#send-note", "role") == "alert"
     assert page.is_disabled("#send-text") and page.is_disabled("#send-button")
     assert sandbox_messages(sandbox, world["read_only"]) == before
+    readable(page, "#send-note")
     page.screenshot(path=str(artifacts / "send-refused.png"))
+    page.emulate_media(color_scheme="dark")
+    readable(page, "#send-note")
+    page.emulate_media(color_scheme="light")
     # Another channel can be posted in; coming back, the box is still off, without asking.
     page.click(f".channel[data-channel-id='{world['general']}']")
     page.wait_for_selector("#message-list li.message")
