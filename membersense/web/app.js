@@ -85,8 +85,10 @@ async function call(path, options = {}) {
     if (error.name === "AbortError") throw error;
     throw new ApiError(0, "Cannot reach the MemberSense server. Check your connection; the page retries when you act again.");
   }
-  const empty = response.status === 204 || response.status === 304;
-  const body = empty ? null : await response.json().catch(() => null);
+  let body = null;
+  // Read to its end even when empty: an unread body counts as a cancelled request.
+  if (response.status === 204 || response.status === 304) await response.text().catch(() => "");
+  else body = await response.json().catch(() => null);
   if (response.ok || response.status === 304) return { body, response };
   const retry = Number((body && body.retryAfter) || response.headers.get("Retry-After") || 0);
   const error = new ApiError(response.status, (body && body.error) || `HTTP ${response.status}`, retry);
@@ -1028,13 +1030,29 @@ function applyEvent(type, data) {
   }
 }
 
-/** `reset`: what happened meanwhile is no longer in the server's buffer: read it all again. */
+/** `reset`: what happened meanwhile is no longer in the server's buffer: read it all again
+ *  (the bot may be reconnecting to Discord: a busy answer is tried again when it says). */
 function reloadEverything() {
-  loadMembers().catch(() => {});
-  loadChannels().then(() => {
+  retrying(loadMembers);
+  retrying(loadChannels).then(() => {
     if (state.channelId && !state.channelById.has(state.channelId)) removeChannel({ id: state.channelId });
-  }).catch(() => {});
+  });
   if (state.channelId) loadMessages(null);
+}
+
+/** *read()*, tried up to *tries* times while it fails with a network error, 429 or 5xx. */
+async function retrying(read, tries = 4) {
+  const generation = state.generation;
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await read();
+    } catch (error) {
+      const busy = error instanceof ApiError && (error.status === 0 || error.status === 429 || error.status >= 500);
+      if (!busy || attempt >= tries || generation !== state.generation) return undefined;
+      await new Promise((resolve) => later(error.retryAfter ? error.retryAfter * 1000 : backoff(attempt), resolve));
+      if (generation !== state.generation) return undefined;
+    }
+  }
 }
 
 /** Where the guild's events stand now (the long-poll's X-Event-Cursor without waiting). */

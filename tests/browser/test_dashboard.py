@@ -277,7 +277,9 @@ def test_send_errors_say_why_and_when_to_try_again(context: Any, app_url: str,
 
 
 def test_an_ended_session_goes_back_to_the_login(context: Any, app_url: str) -> None:
+    """A read answered 401 (test_live has the stream's `end` doing the same)."""
     page = context.new_page()
+    page.route("**/api/events/ticket", lambda route: None)  # no stream here: the read notices
     log_in(page, app_url)
     session = page.evaluate("sessionStorage.getItem('membersense.session')")
     requests.post(f"{app_url}/api/auth/logout", headers={"Authorization": session}, timeout=30)

@@ -425,3 +425,76 @@ def test_a_server_without_room_for_streams_is_polled_without_waiting(
     assert any(p.get("wait") == ["0"] and "after" in p for p in polls)
     page.click("#logout")
     watch.assert_clean(errors=(r"^503 GET \S+/api/events(/poll)?\?",), console=(FAILED_LOAD, "EventSource"))
+
+
+def test_a_guild_update_changes_the_server_card(context: Any, app_url: str, world: dict[str, Any]) -> None:
+    """The sandbox cannot rename its guild, so the first stream here is made up: it carries a
+    ``guild.update`` in the shape the API sends (and a malformed frame, which is skipped);
+    the page then reconnects to the real server and reads the members again, only if they
+    changed (If-None-Match: a 304 here)."""
+    page = context.new_page()
+    watch = Watch(page)
+    served: list[str] = []
+    renamed = {"id": world["guild"], "name": "Renamed <b>Guild</b>", "memberCount": 7, "iconURL": None}
+    body = ("event: message.create\ndata: {not json\n\n"
+            f"event: guild.update\ndata: {json.dumps(renamed)}\n\n")
+
+    def stream(route: Any) -> None:
+        served.append(route.request.url)
+        if len(served) == 1:
+            route.fulfill(status=200, content_type="text/event-stream", body=body)
+        else:
+            route.continue_()
+
+    page.route(lambda url: "/api/events?" in url, stream)
+    log_in(page, app_url)
+    page.wait_for_function("() => document.querySelector('#server-name').textContent === 'Renamed <b>Guild</b>'")
+    assert page.text_content("#member-count") == "7 members"
+    assert not page.is_visible("#server-icon") and page.locator(".bar b").count() == 0
+    page.wait_for_function("() => performance.getEntriesByType('resource')"
+                           ".filter(e => e.name.endsWith('/api/members')).length === 2")
+    revalidated = watch.api_requests("GET", "/api/members")[-1]
+    assert revalidated.headers.get("if-none-match")
+    assert revalidated.response().status == 304
+    assert page.text_content("#member-count") == "7 members"  # nothing changed: not read again
+    live(page)
+    assert len(served) >= 2
+    # A reload keeps the card as the last update left it.
+    page.wait_for_load_state("networkidle")
+    page.reload()
+    page.wait_for_selector("#member-list li.member")
+    assert page.text_content("#server-name") == "Renamed <b>Guild</b>"
+    page.click("#logout")
+    watch.assert_clean()
+
+
+def test_a_reset_reads_everything_again(context: Any, app_url: str, world: dict[str, Any],
+                                        control: Control) -> None:
+    """The bot's gateway session is invalidated (op 9) and starts anew: events of the old one
+    may be lost, so the stream sends ``reset`` and the page reads members, channels and the
+    open channel's messages again, then goes on live. (Last in the module: it reconnects
+    the bot every other test shares.)"""
+    page = context.new_page()
+    watch = Watch(page)
+    log_in(page, app_url)
+    open_channel(page, world["general"])
+    live(page)
+
+    def reads() -> tuple[int, int, int]:
+        return (len(watch.api_requests("GET", "/api/members")),
+                len(watch.api_requests("GET", "/api/channels")),
+                len(watch.api_requests("GET", "/api/messages")))
+
+    before = reads()
+    control.request("POST", "/gateway/invalidate")
+    deadline = time.monotonic() + 30
+    while not all(after > first for after, first in zip(reads(), before, strict=True)) and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+    assert all(after > first for after, first in zip(reads(), before, strict=True)), (before, reads())
+    page.wait_for_function("(n) => document.querySelectorAll('#member-list li.member').length === n", arg=100)
+    page.wait_for_selector("#message-list li.message")
+    message = post(control, world, world["general"], unique("after the reset "))
+    page.wait_for_selector(f"#message-{message}")
+    page.click("#logout")
+    # The member list may still be loading from Discord for a moment (503, tried again).
+    watch.assert_clean(errors=(r"^503 GET \S+/api/members$",), console=(FAILED_LOAD,))
