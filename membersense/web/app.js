@@ -969,7 +969,8 @@ function sendFailed(error, channelId) {
 // POST /api/events/ticket (EventSource cannot send Authorization, and the session id must
 // not go in a URL). A used ticket cannot open another stream, so EventSource's own
 // reconnection is never used: on any error or close the stream is closed here, and a new
-// ticket opens a new one from the last event seen (&lastEventId=). A stream that ends
+// ticket opens a new one from the last event seen (&lastEventId=); after `end` too, whose
+// ticket request answers 401 when the session is over (back to the login). A stream that ends
 // after EVENT_STREAM_MAX_SECONDS is reopened after its `retry:` hint; failures back off.
 // A stream that cannot even be opened (503: the server's cap on streams; a host that
 // refuses it) falls back to the long-poll GET /api/events/poll for a while, which also
@@ -1165,9 +1166,13 @@ async function openStream(live) {
   };
   for (const type of [...Object.keys(EVENT_HANDLERS), "reset"]) source.addEventListener(type, onEvent(type));
   source.addEventListener("end", () => {
+    // The session ended, or the server is shutting down (it says `end` then too): asking for
+    // a new ticket tells which. A 401 signs out; a ticket opens a stream elsewhere.
     if (live.source !== source || !current(live)) return;
     source.close();
-    signedOut("Your session has ended (logged out elsewhere, or idle too long). Log in again.");
+    live.source = null;
+    live.attempts = 0;
+    openStream(live);
   });
   source.onerror = () => {
     if (live.source !== source) return;

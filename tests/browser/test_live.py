@@ -362,7 +362,8 @@ def test_a_session_ended_elsewhere_ends_the_page_and_its_requests(
     live(page)
     session = page.evaluate("sessionStorage.getItem('membersense.session')")
     requests.post(f"{app_url}/api/auth/logout", headers={"Authorization": session}, timeout=30)
-    # The stream says `end`: back to the login, with nothing clicked.
+    # The stream says `end`; the ticket for the next one is refused (401): back to the login,
+    # with nothing clicked.
     page.wait_for_selector("#login", state="visible")
     assert "session has ended" in page.text_content("#notice")
     assert page.locator("li.member").count() == 0 and page.text_content("#server-name") == ""
@@ -371,7 +372,8 @@ def test_a_session_ended_elsewhere_ends_the_page_and_its_requests(
     page.wait_for_timeout((STREAM_SECONDS + 2) * 1000)  # a stream would have been reopened by now
     assert len(watch.api_requests("POST", "/api/events/ticket")) == asked
     assert [r.url for r in watch.requests if "/api/" in r.url and r.url.endswith("/api/events")] == []
-    watch.assert_clean()
+    watch.assert_clean(errors=(r"^401 POST \S+/api/events/ticket$",), console=(FAILED_LOAD,))
+    assert watch.errors == [f"401 POST {app_url}/api/events/ticket"]
 
 
 def test_a_host_that_refuses_streams_gets_the_long_poll(
@@ -467,6 +469,34 @@ def test_a_guild_update_changes_the_server_card(context: Any, app_url: str, worl
     page.click("#logout")
     watch.assert_clean()
 
+
+def test_an_end_from_a_server_going_away_keeps_a_valid_session(
+        context: Any, app_url: str, world: dict[str, Any], control: Control) -> None:
+    """A server shutting down ends its streams with ``event: end`` too (made up here): the
+    page asks for a new ticket, which it gets while the session is valid, and stays."""
+    page = context.new_page()
+    watch = Watch(page)
+    served: list[str] = []
+
+    def stream(route: Any) -> None:
+        served.append(route.request.url)
+        if len(served) == 1:
+            route.fulfill(status=200, content_type="text/event-stream",
+                          body='event: end\ndata: {"reason":"session ended"}\n\n')
+        else:
+            route.continue_()
+
+    page.route(lambda url: "/api/events?" in url, stream)
+    log_in(page, app_url)
+    open_channel(page, world["general"])
+    page.wait_for_function("(n) => performance.getEntriesByType('resource')"
+                           ".filter(e => e.name.includes('/api/events?ticket=')).length >= n", arg=2)
+    live(page)
+    assert page.is_visible("#logout") and page.text_content("#notice") == ""
+    message = post(control, world, world["general"], unique("after a server went away "))
+    page.wait_for_selector(f"#message-{message}")
+    page.click("#logout")
+    watch.assert_clean()
 
 def test_a_reset_reads_everything_again(context: Any, app_url: str, world: dict[str, Any],
                                         control: Control) -> None:
