@@ -453,7 +453,10 @@ $("member-search").addEventListener("input", () => {
   clearTimeout(searchTimer);
   searchTimer = setTimeout(filterMembers, 120); // one filter per pause in typing
 });
-$("role-filter").addEventListener("change", () => filterMembers());
+$("role-filter").addEventListener("change", () => {
+  clearTimeout(searchTimer); // this filters with the search text too; a late timer would go back to page 1
+  filterMembers();
+});
 $("prev-page").addEventListener("click", () => { state.page -= 1; renderMembers(); });
 $("next-page").addEventListener("click", () => { state.page += 1; renderMembers(); });
 
