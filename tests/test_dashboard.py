@@ -62,6 +62,12 @@ def test_pictures_may_come_from_the_configured_cdn_only(make_app: Callable[..., 
     assert "img-src 'self' data: http://127.0.0.1:8765;" in sandbox.headers["Content-Security-Policy"]
 
 
+def test_the_page_may_connect_to_its_own_server_only(client: FlaskClient) -> None:
+    # fetch() and the event stream: same origin, whatever the CDN.
+    policy = get(client, "/").headers["Content-Security-Policy"]
+    assert "connect-src 'self';" in policy and "script-src" not in policy  # default-src 'self'
+
+
 def test_the_page_renders_data_as_text_only(client: FlaskClient) -> None:
     # The browser tests show it (an XSS message renders as text); this keeps the means in
     # plain sight: no HTML parsing of anything, and the token never goes into storage.

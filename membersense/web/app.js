@@ -3,35 +3,63 @@
 // Security rules this file keeps:
 // - the bot token is sent once (POST /api/auth/login) and never stored; the session id is
 //   the only thing kept, in sessionStorage (this tab only), sent as the existing MemberSense
-//   web client sends it (Authorization: <sessionId>);
+//   web client sends it (Authorization: <sessionId>), and never put in a URL (the event
+//   stream is opened with a one-time ticket instead);
 // - every name, message and URL from the API reaches the page as text or as an attribute
 //   set through the DOM, never as HTML;
-// - logging out (or a 401) removes every piece of guild data from the page.
+// - logging out (or a 401, or the stream's `end`) removes every piece of guild data from
+//   the page and stops every request and timer of the session.
 "use strict";
 
 const SESSION_KEY = "membersense.session";
 const PAGE_SIZE = 100;
 const MESSAGE_PAGE = 50;
 const AVATAR_SIZE = "64"; // Discord's CDN takes ?size= (a power of two)
+/** Tries of one message after a network error, 502 or 504 (same Idempotency-Key each time). */
+const SEND_RETRIES = 2;
+/** The long-poll's wait (the API's maximum). */
+const POLL_WAIT_S = 25;
+/** How long the page long-polls after a stream could not be opened, before trying one again. */
+const POLL_MODE_MS = 60_000;
+/** The wait between two immediate polls while the server has no room for a waiting one. */
+const BUSY_POLL_MIN_S = 5;
+/** The longest wait between two reconnection attempts. */
+const MAX_BACKOFF_MS = 30_000;
+/** The stream's own reconnection hint (`retry: 1000` after EVENT_STREAM_MAX_SECONDS). */
+const RECONNECT_MS = 1000;
 
 const $ = (id) => document.getElementById(id);
 
 /** Everything known about the logged-in guild; reset() forgets it all. */
 const state = {
   sessionId: sessionStorage.getItem(SESSION_KEY),
+  // Bumped by reset(): an answer that arrives for an earlier session is dropped.
+  generation: 0,
   server: null, // the login answer's serverName, memberCount, iconURL, guildId
-  members: [],
+  members: [], // ordered by id, as the API orders them
   memberById: new Map(),
+  membersEtag: null,
+  roleSignature: "",
   channels: [],
   channelById: new Map(),
   filtered: [],
   page: 0,
   channelId: null,
-  messages: [], // oldest first
+  messages: [], // of the open channel, oldest first
   messageById: new Map(),
   loadingOlder: false,
-  live: null, // the open EventSource, if any (issue 10's events)
-  canSend: false,
+  unread: new Set(), // channels with messages that came live while another was open
+  noSend: new Map(), // channel id → why the bot cannot send there (learnt from a 403)
+  draft: null, // {channelId, content, key}: a message whose Idempotency-Key a retry reuses
+  sending: false,
+  sendBlockedUntil: 0,
+  sendTimer: null,
+  loads: 0, // REST reads under way; live events wait for them in `queue`
+  queue: [],
+  membersTimer: null,
+  rolesTimer: null,
+  live: null, // the live-updates connection (see "live updates" below)
+  timers: new Set(),
 };
 
 // -- talking to the API -------------------------------------------------------------
@@ -44,37 +72,85 @@ class ApiError extends Error {
   }
 }
 
-async function api(path, options = {}) {
+/** One API request: {body, response} when it succeeded (2xx or 304), else an ApiError. */
+async function call(path, options = {}) {
   const headers = { ...(options.headers || {}) };
   if (state.sessionId && path !== "/api/auth/login") headers.Authorization = state.sessionId;
   if (options.body) headers["Content-Type"] = "application/json";
+  const generation = state.generation;
   let response;
   try {
     response = await fetch(path, { ...options, headers, cache: "no-store" });
   } catch (error) {
+    if (error.name === "AbortError") throw error;
     throw new ApiError(0, "Cannot reach the MemberSense server. Check your connection; the page retries when you act again.");
   }
-  const body = await response.json().catch(() => null);
-  if (response.ok) return body;
+  let body = null;
+  // Read to its end even when empty: an unread body counts as a cancelled request.
+  if (response.status === 204 || response.status === 304) await response.text().catch(() => "");
+  else body = await response.json().catch(() => null);
+  if (response.ok || response.status === 304) return { body, response };
   const retry = Number((body && body.retryAfter) || response.headers.get("Retry-After") || 0);
   const error = new ApiError(response.status, (body && body.error) || `HTTP ${response.status}`, retry);
-  if (response.status === 401 && path !== "/api/auth/login") {
+  // A 401 of a session already gone (logged out, then in again) says nothing of this one.
+  if (response.status === 401 && path !== "/api/auth/login" && generation === state.generation) {
     signedOut("Your session has ended (logged out elsewhere, or idle too long). Log in again.");
   }
   throw error;
 }
 
+async function api(path, options = {}) {
+  return (await call(path, options)).body;
+}
+
 /** A sentence for an error, saying what to do next. */
 function explain(error) {
   if (!(error instanceof ApiError)) return `Something went wrong: ${error.message}`;
-  const wait = error.retryAfter ? ` Try again in ${Math.ceil(error.retryAfter)} s.` : " Try again in a moment.";
   switch (error.status) {
     case 0: return error.message;
-    case 429: return `Too many requests.${wait}`;
-    case 503: return `${error.message}.${wait}`.replace("..", ".");
-    case 504: return `Discord did not answer in time.${wait}`;
+    case 429: return `Too many requests.${retryIn(error)}`;
+    case 503: return `${sentence(error.message)}${retryIn(error)}`;
+    case 504: return `Discord did not answer in time.${retryIn(error)}`;
     default: return error.message;
   }
+}
+
+function retryIn(error) {
+  return error.retryAfter ? ` Try again in ${Math.ceil(error.retryAfter)} s.` : " Try again in a moment.";
+}
+
+function sentence(text) {
+  return /[.!?]$/.test(text) ? text : `${text}.`;
+}
+
+/** setTimeout that reset() cancels. */
+function later(ms, callback) {
+  const timer = setTimeout(() => { state.timers.delete(timer); callback(); }, ms);
+  state.timers.add(timer);
+  return timer;
+}
+
+function cancel(timer) {
+  if (timer === null || timer === undefined) return;
+  clearTimeout(timer);
+  state.timers.delete(timer);
+}
+
+/** Snowflakes (decimal, no leading zeros) in numeric order, without BigInt. */
+function compareIds(a, b) {
+  return a.length - b.length || (a < b ? -1 : a > b ? 1 : 0);
+}
+
+/** Where *id* goes in *list* (sorted by id) to keep it sorted. */
+function insertionPoint(list, id) {
+  let low = 0;
+  let high = list.length;
+  while (low < high) {
+    const middle = (low + high) >> 1;
+    if (compareIds(list[middle].id, id) < 0) low = middle + 1;
+    else high = middle;
+  }
+  return low;
 }
 
 // -- small DOM helpers (text only) ----------------------------------------------------
@@ -132,29 +208,44 @@ function showServer() {
   $("member-count").textContent = count === null ? "" : `${numberFormat.format(count)} members`;
   $("server-icon").hidden = !server.iconURL;
   if (server.iconURL) $("server-icon").src = sized(server.iconURL, AVATAR_SIZE);
+  else $("server-icon").removeAttribute("src");
   $("server").hidden = false;
   $("logout").hidden = false;
 }
 
-/** Forget the guild: data, DOM, view state. The page is as before a login. */
+/** Keep the server card in this tab's history entry (not in storage), for a reload. */
+function rememberServer() {
+  history.replaceState({ ...(history.state || {}), server: state.server }, "");
+}
+
+/** Forget the guild: data, DOM, view state, requests, timers. The page is as before a login. */
 function reset() {
-  if (state.live) state.live.close();
+  stopLive();
+  for (const timer of state.timers) clearTimeout(timer);
   Object.assign(state, {
-    sessionId: null, server: null, members: [], memberById: new Map(), channels: [],
+    sessionId: null, generation: state.generation + 1, server: null, members: [],
+    memberById: new Map(), membersEtag: null, roleSignature: "", channels: [],
     channelById: new Map(), filtered: [], page: 0, channelId: null, messages: [],
-    messageById: new Map(), loadingOlder: false, live: null, canSend: false,
+    messageById: new Map(), loadingOlder: false, unread: new Set(), noSend: new Map(),
+    draft: null, sending: false, sendBlockedUntil: 0, sendTimer: null, loads: 0, queue: [],
+    membersTimer: null, rolesTimer: null, live: null, timers: new Set(),
   });
   sessionStorage.removeItem(SESSION_KEY);
   history.replaceState(null, "", location.pathname);
   for (const id of ["member-list", "channel-groups", "message-list"]) $(id).replaceChildren();
-  for (const id of ["server-name", "member-count", "page-info", "channel-topic", "live"]) $(id).textContent = "";
+  for (const id of ["server-name", "member-count", "page-info", "channel-topic", "live-text",
+                    "send-note", "send-error", "send-status"]) $(id).textContent = "";
   for (const id of ["members-status", "channels-status", "messages-status"]) setStatus(id, "");
   $("channel-title").textContent = "Pick a channel";
   $("role-filter").replaceChildren(el("option", { value: "", text: "All roles" }));
   $("member-search").value = "";
   $("send-text").value = "";
+  $("send-text").disabled = false;
+  $("send-text").readOnly = false;
+  $("send-button").disabled = false;
   $("server-icon").removeAttribute("src");
-  for (const id of ["server", "server-icon", "logout", "app-view", "older", "send", "live"]) $(id).hidden = true;
+  $("live").removeAttribute("data-state");
+  for (const id of ["server", "server-icon", "logout", "app-view", "older", "send", "send-note", "to-send", "live"]) $(id).hidden = true;
   $("login-view").hidden = false;
 }
 
@@ -181,7 +272,6 @@ $("login").addEventListener("submit", async (event) => {
       serverName: answer.serverName, memberCount: answer.memberCount,
       iconURL: answer.iconURL, guildId: answer.guildId,
     };
-    // Kept for a reload of this tab in the history entry (not in storage), dropped at logout.
     history.replaceState({ server: state.server }, "", "#members");
     await start();
   } catch (error) {
@@ -245,52 +335,81 @@ document.querySelector(".tabs").addEventListener("keydown", (event) => {
 });
 window.addEventListener("popstate", () => { if (state.sessionId) route(); });
 window.addEventListener("offline", () => showNotice("You are offline: what is shown may be out of date."));
-window.addEventListener("online", () => showNotice(""));
+window.addEventListener("online", () => {
+  showNotice("");
+  reconnectNow();
+});
 
 async function start() {
+  const generation = state.generation;
   $("login-view").hidden = true;
   $("app-view").hidden = false;
   showServer();
   setStatus("members-status", "Loading members…");
   setStatus("channels-status", "Loading channels…");
+  // Where the guild's events stand now, before anything is read: the stream then starts
+  // there, so nothing that happens while the lists load is missed (what is read twice is
+  // applied twice, harmlessly).
+  const cursor = await eventCursor();
+  if (generation !== state.generation) return; // signed out meanwhile (a 401, a logout)
   const [members, channels] = await Promise.allSettled([loadMembers(), loadChannels()]);
-  if (!state.sessionId) return; // a 401 signed us out meanwhile
+  if (generation !== state.generation) return;
   for (const result of [members, channels]) {
     if (result.status === "rejected") showNotice(explain(result.reason));
   }
   showServer();
   route();
-  detectFeatures();
+  startLive(cursor);
 }
 
 // -- members ------------------------------------------------------------------------
 
-async function loadMembers() {
-  let list;
+/** Read the whole member list; with *revalidate*, only if it changed (ETag). */
+async function loadMembers({ revalidate = false } = {}) {
+  const generation = state.generation;
+  const headers = revalidate && state.membersEtag ? { "If-None-Match": state.membersEtag } : {};
+  let result;
   try {
-    list = await api("/api/members");
+    result = await loading(() => call("/api/members", { headers }));
   } catch (error) {
-    setStatus("members-status", explain(error), true);
+    if (generation === state.generation) setStatus("members-status", explain(error), true);
     throw error;
   }
-  setMembers(list);
+  if (generation !== state.generation || result.response.status === 304) return;
+  state.membersEtag = result.response.headers.get("ETag");
+  setMembers(result.body);
 }
 
 function setMembers(list) {
   state.members = list;
+  // The whole list: its length is the count (live joins and leaves then keep it).
+  if (state.server) state.server.memberCount = list.length;
   state.memberById = new Map(list.map((m) => [m.id, m]));
-  for (const m of list) m.search = `${m.displayName || ""}\n${m.username || ""}`.toLowerCase();
+  for (const m of list) m.search = searchText(m);
+  refreshMembers(false);
+}
+
+function searchText(member) {
+  return `${member.displayName || ""}\n${member.username || ""}`.toLowerCase();
+}
+
+/** Roles and the list again, after the members changed; the page shown stays. */
+function refreshMembers(toFirstPage) {
   const counts = new Map();
-  for (const m of list) {
+  for (const m of state.members) {
     for (const role of m.roles || []) if (role !== "@everyone") counts.set(role, (counts.get(role) || 0) + 1);
   }
-  const chosen = $("role-filter").value;
   const roles = [...counts.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
-  $("role-filter").replaceChildren(
-    el("option", { value: "", text: "All roles" }),
-    ...roles.map(([name, count]) => el("option", { value: name, text: `${name} (${numberFormat.format(count)})` })));
-  if (counts.has(chosen)) $("role-filter").value = chosen;
-  filterMembers(false);
+  const signature = JSON.stringify(roles);
+  if (signature !== state.roleSignature) { // rebuilt only when it changed: an open menu stays open
+    state.roleSignature = signature;
+    const chosen = $("role-filter").value;
+    $("role-filter").replaceChildren(
+      el("option", { value: "", text: "All roles" }),
+      ...roles.map(([name, count]) => el("option", { value: name, text: `${name} (${numberFormat.format(count)})` })));
+    if (counts.has(chosen)) $("role-filter").value = chosen;
+  }
+  filterMembers(toFirstPage);
 }
 
 function filterMembers(toFirstPage = true) {
@@ -320,7 +439,7 @@ function renderMembers() {
 function memberRow(m) {
   const dot = el("span", { class: "dot", "aria-hidden": "true" });
   if (m.roleColor) dot.style.backgroundColor = m.roleColor;
-  return el("li", { class: "member" },
+  return el("li", { class: "member", "data-member-id": m.id },
     avatar(m.avatar),
     el("div", { class: "who" },
       el("strong", { text: m.displayName || m.username }, m.bot ? el("span", { class: "badge", text: "BOT" }) : null),
@@ -334,33 +453,94 @@ $("member-search").addEventListener("input", () => {
   clearTimeout(searchTimer);
   searchTimer = setTimeout(filterMembers, 120); // one filter per pause in typing
 });
-$("role-filter").addEventListener("change", () => filterMembers());
+$("role-filter").addEventListener("change", () => {
+  clearTimeout(searchTimer); // this filters with the search text too; a late timer would go back to page 1
+  filterMembers();
+});
 $("prev-page").addEventListener("click", () => { state.page -= 1; renderMembers(); });
 $("next-page").addEventListener("click", () => { state.page += 1; renderMembers(); });
+
+// Live member changes: applied to the list at once, shown after a short pause, so a burst
+// of joins filters a large list once rather than once per member.
+function membersChanged() {
+  if (state.membersTimer !== null) return;
+  state.membersTimer = later(100, () => { state.membersTimer = null; refreshMembers(false); });
+}
+
+function upsertMember(member) {
+  if (!member.id) return;
+  member.search = searchText(member);
+  const known = state.memberById.has(member.id);
+  const at = insertionPoint(state.members, member.id);
+  if (known) state.members[at] = member;
+  else {
+    state.members.splice(at, 0, member);
+    if (state.server && typeof state.server.memberCount === "number") state.server.memberCount += 1;
+  }
+  state.memberById.set(member.id, member);
+  membersChanged();
+  showServer();
+}
+
+function removeMember({ id }) {
+  if (!state.memberById.has(id)) return;
+  state.memberById.delete(id);
+  state.members = state.members.filter((m) => m.id !== id);
+  if (state.server && typeof state.server.memberCount === "number") state.server.memberCount -= 1;
+  membersChanged();
+  showServer();
+}
+
+function updateGuild(guild) {
+  state.server = {
+    ...(state.server || {}),
+    serverName: guild.name ?? state.server?.serverName,
+    memberCount: guild.memberCount ?? state.server?.memberCount,
+    iconURL: guild.iconURL === undefined ? state.server?.iconURL : guild.iconURL,
+  };
+  rememberServer();
+  showServer();
+  // A guild update is also how role changes arrive: members show role names and colours,
+  // so the list is read again (nothing comes back when it did not change).
+  cancel(state.rolesTimer);
+  state.rolesTimer = later(1000, () => loadMembers({ revalidate: true }).catch(() => {}));
+}
 
 // -- channels -----------------------------------------------------------------------
 
 const KIND_LABEL = { text: "#", voice: "🔊", category: "" };
 
 async function loadChannels() {
+  const generation = state.generation;
   let list;
   try {
-    list = await api("/api/channels?type=all");
+    list = await loading(() => api("/api/channels?type=all"));
   } catch (error) {
-    setStatus("channels-status", explain(error), true);
+    if (generation === state.generation) setStatus("channels-status", explain(error), true);
     throw error;
   }
+  if (generation !== state.generation) return;
   setChannels(list);
 }
 
 function setChannels(list) {
   state.channels = list;
   state.channelById = new Map(list.map((c) => [c.id, c]));
-  const byPosition = (a, b) => (a.position - b.position) || a.id.localeCompare(b.id);
+  renderChannels();
+}
+
+function renderChannels() {
+  const list = state.channels;
+  // Keyboard focus on a channel stays there when the list is drawn again.
+  const focused = document.activeElement && document.activeElement.dataset
+    ? document.activeElement.dataset.channelId : undefined;
+  const byPosition = (a, b) => (a.position - b.position) || compareIds(a.id, b.id);
   const categories = list.filter((c) => c.type === "category").sort(byPosition);
   const inside = (parent) => list.filter((c) => c.type !== "category" && (c.parentId || null) === parent)
     .sort((a, b) => (a.type === "voice") - (b.type === "voice") || byPosition(a, b));
-  const groups = [{ name: null, channels: inside(null) },
+  const known = new Set(categories.map((c) => c.id));
+  const orphans = list.filter((c) => c.type !== "category" && c.parentId && !known.has(c.parentId));
+  const groups = [{ name: null, channels: [...inside(null), ...orphans] },
     ...categories.map((c) => ({ name: c.name, channels: inside(c.id) }))]
     .filter((g) => g.channels.length);
   $("channel-groups").replaceChildren(...groups.flatMap((group) => [
@@ -368,17 +548,21 @@ function setChannels(list) {
     el("ul", {}, ...group.channels.map(channelItem)),
   ].filter(Boolean)));
   setStatus("channels-status", groups.length ? "" : "This server has no channels the bot can see.");
+  if (focused) document.querySelector(`.channel[data-channel-id="${CSS.escape(focused)}"]`)?.focus();
 }
 
 function channelItem(channel) {
   const readable = channel.type === "text";
+  const unread = state.unread.has(channel.id);
   const button = el("button", {
-    type: "button", class: `channel ${channel.type}`, disabled: !readable,
+    type: "button", class: `channel ${channel.type}${unread ? " unread" : ""}`, disabled: !readable,
     title: readable ? (channel.topic || "") : `${channel.type} channel: no messages to read`,
     "aria-current": channel.id === state.channelId ? "true" : "false",
   }, el("span", { class: "kind", "aria-hidden": "true", text: KIND_LABEL[channel.type] ?? "•" }),
   el("span", { text: channel.name }),
-  readable ? null : el("span", { class: "visually-hidden", text: ` (${channel.type})` }));
+  readable ? null : el("span", { class: "visually-hidden", text: ` (${channel.type})` }),
+  unread ? el("span", { class: "unread-dot", "aria-hidden": "true" }) : null,
+  unread ? el("span", { class: "visually-hidden", text: " (new messages)" }) : null);
   button.dataset.channelId = channel.id;
   if (readable) {
     button.addEventListener("click", () => {
@@ -389,14 +573,56 @@ function channelItem(channel) {
   return el("li", {}, button);
 }
 
+function upsertChannel(channel) {
+  if (!channel.id) return;
+  const index = state.channels.findIndex((c) => c.id === channel.id);
+  if (index >= 0) state.channels[index] = channel;
+  else state.channels.push(channel);
+  state.channelById.set(channel.id, channel);
+  // Its permissions may have changed: let the next send find out again.
+  state.noSend.delete(channel.id);
+  renderChannels();
+  if (channel.id === state.channelId) {
+    $("channel-title").textContent = `#${channel.name}`;
+    $("channel-topic").textContent = channel.topic || "";
+    renderSendBox();
+  }
+}
+
+function removeChannel({ id }) {
+  if (!state.channelById.has(id)) return;
+  state.channels = state.channels.filter((c) => c.id !== id);
+  state.channelById.delete(id);
+  state.unread.delete(id);
+  renderChannels();
+  if (id === state.channelId) {
+    closeChannel();
+    setStatus("messages-status", "This channel was deleted.");
+    history.replaceState(history.state, "", "#channels");
+  }
+}
+
 // -- messages -----------------------------------------------------------------------
+
+function closeChannel() {
+  state.channelId = null;
+  state.messages = [];
+  state.messageById = new Map();
+  $("channel-title").textContent = "Pick a channel";
+  $("channel-topic").textContent = "";
+  $("message-list").replaceChildren();
+  $("older").hidden = true;
+  renderSendBox();
+}
 
 async function openChannel(channelId) {
   const channel = state.channelById.get(channelId);
   if (!channel) return;
+  const switched = state.channelId !== channelId;
   state.channelId = channelId;
   state.messages = [];
   state.messageById = new Map();
+  if (state.unread.delete(channelId)) renderChannels();
   for (const button of document.querySelectorAll(".channel")) {
     button.setAttribute("aria-current", String(button.dataset.channelId === channelId));
   }
@@ -405,25 +631,34 @@ async function openChannel(channelId) {
   $("message-list").replaceChildren();
   $("older").hidden = true;
   setStatus("messages-status", "Loading messages…");
-  $("send").hidden = !state.canSend;
+  if (switched) {
+    $("send-error").textContent = "";
+    $("send-status").textContent = "";
+  }
+  renderSendBox();
   await loadMessages(null);
 }
 
 async function loadMessages(before) {
   const channelId = state.channelId;
+  const generation = state.generation;
   const query = new URLSearchParams({ channelId, limit: String(MESSAGE_PAGE) });
   if (before) query.set("before", before);
   let page;
   try {
-    page = await api(`/api/messages?${query}`);
+    // Live events wait while the page loads, and apply on top of it afterwards.
+    page = await loading(() => api(`/api/messages?${query}`));
   } catch (error) {
-    if (channelId === state.channelId) setStatus("messages-status", explain(error), true);
+    if (channelId === state.channelId && generation === state.generation) {
+      setStatus("messages-status", explain(error), true);
+    }
     return;
   }
-  if (channelId !== state.channelId) return; // another channel was opened meanwhile
+  if (channelId !== state.channelId || generation !== state.generation) return; // another channel was opened
   const older = page.slice().reverse(); // the API answers newest first
   const scroller = $("message-scroller");
   const fromBottom = scroller.scrollHeight - scroller.scrollTop;
+  if (!before) state.messageById = new Map();
   state.messages = before ? [...older, ...state.messages] : older;
   for (const m of older) state.messageById.set(m.id, m);
   $("message-list").replaceChildren(...state.messages.map(messageItem));
@@ -523,90 +758,488 @@ function formatSize(bytes) {
   return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 }
 
-// -- SEAM (issue 10): sending and live events ----------------------------------------
-// The server does not have these endpoints yet; the dashboard is built against the API
-// issue 10 plans (POST /api/messages; POST /api/events/ticket, then
-// GET /api/events?ticket= as Server-Sent Events) and uses it only where it exists:
-// OPTIONS /api/messages lists the methods the route takes (Allow), so the page learns
-// whether POST exists without sending anything and without a 404 or 405 in the console.
-// Sending and events land together (issue 10), so events are asked for only then; a
-// ticket answered 404 or 405 still leaves the page as it is.
-
-async function detectFeatures() {
-  try {
-    const response = await fetch("/api/messages", { method: "OPTIONS" });
-    await response.text(); // read to its end (an unread body counts as a cancelled request)
-    const allow = (response.headers.get("Allow") || "").toUpperCase().split(/\s*,\s*/);
-    state.canSend = response.ok && allow.includes("POST");
-  } catch (error) {
-    state.canSend = false;
-  }
-  $("send").hidden = !(state.canSend && state.channelId);
-  if (state.canSend) startLiveUpdates();
-}
-
-$("send").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const content = $("send-text").value.trim();
-  if (!content || !state.channelId) return;
-  try {
-    const created = await api("/api/messages", { method: "POST", body: JSON.stringify({ channelId: state.channelId, content }) });
-    $("send-text").value = "";
-    addMessage(created);
-  } catch (error) {
-    setStatus("messages-status", explain(error), true);
-  }
-});
-
-async function startLiveUpdates() {
-  let ticket;
-  try {
-    const response = await fetch("/api/events/ticket", { method: "POST", headers: { Authorization: state.sessionId } });
-    const body = await response.json().catch(() => null);
-    if (!response.ok || !body) return; // 404 or 405: not there yet
-    ticket = body.ticket;
-  } catch (error) {
+/** A message of the open channel, shown once in id order, whether it comes from our own
+ *  POST or from the stream (in either order); another channel's marks that one unread. */
+function addMessage(m, { own = false } = {}) {
+  if (!m || !m.id) return;
+  if (m.channelId !== state.channelId) {
+    if (!own && m.channelId && state.channelById.has(m.channelId) && !state.unread.has(m.channelId)) {
+      state.unread.add(m.channelId);
+      renderChannels();
+    }
     return;
   }
-  if (!ticket || !state.sessionId) return;
-  const source = new EventSource(`/api/events?ticket=${encodeURIComponent(ticket)}`);
-  state.live = source;
-  $("live").textContent = "Live: new messages and members appear as they happen.";
-  $("live").hidden = false;
-  const on = (name, handler) => source.addEventListener(name, (event) => {
-    try { handler(JSON.parse(event.data)); } catch (error) { /* a malformed event is skipped */ }
-  });
-  on("message.create", addMessage);
-  on("message.update", (m) => { if (state.messageById.has(m.id)) replaceMessage(m); });
-  on("message.delete", (m) => removeMessage(m.id));
-  on("member.join", (m) => setMembers([...state.members.filter((x) => x.id !== m.id), m]));
-  on("member.update", (m) => setMembers(state.members.map((x) => (x.id === m.id ? m : x))));
-  on("member.leave", (m) => setMembers(state.members.filter((x) => x.id !== m.id)));
-  for (const name of ["channel.create", "channel.update", "channel.delete"]) on(name, () => loadChannels().catch(() => {}));
-  on("reset", () => { loadMembers().catch(() => {}); if (state.channelId) openChannel(state.channelId); });
-  source.onerror = () => { if (!state.sessionId) source.close(); };
-}
-
-function addMessage(m) {
-  if (!m || m.channelId && m.channelId !== state.channelId || state.messageById.has(m.id)) return;
-  if (!m.channelId && !state.channelId) return;
-  state.messages.push(m);
+  if (state.messageById.has(m.id)) return;
+  const scroller = $("message-scroller");
+  const atBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80;
+  const at = insertionPoint(state.messages, m.id);
+  const next = state.messages[at];
+  state.messages.splice(at, 0, m);
   state.messageById.set(m.id, m);
-  $("message-list").append(messageItem(m));
+  const item = messageItem(m);
+  const nextItem = next && document.getElementById(`message-${next.id}`);
+  if (nextItem) nextItem.before(item);
+  else $("message-list").append(item);
   setStatus("messages-status", "");
-  $("message-scroller").scrollTop = $("message-scroller").scrollHeight;
+  if (own || atBottom) scroller.scrollTop = scroller.scrollHeight; // else the reader stays where they are
 }
 
-function replaceMessage(m) {
-  state.messages = state.messages.map((x) => (x.id === m.id ? m : x));
-  state.messageById.set(m.id, m);
-  document.getElementById(`message-${m.id}`)?.replaceWith(messageItem(m));
+function updateMessage(m) {
+  const old = state.messageById.get(m.id);
+  if (!old || m.channelId !== state.channelId) return;
+  // Discord may send an edit as part of a message (an embed appearing): without an author,
+  // keep what was known and take only what changed.
+  const partial = !m.author || !m.author.id || m.author.id === "0";
+  const merged = partial
+    ? { ...old, content: m.content || old.content, editedTimestamp: m.editedTimestamp ?? old.editedTimestamp,
+        embeds: m.embeds || old.embeds }
+    : { ...m, timestamp: m.timestamp ?? old.timestamp };
+  state.messages[state.messages.indexOf(old)] = merged;
+  state.messageById.set(m.id, merged);
+  document.getElementById(`message-${m.id}`)?.replaceWith(messageItem(merged));
 }
 
-function removeMessage(id) {
+function removeMessage({ id, channelId }) {
+  if (channelId && channelId !== state.channelId) return;
+  if (!state.messageById.has(id)) return;
   state.messages = state.messages.filter((x) => x.id !== id);
   state.messageById.delete(id);
   document.getElementById(`message-${id}`)?.remove();
+  if (!state.messages.length) setStatus("messages-status", "No messages in this channel yet.");
+}
+
+// -- sending ------------------------------------------------------------------------
+// POST /api/messages with an Idempotency-Key per message: the key is made when a text is
+// first sent in a channel and kept until it is posted, so a retry after a network error,
+// a 502 or a 504 (automatic, or the user pressing Send again) cannot post it twice.
+
+function newIdempotencyKey() {
+  // crypto.randomUUID() exists only on https and localhost; getRandomValues everywhere.
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return `dashboard-${Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("")}`;
+}
+
+/** The send box as the open channel allows: hidden without one, disabled (and why) where
+ *  the bot may not post, busy while sending, held back while the server asks to wait. */
+function renderSendBox() {
+  const channelId = state.channelId;
+  const channel = channelId && state.channelById.get(channelId);
+  $("send").hidden = !channel;
+  $("to-send").hidden = !channel;
+  if (!channel) return;
+  const refused = state.noSend.get(channelId);
+  const waiting = Date.now() < state.sendBlockedUntil;
+  $("send-text").disabled = Boolean(refused);
+  $("send-text").readOnly = state.sending;
+  $("send-text").placeholder = `Message #${channel.name}`;
+  $("send-button").disabled = Boolean(refused) || state.sending || waiting;
+  $("send-button").textContent = state.sending ? "Sending…" : "Send";
+  $("send-note").hidden = !refused;
+  $("send-note").textContent = refused
+    ? `Cannot send here: the bot has no permission to post in #${channel.name}.` : "";
+  $("send-note").title = refused || ""; // the server's own words
+}
+
+function holdSending(seconds) {
+  state.sendBlockedUntil = Date.now() + seconds * 1000;
+  cancel(state.sendTimer);
+  state.sendTimer = later(seconds * 1000, () => {
+    state.sendTimer = null;
+    renderSendBox();
+    if ($("send-error").textContent) $("send-status").textContent = "You can send again now.";
+  });
+}
+
+$("to-send").addEventListener("click", () => {
+  if ($("send-text").disabled) $("send-note").scrollIntoView({ block: "nearest" });
+  else $("send-text").focus();
+});
+
+$("send-text").addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    $("send").requestSubmit();
+  }
+});
+
+$("send").addEventListener("submit", (event) => {
+  event.preventDefault();
+  sendMessage();
+});
+
+async function sendMessage() {
+  const channelId = state.channelId;
+  const content = $("send-text").value;
+  if (!channelId || state.sending || state.noSend.has(channelId) || Date.now() < state.sendBlockedUntil) return;
+  if (!content.trim()) {
+    $("send-error").textContent = "Write a message first.";
+    return;
+  }
+  const generation = state.generation;
+  const draft = state.draft && state.draft.channelId === channelId && state.draft.content === content
+    ? state.draft : { channelId, content, key: newIdempotencyKey() };
+  state.draft = draft;
+  state.sending = true;
+  $("send-error").textContent = "";
+  $("send-status").textContent = "Sending…";
+  renderSendBox();
+  try {
+    for (let attempt = 0; ; attempt += 1) {
+      try {
+        const created = await api("/api/messages", {
+          method: "POST", headers: { "Idempotency-Key": draft.key },
+          body: JSON.stringify({ channelId, content }),
+        });
+        if (generation !== state.generation) return;
+        state.draft = null;
+        $("send-text").value = "";
+        $("send-status").textContent = "";
+        addMessage(created, { own: true });
+        return;
+      } catch (error) {
+        if (generation !== state.generation) return;
+        const unsure = error instanceof ApiError && [0, 502, 504].includes(error.status);
+        if (unsure && attempt < SEND_RETRIES) {
+          $("send-status").textContent = `Not confirmed yet; trying again (${attempt + 1} of ${SEND_RETRIES})…`;
+          await new Promise((resolve) => later(1000 * (attempt + 1), resolve));
+          if (generation !== state.generation) return;
+          continue;
+        }
+        sendFailed(error, channelId);
+        return;
+      }
+    }
+  } finally {
+    if (generation === state.generation) {
+      state.sending = false;
+      renderSendBox();
+      // Back to the box (the button lost focus while disabled), unless the user went elsewhere.
+      const focus = document.activeElement;
+      if (!$("send-text").disabled && (!focus || focus === document.body || $("send").contains(focus))) {
+        $("send-text").focus();
+      }
+    }
+  }
+}
+
+/** Say why a message was not posted, and what to do. */
+function sendFailed(error, channelId) {
+  $("send-status").textContent = "";
+  if (!(error instanceof ApiError)) {
+    $("send-error").textContent = `Not sent: ${error.message}`;
+    return;
+  }
+  switch (error.status) {
+    case 400:
+      state.draft = null;
+      $("send-error").textContent = `Not sent: ${sentence(error.message)}`;
+      break;
+    case 401:
+      break; // back at the login already
+    case 403:
+      // Known only now: GET /api/channels does not say where the bot may post.
+      state.draft = null;
+      state.noSend.set(channelId, sentence(error.message));
+      break;
+    case 404:
+      state.draft = null;
+      $("send-error").textContent = "Not sent: this channel no longer exists.";
+      loadChannels().catch(() => {});
+      break;
+    case 429:
+    case 503: {
+      const wait = Math.max(1, Math.ceil(error.retryAfter || 5));
+      const why = error.status === 429 ? "too many requests" : sentence(error.message).replace(/\.$/, "");
+      $("send-error").textContent = `Not sent: ${why}. Try again in ${wait} s.`;
+      holdSending(wait);
+      break;
+    }
+    case 0:
+    case 502:
+    case 504:
+      // After the retries: it may have been posted. Sending the same text again reuses the
+      // key, so it is posted at most once.
+      $("send-error").textContent = `${error.status === 0 ? "Cannot reach the MemberSense server" : "Discord did not confirm the message"}. `
+        + "Press Send to try again: it will not be posted twice.";
+      break;
+    default:
+      $("send-error").textContent = `Not sent: ${sentence(explain(error))}`;
+  }
+}
+
+// -- live updates -------------------------------------------------------------------
+// GET /api/events as Server-Sent Events, opened with a one-time ticket from
+// POST /api/events/ticket (EventSource cannot send Authorization, and the session id must
+// not go in a URL). A used ticket cannot open another stream, so EventSource's own
+// reconnection is never used: on any error or close the stream is closed here, and a new
+// ticket opens a new one from the last event seen (&lastEventId=); after `end` too, whose
+// ticket request answers 401 when the session is over (back to the login). A stream that ends
+// after EVENT_STREAM_MAX_SECONDS is reopened after its `retry:` hint; failures back off.
+// A stream that cannot even be opened (503: the server's cap on streams; a host that
+// refuses it) falls back to the long-poll GET /api/events/poll for a while, which also
+// says what went wrong (401 signs out; 503 while waiting polls are refused too means
+// polling at once every few seconds, which holds no place on the server).
+
+const EVENT_HANDLERS = {
+  "member.join": upsertMember,
+  "member.update": upsertMember,
+  "member.leave": removeMember,
+  "message.create": (m) => addMessage(m),
+  "message.update": updateMessage,
+  "message.delete": removeMessage,
+  "channel.create": upsertChannel,
+  "channel.update": upsertChannel,
+  "channel.delete": removeChannel,
+  "guild.update": updateGuild,
+};
+
+/** Run *read* (a REST read) with live events held back until every read is done. */
+async function loading(read) {
+  const generation = state.generation;
+  state.loads += 1;
+  try {
+    return await read();
+  } finally {
+    if (generation === state.generation) {
+      state.loads -= 1;
+      if (state.loads === 0) drainEvents();
+    }
+  }
+}
+
+function drainEvents() {
+  while (state.queue.length && state.loads === 0) {
+    const [type, data] = state.queue.shift();
+    applyEvent(type, data);
+  }
+}
+
+/** One live event: applied now, or after the REST reads under way (which it may update). */
+function dispatch(type, data) {
+  if (type === "reset") {
+    state.queue = []; // held back from before the gap: what is read again supersedes them
+    reloadEverything();
+    return;
+  }
+  if (!EVENT_HANDLERS[type] || !data || typeof data !== "object") return; // a type this page does not show
+  if (state.loads > 0) state.queue.push([type, data]);
+  else applyEvent(type, data);
+}
+
+function applyEvent(type, data) {
+  try {
+    EVENT_HANDLERS[type](data);
+  } catch (error) {
+    console.warn(`live event ${type} skipped: ${error.message}`); // one odd event stops nothing
+  }
+}
+
+/** `reset`: what happened meanwhile is no longer in the server's buffer: read it all again
+ *  (the bot may be reconnecting to Discord: a busy answer is tried again when it says). */
+function reloadEverything() {
+  retrying(loadMembers);
+  retrying(loadChannels).then(() => {
+    if (state.channelId && !state.channelById.has(state.channelId)) removeChannel({ id: state.channelId });
+  });
+  if (state.channelId) loadMessages(null);
+}
+
+/** *read()*, tried up to *tries* times while it fails with a network error, 429 or 5xx. */
+async function retrying(read, tries = 4) {
+  const generation = state.generation;
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await read();
+    } catch (error) {
+      const busy = error instanceof ApiError && (error.status === 0 || error.status === 429 || error.status >= 500);
+      if (!busy || attempt >= tries || generation !== state.generation) return undefined;
+      await new Promise((resolve) => later(error.retryAfter ? error.retryAfter * 1000 : backoff(attempt), resolve));
+      if (generation !== state.generation) return undefined;
+    }
+  }
+}
+
+/** Where the guild's events stand now (the long-poll's X-Event-Cursor without waiting). */
+async function eventCursor() {
+  try {
+    const { response } = await call("/api/events/poll?wait=0");
+    return response.headers.get("X-Event-Cursor");
+  } catch (error) {
+    return null; // the stream then starts from when it opens
+  }
+}
+
+function startLive(cursor) {
+  stopLive();
+  state.live = {
+    generation: state.generation, lastId: cursor || null, attempts: 0, mode: "stream",
+    pollUntil: 0, busy: false, source: null, controller: null, timer: null,
+  };
+  connectLive(state.live);
+}
+
+function stopLive() {
+  const live = state.live;
+  if (!live) return;
+  live.stopped = true;
+  cancel(live.timer);
+  if (live.source) live.source.close();
+  if (live.controller) live.controller.abort();
+  state.live = null;
+}
+
+function current(live) {
+  return state.live === live && !live.stopped && live.generation === state.generation;
+}
+
+/** The live indicator in the header: the words say the state, the dot repeats it. */
+function setLive(kind, text) {
+  $("live").hidden = false;
+  $("live").dataset.state = kind;
+  $("live-text").textContent = text;
+}
+
+function connectLive(live) {
+  if (!current(live)) return;
+  live.timer = null;
+  if (live.mode === "poll" && Date.now() < live.pollUntil) pollEvents(live);
+  else openStream(live);
+}
+
+function scheduleLive(live, ms) {
+  cancel(live.timer);
+  live.timer = later(ms, () => connectLive(live));
+}
+
+/** Doubling waits with jitter, from 1 s to MAX_BACKOFF_MS. */
+function backoff(attempts) {
+  const base = Math.min(MAX_BACKOFF_MS, RECONNECT_MS * 2 ** Math.max(0, attempts - 1));
+  return Math.round(base * (0.75 + Math.random() * 0.5));
+}
+
+/** A request of the live connection failed: sign out (401), wait as told (429), or back off. */
+function liveFailed(live, error) {
+  if (!current(live) || error.name === "AbortError") return;
+  if (error instanceof ApiError && error.status === 401) return; // call() signed out
+  live.attempts += 1;
+  const wait = error instanceof ApiError && error.retryAfter ? error.retryAfter * 1000 : backoff(live.attempts);
+  setLive("offline", error instanceof ApiError && error.status === 0
+    ? "Offline: live updates resume when the server can be reached"
+    : `Live updates paused: ${explain(error)}`);
+  scheduleLive(live, wait);
+}
+
+function reconnectNow() {
+  const live = state.live;
+  if (!live || !current(live) || live.source || live.controller) return; // connected, or connecting
+  live.attempts = 0;
+  scheduleLive(live, 0);
+}
+
+async function openStream(live) {
+  live.mode = "stream";
+  if (!$("live").dataset.state || live.attempts > 0) setLive(live.attempts ? "reconnecting" : "connecting", live.attempts ? "Reconnecting…" : "Connecting…");
+  let ticket;
+  try {
+    ({ ticket } = await api("/api/events/ticket", { method: "POST" }));
+  } catch (error) {
+    liveFailed(live, error);
+    return;
+  }
+  if (!current(live)) return;
+  const query = new URLSearchParams({ ticket });
+  if (live.lastId) query.set("lastEventId", live.lastId);
+  const source = new EventSource(`/api/events?${query}`);
+  live.source = source;
+  let openedAt = 0;
+  source.onopen = () => {
+    openedAt = Date.now();
+    setLive("live", "Live");
+  };
+  const onEvent = (type) => (event) => {
+    if (live.source !== source || !current(live)) return;
+    if (event.lastEventId) live.lastId = event.lastEventId;
+    let data;
+    try {
+      data = JSON.parse(event.data);
+    } catch (error) {
+      return; // a malformed event is skipped
+    }
+    dispatch(type, data);
+  };
+  for (const type of [...Object.keys(EVENT_HANDLERS), "reset"]) source.addEventListener(type, onEvent(type));
+  source.addEventListener("end", () => {
+    // The session ended, or the server is shutting down (it says `end` then too): asking for
+    // a new ticket tells which. A 401 signs out; a ticket opens a stream elsewhere.
+    if (live.source !== source || !current(live)) return;
+    source.close();
+    live.source = null;
+    live.attempts = 0;
+    openStream(live);
+  });
+  source.onerror = () => {
+    if (live.source !== source) return;
+    source.close(); // never EventSource's own retry: its ticket is used up
+    live.source = null;
+    if (!current(live)) return;
+    if (openedAt && Date.now() - openedAt >= RECONNECT_MS) {
+      // A stream that ran (its time limit, a network blip): reopen from the last event.
+      live.attempts = 0;
+      scheduleLive(live, Math.round(RECONNECT_MS * (1 + Math.random() * 0.5)));
+    } else if (openedAt) {
+      live.attempts += 1; // opened and dropped at once: back off
+      setLive("reconnecting", "Reconnecting…");
+      scheduleLive(live, backoff(live.attempts));
+    } else {
+      // Refused or unreachable: the long-poll carries on and says why.
+      live.mode = "poll";
+      live.busy = false;
+      live.pollUntil = Date.now() + POLL_MODE_MS;
+      connectLive(live);
+    }
+  };
+}
+
+async function pollEvents(live) {
+  const wait = live.busy ? 0 : POLL_WAIT_S;
+  const query = new URLSearchParams({ wait: String(wait) });
+  if (live.lastId) query.set("after", live.lastId);
+  const controller = new AbortController();
+  live.controller = controller;
+  // The waiting poll is the live connection now (after a failure, it is until it answers).
+  if (!live.attempts) setLive("polling", live.busy ? "Live (polling: the server is busy)" : "Live (polling)");
+  let result;
+  try {
+    result = await call(`/api/events/poll?${query}`, { signal: controller.signal });
+  } catch (error) {
+    if (live.controller === controller) live.controller = null;
+    if (current(live) && error instanceof ApiError && error.status === 503) {
+      // No room for a waiting poll either: poll without waiting, every few seconds.
+      live.busy = true;
+      live.attempts = 0;
+      setLive("polling", "Live (polling: the server is busy)");
+      scheduleLive(live, Math.max(BUSY_POLL_MIN_S, error.retryAfter || 0) * 1000);
+      return;
+    }
+    liveFailed(live, error);
+    return;
+  }
+  if (live.controller === controller) live.controller = null;
+  if (!current(live)) return;
+  live.attempts = 0;
+  setLive("polling", live.busy ? "Live (polling: the server is busy)" : "Live (polling)");
+  const body = result.body;
+  if (body && !Array.isArray(body) && body.reset) {
+    live.lastId = body.cursor || live.lastId;
+    dispatch("reset", {});
+  } else {
+    for (const event of body || []) {
+      live.lastId = event.id;
+      dispatch(event.type, event.data);
+    }
+  }
+  live.lastId = result.response.headers.get("X-Event-Cursor") || live.lastId;
+  scheduleLive(live, live.busy ? BUSY_POLL_MIN_S * 1000 : 0);
 }
 
 // -- start --------------------------------------------------------------------------

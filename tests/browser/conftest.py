@@ -3,6 +3,9 @@
 Chromium comes from ``scripts/install-system-packages`` (``make test`` runs it); Playwright
 never downloads a browser of its own here. Screenshots go to ``test-artifacts/`` (not
 committed): the README's picture is one of them.
+
+The servers are module-scoped: a module shapes them by overriding ``sandbox_config`` (the
+sandbox's world) and ``app_env`` (MemberSense's settings).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = ROOT / "test-artifacts"
 TOKEN = "browser-test-token"
+#: Window sizes the pages are tried at.
+VIEWPORTS = {"desktop": (1366, 768), "phone": (390, 844), "narrow": (360, 740)}
 
 
 @pytest.fixture(scope="module")
@@ -43,22 +48,45 @@ def browser() -> Iterator[Any]:
         browser.close()
 
 
+@pytest.fixture
+def context(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A fresh browser profile at one of :data:`VIEWPORTS` (``indirect`` parameter; desktop
+    by default)."""
+    width, height = VIEWPORTS[getattr(request, "param", "desktop")]
+    context = browser.new_context(viewport={"width": width, "height": height})
+    context.set_default_timeout(20_000)
+    yield context
+    context.close()
+
+
 @pytest.fixture(scope="module")
-def sandbox() -> Iterator[SandboxServer]:
+def sandbox_config() -> SandboxConfig:
     # Logins after a logout ask for the member list again: a short cooldown between two such
     # requests (Discord: 30 s) keeps them from waiting.
-    server = SandboxServer(SandboxConfig(port=0, members=400, channels=6, messages=120,
-                                         tokens=(TOKEN,), member_request_cooldown_s=0.5)).start()
+    return SandboxConfig(port=0, members=400, channels=6, messages=120, tokens=(TOKEN,),
+                         member_request_cooldown_s=0.5)
+
+
+@pytest.fixture(scope="module")
+def sandbox(sandbox_config: SandboxConfig) -> Iterator[SandboxServer]:
+    server = SandboxServer(sandbox_config).start()
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
-def app_url(sandbox: SandboxServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def app_env() -> dict[str, str]:
+    """MemberSense settings of the module's server, on top of the sandbox's URLs."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def app_url(sandbox: SandboxServer, app_env: dict[str, str],
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("browser") / "gunicorn.log"
     server = GunicornServer({
         "DISCORD_API_BASE": sandbox.api_url, "DISCORD_GATEWAY_URL": sandbox.gateway_url,
-        "DISCORD_CDN_BASE": sandbox.cdn_url, "RATE_LIMIT_MAX_REQUESTS": "100000",
+        "DISCORD_CDN_BASE": sandbox.cdn_url, "RATE_LIMIT_MAX_REQUESTS": "100000", **app_env,
     }, log_path=log).start()
     yield server.base_url
     server.stop()
