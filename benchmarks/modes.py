@@ -3,9 +3,9 @@
     .venv/bin/python -m benchmarks.modes [--seconds S] [--rounds R] [--members N]
 
 For each mode, MemberSense and the floor (``benchmarks/floor_app.py``: a bare WSGI app
-answering the same bytes) run under the same gunicorn settings — memory mode: one worker of
-``THREADS=8``; Redis mode: ``WEB_CONCURRENCY`` = the CPUs this process may use, ``THREADS=4``
-— and ``wrk`` (or ``benchmarks/loadgen.py``) loads ``GET /_ah/health`` and ``GET
+answering the same bytes) run under the same gunicorn settings, as deployed — memory mode:
+one worker; Redis mode: ``WEB_CONCURRENCY`` = the CPUs this process may use; ``THREADS`` at
+its default (32) — and ``wrk`` (or ``benchmarks/loadgen.py``) loads ``GET /_ah/health`` and ``GET
 /api/members`` (10 000 members, gzip, a logged-in session) alternately, *R* rounds of *S*
 seconds. Redis mode uses the Redis on 127.0.0.1:6379 under a key prefix of its own.
 
@@ -51,9 +51,7 @@ def measure(mode: str, sandbox: Sandbox, tmp: Path, args: argparse.Namespace
     prefix = new_prefix()
     if mode == "redis":
         env.update(REDIS_URL=SHARED_URL, SESSION_SECRET="b" * 40, REDIS_KEY_PREFIX=prefix,
-                   WEB_CONCURRENCY=str(cpu_count()), THREADS="4")
-    else:
-        env.update(THREADS="8")
+                   WEB_CONCURRENCY=str(cpu_count()))
     try:
         with GunicornServer(env) as app:
             session = requests.post(f"{app.base_url}/api/auth/login", json={"token": TOKEN},
@@ -95,8 +93,8 @@ def main() -> None:
         results = {mode: measure(mode, sandbox, Path(tmp), args) for mode in ("memory", "redis")}
     print(f"{args.members} members (gzip) and health, median of {args.rounds} x {args.seconds:g} s,"
           f" load generator {args.loadgen}, {cpu_count()} CPUs")
-    for mode, label in (("memory", "memory mode, 1 worker x 8 threads"),
-                        ("redis", f"Redis mode, {cpu_count()} workers x 4 threads")):
+    for mode, label in (("memory", "memory mode, 1 worker"),
+                        ("redis", f"Redis mode, {cpu_count()} workers")):
         print(f"  {label}:")
         for path, figures in results[mode].items():
             ratio = figures["membersense"] / figures["floor"]
