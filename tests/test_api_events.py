@@ -16,12 +16,13 @@ from flask.testing import FlaskClient
 from membersense import runtime_of
 from membersense.bus import topic_of
 from membersense.discord.tokens import fingerprint
-from tests.fakes import FakeClock, FakeDiscord, make_guild
+from tests.fakes import DEFAULT_AVATAR, FakeClock, FakeDiscord, make_guild
 from tests.sse import FrameReader
 
 TOPIC = topic_of(fingerprint("good-token"), 100)
-MEMBER = {"id": "7", "username": "newbie", "displayName": "newbie", "avatar": None,
-          "roles": ["@everyone"], "role": "@everyone", "joinedAt": None, "bot": False}
+MEMBER = {"id": "7", "username": "newbie", "displayName": "newbie", "avatar": DEFAULT_AVATAR,
+          "roles": ["@everyone"], "role": "@everyone", "joinedAt": None, "bot": False,
+          "roleColor": None}
 
 
 def auth(session_id: str, **headers: str) -> dict[str, str]:
