@@ -47,7 +47,8 @@ lists. 429 and 503 add `retryAfter` (seconds) to the body and a `Retry-After` he
 A path that is not listed here answers 404 `{"error": "Not Found"}`; a listed path with
 another method 405 `{"error": "Method Not Allowed"}` with `Allow`. Any operation may
 answer 500 `{"error": "Internal Server Error"}`: that is a bug, and never carries its
-cause.
+cause; and 503, when memory mode runs under a server with several processes (a
+deployment to fix).
 
 **Sessions** end with a logout, after SESSION_TIMEOUT idle, or when their bot's
 connection fails for good: from then on, every operation of that session answers 401,
@@ -121,20 +122,34 @@ _ERROR_TEXT = {
     429: "Too many requests from this address (`Too many requests`).",
     500: "A bug (`Internal Server Error`); never carries its cause.",
     502: "Discord answered with a server error, or could not be reached.",
-    503: "MemberSense cannot take this request now; retry after `Retry-After`.",
     504: "Discord did not answer in time.",
 }
 
 
+#: The 503 every operation may answer: memory mode misdeployed (see membersense.processes).
+_SEVERAL_PROCESSES = (
+    "Memory mode under a WSGI server that runs several processes answers every request 503 "
+    "(`MemberSense keeps sessions in process memory and this server runs several processes: "
+    "…`), before the rate limit counts it: a deployment to fix (one process, or REDIS_URL).")
+
+
 def _errors(*statuses: int, rate_limited: bool, texts: dict[int, str] | None = None) -> Json:
+    """The error responses *statuses*, plus the two any operation may answer: 503 (a
+    misdeployment, :data:`_SEVERAL_PROCESSES`) and 500 (a bug)."""
+    texts = texts or {}
     responses: Json = {}
-    for status in (*statuses, 500):
+    for status in dict.fromkeys((*statuses, 503, 500)):
         retry = status in (429, 503)
+        if status == 503:
+            description = " ".join(filter(None, (texts.get(503), _SEVERAL_PROCESSES)))
+        else:
+            description = texts.get(status) or _ERROR_TEXT[status]
         responses[str(status)] = {
-            "description": (texts or {}).get(status, _ERROR_TEXT[status]),
-            # A bug may strike before the rate limit has counted the request.
+            "description": description,
+            # A bug, or the refusal of several processes, may come before the rate limit
+            # has counted the request.
             "headers": _headers(rate_limited=rate_limited, retry_after=retry,
-                                rate_limit_known=status != 500),
+                                rate_limit_known=status not in (500, 503)),
             "content": _json({"$ref": "#/components/schemas/"
                                       + ("RetryableError" if retry else "Error")}),
         }
