@@ -171,6 +171,11 @@ def _unavailable(*reasons: str) -> str:
     return "Not now, retry after `Retry-After`: " + "; ".join(reasons) + "."
 
 
+#: Why a message operation may answer 503.
+_MESSAGES_UNAVAILABLE = _unavailable(_DISCORD_NOT_NOW, _RECONNECTING, _SHUTTING_DOWN,
+                                     _STORE_DOWN)
+
+
 def _too_many(*reasons: str) -> str:
     return "; ".join(("`Too many requests` from this address (the rate limit)", *reasons)) + "."
 
@@ -354,10 +359,6 @@ def _data_paths() -> Json:
     }
 
 
-_MESSAGES_UNAVAILABLE = _unavailable(_DISCORD_NOT_NOW, _RECONNECTING, _SHUTTING_DOWN,
-                                     _STORE_DOWN)
-
-
 def _sending_paths() -> Json:
     channel = _query("channelId", {"$ref": "#/components/schemas/Snowflake"},
                      "The message's channel (400 `Channel ID is required` without it).",
@@ -401,9 +402,8 @@ def _sending_paths() -> Json:
             "parameters": [_GUILD_ID, idempotency_key, _REQUEST_ID],
             "requestBody": _body("SendMessageRequest"),
             "responses": {
-                "201": {**_ok("The message as posted (or as posted before, for a repeated "
-                              "`Idempotency-Key`).", message, rate_limited=True,
-                              links=edit_links)},
+                "201": _ok("The message as posted (or as posted before, for a repeated "
+                           "`Idempotency-Key`).", message, rate_limited=True, links=edit_links),
                 **errors(400, 401, 403, 404, 413, 429, 502, 503, 504),
             },
         }},
