@@ -46,17 +46,20 @@ class ApiError(HTTPException):
     """An error with a message meant for the API client.
 
     Subclasses fix the status; *message* overrides the class default. With
-    *retry_after* (seconds), the answer says when to try again, both as
-    ``Retry-After`` and as ``retryAfter`` in the body, rounded up to whole
-    seconds and never below 1.
+    *retry_after* (seconds, else the class's :attr:`default_retry_after`), the
+    answer says when to try again, both as ``Retry-After`` and as
+    ``retryAfter`` in the body, rounded up to whole seconds and never below 1.
     """
 
     code = 500
     description = "Internal Server Error"
+    #: Retry-After when the raiser knows no better (None: the answer has none).
+    default_retry_after: float | None = None
 
     def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
         super().__init__(message or self.description)
-        self.extra, self.headers = _retry_fields(retry_after)
+        self.extra, self.headers = _retry_fields(
+            self.default_retry_after if retry_after is None else retry_after)
 
 
 def _retry_fields(retry_after: float | None) -> tuple[dict[str, Any], dict[str, str]]:
@@ -96,10 +99,17 @@ class NotFound(ApiError):
 
 
 class TooManyRequests(ApiError):
-    """429: the client exceeded its request budget."""
+    """429: the client exceeded its request budget, or a cap of what it may hold open.
+
+    Always says when to try again, as every 429 of the API does: *retry_after*
+    when known (the rate limit's window), else :attr:`default_retry_after`, for
+    a cap that frees up only when the client closes something (sessions,
+    webhooks) and a retry at once would only be refused again.
+    """
 
     code = 429
     description = "Too many requests"
+    default_retry_after = 60.0
 
 
 class ServiceUnavailable(ApiError):
@@ -113,10 +123,6 @@ class ServiceUnavailable(ApiError):
     code = 503
     description = "Service Unavailable"
     default_retry_after = 10.0
-
-    def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
-        super().__init__(message, retry_after=self.default_retry_after if retry_after is None
-                         else retry_after)
 
 
 #: The HTTP status of each Discord-layer error (a subclass takes its nearest listed base's).

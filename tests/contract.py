@@ -10,6 +10,11 @@ error shape (404 for an unknown path, 405 for a known path's other methods).
 So the whole test suite exercises the contract, and a change to the API that
 the document does not follow fails the tests that touch it.
 
+What is not an HTTP response is checked where tests read it: the event stream's
+frames (:meth:`Contract.check_frame`, through :class:`tests.sse.FrameReader`)
+and webhook deliveries (:meth:`Contract.check_delivery`), against the
+document's ``Event`` schema and its ``webhooks``.
+
 Loaded from tests/conftest.py (``pytest_plugins``).
 """
 
@@ -21,7 +26,9 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
+import jsonschema_rs
 import pytest
 import requests
 from flask import Flask
@@ -32,7 +39,8 @@ from referencing.jsonschema import DRAFT202012
 
 from membersense.openapi import build_document
 
-__all__ = ["Contract", "ContractClient", "ContractViolation", "watch_session"]
+__all__ = ["Contract", "ContractClient", "ContractViolation", "served_contract",
+           "watch_session"]
 
 _BASE = "urn:membersense:openapi"
 _METHODS = ("get", "put", "post", "delete", "patch")
@@ -60,6 +68,8 @@ class Contract:
         self.document = document
         resource = Resource.from_contents(document, default_specification=DRAFT202012)
         self._registry: Registry[Any] = Registry().with_resource(_BASE, resource)
+        self._fast_registry = jsonschema_rs.Registry([(_BASE, dict(document))])
+        self._fast: dict[str, Any] = {}  # compiled validators by schema pointer
         self._paths = [
             _Path(template, re.compile("^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+",
                                                     re.escape(template)) + "$"), item)
@@ -69,7 +79,16 @@ class Contract:
         self._paths.sort(key=lambda p: "{" in p.template)
 
     def _validate(self, instance: Any, *pointer: str) -> None:
-        schema = {"$ref": f"{_BASE}#/{_pointer(*pointer)}"}
+        # jsonschema-rs judges (a member list of 10 000 in milliseconds, where jsonschema
+        # takes seconds and would slow every test that reads one, timing-bound ones too);
+        # jsonschema words what is wrong, as its messages are the ones tests look for.
+        schema = {"$ref": f"{_BASE}#/{quote(_pointer(*pointer), safe='/~')}"}
+        fast = self._fast.get(schema["$ref"])
+        if fast is None:
+            fast = self._fast[schema["$ref"]] = jsonschema_rs.validator_for(
+                schema, registry=self._fast_registry, validate_formats=True)
+        if fast.is_valid(instance):
+            return
         validator = Draft202012Validator(schema, registry=self._registry,
                                          format_checker=Draft202012Validator.FORMAT_CHECKER)
         errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.path))
@@ -77,6 +96,9 @@ class Contract:
             error = errors[0]
             where = "/".join(str(p) for p in error.absolute_path)
             raise ContractViolation(f"body at /{where}: {error.message}")
+        fast_error = next(fast.iter_errors(instance))  # a format only jsonschema-rs checks
+        where = "/".join(str(p) for p in fast_error.instance_path)
+        raise ContractViolation(f"body at /{where}: {fast_error.message}")
 
     def _resolve(self, node: Mapping[str, Any]) -> Mapping[str, Any]:
         while "$ref" in node:
@@ -171,6 +193,60 @@ class Contract:
         self._validate(_json(body, headers), "components", "schemas", schema)
 
 
+    # -- what is not an HTTP response -------------------------------------------------------
+
+    def check_frame(self, fields: Mapping[str, str]) -> None:
+        """Raise :class:`ContractViolation` unless an event stream's frame is one the
+        document describes: an event of the ``Event`` schema (``event`` its type, ``data``
+        its data), ``reset`` (``data: {}``) or ``end``."""
+        event = fields.get("event")
+        if event is None:
+            return  # comments, a retry: hint
+        try:
+            data = json.loads(fields.get("data", ""))
+        except ValueError:
+            raise ContractViolation(f"frame {event}: data is not JSON") from None
+        if event == "end":
+            return
+        event_id = fields.get("id")
+        if event_id is None:
+            raise ContractViolation(f"frame {event}: no id")
+        self._validate(event_id, "components", "schemas", "EventId")
+        if event == "reset":
+            if data != {}:
+                raise ContractViolation(f"a reset frame's data is {data!r}, not {{}}")
+            return
+        for index, variant in enumerate(self.document["components"]["schemas"]["Event"]["oneOf"]):
+            if event in variant["properties"]["type"]["enum"]:
+                try:
+                    self._validate(data, "components", "schemas", "Event", "oneOf", str(index),
+                                   "properties", "data")
+                except ContractViolation as exc:
+                    raise ContractViolation(f"frame {event}: {exc}") from None
+                return
+        raise ContractViolation(f"frame of an undocumented event type {event!r}")
+
+    def check_delivery(self, headers: Mapping[str, str], body: bytes) -> None:
+        """Raise :class:`ContractViolation` unless a webhook delivery (what the receiver got)
+        is as the document's ``webhooks`` describe it."""
+        operation = self.document["webhooks"]["event"]["post"]
+        for parameter in operation["parameters"]:
+            value = headers.get(parameter["name"])
+            if value is None:
+                if parameter["required"]:
+                    raise ContractViolation(f"delivery: header {parameter['name']} is missing")
+                continue
+            if not Draft202012Validator(parameter["schema"]).is_valid(value):
+                raise ContractViolation(f"delivery: header {parameter['name']}: {value!r}")
+        if headers.get("Content-Type", "").split(";")[0].strip() != "application/json":
+            raise ContractViolation("delivery: not JSON")
+        try:
+            self._validate(_json(body, headers), "webhooks", "event", "post", "requestBody",
+                           "content", "application/json", "schema")
+        except ContractViolation as exc:
+            raise ContractViolation(f"delivery: {exc}") from None
+
+
 def _json(body: bytes, headers: Mapping[str, str]) -> Any:
     if headers.get("Content-Encoding") == "gzip" and body[:2] == b"\x1f\x8b":
         body = gzip.decompress(body)
@@ -210,11 +286,22 @@ class ContractClient(FlaskClient):
 
 # -- requests sessions (the integration tests' Api client) ------------------------------
 
+_served: dict[str, Contract] = {}
+
+
+def served_contract(base_url: str) -> Contract:
+    """The contract of the document the server at *base_url* serves (fetched once)."""
+    contract = _served.get(base_url)
+    if contract is None:
+        document = requests.get(f"{base_url}/api/openapi.json", timeout=10)
+        document.raise_for_status()
+        contract = _served[base_url] = Contract(document.json())
+    return contract
+
+
 def watch_session(session: requests.Session, base_url: str) -> None:
     """Check every response *session* receives from *base_url* against the document it serves."""
-    document = requests.get(f"{base_url}/api/openapi.json", timeout=10)
-    document.raise_for_status()
-    contract = Contract(document.json())
+    contract = served_contract(base_url)
 
     def check(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
         if response.url.startswith(base_url):

@@ -60,7 +60,7 @@ def make_guild(guild_id: int = 100, name: str = "Test Guild", members: int = 5) 
     people = [
         {"id": str(1000 + i), "username": f"user{i}", "displayName": f"User {i}",
          "avatar": DEFAULT_AVATAR, "roles": ["Member", "@everyone"], "role": "Member",
-         "joinedAt": "2024-07-21T07:59:32.041Z", "bot": False}
+         "joinedAt": "2024-07-21T07:59:32.041Z", "bot": False, "roleColor": None}
         for i in range(members)
     ]
     channels = [
@@ -70,7 +70,7 @@ def make_guild(guild_id: int = 100, name: str = "Test Guild", members: int = 5) 
          "topic": None},
     ]
     messages = {
-        500: [{"id": str(9000 - i), "content": f"message {i}",
+        500: [{"id": str(9000 - i), "channelId": "500", "content": f"message {i}",
                "author": {"id": "1000", "username": "user0", "name": "User 0",
                           "avatar": DEFAULT_AVATAR},
                "timestamp": 1_700_000_000_000 - i, "editedTimestamp": None, "attachments": [],
@@ -189,7 +189,7 @@ class FakeDiscord:
             newest = max((int(m["id"]) for m in history), default=0)
             message = {"id": str(newest + 1), "channelId": str(channel_id), "content": content,
                        "author": {"id": "42", "username": "fakebot", "name": "Fake Bot",
-                                  "avatar": None},
+                                  "avatar": DEFAULT_AVATAR},
                        "timestamp": 1_700_000_000_000, "editedTimestamp": None,
                        "attachments": [], "embeds": 0,
                        "replyTo": str(reply_to) if reply_to is not None else None}

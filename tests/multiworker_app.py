@@ -1,6 +1,7 @@
 """MemberSense plus two test routes that say which worker answered (tests/multiworker_gunicorn.py)."""
 
 import os
+from typing import Any
 
 from membersense import create_app, metrics
 
@@ -8,10 +9,11 @@ app = create_app()
 _serve = app.wsgi_app
 
 
-def _as_one_process(environ: dict, start_response: object) -> object:
-    # Memory mode answers 503 to a server that says it runs several processes
-    # (membersense.processes); these tests want two workers' metrics, not sessions.
-    return _serve({**environ, "wsgi.multiprocess": False}, start_response)
+def _as_one_process(environ: dict[str, Any], start_response: Any) -> Any:
+    # Memory mode answers every request 503 under a server that says it runs several
+    # processes (membersense.processes); these workers share no sessions, only metrics.
+    environ["wsgi.multiprocess"] = False
+    return _serve(environ, start_response)
 
 
 app.wsgi_app = _as_one_process  # type: ignore[method-assign]

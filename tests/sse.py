@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,11 +29,14 @@ class Frame:
 
 
 class FrameReader:
-    """Frames from *chunks*, one at a time."""
+    """Frames from *chunks*, one at a time; *check(fields)*, when given, sees each frame first
+    (the contract's :meth:`~tests.contract.Contract.check_frame`)."""
 
-    def __init__(self, chunks: Iterator[bytes]) -> None:
+    def __init__(self, chunks: Iterator[bytes],
+                 check: Callable[[Mapping[str, str]], None] | None = None) -> None:
         self._chunks = chunks
         self._buffer = b""
+        self._check = check
 
     def __iter__(self) -> Iterator[Frame]:
         return self
@@ -49,6 +52,8 @@ class FrameReader:
             else:
                 name, _, value = line.partition(":")
                 frame.fields[name] = value[1:] if value.startswith(" ") else value
+        if self._check is not None:
+            self._check(frame.fields)
         return frame
 
     def next_event(self) -> Frame:

@@ -16,12 +16,14 @@ from flask.testing import FlaskClient
 from membersense import runtime_of
 from membersense.bus import topic_of
 from membersense.discord.tokens import fingerprint
-from tests.fakes import FakeClock, FakeDiscord, make_guild
+from tests.contract import contract_of
+from tests.fakes import DEFAULT_AVATAR, FakeClock, FakeDiscord, make_guild
 from tests.sse import FrameReader
 
 TOPIC = topic_of(fingerprint("good-token"), 100)
-MEMBER = {"id": "7", "username": "newbie", "displayName": "newbie", "avatar": None,
-          "roles": ["@everyone"], "role": "@everyone", "joinedAt": None, "bot": False}
+MEMBER = {"id": "7", "username": "newbie", "displayName": "newbie", "avatar": DEFAULT_AVATAR,
+          "roles": ["@everyone"], "role": "@everyone", "joinedAt": None, "bot": False,
+          "roleColor": None}
 
 
 def auth(session_id: str, **headers: str) -> dict[str, str]:
@@ -49,7 +51,8 @@ def open_stream(client: FlaskClient, path: str = "/api/events", **headers: str
     assert response.mimetype == "text/event-stream"
     assert response.headers["Cache-Control"] == "no-cache"
     try:
-        yield FrameReader(iter(response.response))
+        yield FrameReader(iter(response.response),
+                          check=contract_of(client.application).check_frame)
     finally:
         response.close()
 
@@ -82,7 +85,7 @@ def test_events_of_the_session_guild_arrive_as_frames(
 def test_last_event_id_resumes_after_that_event(
         fast_app: Flask, fast_client: FlaskClient, login: Callable[..., str]) -> None:
     session = login(test_client=fast_client)
-    first, second, third = (publish(fast_app, "member.update", {**MEMBER, "n": n})
+    first, second, third = (publish(fast_app, "member.update", {**MEMBER, "displayName": f"newbie {n}"})
                             for n in range(3))
     with open_stream(fast_client, **auth(session, **{"Last-Event-ID": first})) as frames:
         assert [frames.next_event().id for _ in range(2)] == [second, third]
@@ -97,7 +100,7 @@ def test_a_resume_point_out_of_the_buffer_starts_with_a_reset(
     runtime_of(app).live.wake_s = 0.02
     client = app.test_client()
     session = login(test_client=client)
-    ids = [publish(app, "member.update", {**MEMBER, "n": n}) for n in range(5)]
+    ids = [publish(app, "member.update", {**MEMBER, "displayName": f"newbie {n}"}) for n in range(5)]
     with open_stream(client, **auth(session, **{"Last-Event-ID": ids[0]})) as frames:
         reset = frames.next_event()
         assert reset.event == "reset" and reset.id == ids[-1] and reset.json() == {}

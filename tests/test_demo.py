@@ -141,7 +141,7 @@ def test_the_readmes_example_ids_exist_in_the_demo_world() -> None:
     (guild,) = world.guilds.values()
     channel_ids = set(re.findall(r"channelId=(\d+)", readme))
     assert channel_ids and all(world.channel(int(c)) is not None for c in channel_ids)
-    for after in re.findall(r"[?&]after=(\d+)", readme):
+    for after in re.findall(r"[?&]after=(\d+)\b", readme):  # member ids, not event ids
         # A member id or the one just before one: the page it shows starts at a real member.
         assert int(after) in guild.members or int(after) + 1 in guild.members, after
     # Every id-looking value of the README's JSON examples names something of the demo world.

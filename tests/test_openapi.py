@@ -3,6 +3,7 @@ the contract checker that holds every test's responses to it (tests/contract.py)
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -12,6 +13,7 @@ from flask import Flask
 from openapi_spec_validator import validate
 
 from membersense.api.docs import ASSETS
+from membersense.bus import EVENT_TYPES
 from membersense.config import Settings
 from membersense.extensions import rate_limiting
 from membersense.openapi import build_document
@@ -149,6 +151,11 @@ LIMITS = {"RateLimit-Limit": "100", "RateLimit-Remaining": "99", "RateLimit-Rese
     ("GET", "/nowhere", 404, {"Content-Type": "application/json"}, b'{"error": "Not Found"}',
      "X-Request-ID"),
     ("GET", "/_ah/health", 304, {"X-Request-ID": "r1"}, b"", "not documented"),
+    ("GET", "/api/events/poll", 200, {**JSON, **LIMITS}, b"[]", "X-Event-Cursor"),
+    ("GET", "/api/events/poll", 200, {**JSON, **LIMITS, "X-Event-Cursor": "a-1"},
+     b'{"reset": false, "cursor": "a-1"}', "not valid under any"),
+    ("POST", "/api/webhooks", 429, {**JSON, **LIMITS}, b'{"error": "Too many webhooks"}',
+     "Retry-After"),
 ])
 def test_the_checker_rejects_what_the_document_does_not_allow(
         contract: Contract, method: str, path: str, status: int, headers: dict[str, str],
@@ -164,3 +171,60 @@ def test_the_checker_accepts_what_the_document_allows(contract: Contract) -> Non
     contract.check("GET", "/nowhere", 404, JSON, b'{"error": "Not Found"}')
     contract.check("PUT", "/api/members", 405, {**JSON, "Allow": "GET"},
                    b'{"error": "Method Not Allowed"}')
+    contract.check("GET", "/api/events/poll", 200, {**JSON, **LIMITS, "X-Event-Cursor": "a-9"},
+                   b'{"reset": true, "cursor": "a-9"}')
+    contract.check("GET", "/api/events", 200, {**LIMITS, "X-Request-ID": "r",
+                                               "Content-Type": "text/event-stream"}, None)
+    # Refused before the rate limit counted it (memory mode under several processes).
+    contract.check("GET", "/_ah/health", 503, {**JSON, "Retry-After": "60"},
+                   b'{"error": "several processes", "retryAfter": 60}')
+
+
+# -- events: the stream's frames and webhook deliveries ------------------------------------
+
+MEMBER = {"id": "7", "username": "newbie", "displayName": "newbie",
+          "avatar": "https://cdn.discordapp.com/embed/avatars/0.png", "roles": ["@everyone"],
+          "role": "@everyone", "joinedAt": None, "bot": False, "roleColor": None}
+
+
+def test_every_event_type_has_its_data_documented() -> None:
+    document = build_document(Settings.from_mapping({}))
+    variants = document["components"]["schemas"]["Event"]["oneOf"]
+    documented_types = [t for variant in variants for t in variant["properties"]["type"]["enum"]]
+    assert sorted(documented_types) == sorted(EVENT_TYPES)
+    delivery = document["webhooks"]["event"]["post"]
+    assert delivery["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Event"}
+
+
+def test_the_checker_holds_stream_frames_to_the_event_schema(contract: Contract) -> None:
+    contract.check_frame({"id": "ab12-3", "event": "member.join", "data": json.dumps(MEMBER)})
+    contract.check_frame({"id": "ab12-4", "event": "message.delete",
+                          "data": '{"id": "9", "channelId": "500"}'})
+    contract.check_frame({"id": "ab12-4", "event": "reset", "data": "{}"})
+    contract.check_frame({"event": "end", "data": '{"reason": "session ended"}'})
+    contract.check_frame({"retry": "1000"})
+    for fields, complaint in [
+        ({"id": "ab12-5", "event": "message.create", "data": json.dumps(MEMBER)},
+         "message.create"),  # a member is no message
+        ({"id": "ab12-5", "event": "member.join", "data": json.dumps({**MEMBER, "x": 1})},
+         "'x' was unexpected"),
+        ({"id": "ab12-5", "event": "member.kick", "data": "{}"}, "undocumented event type"),
+        ({"event": "member.join", "data": json.dumps(MEMBER)}, "no id"),
+        ({"id": "ab12-5", "event": "reset", "data": '{"a": 1}'}, "reset"),
+    ]:
+        with pytest.raises(ContractViolation, match=complaint):
+            contract.check_frame(fields)
+
+
+def test_the_checker_holds_deliveries_to_the_documents_webhooks(contract: Contract) -> None:
+    body = json.dumps({"id": "ab12-3", "type": "member.join", "guildId": "100",
+                       "timestamp": 1_700_000_000_000, "data": MEMBER}).encode()
+    headers = {"Content-Type": "application/json", "X-MemberSense-Event": "member.join",
+               "X-MemberSense-Delivery": "ab12-3", "X-MemberSense-Timestamp": "1700000000",
+               "X-MemberSense-Signature": "sha256=" + "0" * 64}
+    contract.check_delivery(headers, body)
+    with pytest.raises(ContractViolation, match="X-MemberSense-Signature"):
+        contract.check_delivery({**headers, "X-MemberSense-Signature": "md5=00"}, body)
+    with pytest.raises(ContractViolation, match="delivery: body"):
+        contract.check_delivery(headers, body.replace(b'"member.join"', b'"guild.update"'))

@@ -30,6 +30,8 @@ bp = Blueprint("events", __name__, url_prefix="/api/events")
 
 #: The longest a long-poll may wait, in seconds (under common proxy and platform timeouts).
 MAX_POLL_WAIT_S = 25
+#: The most events a long-poll answers with (also the default).
+MAX_POLL_LIMIT = 100
 #: What an event id may look like: the bus's are short; anything else is refused unread.
 _EVENT_ID = re.compile(r"[\x21-\x7e]{1,100}")
 #: The response header that carries the id to poll after next.
@@ -105,7 +107,7 @@ def poll() -> Any:
     live = _live()
     after = _event_id("after", request.args.get("after")) or live.bus.cursor(topic)
     wait = int_arg("wait", default=0, minimum=0, maximum=MAX_POLL_WAIT_S)
-    limit = int_arg("limit", default=100, minimum=1, maximum=100)
+    limit = int_arg("limit", default=MAX_POLL_LIMIT, minimum=1, maximum=MAX_POLL_LIMIT)
     batch = live.poll(session.id, topic, after, wait=wait, limit=limit)
     body = ({"reset": True, "cursor": batch.cursor} if batch.reset
             else [event.to_json() for event in batch.events])

@@ -47,10 +47,10 @@ def list_webhooks() -> Any:
     return jsonify([s.to_json() for s in _webhooks().of_session(session.id)])
 
 
-@bp.delete("/<subscription_id>")
-def delete(subscription_id: str) -> Any:
+@bp.delete("/<webhook_id>")
+def delete(webhook_id: str) -> Any:
     """Delete one of the session's subscriptions: 204; 404 if it has none by that id."""
     session = sessions.authenticate()
-    if not _webhooks().remove(session.id, subscription_id):
+    if not _webhooks().remove(session.id, webhook_id):
         raise NotFound("Webhook not found")
     return "", 204

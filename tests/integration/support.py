@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import requests
 
+from tests.contract import served_contract
 from tests.sse import Frame, FrameReader
 
 if TYPE_CHECKING:
@@ -172,7 +173,9 @@ def stream(api: Api, session: str, *, read_timeout: float = 30.0,
     try:
         assert response.status_code == 200, response.text
         assert response.headers["Content-Type"].startswith("text/event-stream")
-        frames = FrameReader(response.iter_content(chunk_size=None))
+        # Every frame is checked against the Event schema of the document the server serves.
+        frames = FrameReader(response.iter_content(chunk_size=None),
+                             check=served_contract(api.base_url).check_frame)
         assert next(frames).comments == ["connected"]
         yield frames
     finally:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from membersense.sandbox.server import SandboxServer
+from tests.contract import served_contract
 from tests.integration.conftest import DISCORD_TIMEOUT_S, MemberSense
 from tests.integration.support import (
     MAIN_TOKEN,
@@ -132,6 +133,8 @@ def test_discord_events_reach_a_stream_and_a_signed_webhook(
         assert said.json()["id"] == posted["id"] and said.json()["content"] == "first post!"
         assert said.json()["author"]["username"] == name
     deliveries = receiver.wait_for(2)
+    for delivery in deliveries:
+        served_contract(api.base_url).check_delivery(delivery.headers, delivery.body)
     assert [d.headers["X-MemberSense-Event"] for d in deliveries] == ["member.join",
                                                                       "message.create"]
     assert all(d.signed_with(secret) for d in deliveries)
@@ -149,6 +152,7 @@ def test_a_receivers_500_is_retried_with_the_same_delivery(
     receiver.answers = [500]
     control.request("POST", f"/guilds/{control.guild_id('Alpha')}/members", username=newcomer())
     failed, retried = receiver.wait_for(2)
+    served_contract(api.base_url).check_delivery(retried.headers, retried.body)
     assert (failed.status, retried.status) == (500, 200)
     assert failed.json() == retried.json() and retried.signed_with(hook["secret"])
     assert failed.headers["X-MemberSense-Delivery"] == retried.headers["X-MemberSense-Delivery"]
