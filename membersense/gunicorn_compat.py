@@ -408,4 +408,5 @@ def _honour_connection_close(app: Callable[..., Iterable[bytes]]) -> Callable[..
 
         return app(environ, start)
 
+    wsgi.__wrapped__ = app  # type: ignore[attr-defined]  # the app, for hooks that look for it
     return wsgi

@@ -145,8 +145,10 @@ def on_starting(server: Any) -> None:
 
 
 def _runtime(worker: Any) -> Runtime | None:
+    # MemberSense's worker wraps the app it loaded (gunicorn_compat); __wrapped__ is the app.
+    app = getattr(worker.wsgi, "__wrapped__", worker.wsgi)
     try:
-        return runtime_of(worker.wsgi)
+        return runtime_of(app)
     except (AttributeError, KeyError, TypeError):  # not an app create_app built
         return None
 
