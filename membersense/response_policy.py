@@ -6,7 +6,9 @@
   shared cache keeps them and a browser revalidates before each use
   (``If-None-Match`` on members gets a ``304``). Not ``no-store``, which
   would end that revalidation. Login and logout answers are ``no-store``:
-  a session id is a credential, and nothing there is worth revalidating.
+  a session id is a credential, and nothing there is worth revalidating. A
+  view may set its own (``no-store`` for a stream ticket or a webhook's
+  secret, ``no-cache`` for an event stream).
 - ``OPTIONS`` without CORS preflight headers is a ``204`` with ``Allow`` and
   no body (Flask would send an empty ``text/html`` ``200``).
 - Paths are matched as sent: werkzeug would answer ``//api/members`` with an
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 from flask import Flask, Response, request
 
-__all__ = ["init_app"]
+__all__ = ["CREDENTIAL_CACHE_CONTROL", "GUILD_DATA_CACHE_CONTROL", "init_app"]
 
 GUILD_DATA_CACHE_CONTROL = "private, no-cache"
 CREDENTIAL_CACHE_CONTROL = "no-store"
@@ -36,7 +38,9 @@ def _apply(response: Response) -> Response:
         if path.startswith("/api/auth/"):
             headers["Cache-Control"] = CREDENTIAL_CACHE_CONTROL
         else:
-            headers["Cache-Control"] = GUILD_DATA_CACHE_CONTROL
+            # A view may say more (no-store for an answer that holds a secret).
+            if "Cache-Control" not in headers:
+                headers["Cache-Control"] = GUILD_DATA_CACHE_CONTROL
             vary = headers.get("Vary")
             headers["Vary"] = f"{vary}, Authorization" if vary else "Authorization"
     if (request.method == "OPTIONS" and response.status_code == 200

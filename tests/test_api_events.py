@@ -177,6 +177,7 @@ def test_streams_need_a_session_or_a_ticket_once(
     assert fast_client.post("/api/events/ticket").status_code == 401
     issued = fast_client.post("/api/events/ticket", headers=auth(session))
     assert issued.status_code == 201 and issued.get_json()["expiresIn"] == 60
+    assert issued.headers["Cache-Control"] == "no-store"  # a credential
     ticket = issued.get_json()["ticket"]
     with open_stream(fast_client, f"/api/events?ticket={ticket}") as frames:
         event_id = publish(fast_app)

@@ -55,7 +55,10 @@ def test_registering_answers_the_secret_once(client: FlaskClient,
     assert body["url"] == PUBLIC_URL and body["events"] == ["member.join", "message.create"]
     assert body["guildId"] == "100" and body["active"] is True and body["failures"] == 0
     assert body["secret"].startswith("whsec_") and len(body["id"]) == 21
-    listed = client.get("/api/webhooks", headers=auth(session)).get_json()
+    assert created.headers["Cache-Control"] == "no-store"  # a secret: no cache keeps it
+    listed = client.get("/api/webhooks", headers=auth(session))
+    assert listed.headers["Cache-Control"] == "private, no-cache"
+    listed = listed.get_json()
     assert listed == [{k: v for k, v in body.items() if k != "secret"}]
 
 

@@ -23,6 +23,7 @@ from membersense.errors import BadRequest, Unauthorized
 from membersense.events.live import LiveEvents
 from membersense.events.tickets import TICKET_TTL_S
 from membersense.extensions import bots, sessions
+from membersense.response_policy import CREDENTIAL_CACHE_CONTROL
 from membersense.runtime import runtime_of
 from membersense.sessions import SessionRecord
 
@@ -77,7 +78,9 @@ def ticket() -> Any:
     """A ticket that opens one stream of this session within 60 seconds: 201."""
     session = sessions.authenticate()
     value = _live().tickets.issue(session.id)
-    return {"ticket": value, "expiresIn": int(TICKET_TTL_S)}, 201
+    # A ticket opens the session's events: a credential, kept by no cache.
+    return ({"ticket": value, "expiresIn": int(TICKET_TTL_S)}, 201,
+            {"Cache-Control": CREDENTIAL_CACHE_CONTROL})
 
 
 @bp.get("")

@@ -19,6 +19,7 @@ from membersense.api.events import session_topic
 from membersense.api.params import json_object
 from membersense.errors import NotFound
 from membersense.extensions import sessions
+from membersense.response_policy import CREDENTIAL_CACHE_CONTROL
 from membersense.runtime import runtime_of
 from membersense.webhooks.service import Webhooks
 
@@ -37,7 +38,9 @@ def register() -> Any:
     guild_id, topic = session_topic(session)
     subscription = _webhooks().register(session, guild_id, topic, payload.get("url"),
                                         payload.get("events"))
-    return {**subscription.to_json(), "secret": subscription.secret}, 201
+    # The signing secret is shown this once: kept by no cache.
+    return ({**subscription.to_json(), "secret": subscription.secret}, 201,
+            {"Cache-Control": CREDENTIAL_CACHE_CONTROL})
 
 
 @bp.get("")
