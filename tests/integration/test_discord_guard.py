@@ -59,15 +59,18 @@ def test_junk_logins_never_get_the_server_banned(
     for n in range(BUDGET, BUDGET + 2 * SANDBOX_LIMIT):
         response = junk_login(f"junk-token-{n}", n)
         assert response.status_code == 503
-        assert response.headers["Retry-After"] == str(WINDOW_S)
-        assert response.json()["retryAfter"] == WINDOW_S
+        # Until the window's oldest refusal leaves it: the whole window, less the seconds
+        # this test has run since (a few, on a busy machine).
+        assert WINDOW_S - 60 < int(response.headers["Retry-After"]) <= WINDOW_S
+        assert response.json()["retryAfter"] == int(response.headers["Retry-After"])
         assert "refused too many requests" in response.json()["error"]
     assert not banned()
 
     # Until the window slides, reads that need Discord's REST API wait too; the
     # member list and channels come from the gateway's cache and go on.
     messages = api.get("/api/messages", session, channelId=channel, limit=2)
-    assert messages.status_code == 503 and messages.headers["Retry-After"] == str(WINDOW_S)
+    assert messages.status_code == 503
+    assert WINDOW_S - 60 < int(messages.headers["Retry-After"]) <= WINDOW_S
     assert api.get("/api/members", session).status_code == 200
     assert api.get("/api/channels", session).status_code == 200
     api.logout(session)
