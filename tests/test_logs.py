@@ -67,6 +67,16 @@ def test_text_lines_escape_what_could_break_or_color_a_line(
     assert len(line.splitlines()) == 1
 
 
+@pytest.mark.parametrize("breaker", ["\x85", "\u2028", "\u2029", "\n", "\x1b[31m"])
+def test_json_lines_escape_what_could_break_or_color_a_line(
+        make_app: Callable[..., Flask], log_stream: io.StringIO, breaker: str) -> None:
+    make_app()
+    logging.getLogger("membersense.test").warning("before%safter é", breaker)
+    line = log_stream.getvalue().rstrip("\n")
+    assert breaker not in line and len(line.splitlines()) == 1
+    assert json.loads(line)["message"] == f"before{breaker}after é"  # the same text back
+
+
 def test_long_paths_are_cut_in_the_access_log(make_app: Callable[..., Flask],
                                               log_stream: io.StringIO) -> None:
     make_app().test_client().get("/" + "a" * 5000)
