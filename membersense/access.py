@@ -76,6 +76,7 @@ def _finish(response: Response) -> Response:
     session = state.get("session")
     started = state.get("started")
     duration_ms = (time.perf_counter() - started) * 1000 if started is not None else 0.0
+    # Once, not per use. The proxy's typing hides this werkzeug LocalProxy method.
     req = request._get_current_object()  # type: ignore[attr-defined]
     method, path, status = req.method, req.path, response.status_code
     if len(path) > MAX_LOGGED_PATH:

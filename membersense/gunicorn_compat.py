@@ -403,6 +403,7 @@ def _honour_connection_close(app: Callable[..., Iterable[bytes]]) -> Callable[..
             if status[0] in "45":
                 for name, value in headers:
                     if name.lower() == "connection" and value.lower() == "close":
+                        # gunicorn's start_response is a bound method of its Response.
                         start_response.__self__.force_close()  # type: ignore[attr-defined]
             return start_response(status, headers, exc_info)
 

@@ -203,6 +203,7 @@ class LineHandler(logging.Handler):
                 while data:
                     data = data[os.write(self._fd, data):]
             else:
+                # logging types Handler.lock as optional; createLock() made it.
                 with self.lock:  # type: ignore[union-attr]
                     self.stream.write(line)
                     self.stream.flush()

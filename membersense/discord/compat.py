@@ -189,6 +189,7 @@ class _Client(discord.Client):
         self._membersense = listener
         super().__init__(**options)
 
+    # discord.py types _get_state's options by keyword; we pass them all through.
     def _get_state(self, **options: Any) -> ConnectionState:  # type: ignore[override]
         # (discord.py types the state by the client's own class; this one is ours.)
         return _State(dispatch=self.dispatch, handlers=self._handlers, hooks=self._hooks,
