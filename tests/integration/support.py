@@ -35,6 +35,30 @@ DISCORD_SHAPED_TOKEN = "MTE0NTE0MTkxOTgxMDg5MzQ0MA.GhIjKl.abcdefghijklmnopqrstuv
 MAIN_GUILD_MEMBERS = 1000
 
 
+def log_records(log: str) -> list[dict[str, Any]]:
+    """MemberSense's JSON log lines in a server's log, whatever the host writes before each
+    (Apache prefixes its own timestamp and pid); lines that hold no JSON object are skipped."""
+    records = []
+    for line in log.splitlines():
+        start = line.find("{")
+        if start < 0:
+            continue
+        try:
+            record = json.loads(line[start:])
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def logged(log: str, message: str, **fields: Any) -> bool:
+    """Whether *log* holds a record with *message* and each of *fields* at that value."""
+    return any(record.get("message") == message
+               and all(record.get(key) == value for key, value in fields.items())
+               for record in log_records(log))
+
+
 def scenario(main_members: int = MAIN_GUILD_MEMBERS) -> dict[str, Any]:
     """A world with a big guild, two small ones, and bots in every situation a login can meet."""
     return {

@@ -25,6 +25,7 @@ from tests.integration.support import (
     SECOND_TOKEN,
     Api,
     Control,
+    logged,
     wait_until,
     walk_the_api,
 )
@@ -92,8 +93,8 @@ def test_stopping_apache_closes_every_session_and_discord_connection(
     finally:
         control.close()
     log = server.log()
-    assert '"message": "closed sessions at shutdown", "count": 1' in log, log
-    assert '"message": "closed bot connections", "count": 1' in log, log
+    assert logged(log, "closed sessions at shutdown", count=1), log
+    assert logged(log, "closed bot connections", count=1), log
 
 
 def test_stop_with_a_login_in_flight_still_closes_the_discord_connection(
@@ -131,7 +132,7 @@ def test_stop_with_a_login_in_flight_still_closes_the_discord_connection(
     assert isinstance(answers[0], requests.ConnectionError) or \
         answers[0].json() == {"error": "Server is shutting down"}
     log = server.log()
-    assert '"message": "closed bot connections", "count": 1' in log, log
+    assert logged(log, "closed bot connections", count=1), log
     assert "Aborting process" not in log, log
     assert IN_FLIGHT_GRACE_S < SHUTDOWN_TIMEOUT_S
 
