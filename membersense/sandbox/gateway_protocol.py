@@ -7,9 +7,10 @@ drives the connections and uses these helpers to speak Discord's dialect.
 
 from __future__ import annotations
 
-import json
 import zlib
 from typing import Any, Protocol
+
+import orjson
 
 API_VERSION = 10
 
@@ -88,12 +89,13 @@ MAX_USER_IDS = 100
 #: Longest nonce Discord echoes; longer ones are dropped.
 MAX_NONCE_BYTES = 32
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-
 def dumps(value: Any) -> str:
-    """Compact JSON text, as Discord sends it."""
-    return _dumps(value)
+    """Compact JSON text, as Discord sends it.
+
+    orjson: a 100 000-member guild is 50 MB of chunks, which the standard library's
+    encoder took longer to write than discord.py takes to read.
+    """
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def control_frame(op: int, d: Any = None) -> str:
