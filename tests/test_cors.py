@@ -13,6 +13,21 @@ def test_wildcard_by_default(make_app: Callable[..., Flask]) -> None:
     assert response.headers["Access-Control-Allow-Origin"] == "*"
 
 
+def test_no_cors_headers_without_origin(make_app: Callable[..., Flask]) -> None:
+    # Only browsers read them, and they send Origin; health checks and servers get none.
+    client = make_app().test_client()
+    for path in ("/_ah/health", "/api/members"):
+        headers = client.get(path).headers
+        assert [name for name in headers.keys() if name.startswith("Access-Control-")] == []
+    preflight = client.options("/api/members", headers={"Access-Control-Request-Method": "GET"})
+    assert "Access-Control-Allow-Origin" not in preflight.headers
+    # ... without flask-cors's hook running at all (it costs a health check a seventh of its
+    # time): it is wrapped, once.
+    (hook,) = [hook for hook in make_app().after_request_funcs[None]
+               if hook.__module__.startswith("flask_cors")]
+    assert hook.__wrapped__.__module__.startswith("flask_cors")  # type: ignore[attr-defined]  # set by functools.wraps
+
+
 def test_several_origins_answer_with_the_requesting_one_only(
     make_app: Callable[..., Flask]
 ) -> None:
