@@ -222,7 +222,7 @@ class Settings:
     session_secret: str = _setting("SESSION_SECRET", "", _secret, secret=True)
     redis_key_prefix: str = _setting("REDIS_KEY_PREFIX", "membersense:", _key_prefix)
     web_concurrency: int | None = _setting("WEB_CONCURRENCY", "", _optional_integer(1))
-    bot_lease_time: int = _setting("BOT_LEASE_TIME", "15000", _integer(3000, "milliseconds"))
+    bot_lease_time: int = _setting("BOT_LEASE_TIME", "12000", _integer(3000, "milliseconds"))
     discord_cdn_base: str = _setting(
         "DISCORD_CDN_BASE", "https://cdn.discordapp.com", _url(("http", "https"))
     )

@@ -136,6 +136,7 @@ class Runtime:
         """Refuse logins from now on (shutting down); everything else carries on."""
         self._refusing = True
         self.sessions.refuse_new()
+        self.discord.refuse_new()
 
     def wait_closed(self, timeout: float) -> bool:
         """Wait up to *timeout* seconds for :meth:`close` to finish; whether it did."""

@@ -95,6 +95,7 @@ class FakeDiscord:
         self.login_fails_with: BaseException | None = None
         self.gate: threading.Event | None = None
         self.closed = False
+        self.refusing = False
         self._lock = threading.Lock()
         self._sent: dict[tuple[int, str], dict[str, Any]] = {}  # by (channel, idempotency key)
 
@@ -221,6 +222,9 @@ class FakeDiscord:
     def released(self) -> list[str]:
         """Fingerprints of every release, in order."""
         return [args[0] for name, args, _ in self.calls if name == "release"]
+
+    def refuse_new(self) -> None:
+        self.refusing = True
 
     def close(self) -> None:
         self.closed = True

@@ -346,3 +346,58 @@ def test_a_stopping_owner_writes_what_it_published_before_it_lets_its_bots_go(
     finally:
         parts.close_after_discord()
     assert written_at_release == [b"written"]
+
+
+def test_a_held_lease_says_how_long_it_still_runs(connection: RedisConnection) -> None:
+    a, b = Leases(connection, 5), Leases(connection, 5)
+    taken = a.attempt(BOT)
+    assert taken.fence is not None and taken.runs_out_in_s == 0
+    held = b.attempt(BOT)
+    assert held.fence is None and 4.0 < held.runs_out_in_s <= 5.0
+    assert a.release(BOT, taken.fence)
+    assert b.attempt(BOT).fence == taken.fence + 1
+
+
+def _cluster_settings(redis_url: str, redis_prefix: str) -> Any:
+    return load_settings(environ={}, overrides={
+        "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": redis_prefix, "SESSION_SECRET": "s" * 32})
+
+
+def test_the_keeper_tries_again_the_moment_a_held_lease_runs_out(
+        redis_url: str, redis_prefix: str) -> None:
+    # An owner killed just after renewing: its lease runs its whole time. The keeper's next
+    # round is set for the lease's end, not a third of a lease after it.
+    clock = FakeClock()
+    parts = build(_cluster_settings(redis_url, redis_prefix), clock=clock)
+    discord = parts.discord
+    other = Leases(parts.redis, 1.0)
+    try:
+        period = discord.leases.lease_s / 3
+        assert discord._until_next_round(period) == period  # nothing held: a normal round
+        fence = other.acquire(BOT)
+        assert fence is not None
+        assert not discord._take_lease(BOT)
+        wait = discord._until_next_round(period)
+        assert 0.5 < wait <= 1.0 + 0.05 < period  # the holder's 1 s, and a little margin
+        assert discord._until_next_round(period) == period  # asked once
+        time.sleep(1.1)  # Redis's own clock ends the lease
+        assert discord._take_lease(BOT)
+        assert discord.leases.holder(BOT) == (discord.leases.owner, fence + 1)
+    finally:
+        discord.close()
+        parts.close_after_discord()
+
+
+def test_a_stopping_process_takes_no_lease(redis_url: str, redis_prefix: str) -> None:
+    # Its sibling workers stop with it: taking the lease one of them just released would
+    # mean a connection for nothing and a second handover.
+    parts = build(_cluster_settings(redis_url, redis_prefix))
+    discord = parts.discord
+    try:
+        discord.refuse_new()
+        assert not discord._take_lease(BOT)
+        assert discord.leases.holder(BOT) is None  # it did not even try
+    finally:
+        discord.close()
+        parts.close_after_discord()
+

@@ -17,20 +17,23 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+from typing import NamedTuple
 
 from membersense.cluster.connection import RedisConnection
 
-__all__ = ["LEASE_RELEASED", "Leases"]
+__all__ = ["LEASE_RELEASED", "Attempt", "Leases"]
 
 #: The notice sent when a lease is given back (so another process takes it at once).
 LEASE_RELEASED = "lease-released"
 
-#: KEYS: lease, fence counter. ARGV: owner, ttl ms. Returns the new fence, or nil when held.
+#: KEYS: lease, fence counter. ARGV: owner, ttl ms. Returns {new fence, 0}, or {0, the
+#: holder's remaining ms} when held.
 _ACQUIRE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return nil end
+local remaining = redis.call('PTTL', KEYS[1])
+if remaining ~= -2 then return {0, remaining} end
 local fence = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1] .. ':' .. fence, 'PX', tonumber(ARGV[2]))
-return fence
+return {fence, 0}
 """
 
 #: KEYS: lease. ARGV: "<owner>:<fence>", ttl ms. 1 if renewed.
@@ -50,6 +53,15 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+
+class Attempt(NamedTuple):
+    """What trying for a lease found."""
+
+    #: The new owner's fence when this process took the lease; None when another holds it.
+    fence: int | None
+    #: When another holds it: seconds until that lease runs out unless renewed.
+    runs_out_in_s: float
 
 
 class Leases:
@@ -79,11 +91,19 @@ class Leases:
         """This process's lease value for *fence*."""
         return f"{self.owner}:{fence}"
 
+    def attempt(self, bot: str) -> Attempt:
+        """Take the bot's lease if it is free; else how long its holder's lease still runs."""
+        fence, remaining_ms = self._redis.call(lambda: self._acquire(
+            keys=[self._keys.lease(bot), self._keys.fence(bot)], args=[self.owner, self._ttl_ms]))
+        if fence:
+            return Attempt(int(fence), 0.0)
+        # A lease always has a time to live; one without (set by hand) counts as just renewed.
+        remaining = int(remaining_ms) / 1000 if int(remaining_ms) >= 0 else self.lease_s
+        return Attempt(None, remaining)
+
     def acquire(self, bot: str) -> int | None:
         """Take the bot's lease if it is free; the fence, or None when another holds it."""
-        fence = self._redis.call(lambda: self._acquire(
-            keys=[self._keys.lease(bot), self._keys.fence(bot)], args=[self.owner, self._ttl_ms]))
-        return int(fence) if fence is not None else None
+        return self.attempt(bot).fence
 
     def renew(self, bot: str, fence: int) -> bool:
         """Extend a lease this process holds; False if it no longer holds it."""

@@ -13,13 +13,16 @@ where a bot's connection may live in another process:
 - A keeper thread, every third of ``BOT_LEASE_TIME``, renews the leases this
   process holds (an owner that cannot renew gives its connection up), tries
   for the lease of every bot it has seen sessions of (so a dead owner is
-  replaced within the lease time, requests or not; a released lease is tried
-  at once, on its notice), and, once a bot it owns has had no session
+  replaced, requests or not, as its lease runs out: a held lease is tried
+  again the moment it would end, a released one at once, on its notice), and,
+  once a bot it owns has had no session
   anywhere for ``CONNECTION_LINGER``, closes the connection, deletes the
   published state and events, and gives the lease back.
 - Stopping (SIGTERM) closes this process's connections and releases their
   leases at once, so another process takes over without waiting; the
-  published state stays for it.
+  published state stays for it. From the signal on, a stopping process takes
+  no lease (another worker stopping with it would otherwise take the one this
+  one released, connect, and hand it over again a moment later).
 """
 
 from __future__ import annotations
@@ -67,6 +70,8 @@ log = logging.getLogger("membersense.cluster")
 LOGIN_POLL_S = 0.05
 #: How often the keeper looks for bots with sessions it has not seen yet (in lease times).
 DISCOVERY_EVERY = 2
+#: How long after a held lease's end the keeper tries for it (its owner may be dead).
+LEASE_END_MARGIN_S = 0.05
 #: A copy of a published view is trusted this long without asking Redis for its version.
 VIEW_TRUST_S = 0.2
 #: How long a stopping process waits for its queued writes before it lets its bots go.
@@ -105,6 +110,8 @@ class ClusterDiscord(LocalDiscord):
         self._owner_hooks: list[tuple[Callable[[str], None], Callable[[str], None]]] = []
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._refusing = False  # shutting down: take on no bot
+        self._retry_at: float | None = None  # when a lease another holds runs out first
         self._keeper: threading.Thread | None = None
         self._discovered_at = float("-inf")
         self.bridge.add_stop_hook(self._close_rest_clients)
@@ -131,8 +138,12 @@ class ClusterDiscord(LocalDiscord):
         with self._lock:
             if bot in self._owned:
                 return True
-        fence = self.leases.acquire(bot)
+            if self._refusing:
+                return False
+        attempt = self.leases.attempt(bot)
+        fence = attempt.fence
         if fence is None:
+            self._retry_when_it_runs_out(attempt.runs_out_in_s)
             return False
         with self._lock:
             self._owned[bot] = fence
@@ -154,6 +165,19 @@ class ClusterDiscord(LocalDiscord):
                 unowned(bot)
             except Exception as exc:
                 log.error("an owner hook failed: %s", type(exc).__name__)
+
+    def refuse_new(self) -> None:
+        """Shutting down: take no bot's lease from now on (see the module docstring)."""
+        with self._lock:
+            self._refusing = True
+
+    def _retry_when_it_runs_out(self, seconds: float) -> None:
+        # The keeper tries again the moment a held lease runs out (its owner may have
+        # died just after renewing): its next round could be a third of the lease later.
+        at = self._clock() + seconds + LEASE_END_MARGIN_S
+        with self._lock:
+            if self._retry_at is None or at < self._retry_at:
+                self._retry_at = at
 
     def _lease_released(self, bot: str) -> None:
         if bot in self._seen and bot not in self._owned:
@@ -336,7 +360,7 @@ class ClusterDiscord(LocalDiscord):
     def _keep(self) -> None:
         period = self.leases.lease_s / 3
         while not self._stopping.is_set():
-            self._wake.wait(period)
+            self._wake.wait(self._until_next_round(period))
             self._wake.clear()
             if self._stopping.is_set():
                 return
@@ -346,6 +370,13 @@ class ClusterDiscord(LocalDiscord):
                 self._drop_expired_leases()
             except Exception as exc:  # the keeper must keep going whatever one round did
                 log.error("lease keeper round failed: %s", type(exc).__name__)
+
+    def _until_next_round(self, period: float) -> float:
+        with self._lock:
+            retry_at, self._retry_at = self._retry_at, None
+        if retry_at is None:
+            return period
+        return max(0.0, min(period, retry_at - self._clock()))
 
     def _round(self) -> None:
         now = self._clock()

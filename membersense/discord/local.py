@@ -299,6 +299,10 @@ class LocalDiscord:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
+    def refuse_new(self) -> None:
+        """Nothing to do here: the session store refuses logins, and a login already past
+        it may still finish within the grace for requests in flight."""
+
     def close(self) -> None:
         """Close every connection and stop the bridge and the builder. Idempotent."""
         self._unsubscribe()

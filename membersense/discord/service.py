@@ -147,6 +147,11 @@ class DiscordService(Protocol):
         """Delete a message of the channel (the bot's own, or any with Manage Messages)."""
         ...
 
+    def refuse_new(self) -> None:
+        """Shutting down: take on no bot from now on (logins are refused already; the
+        connections already made keep serving until :meth:`close`)."""
+        ...
+
     def close(self) -> None:
         """Disconnect every bot and stop background work. Idempotent."""
         ...
