@@ -17,6 +17,7 @@ SCRIPTS = (
     "benchmarks.members_throughput",
     "benchmarks.large_guild",
     "benchmarks.modes",
+    "benchmarks.failover",
     "benchmarks.events_latency",
     "benchmarks.slow_clients",
     "benchmarks.slow_discord",
