@@ -32,8 +32,9 @@ The last full member list's age at the kill is printed: the new owner waits out 
 left of Discord's cooldown since then (rounds follow each other closely, so nearly all of it).
 
 Targets (issue 9), the maximum over the rounds: after the owner dies, events flow again
-within 15 s (``BOT_LEASE_TIME``) and members are fresh within 45 s (the lease plus Discord's
-30 s member cooldown); the same for a stopped owner. A new member on every worker within 1 s.
+within 15 s (``BOT_LEASE_TIME``, 12 s, then the connection) and members are fresh within
+45 s (the lease plus Discord's 30 s member cooldown); the same for a stopped owner. A new
+member on every worker within 1 s.
 """
 
 from __future__ import annotations
