@@ -49,8 +49,9 @@ def main() -> None:
             samples = measure(lambda: bridge.call(noop, timeout=5), args.calls)
             bridge_p50.append(median(samples))
             bridge_p99.append(percentile(samples, 99))
-            raw = measure(lambda: asyncio.run_coroutine_threadsafe(noop(), loop).result(5),
-                          args.calls)
+            raw = measure(
+                lambda: asyncio.run_coroutine_threadsafe(noop(), loop).result(5), args.calls
+            )
             raw_p50.append(median(raw))
     finally:
         bridge.stop()
@@ -58,11 +59,15 @@ def main() -> None:
         thread.join()
         loop.close()
     p50 = median(bridge_p50)
-    print(f"Bridge.call(noop): p50 {p50:.1f} us, p99 {median(bridge_p99):.1f} us "
-          f"(median of {args.rounds} rounds x {args.calls} calls); target p50 <= {TARGET_US:.0f} us"
-          f" -> {'PASS' if p50 <= TARGET_US else 'FAIL'}")
-    print(f"run_coroutine_threadsafe by hand: p50 {median(raw_p50):.1f} us "
-          f"(bridge overhead {p50 - median(raw_p50):+.1f} us)")
+    print(
+        f"Bridge.call(noop): p50 {p50:.1f} us, p99 {median(bridge_p99):.1f} us "
+        f"(median of {args.rounds} rounds x {args.calls} calls); target p50 <= {TARGET_US:.0f} us"
+        f" -> {'PASS' if p50 <= TARGET_US else 'FAIL'}"
+    )
+    print(
+        f"run_coroutine_threadsafe by hand: p50 {median(raw_p50):.1f} us "
+        f"(bridge overhead {p50 - median(raw_p50):+.1f} us)"
+    )
 
 
 if __name__ == "__main__":

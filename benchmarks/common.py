@@ -19,8 +19,17 @@ from typing import Self
 from tests.integration.support import worker_pid as worker_of
 from tests.servers import ROOT, GunicornServer
 
-__all__ = ["ROOT", "GunicornServer", "Sandbox", "latency_line", "median", "percentile", "probe",
-           "rss_kib", "worker_of"]
+__all__ = [
+    "ROOT",
+    "GunicornServer",
+    "Sandbox",
+    "latency_line",
+    "median",
+    "percentile",
+    "probe",
+    "rss_kib",
+    "worker_of",
+]
 
 
 class Sandbox:
@@ -32,8 +41,12 @@ class Sandbox:
         self.api_url = self.gateway_url = self.base_url = ""
 
     def __enter__(self) -> Self:
-        self.process = subprocess.Popen([sys.executable, "-m", "membersense.sandbox", *self.args],
-                                        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "membersense.sandbox", *self.args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         found = re.search(r"api=(\S+) gateway=(\S+)", line)
@@ -65,8 +78,9 @@ def percentile(values: Sequence[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))]
 
 
-def probe(base_url: str, calls: Sequence[tuple[str, dict[str, str]]], seconds: float,
-          timeout: float) -> dict[str, list[float]]:
+def probe(
+    base_url: str, calls: Sequence[tuple[str, dict[str, str]]], seconds: float, timeout: float
+) -> dict[str, list[float]]:
     """Send *calls* (path, headers) one after the other, round and round, for *seconds*.
 
     Returns each path's latencies in seconds. A request that failed (no 200
@@ -85,8 +99,9 @@ def probe(base_url: str, calls: Sequence[tuple[str, dict[str, str]]], seconds: f
                 try:
                     # The body as sent: decompressing 3 MB of members is the client's
                     # time, not the server's.
-                    response = http.get(base_url + path, headers=headers, timeout=timeout,
-                                        stream=True)
+                    response = http.get(
+                        base_url + path, headers=headers, timeout=timeout, stream=True
+                    )
                     response.raw.read(decode_content=False)
                     ok = response.status_code in (200, 304)
                 except requests.RequestException:
@@ -100,9 +115,11 @@ def probe(base_url: str, calls: Sequence[tuple[str, dict[str, str]]], seconds: f
 def latency_line(path: str, samples: Sequence[float], timeout: float) -> str:
     """p50, p99 and max of *samples* (seconds) in ms, and how many failed (see :func:`probe`)."""
     failed = sum(1 for sample in samples if sample >= timeout)
-    return (f"{path:<14} p50 {median(samples) * 1000:8.1f} ms   "
-            f"p99 {percentile(samples, 99) * 1000:8.1f} ms   max {max(samples) * 1000:8.1f} ms   "
-            f"({len(samples)} requests, {failed} failed or timed out)")
+    return (
+        f"{path:<14} p50 {median(samples) * 1000:8.1f} ms   "
+        f"p99 {percentile(samples, 99) * 1000:8.1f} ms   max {max(samples) * 1000:8.1f} ms   "
+        f"({len(samples)} requests, {failed} failed or timed out)"
+    )
 
 
 def rss_kib(pid: int) -> int:

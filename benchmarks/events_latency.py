@@ -31,28 +31,47 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     args = parser.parse_args()
 
-    with Sandbox("--members", "1000", "--token", TOKEN, "--channels", "2",
-                 "--messages", "1") as sandbox, \
-            GunicornServer({**sandbox.env(), "RATE_LIMIT_MAX_REQUESTS": "100000",
-                            "LOG_LEVEL": "WARNING", "WEBHOOK_ALLOW_PRIVATE": "1"}) as server, \
-            running_receiver() as receiver, requests.Session() as http:
+    with (
+        Sandbox(
+            "--members", "1000", "--token", TOKEN, "--channels", "2", "--messages", "1"
+        ) as sandbox,
+        GunicornServer(
+            {
+                **sandbox.env(),
+                "RATE_LIMIT_MAX_REQUESTS": "100000",
+                "LOG_LEVEL": "WARNING",
+                "WEBHOOK_ALLOW_PRIVATE": "1",
+            }
+        ) as server,
+        running_receiver() as receiver,
+        requests.Session() as http,
+    ):
         api, control = server.base_url, f"{sandbox.base_url}/_sandbox"
         login = http.post(f"{api}/api/auth/login", json={"token": TOKEN}, timeout=60).json()
         auth = {"Authorization": login["sessionId"]}
         guild = login["guildId"]
         channel = http.get(f"{api}/api/channels", headers=auth, timeout=30).json()[0]["id"]
-        http.post(f"{api}/api/webhooks", headers=auth, timeout=30, json={
-            "url": receiver.url, "events": ["member.join", "message.create"]}).raise_for_status()
+        http.post(
+            f"{api}/api/webhooks",
+            headers=auth,
+            timeout=30,
+            json={"url": receiver.url, "events": ["member.join", "message.create"]},
+        ).raise_for_status()
         stream = http.get(f"{api}/api/events", headers=auth, stream=True, timeout=(10, 60))
         frames = FrameReader(stream.iter_content(chunk_size=None))
         next(frames)
-        timings: dict[str, list[float]] = {k: [] for k in ("join stream", "join webhook",
-                                                             "message stream",
-                                                             "message webhook")}
+        timings: dict[str, list[float]] = {
+            k: [] for k in ("join stream", "join webhook", "message stream", "message webhook")
+        }
         for n in range(args.rounds):
             for kind, path, body in (
-                    ("join", f"/guilds/{guild}/members", {"username": f"bench{n}x{time.time_ns() % 10**6}"}),
-                    ("message", f"/channels/{channel}/messages", {"content": f"bench {n}"})):
+                (
+                    "join",
+                    f"/guilds/{guild}/members",
+                    {"username": f"bench{n}x{time.time_ns() % 10**6}"},
+                ),
+                ("message", f"/channels/{channel}/messages", {"content": f"bench {n}"}),
+            ):
                 started = time.perf_counter()
                 http.post(control + path, json=body, timeout=30).raise_for_status()
                 expected = "member.join" if kind == "join" else "message.create"
@@ -67,8 +86,10 @@ def main() -> None:
     for name, samples in timings.items():
         p50 = median(samples)
         worst = max(worst, p50)
-        print(f"{name}: p50 {p50 * 1000:.1f} ms, p90 {percentile(samples, 90) * 1000:.1f} ms, "
-              f"max {max(samples) * 1000:.1f} ms ({len(samples)} events)")
+        print(
+            f"{name}: p50 {p50 * 1000:.1f} ms, p90 {percentile(samples, 90) * 1000:.1f} ms, "
+            f"max {max(samples) * 1000:.1f} ms ({len(samples)} events)"
+        )
     print(f"target: p50 <= {TARGET_S * 1000:.0f} ms -> {'PASS' if worst <= TARGET_S else 'FAIL'}")
 
 

@@ -82,11 +82,19 @@ WATCH_LIMIT_S = 120.0
 LEASE_S = load_settings(environ={}, dotenv=False).bot_lease_time_s
 
 #: Errors a probe meets while a server is between owners, stopping or dropping a connection.
-TRANSIENT = (OSError, http.client.HTTPException, requests.RequestException, redis.RedisError,
-             StopIteration, ValueError, KeyError)
+TRANSIENT = (
+    OSError,
+    http.client.HTTPException,
+    requests.RequestException,
+    redis.RedisError,
+    StopIteration,
+    ValueError,
+    KeyError,
+)
 
 
 # -- one keep-alive connection per worker -------------------------------------------------
+
 
 class WorkerClients:
     """A keep-alive HTTP connection to each worker of one gunicorn instance.
@@ -162,6 +170,7 @@ def lists(clients: WorkerClients, worker: int, session: str, member_id: str) -> 
 
 # -- the cluster --------------------------------------------------------------------------
 
+
 class Cluster:
     """MemberSense instances started with the same settings; a dead one can be replaced."""
 
@@ -185,8 +194,11 @@ class Cluster:
     def holding(self, pid: int | None) -> GunicornServer | None:
         """The instance *pid* is a worker of."""
         for server in self.servers:
-            if pid is not None and server.process is not None and pid in children(
-                    server.process.pid):
+            if (
+                pid is not None
+                and server.process is not None
+                and pid in children(server.process.pid)
+            ):
                 return server
         return None
 
@@ -221,8 +233,9 @@ class Bot:
 
     def add_member(self) -> str:
         """A new member of the guild, added through the sandbox; its id."""
-        added = self.control.request("POST", f"/guilds/{self.guild}/members",
-                                     username=f"fo{uuid.uuid4().hex[:12]}")
+        added = self.control.request(
+            "POST", f"/guilds/{self.guild}/members", username=f"fo{uuid.uuid4().hex[:12]}"
+        )
         return str(added["user"]["id"])
 
     def close(self) -> None:
@@ -245,6 +258,7 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = 90.0) -> Any:
 
 
 # -- watching a failover ------------------------------------------------------------------
+
 
 class Watch(threading.Thread):
     """Waits for something in a thread of its own; ``seconds`` is then the time since *since*
@@ -299,13 +313,19 @@ class EventStream:
 
     def open(self) -> None:
         self.close_response()
-        ticket = self.http.post(f"{self.base_url}/api/events/ticket", timeout=10,
-                                headers={"Authorization": self.session})
+        ticket = self.http.post(
+            f"{self.base_url}/api/events/ticket",
+            timeout=10,
+            headers={"Authorization": self.session},
+        )
         ticket.raise_for_status()
         # Heartbeats come every 15 s: a minute without a byte is a dead stream.
-        self.response = self.http.get(f"{self.base_url}/api/events", stream=True,
-                                      params={"ticket": ticket.json()["ticket"]},
-                                      timeout=(10, 60))
+        self.response = self.http.get(
+            f"{self.base_url}/api/events",
+            stream=True,
+            params={"ticket": ticket.json()["ticket"]},
+            timeout=(10, 60),
+        )
         self.response.raise_for_status()
         self.frames = FrameReader(self.response.iter_content(chunk_size=None))
         if next(self.frames).comments != ["connected"]:
@@ -425,6 +445,7 @@ class Setup:
 
 def owner_and_survivor(setup: Setup) -> tuple[GunicornServer, GunicornServer]:
     """The instance holding the bot's connection and the other one, once the bot is settled."""
+
     def settled() -> GunicornServer | None:
         holder = setup.cluster.holding(setup.bot.lease_holder())
         return holder if holder is not None and setup.bot.connections() == 1 else None
@@ -478,8 +499,9 @@ def failover(setup: Setup, how: str) -> Round:
                 raise RuntimeError(f"survivor worker {worker} does not serve the session")
         warm_up = f"warm-up-{uuid.uuid4().hex[:8]}"
         stream.open()
-        setup.bot.control.request("POST", f"/channels/{setup.channel}/messages",
-                                  content=f"{warm_up} 0")
+        setup.bot.control.request(
+            "POST", f"/channels/{setup.channel}/messages", content=f"{warm_up} 0"
+        )
         if stream.next_tagged(warm_up, time.monotonic() + 30) is None:
             raise RuntimeError("the event stream on the survivor delivers nothing before the kill")
 
@@ -499,16 +521,19 @@ def failover(setup: Setup, how: str) -> Round:
 
         def fresh() -> bool:
             pending.difference_update(
-                {w for w in list(pending) if lists(survivors, w, setup.session, member)})
+                {w for w in list(pending) if lists(survivors, w, setup.session, member)}
+            )
             return not pending
 
         def connected() -> bool:
-            return (setup.bot.connections() == 1
-                    and setup.bot.lease_holder() in survivor_workers)
+            return setup.bot.connections() == 1 and setup.bot.lease_holder() in survivor_workers
 
         events = EventWatch(stream, tag, started)
-        watches: dict[str, Watch] = {"connection": PollWatch(connected, started),
-                                     "events": events, "members": PollWatch(fresh, started)}
+        watches: dict[str, Watch] = {
+            "connection": PollWatch(connected, started),
+            "events": events,
+            "members": PollWatch(fresh, started),
+        }
         poster = Poster(setup.sandbox, setup.channel, tag)
         for thread in (*watches.values(), poster):
             thread.start()
@@ -524,12 +549,22 @@ def failover(setup: Setup, how: str) -> Round:
         poster.join(10)
         for name, watch in watches.items():
             if watch.seconds is None:
-                print(f"    ({how}: {name} not seen within {WATCH_LIMIT_S:g} s; last error "
-                      f"{watch.error or 'none'})", flush=True)
+                print(
+                    f"    ({how}: {name} not seen within {WATCH_LIMIT_S:g} s; last error "
+                    f"{watch.error or 'none'})",
+                    flush=True,
+                )
         if watches["members"].seconds is not None:
             setup.list_loaded = started + watches["members"].seconds
-        return Round(watches["connection"].seconds, watches["members"].seconds,
-                     events.seconds, events.lost, list_age, lease_left, exit_s)
+        return Round(
+            watches["connection"].seconds,
+            watches["members"].seconds,
+            events.seconds,
+            events.lost,
+            list_age,
+            lease_left,
+            exit_s,
+        )
     finally:
         stream.close()
         survivors.close()
@@ -537,6 +572,7 @@ def failover(setup: Setup, how: str) -> Round:
 
 
 # -- logouts and new members --------------------------------------------------------------
+
 
 def logout_propagation(setup: Setup, repeats: int) -> list[float]:
     """Seconds from a logout answered by B until every worker of A answers 401, per repeat."""
@@ -546,13 +582,15 @@ def logout_propagation(setup: Setup, repeats: int) -> list[float]:
     try:
         with requests.Session() as http:
             for _ in range(repeats):
-                session = http.post(f"{a.base_url}/api/auth/login", json={"token": TOKEN},
-                                    timeout=60).json()["sessionId"]
+                session = http.post(
+                    f"{a.base_url}/api/auth/login", json={"token": TOKEN}, timeout=60
+                ).json()["sessionId"]
                 for worker in clients.workers:  # each of A's workers knows the session
                     if clients.get(worker, "/api/channels", session)[0] != 200:
                         raise RuntimeError(f"worker {worker} does not serve a new session")
-                http.post(f"{b.base_url}/api/auth/logout", headers={"Authorization": session},
-                          timeout=30).raise_for_status()
+                http.post(
+                    f"{b.base_url}/api/auth/logout", headers={"Authorization": session}, timeout=30
+                ).raise_for_status()
                 ended = time.monotonic()
                 pending, last = set(clients.workers), ended
                 # No pause between requests: the answer is expected within milliseconds.
@@ -579,8 +617,7 @@ def member_visibility(setup: Setup, repeats: int) -> list[float]:
             member = setup.bot.add_member()
             pending = {(c, w) for c in clients for w in c.workers}
             while pending and time.monotonic() - started < WATCH_LIMIT_S:
-                pending = {(c, w) for c, w in pending
-                           if not lists(c, w, setup.session, member)}
+                pending = {(c, w) for c, w in pending if not lists(c, w, setup.session, member)}
                 if pending:
                     time.sleep(VISIBILITY_POLL_S)
             times.append(time.monotonic() - started)
@@ -592,6 +629,7 @@ def member_visibility(setup: Setup, repeats: int) -> list[float]:
 
 # -- the run ------------------------------------------------------------------------------
 
+
 def seconds(value: float | None) -> str:
     return "never" if value is None else f"{value:5.2f} s"
 
@@ -600,47 +638,67 @@ def summary(values: Sequence[float | None]) -> str:
     """Median and max of *values* in s; a value never seen counts as the watch's limit."""
     figures = [WATCH_LIMIT_S if v is None else v for v in values]
     missed = sum(1 for v in values if v is None)
-    return (f"median {median(figures):5.2f} s, max {max(figures):5.2f} s"
-            + (f" ({missed} not within {WATCH_LIMIT_S:g} s)" if missed else ""))
+    return f"median {median(figures):5.2f} s, max {max(figures):5.2f} s" + (
+        f" ({missed} not within {WATCH_LIMIT_S:g} s)" if missed else ""
+    )
 
 
 def verdict(label: str, values: Sequence[float | None], target: float) -> str:
     worst = max(WATCH_LIMIT_S if v is None else v for v in values)
-    return (f"  {label} <= {target:g} s: max {worst:.2f} s -> "
-            f"{'PASS' if worst <= target else 'FAIL'}")
+    return (
+        f"  {label} <= {target:g} s: max {worst:.2f} s -> {'PASS' if worst <= target else 'FAIL'}"
+    )
 
 
 def run_failovers(setup: Setup, how: str, rounds: int) -> list[Round]:
-    label = ("owner killed (kill -9 of master and workers)" if how == "kill"
-             else "owner stopped (SIGTERM)")
+    label = (
+        "owner killed (kill -9 of master and workers)"
+        if how == "kill"
+        else "owner stopped (SIGTERM)"
+    )
     print(f"  {label}, {rounds} rounds:", flush=True)
     results = []
     for n in range(rounds):
         result = failover(setup, how)
         results.append(result)
-        how_long = (f"lease {result.lease_left:.2f} s to run at the kill, "
-                    if result.lease_left is not None else "")
-        exited = (f", owner exited after {result.exit_s:.1f} s"
-                  if result.exit_s is not None else "")
-        print(f"    round {n + 1}: one connection again {seconds(result.connection)}, fresh "
-              f"members {seconds(result.members)}, events flowing again "
-              f"{seconds(result.events)} ({result.lost} messages lost, {how_long}last full "
-              f"member list {result.list_age:.1f} s before{exited})", flush=True)
-    for title, times in (("one connection again", [r.connection for r in results]),
-                         ("fresh members", [r.members for r in results]),
-                         ("events flowing again", [r.events for r in results])):
+        how_long = (
+            f"lease {result.lease_left:.2f} s to run at the kill, "
+            if result.lease_left is not None
+            else ""
+        )
+        exited = f", owner exited after {result.exit_s:.1f} s" if result.exit_s is not None else ""
+        print(
+            f"    round {n + 1}: one connection again {seconds(result.connection)}, fresh "
+            f"members {seconds(result.members)}, events flowing again "
+            f"{seconds(result.events)} ({result.lost} messages lost, {how_long}last full "
+            f"member list {result.list_age:.1f} s before{exited})",
+            flush=True,
+        )
+    for title, times in (
+        ("one connection again", [r.connection for r in results]),
+        ("fresh members", [r.members for r in results]),
+        ("events flowing again", [r.events for r in results]),
+    ):
         print(f"    {title:<22} {summary(times)}")
     return results
 
 
 def settings(sandbox: Sandbox, prefix: str) -> dict[str, str]:
     """Every instance's environment: Redis mode under *prefix*, against *sandbox*."""
-    return {**sandbox.env(), "REDIS_URL": SHARED_URL, "SESSION_SECRET": SECRET,
-            "REDIS_KEY_PREFIX": prefix, "WEB_CONCURRENCY": str(WORKERS),
-            # The default, set so that one in this shell's environment cannot change it.
-            "BOT_LEASE_TIME": str(int(LEASE_S * 1000)), "LOG_LEVEL": "INFO",
-            "RATE_LIMIT_MAX_REQUESTS": "100000000", "RATE_LIMIT_WINDOW": "1000",
-            "MAX_SESSIONS_PER_TOKEN": "1000", "MAX_SESSIONS_PER_IP": "1000"}
+    return {
+        **sandbox.env(),
+        "REDIS_URL": SHARED_URL,
+        "SESSION_SECRET": SECRET,
+        "REDIS_KEY_PREFIX": prefix,
+        "WEB_CONCURRENCY": str(WORKERS),
+        # The default, set so that one in this shell's environment cannot change it.
+        "BOT_LEASE_TIME": str(int(LEASE_S * 1000)),
+        "LOG_LEVEL": "INFO",
+        "RATE_LIMIT_MAX_REQUESTS": "100000000",
+        "RATE_LIMIT_WINDOW": "1000",
+        "MAX_SESSIONS_PER_TOKEN": "1000",
+        "MAX_SESSIONS_PER_IP": "1000",
+    }
 
 
 def start(cluster: Cluster, bot: Bot, sandbox: Sandbox) -> Setup:
@@ -652,8 +710,9 @@ def start(cluster: Cluster, bot: Bot, sandbox: Sandbox) -> Setup:
     login.raise_for_status()
     setup.list_loaded = time.monotonic()  # a login waits for the member list
     setup.session = login.json()["sessionId"]
-    setup.channel = requests.get(f"{a.base_url}/api/channels", timeout=30,
-                                 headers={"Authorization": setup.session}).json()[0]["id"]
+    setup.channel = requests.get(
+        f"{a.base_url}/api/channels", timeout=30, headers={"Authorization": setup.session}
+    ).json()[0]["id"]
     owner_and_survivor(setup)
     return setup
 
@@ -664,37 +723,54 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=3, help="failovers of each kind")
-    parser.add_argument("--repeats", type=int, default=10,
-                        help="logouts and new members timed")
+    parser.add_argument("--repeats", type=int, default=10, help="logouts and new members timed")
     parser.add_argument("--members", type=int, default=1000)
     parser.add_argument("--logs", type=Path, help="keep the servers' logs in this directory")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     prefix = new_prefix()
     try:
-        with tempfile.TemporaryDirectory() as tmp, \
-                Sandbox("--members", str(args.members), "--token", TOKEN, "--channels", "2",
-                        "--messages", "1") as sandbox:
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            Sandbox(
+                "--members",
+                str(args.members),
+                "--token",
+                TOKEN,
+                "--channels",
+                "2",
+                "--messages",
+                "1",
+            ) as sandbox,
+        ):
             log_dir = args.logs or Path(tmp)
             log_dir.mkdir(parents=True, exist_ok=True)
-            print(f"Redis mode, 2 instances x {WORKERS} workers, one sandbox ({args.members} "
-                  f"members, Discord's 30 s member cooldown), BOT_LEASE_TIME {LEASE_S:g} s (the "
-                  f"default); times from the kill or SIGTERM, polled every {POLL_S * 1000:.0f} ms",
-                  flush=True)
+            print(
+                f"Redis mode, 2 instances x {WORKERS} workers, one sandbox ({args.members} "
+                f"members, Discord's 30 s member cooldown), BOT_LEASE_TIME {LEASE_S:g} s (the "
+                f"default); times from the kill or SIGTERM, polled every {POLL_S * 1000:.0f} ms",
+                flush=True,
+            )
             cluster, bot = Cluster(settings(sandbox, prefix), log_dir), Bot(sandbox, prefix)
             try:
                 setup = start(cluster, bot, sandbox)
                 visibility = member_visibility(setup, args.repeats)
                 logouts = logout_propagation(setup, args.repeats)
-                print(f"  new member on every worker of both instances: median "
-                      f"{median(visibility) * 1000:.0f} ms, max {max(visibility) * 1000:.0f} ms "
-                      f"({args.repeats} members)")
-                print(f"  logout on B -> 401 on every worker of A: median "
-                      f"{median(logouts) * 1000:.1f} ms, max {max(logouts) * 1000:.1f} ms "
-                      f"({args.repeats} logouts)", flush=True)
+                print(
+                    f"  new member on every worker of both instances: median "
+                    f"{median(visibility) * 1000:.0f} ms, max {max(visibility) * 1000:.0f} ms "
+                    f"({args.repeats} members)"
+                )
+                print(
+                    f"  logout on B -> 401 on every worker of A: median "
+                    f"{median(logouts) * 1000:.1f} ms, max {max(logouts) * 1000:.1f} ms "
+                    f"({args.repeats} logouts)",
+                    flush=True,
+                )
                 killed = run_failovers(setup, "kill", args.rounds)
                 stopped = run_failovers(setup, "stop", args.rounds)
             finally:
@@ -704,10 +780,10 @@ def main() -> None:
         delete_prefix(SHARED_URL, prefix)
     print("verdicts (issue 9):")
     for label, results in (("owner killed", killed), ("owner stopped", stopped)):
-        print(verdict(f"{label}: events flowing again", [r.events for r in results],
-                      EVENTS_TARGET_S))
-        print(verdict(f"{label}: fresh members", [r.members for r in results],
-                      MEMBERS_TARGET_S))
+        print(
+            verdict(f"{label}: events flowing again", [r.events for r in results], EVENTS_TARGET_S)
+        )
+        print(verdict(f"{label}: fresh members", [r.members for r in results], MEMBERS_TARGET_S))
     print(verdict("new member on every worker", visibility, VISIBILITY_TARGET_S))
 
 

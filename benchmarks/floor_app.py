@@ -22,8 +22,12 @@ from flask import Flask, Response
 
 with open(os.environ["MEMBERSENSE_FLOOR_BODY"], "rb") as _file:
     BODY = _file.read()
-HEADERS = [("Content-Type", "application/json"), ("Content-Length", str(len(BODY))),
-           ("ETag", '"floor"'), ("Vary", "Accept-Encoding")]
+HEADERS = [
+    ("Content-Type", "application/json"),
+    ("Content-Length", str(len(BODY))),
+    ("ETag", '"floor"'),
+    ("Vary", "Accept-Encoding"),
+]
 if os.environ.get("MEMBERSENSE_FLOOR_ENCODING"):  # the stored bytes are already encoded
     HEADERS.append(("Content-Encoding", os.environ["MEMBERSENSE_FLOOR_ENCODING"]))
 

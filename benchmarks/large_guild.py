@@ -35,8 +35,11 @@ def _login(http: requests.Session, base: str) -> tuple[str, float]:
 
 def _members(http: requests.Session, base: str, session: str) -> tuple[int, float]:
     started = time.perf_counter()
-    response = http.get(f"{base}/api/members", headers={"Authorization": session,
-                                                         "Accept-Encoding": "gzip"}, timeout=120)
+    response = http.get(
+        f"{base}/api/members",
+        headers={"Authorization": session, "Accept-Encoding": "gzip"},
+        timeout=120,
+    )
     elapsed = time.perf_counter() - started
     response.raise_for_status()
     return len(response.json()), elapsed
@@ -51,14 +54,30 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    env = {"RATE_LIMIT_MAX_REQUESTS": "100000", "LOG_LEVEL": "WARNING",
-           "LOGIN_TIMEOUT": "60000", "DISCORD_TIMEOUT": "30000"}
+    env = {
+        "RATE_LIMIT_MAX_REQUESTS": "100000",
+        "LOG_LEVEL": "WARNING",
+        "LOGIN_TIMEOUT": "60000",
+        "DISCORD_TIMEOUT": "30000",
+    }
 
-    with Sandbox("--members", str(args.members), "--token", TOKEN, "--channels", "3",
-                 "--messages", "1", "--member-request-cooldown", "0") as sandbox:
+    with Sandbox(
+        "--members",
+        str(args.members),
+        "--token",
+        TOKEN,
+        "--channels",
+        "3",
+        "--messages",
+        "1",
+        "--member-request-cooldown",
+        "0",
+    ) as sandbox:
         logins, totals, members_s = [], [], []
-        with GunicornServer({**sandbox.env(), **env, "CONNECTION_LINGER": "0"}) as server, \
-                requests.Session() as http:
+        with (
+            GunicornServer({**sandbox.env(), **env, "CONNECTION_LINGER": "0"}) as server,
+            requests.Session() as http,
+        ):
             assert server.process is not None
             worker = worker_of(server.process.pid)
             count = 0
@@ -69,8 +88,11 @@ def main() -> None:
                 members_s.append(first_s)
                 totals.append(login_s + first_s)
                 rss_mb = rss_kib(worker) / 1024
-                http.post(f"{server.base_url}/api/auth/logout",
-                          headers={"Authorization": session}, timeout=30)
+                http.post(
+                    f"{server.base_url}/api/auth/logout",
+                    headers={"Authorization": session},
+                    timeout=30,
+                )
                 time.sleep(0.5)  # let the connection close before the next cold login
         # The first round also imports discord.py and starts the loop thread.
         logins, totals, members_s = logins[1:], totals[1:], members_s[1:]
@@ -80,23 +102,34 @@ def main() -> None:
             session, _ = _login(http, server.base_url)
             _members(http, server.base_url, session)
             for _ in range(args.rounds):
-                http.post(f"{server.base_url}/api/auth/logout",
-                          headers={"Authorization": session}, timeout=30)
+                http.post(
+                    f"{server.base_url}/api/auth/logout",
+                    headers={"Authorization": session},
+                    timeout=30,
+                )
                 session, relogin_s = _login(http, server.base_url)
                 relogins.append(relogin_s)
 
     login_p50, total_p50 = median(logins), median(totals)
     relogin_p50 = median(relogins)
     print(f"{count} members, {args.rounds} cold logins:")
-    print(f"  login            p50 {login_p50:.2f} s (min {min(logins):.2f}, max {max(logins):.2f})"
-          f"; target <= {TARGETS['login']} s -> {_verdict('login', login_p50)}")
+    print(
+        f"  login            p50 {login_p50:.2f} s (min {min(logins):.2f}, max {max(logins):.2f})"
+        f"; target <= {TARGETS['login']} s -> {_verdict('login', login_p50)}"
+    )
     print(f"  first members    p50 {median(members_s):.2f} s (max {max(members_s):.2f})")
-    print(f"  login + members  p50 {total_p50:.2f} s (max {max(totals):.2f})"
-          f"; target <= {TARGETS['login+members']} s -> {_verdict('login+members', total_p50)}")
-    print(f"  worker RSS       {rss_mb:.0f} MB after {args.rounds + 1} rounds"
-          f"; target <= {TARGETS['rss_mb']:.0f} MB -> {_verdict('rss_mb', rss_mb)}")
-    print(f"  re-login         p50 {relogin_p50 * 1000:.0f} ms (max {max(relogins) * 1000:.0f})"
-          f"; target <= {TARGETS['relogin']} s -> {_verdict('relogin', relogin_p50)}")
+    print(
+        f"  login + members  p50 {total_p50:.2f} s (max {max(totals):.2f})"
+        f"; target <= {TARGETS['login+members']} s -> {_verdict('login+members', total_p50)}"
+    )
+    print(
+        f"  worker RSS       {rss_mb:.0f} MB after {args.rounds + 1} rounds"
+        f"; target <= {TARGETS['rss_mb']:.0f} MB -> {_verdict('rss_mb', rss_mb)}"
+    )
+    print(
+        f"  re-login         p50 {relogin_p50 * 1000:.0f} ms (max {max(relogins) * 1000:.0f})"
+        f"; target <= {TARGETS['relogin']} s -> {_verdict('relogin', relogin_p50)}"
+    )
 
 
 if __name__ == "__main__":

@@ -17,8 +17,9 @@ import time
 from urllib.parse import urlsplit
 
 
-def _worker(url: str, connections: int, seconds: float, headers: dict[str, str],
-            out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _worker(
+    url: str, connections: int, seconds: float, headers: dict[str, str], out: multiprocessing.Queue
+) -> None:  # type: ignore[type-arg]
     parts = urlsplit(url)
     path = parts.path + (f"?{parts.query}" if parts.query else "")
     latencies: list[float] = []
@@ -53,16 +54,22 @@ def run(url: str, connections: int, seconds: float, headers: dict[str, str]) -> 
     processes = max(1, min(len(os.sched_getaffinity(0)), connections))
     queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
     shares = [connections // processes + (i < connections % processes) for i in range(processes)]
-    workers = [multiprocessing.Process(target=_worker, args=(url, n, seconds, headers, queue))
-               for n in shares]
+    workers = [
+        multiprocessing.Process(target=_worker, args=(url, n, seconds, headers, queue))
+        for n in shares
+    ]
     for worker in workers:
         worker.start()
     latencies = sorted(x for _ in workers for x in queue.get())
     for worker in workers:
         worker.join()
-    return {"requests": len(latencies), "seconds": seconds, "rps": len(latencies) / seconds,
-            "p50_ms": latencies[len(latencies) // 2] * 1000,
-            "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000}
+    return {
+        "requests": len(latencies),
+        "seconds": seconds,
+        "rps": len(latencies) / seconds,
+        "p50_ms": latencies[len(latencies) // 2] * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+    }
 
 
 def main() -> None:

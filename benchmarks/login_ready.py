@@ -27,27 +27,47 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
 
-    with Sandbox("--members", str(args.members), "--token", TOKEN, "--channels", "3",
-                 "--messages", "1", "--member-request-cooldown", "0") as sandbox, \
-            GunicornServer({**sandbox.env(), "RATE_LIMIT_MAX_REQUESTS": "100000",
-                            "LOG_LEVEL": "WARNING"}) as server, requests.Session() as http:
+    with (
+        Sandbox(
+            "--members",
+            str(args.members),
+            "--token",
+            TOKEN,
+            "--channels",
+            "3",
+            "--messages",
+            "1",
+            "--member-request-cooldown",
+            "0",
+        ) as sandbox,
+        GunicornServer(
+            {**sandbox.env(), "RATE_LIMIT_MAX_REQUESTS": "100000", "LOG_LEVEL": "WARNING"}
+        ) as server,
+        requests.Session() as http,
+    ):
         samples = []
         for _ in range(args.rounds + 1):
             started = time.perf_counter()
-            response = http.post(f"{server.base_url}/api/auth/login", json={"token": TOKEN},
-                                 timeout=60)
+            response = http.post(
+                f"{server.base_url}/api/auth/login", json={"token": TOKEN}, timeout=60
+            )
             elapsed = time.perf_counter() - started
             response.raise_for_status()
             body = response.json()
             samples.append(elapsed)
-            http.post(f"{server.base_url}/api/auth/logout",
-                      headers={"Authorization": body["sessionId"]}, timeout=30)
+            http.post(
+                f"{server.base_url}/api/auth/logout",
+                headers={"Authorization": body["sessionId"]},
+                timeout=30,
+            )
         samples = samples[1:]  # the first one also imports discord.py and starts the loop
     p50 = median(samples)
-    print(f"login to ready, {body['memberCount']} members: p50 {p50 * 1000:.0f} ms, "
-          f"p90 {percentile(samples, 90) * 1000:.0f} ms, min {min(samples) * 1000:.0f} ms "
-          f"({args.rounds} cold logins); target <= {TARGET_S * 1000:.0f} ms -> "
-          f"{'PASS' if p50 <= TARGET_S else 'FAIL'}")
+    print(
+        f"login to ready, {body['memberCount']} members: p50 {p50 * 1000:.0f} ms, "
+        f"p90 {percentile(samples, 90) * 1000:.0f} ms, min {min(samples) * 1000:.0f} ms "
+        f"({args.rounds} cold logins); target <= {TARGET_S * 1000:.0f} ms -> "
+        f"{'PASS' if p50 <= TARGET_S else 'FAIL'}"
+    )
 
 
 if __name__ == "__main__":

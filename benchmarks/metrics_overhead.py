@@ -43,8 +43,9 @@ class _CachedService:
     def guilds(self) -> list[GuildSummary]:
         return [GuildSummary("1", "Bench", MEMBERS, None)]
 
-    def members(self, guild_id: int | None, *, limit: int | None = None,
-                after: int | None = None) -> JsonDocument:
+    def members(
+        self, guild_id: int | None, *, limit: int | None = None, after: int | None = None
+    ) -> JsonDocument:
         return self._document
 
     def close(self) -> None:
@@ -63,21 +64,32 @@ class _Connector:
 
 
 def _document() -> JsonDocument:
-    members = [{"id": str(10**17 + i), "username": f"user{i}", "displayName": f"User {i}",
-                "avatar": "https://cdn.discordapp.com/embed/avatars/0.png",
-                "roles": ["Member", "@everyone"], "role": "Member",
-                "joinedAt": "2024-07-21T07:59:32.041Z", "bot": False} for i in range(MEMBERS)]
+    members = [
+        {
+            "id": str(10**17 + i),
+            "username": f"user{i}",
+            "displayName": f"User {i}",
+            "avatar": "https://cdn.discordapp.com/embed/avatars/0.png",
+            "roles": ["Member", "@everyone"],
+            "role": "Member",
+            "joinedAt": "2024-07-21T07:59:32.041Z",
+            "bot": False,
+        }
+        for i in range(MEMBERS)
+    ]
     body = json.dumps(members, separators=(",", ":")).encode()
     return JsonDocument(body, "bench", gzip.compress(body))
 
 
 def _client(app: Any) -> Callable[[int], float]:
-    login = EnvironBuilder(path="/api/auth/login", method="POST",
-                           json={"token": "bench-token"}).get_environ()
+    login = EnvironBuilder(
+        path="/api/auth/login", method="POST", json={"token": "bench-token"}
+    ).get_environ()
     body = b"".join(app(login, lambda *a: None))
     session = json.loads(body)["sessionId"]
-    environ = EnvironBuilder(path="/api/members", headers={
-        "Authorization": session, "Accept-Encoding": "gzip"}).get_environ()
+    environ = EnvironBuilder(
+        path="/api/members", headers={"Authorization": session, "Accept-Encoding": "gzip"}
+    ).get_environ()
 
     def start_response(status: str, headers: list[Any], exc_info: Any = None) -> None:
         assert status.startswith("200"), status
@@ -111,10 +123,16 @@ def main() -> None:
 
 def _measure(args: argparse.Namespace, sink: Any) -> None:
     document = _document()
-    config = {"DISCORD_CONNECTOR": _Connector(document), "LOG_STREAM": sink,
-              "RATE_LIMIT_MAX_REQUESTS": 10**9, "RATE_LIMIT_WINDOW": 1000}
-    runs = {"metrics off": _client(create_app(config)),
-            "metrics on": _client(create_app({**config, "METRICS_PUBLIC": "1"}))}
+    config = {
+        "DISCORD_CONNECTOR": _Connector(document),
+        "LOG_STREAM": sink,
+        "RATE_LIMIT_MAX_REQUESTS": 10**9,
+        "RATE_LIMIT_WINDOW": 1000,
+    }
+    runs = {
+        "metrics off": _client(create_app(config)),
+        "metrics on": _client(create_app({**config, "METRICS_PUBLIC": "1"})),
+    }
     for run in runs.values():
         run(200)  # warm up
     times: dict[str, list[float]] = {name: [] for name in runs}
@@ -123,13 +141,19 @@ def _measure(args: argparse.Namespace, sink: Any) -> None:
             times[name].append(run(args.requests))
     off, on = times["metrics off"], times["metrics on"]
     ratio = statistics.median(b / a for a, b in zip(off, on, strict=True))
-    print(f"cached GET /api/members ({MEMBERS} members, gzip) through the WSGI app, in process, "
-          f"multiprocess metrics; {args.rounds} x {args.requests} requests each, alternating")
+    print(
+        f"cached GET /api/members ({MEMBERS} members, gzip) through the WSGI app, in process, "
+        f"multiprocess metrics; {args.rounds} x {args.requests} requests each, alternating"
+    )
     for name, values in times.items():
-        print(f"  {name:<11} median {statistics.median(values):7.1f} µs/request, "
-              f"fastest round {min(values):7.1f} µs")
-    print(f"  metrics on / off, median of neighbouring rounds: {ratio:.3f}x; fastest rounds "
-          f"{min(on) / min(off):.3f}x (+{min(on) - min(off):.1f} µs)")
+        print(
+            f"  {name:<11} median {statistics.median(values):7.1f} µs/request, "
+            f"fastest round {min(values):7.1f} µs"
+        )
+    print(
+        f"  metrics on / off, median of neighbouring rounds: {ratio:.3f}x; fastest rounds "
+        f"{min(on) / min(off):.3f}x (+{min(on) - min(off):.1f} µs)"
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,14 @@ TOKEN = "bench-modes-token"
 TARGET_RATIO = 0.6
 
 
-def _rounds(servers: dict[str, GunicornServer], path: str, headers: dict[str, str],
-            seconds: float, rounds: int, tool: str) -> dict[str, float]:
+def _rounds(
+    servers: dict[str, GunicornServer],
+    path: str,
+    headers: dict[str, str],
+    seconds: float,
+    rounds: int,
+    tool: str,
+) -> dict[str, float]:
     for server in servers.values():
         load(f"{server.base_url}{path}", headers, 2, tool)  # warm up
     results: dict[str, list[float]] = {name: [] for name in servers}
@@ -43,36 +49,54 @@ def _rounds(servers: dict[str, GunicornServer], path: str, headers: dict[str, st
     return {name: median(values) for name, values in results.items()}
 
 
-def measure(mode: str, sandbox: Sandbox, tmp: Path, args: argparse.Namespace
-            ) -> dict[str, dict[str, float]]:
+def measure(
+    mode: str, sandbox: Sandbox, tmp: Path, args: argparse.Namespace
+) -> dict[str, dict[str, float]]:
     """Requests per second of MemberSense and its floor, for health and members."""
-    env = {**sandbox.env(), "RATE_LIMIT_MAX_REQUESTS": "100000000", "RATE_LIMIT_WINDOW": "1000",
-           "LOG_LEVEL": "INFO", "MAX_SESSIONS_PER_TOKEN": "1000", "MAX_SESSIONS_PER_IP": "1000"}
+    env = {
+        **sandbox.env(),
+        "RATE_LIMIT_MAX_REQUESTS": "100000000",
+        "RATE_LIMIT_WINDOW": "1000",
+        "LOG_LEVEL": "INFO",
+        "MAX_SESSIONS_PER_TOKEN": "1000",
+        "MAX_SESSIONS_PER_IP": "1000",
+    }
     prefix = new_prefix()
     if mode == "redis":
-        env.update(REDIS_URL=SHARED_URL, SESSION_SECRET="b" * 40, REDIS_KEY_PREFIX=prefix,
-                   WEB_CONCURRENCY=str(cpu_count()))
+        env.update(
+            REDIS_URL=SHARED_URL,
+            SESSION_SECRET="b" * 40,
+            REDIS_KEY_PREFIX=prefix,
+            WEB_CONCURRENCY=str(cpu_count()),
+        )
     try:
         with GunicornServer(env) as app:
-            session = requests.post(f"{app.base_url}/api/auth/login", json={"token": TOKEN},
-                                    timeout=60).json()["sessionId"]
+            session = requests.post(
+                f"{app.base_url}/api/auth/login", json={"token": TOKEN}, timeout=60
+            ).json()["sessionId"]
             headers = {"Authorization": session, "Accept-Encoding": "gzip"}
-            first = requests.get(f"{app.base_url}/api/members", headers=headers, timeout=60,
-                                 stream=True)
+            first = requests.get(
+                f"{app.base_url}/api/members", headers=headers, timeout=60, stream=True
+            )
             first.raise_for_status()
             body = tmp / f"{mode}.body"
             body.write_bytes(first.raw.read(decode_content=False))
             time.sleep(1)  # every worker has seen the session and the published list
-            floor_env = {**env, "MEMBERSENSE_FLOOR_BODY": str(body),
-                         "MEMBERSENSE_FLOOR_ENCODING": first.headers.get("Content-Encoding", "")}
+            floor_env = {
+                **env,
+                "MEMBERSENSE_FLOOR_BODY": str(body),
+                "MEMBERSENSE_FLOOR_ENCODING": first.headers.get("Content-Encoding", ""),
+            }
             with GunicornServer(floor_env, args=("benchmarks.floor_app:app",)) as floor:
                 wait_for_health(floor.base_url)
                 servers = {"membersense": app, "floor": floor}
                 return {
-                    "health": _rounds(servers, "/_ah/health", {}, args.seconds, args.rounds,
-                                      args.loadgen),
-                    "members": _rounds(servers, "/api/members", headers, args.seconds,
-                                       args.rounds, args.loadgen),
+                    "health": _rounds(
+                        servers, "/_ah/health", {}, args.seconds, args.rounds, args.loadgen
+                    ),
+                    "members": _rounds(
+                        servers, "/api/members", headers, args.seconds, args.rounds, args.loadgen
+                    ),
                 }
     finally:
         if mode == "redis":
@@ -84,24 +108,39 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--loadgen", choices=("wrk", "python"),
-                        default="wrk" if shutil.which("wrk") else "python")
+    parser.add_argument(
+        "--loadgen", choices=("wrk", "python"), default="wrk" if shutil.which("wrk") else "python"
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, \
-            Sandbox("--members", str(args.members), "--token", TOKEN, "--channels", "3",
-                    "--messages", "1") as sandbox:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        Sandbox(
+            "--members", str(args.members), "--token", TOKEN, "--channels", "3", "--messages", "1"
+        ) as sandbox,
+    ):
         results = {mode: measure(mode, sandbox, Path(tmp), args) for mode in ("memory", "redis")}
-    print(f"{args.members} members (gzip) and health, median of {args.rounds} x {args.seconds:g} s,"
-          f" load generator {args.loadgen}, {cpu_count()} CPUs")
-    for mode, label in (("memory", "memory mode, 1 worker"),
-                        ("redis", f"Redis mode, {cpu_count()} workers")):
+    print(
+        f"{args.members} members (gzip) and health, median of {args.rounds} x {args.seconds:g} s,"
+        f" load generator {args.loadgen}, {cpu_count()} CPUs"
+    )
+    for mode, label in (
+        ("memory", "memory mode, 1 worker"),
+        ("redis", f"Redis mode, {cpu_count()} workers"),
+    ):
         print(f"  {label}:")
         for path, figures in results[mode].items():
             ratio = figures["membersense"] / figures["floor"]
-            verdict = "" if mode == "memory" else (
-                f"; target >= {TARGET_RATIO:g}x -> {'PASS' if ratio >= TARGET_RATIO else 'FAIL'}")
-            print(f"    {path:<8} MemberSense {figures['membersense']:7.0f} req/s, floor "
-                  f"{figures['floor']:7.0f} req/s: {ratio:.2f}x{verdict}")
+            verdict = (
+                ""
+                if mode == "memory"
+                else (
+                    f"; target >= {TARGET_RATIO:g}x -> {'PASS' if ratio >= TARGET_RATIO else 'FAIL'}"
+                )
+            )
+            print(
+                f"    {path:<8} MemberSense {figures['membersense']:7.0f} req/s, floor "
+                f"{figures['floor']:7.0f} req/s: {ratio:.2f}x{verdict}"
+            )
 
 
 if __name__ == "__main__":

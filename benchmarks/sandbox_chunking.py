@@ -41,12 +41,33 @@ def sandbox(mode: str, members: int) -> Iterator[tuple[str, str]]:
     if mode == "thread":
         from membersense.sandbox.server import SandboxServer
 
-        with SandboxServer(port=0, members=members, channels=1, messages=0, tokens=(TOKEN,),
-                           member_request_cooldown_s=0.0) as server:
+        with SandboxServer(
+            port=0,
+            members=members,
+            channels=1,
+            messages=0,
+            tokens=(TOKEN,),
+            member_request_cooldown_s=0.0,
+        ) as server:
             yield server.api_url, server.gateway_url
         return
-    args = [sys.executable, "-m", "membersense.sandbox", "--port", "0", "--members", str(members),
-            "--channels", "1", "--messages", "0", "--token", TOKEN, "--member-request-cooldown", "0"]
+    args = [
+        sys.executable,
+        "-m",
+        "membersense.sandbox",
+        "--port",
+        "0",
+        "--members",
+        str(members),
+        "--channels",
+        "1",
+        "--messages",
+        "0",
+        "--token",
+        TOKEN,
+        "--member-request-cooldown",
+        "0",
+    ]
     child = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None
@@ -93,13 +114,17 @@ async def one_run() -> tuple[float, float, int]:
 
 def describe(values: list[float]) -> str:
     """``median X s (min Y, max Z)``."""
-    return f"median {statistics.median(values):.3f} s (min {min(values):.3f}, max {max(values):.3f})"
+    return (
+        f"median {statistics.median(values):.3f} s (min {min(values):.3f}, max {max(values):.3f})"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and print its numbers; exit status 1 when the median misses the target."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--members", type=int, default=10_000, help="human members (the bot adds one)")
+    parser.add_argument(
+        "--members", type=int, default=10_000, help="human members (the bot adds one)"
+    )
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--mode", choices=("process", "thread"), default="process")
     args = parser.parse_args(argv)
@@ -118,11 +143,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             chunk_times.append(chunk_s)
             ready_times.append(ready_s)
 
-    print(f"sandbox chunking: discord.py {discord.__version__}, guild of {cached} members, {args.runs} runs, "
-          f"sandbox in a {args.mode}")
-    print(f"  start -> guild chunked: {describe(chunk_times)}  target < {TARGET_S:.1f} s: "
-          f"{'met' if statistics.median(chunk_times) < TARGET_S else 'MISSED'}")
-    print(f"  start -> on_ready:      {describe(ready_times)}  (includes discord.py's guild_ready_timeout of 2 s)")
+    print(
+        f"sandbox chunking: discord.py {discord.__version__}, guild of {cached} members, {args.runs} runs, "
+        f"sandbox in a {args.mode}"
+    )
+    print(
+        f"  start -> guild chunked: {describe(chunk_times)}  target < {TARGET_S:.1f} s: "
+        f"{'met' if statistics.median(chunk_times) < TARGET_S else 'MISSED'}"
+    )
+    print(
+        f"  start -> on_ready:      {describe(ready_times)}  (includes discord.py's guild_ready_timeout of 2 s)"
+    )
     return 0 if statistics.median(chunk_times) < TARGET_S else 1
 
 

@@ -39,10 +39,17 @@ TARGET_P99_S = 1.0
 KINDS = {
     "silent": (b"", b""),
     "head": (b"GET /_ah/health HTTP/1.1\r\nHost: bench\r\nX-Slow: ", b"a"),
-    "length body": ((b"POST /api/auth/login HTTP/1.1\r\nHost: bench\r\n"
-                     b"Content-Length: 60000\r\n\r\n{"), b" "),
-    "chunked body": ((b"POST /api/auth/login HTTP/1.1\r\nHost: bench\r\n"
-                      b"Transfer-Encoding: chunked\r\n\r\nea60\r\n{"), b" "),
+    "length body": (
+        (b"POST /api/auth/login HTTP/1.1\r\nHost: bench\r\nContent-Length: 60000\r\n\r\n{"),
+        b" ",
+    ),
+    "chunked body": (
+        (
+            b"POST /api/auth/login HTTP/1.1\r\nHost: bench\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\nea60\r\n{"
+        ),
+        b" ",
+    ),
 }
 
 
@@ -93,28 +100,39 @@ def attack(url: str, connections: int, seconds: float, out: Any) -> None:
 
 
 def run(worker: str, sandbox: Sandbox, args: argparse.Namespace) -> bool:
-    env = {**sandbox.env(), "RATE_LIMIT_MAX_REQUESTS": "100000000", "RATE_LIMIT_WINDOW": "1000",
-           "MAX_CONNECTIONS_PER_IP": str(args.connections + 100)}
+    env = {
+        **sandbox.env(),
+        "RATE_LIMIT_MAX_REQUESTS": "100000000",
+        "RATE_LIMIT_WINDOW": "1000",
+        "MAX_CONNECTIONS_PER_IP": str(args.connections + 100),
+    }
     extra = ("-k", "gthread") if worker == "gthread" else ()
     with GunicornServer(env, args=extra) as server:
-        session = requests.post(f"{server.base_url}/api/auth/login", json={"token": TOKEN},
-                                timeout=60).json()["sessionId"]
+        session = requests.post(
+            f"{server.base_url}/api/auth/login", json={"token": TOKEN}, timeout=60
+        ).json()["sessionId"]
         members_headers = {"Authorization": session, "Accept-Encoding": "gzip"}
         calls = [("/_ah/health", {}), ("/api/members", members_headers)]
         quiet = probe(server.base_url, calls, 3, args.timeout)  # also builds the member cache
         queue: Any = multiprocessing.Queue()
         attacker = multiprocessing.Process(
-            target=attack, args=(server.base_url, args.connections, args.seconds + 3, queue))
+            target=attack, args=(server.base_url, args.connections, args.seconds + 3, queue)
+        )
         attacker.start()
         time.sleep(2)  # every slow connection is open
         loaded = probe(server.base_url, calls, args.seconds, args.timeout)
         cut = queue.get()
         attacker.join()
-    print(f"{worker} worker, {args.connections} slow connections held open "
-          f"({', '.join(KINDS)}; cut off and reopened: {cut}):")
+    print(
+        f"{worker} worker, {args.connections} slow connections held open "
+        f"({', '.join(KINDS)}; cut off and reopened: {cut}):"
+    )
     for path, samples in loaded.items():
-        print("  " + latency_line(path, samples, args.timeout)
-              + f"   [quiet p99 {percentile(quiet[path], 99) * 1000:.1f} ms]")
+        print(
+            "  "
+            + latency_line(path, samples, args.timeout)
+            + f"   [quiet p99 {percentile(quiet[path], 99) * 1000:.1f} ms]"
+        )
     ok = all(percentile(samples, 99) < TARGET_P99_S for samples in loaded.values())
     print(f"  target p99 < {TARGET_P99_S:g} s: {'PASS' if ok else 'FAIL'}")
     return ok
@@ -124,15 +142,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--connections", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=20)
-    parser.add_argument("--timeout", type=float, default=10,
-                        help="seconds a probe waits for an answer")
+    parser.add_argument(
+        "--timeout", type=float, default=10, help="seconds a probe waits for an answer"
+    )
     parser.add_argument("--members", type=int, default=10_000)
-    parser.add_argument("--worker", choices=("membersense", "gthread", "both"),
-                        default="both")
+    parser.add_argument("--worker", choices=("membersense", "gthread", "both"), default="both")
     args = parser.parse_args()
     workers = ("membersense", "gthread") if args.worker == "both" else (args.worker,)
-    with Sandbox("--members", str(args.members), "--token", TOKEN, "--channels", "3",
-                 "--messages", "1") as sandbox:
+    with Sandbox(
+        "--members", str(args.members), "--token", TOKEN, "--channels", "3", "--messages", "1"
+    ) as sandbox:
         for worker in workers:
             run(worker, sandbox, args)
 

@@ -65,19 +65,31 @@ def readers(url: str, headers: dict[str, str], count: int, seconds: float, out: 
 
 def run(label: str, env: dict[str, str], sandbox: Sandbox, args: argparse.Namespace) -> bool:
     with GunicornServer(env) as server:
-        session = requests.post(f"{server.base_url}/api/auth/login", json={"token": TOKEN},
-                                timeout=60).json()["sessionId"]
+        session = requests.post(
+            f"{server.base_url}/api/auth/login", json={"token": TOKEN}, timeout=60
+        ).json()["sessionId"]
         headers = {"Authorization": session}
-        channel = requests.get(f"{server.base_url}/api/channels", headers=headers,
-                               timeout=30).json()[0]["id"]
+        channel = requests.get(
+            f"{server.base_url}/api/channels", headers=headers, timeout=30
+        ).json()[0]["id"]
         calls = [("/_ah/health", {}), ("/api/members", {**headers, "Accept-Encoding": "gzip"})]
         quiet = probe(server.base_url, calls, 3, args.timeout)  # also builds the member cache
-        requests.post(f"{sandbox.base_url}/_sandbox/faults", timeout=10,
-                      json={"count": 1_000_000, "path": "/channels/*", "delay_ms": args.delay_ms})
+        requests.post(
+            f"{sandbox.base_url}/_sandbox/faults",
+            timeout=10,
+            json={"count": 1_000_000, "path": "/channels/*", "delay_ms": args.delay_ms},
+        )
         queue: Any = multiprocessing.Queue()
-        reader = multiprocessing.Process(target=readers, args=(
-            f"{server.base_url}/api/messages?channelId={channel}", headers, args.readers,
-            args.seconds + 2, queue))
+        reader = multiprocessing.Process(
+            target=readers,
+            args=(
+                f"{server.base_url}/api/messages?channelId={channel}",
+                headers,
+                args.readers,
+                args.seconds + 2,
+                queue,
+            ),
+        )
         reader.start()
         try:
             time.sleep(2)  # every reader has sent its first read
@@ -86,11 +98,16 @@ def run(label: str, env: dict[str, str], sandbox: Sandbox, args: argparse.Namesp
             reader.join()
         finally:
             requests.post(f"{sandbox.base_url}/_sandbox/faults", json={"count": 0}, timeout=10)
-    print(f"{label}: {args.readers} history readers against a {args.delay_ms / 1000:g} s Discord "
-          f"delay (history answers by status: {dict(sorted(statuses.items()))})")
+    print(
+        f"{label}: {args.readers} history readers against a {args.delay_ms / 1000:g} s Discord "
+        f"delay (history answers by status: {dict(sorted(statuses.items()))})"
+    )
     for path, samples in loaded.items():
-        print("  " + latency_line(path, samples, args.timeout)
-              + f"   [quiet p99 {percentile(quiet[path], 99) * 1000:.1f} ms]")
+        print(
+            "  "
+            + latency_line(path, samples, args.timeout)
+            + f"   [quiet p99 {percentile(quiet[path], 99) * 1000:.1f} ms]"
+        )
     ok = all(percentile(samples, 99) < TARGET_P99_S for samples in loaded.values())
     print(f"  target p99 < {TARGET_P99_S * 1000:g} ms: {'PASS' if ok else 'FAIL'}")
     return ok
@@ -101,24 +118,41 @@ def main() -> None:
     parser.add_argument("--readers", type=int, default=50)
     parser.add_argument("--delay-ms", type=int, default=15_000)
     parser.add_argument("--seconds", type=float, default=20)
-    parser.add_argument("--timeout", type=float, default=20,
-                        help="seconds a probe waits for an answer")
+    parser.add_argument(
+        "--timeout", type=float, default=20, help="seconds a probe waits for an answer"
+    )
     parser.add_argument("--members", type=int, default=10_000)
-    parser.add_argument("--compare", action="store_true",
-                        help="run again without the bulkhead (its share = THREADS)")
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="run again without the bulkhead (its share = THREADS)",
+    )
     args = parser.parse_args()
-    with Sandbox("--members", str(args.members), "--token", TOKEN, "--channels", "3",
-                 "--messages", "50") as sandbox:
+    with Sandbox(
+        "--members", str(args.members), "--token", TOKEN, "--channels", "3", "--messages", "50"
+    ) as sandbox:
         # Readers and probe all come from 127.0.0.1: lift the per-address caps
         # (connections, rate) that would otherwise refuse the probe itself.
-        env = {**sandbox.env(), "RATE_LIMIT_MAX_REQUESTS": "100000000",
-               "RATE_LIMIT_WINDOW": "1000", "THREADS": str(THREADS),
-               "MAX_CONNECTIONS_PER_IP": str(args.readers + 100)}
-        run(f"bulkhead (history share {max(1, THREADS // 4)} of {THREADS} threads)", env,
-            sandbox, args)
+        env = {
+            **sandbox.env(),
+            "RATE_LIMIT_MAX_REQUESTS": "100000000",
+            "RATE_LIMIT_WINDOW": "1000",
+            "THREADS": str(THREADS),
+            "MAX_CONNECTIONS_PER_IP": str(args.readers + 100),
+        }
+        run(
+            f"bulkhead (history share {max(1, THREADS // 4)} of {THREADS} threads)",
+            env,
+            sandbox,
+            args,
+        )
         if args.compare:
-            run("no bulkhead (history share = THREADS)",
-                {**env, "MAX_CONCURRENT_HISTORY_READS": str(THREADS)}, sandbox, args)
+            run(
+                "no bulkhead (history share = THREADS)",
+                {**env, "MAX_CONCURRENT_HISTORY_READS": str(THREADS)},
+                sandbox,
+                args,
+            )
 
 
 if __name__ == "__main__":

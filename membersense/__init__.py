@@ -28,8 +28,14 @@ if TYPE_CHECKING:
 __all__ = ["create_app", "runtime_of"]
 
 #: Headers a browser client may send, and may read back.
-CORS_REQUEST_HEADERS = ["Content-Type", "Authorization", "X-Request-ID", "If-None-Match",
-                        "Idempotency-Key", "Last-Event-ID"]
+CORS_REQUEST_HEADERS = [
+    "Content-Type",
+    "Authorization",
+    "X-Request-ID",
+    "If-None-Match",
+    "Idempotency-Key",
+    "Last-Event-ID",
+]
 CORS_EXPOSED_HEADERS = [
     "X-Request-ID",
     "Retry-After",
@@ -42,9 +48,12 @@ CORS_EXPOSED_HEADERS = [
 ]
 
 
-def create_app(test_config: Mapping[str, Any] | None = None, *,
-               discord: DiscordService | None = None,
-               clock: Callable[[], float] | None = None) -> Flask:
+def create_app(
+    test_config: Mapping[str, Any] | None = None,
+    *,
+    discord: DiscordService | None = None,
+    clock: Callable[[], float] | None = None,
+) -> Flask:
     """Build the MemberSense app.
 
     Without *test_config*, settings come from the environment (and ``.env``).
@@ -130,6 +139,7 @@ def _when_origin(hook: Callable[[Any], Any]) -> Callable[[Response], Any]:
     @functools.wraps(hook)
     def cors_after_request(response: Response) -> Any:
         return hook(response) if "HTTP_ORIGIN" in request.environ else response
+
     return cors_after_request
 
 

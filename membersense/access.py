@@ -84,7 +84,13 @@ def _finish(response: Response) -> Response:
     # Built directly: Logger.info would walk the stack to find the caller,
     # a cost every request pays and no one reads.
     record = access_log.makeRecord(
-        access_log.name, logging.INFO, __file__, 0, "%s %s %s", (method, path, status), None,
+        access_log.name,
+        logging.INFO,
+        __file__,
+        0,
+        "%s %s %s",
+        (method, path, status),
+        None,
         extra={
             "fields": {
                 "method": method,

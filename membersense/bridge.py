@@ -114,8 +114,9 @@ class Bridge:
             # Cancelled on the loop (by stop()), not by us.
             raise BridgeClosed("the Discord bridge has stopped") from None
 
-    def submit(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any
-               ) -> concurrent.futures.Future[T]:
+    def submit(
+        self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any
+    ) -> concurrent.futures.Future[T]:
         """Start ``await fn(*args)`` on the loop without waiting; its future.
 
         Refused as :meth:`call` is (after :meth:`stop`, in a forked child).
@@ -211,8 +212,11 @@ class Bridge:
             done, pending = await asyncio.wait(leftovers, timeout=timeout)
             for task in done:
                 if not task.cancelled() and task.exception() is not None:
-                    log.debug("leftover task %s ended with %s", task.get_name(),
-                              type(task.exception()).__name__)
+                    log.debug(
+                        "leftover task %s ended with %s",
+                        task.get_name(),
+                        type(task.exception()).__name__,
+                    )
             if pending:
                 log.warning("%d bridge tasks ignored cancellation", len(pending))
         await asyncio.get_running_loop().shutdown_default_executor()

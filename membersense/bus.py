@@ -40,9 +40,15 @@ log = logging.getLogger("membersense.bus")
 
 #: Every event type, as clients see them.
 EVENT_TYPES = (
-    "member.join", "member.update", "member.leave",
-    "message.create", "message.update", "message.delete",
-    "channel.create", "channel.update", "channel.delete",
+    "member.join",
+    "member.update",
+    "member.leave",
+    "message.create",
+    "message.update",
+    "message.delete",
+    "channel.create",
+    "channel.update",
+    "channel.delete",
     "guild.update",
 )
 
@@ -72,8 +78,13 @@ class Event:
 
     def to_json(self) -> dict[str, Any]:
         """The event as clients get it."""
-        return {"id": self.id, "type": self.type, "guildId": self.guild_id,
-                "timestamp": self.timestamp, "data": self.data}
+        return {
+            "id": self.id,
+            "type": self.type,
+            "guildId": self.guild_id,
+            "timestamp": self.timestamp,
+            "data": self.data,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +114,9 @@ class EventBus(ABC):
         """Append an event to *topic* and tell subscribers; returns it. Never blocks."""
 
     @abstractmethod
-    def read(self, topic: str, after: str | None, *, limit: int = 100,
-             timeout: float = 0.0) -> Batch:
+    def read(
+        self, topic: str, after: str | None, *, limit: int = 100, timeout: float = 0.0
+    ) -> Batch:
         """Events of *topic* after the id *after* (None: after the latest one).
 
         Returns at once when there are events or a reset to report; otherwise
@@ -144,8 +156,11 @@ class EventBus(ABC):
             try:
                 subscriber(event)
             except Exception as exc:  # one subscriber's bug must not stop the others
-                log.error("event subscriber failed: %s", type(exc).__name__,
-                          extra={"fields": {"event": event.type}})
+                log.error(
+                    "event subscriber failed: %s",
+                    type(exc).__name__,
+                    extra={"fields": {"event": event.type}},
+                )
 
 
 def _new_epoch() -> str:
@@ -207,15 +222,17 @@ class MemoryEventBus(EventBus):
         with self._lock:
             buffer = self._topic(topic)
             buffer.seq += 1
-            event = Event(f"{buffer.epoch}-{buffer.seq}", type, topic, guild_id,
-                          int(time.time() * 1000), data)
+            event = Event(
+                f"{buffer.epoch}-{buffer.seq}", type, topic, guild_id, int(time.time() * 1000), data
+            )
             buffer.events.append(event)
             buffer.changed.notify_all()
         self._notify_subscribers(event)
         return event
 
-    def read(self, topic: str, after: str | None, *, limit: int = 100,
-             timeout: float = 0.0) -> Batch:
+    def read(
+        self, topic: str, after: str | None, *, limit: int = 100, timeout: float = 0.0
+    ) -> Batch:
         """Events of *topic* after *after*; waits up to *timeout* for the next one."""
         deadline = time.monotonic() + max(0.0, timeout)
         with self._lock:
@@ -241,8 +258,9 @@ class MemoryEventBus(EventBus):
         if seq < first - 1:  # what came right after *after* has fallen out of the buffer
             return Batch((), True, buffer.cursor())
         start = seq - first + 1
-        events = tuple(buffer.events[i] for i in range(start, min(len(buffer.events),
-                                                                   start + max(1, limit))))
+        events = tuple(
+            buffer.events[i] for i in range(start, min(len(buffer.events), start + max(1, limit)))
+        )
         cursor = events[-1].id if events else after
         return Batch(events, False, cursor)
 

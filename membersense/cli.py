@@ -50,12 +50,16 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="run the API server (gunicorn)")
     serve.add_argument("--host", default="0.0.0.0", help="bind address (default 0.0.0.0)")
     serve.add_argument("--port", type=int, help="port (default: PORT, 8080)")
-    serve.add_argument("--fd", type=int, metavar="FD",
-                       help="serve this inherited, bound socket instead (membersense demo uses it)")
-    commands.add_parser("sandbox", help="run the local Discord emulator (see 'sandbox --help')",
-                        add_help=False)
-    commands.add_parser("demo", help="run the sandbox and the API wired to it",
-                        add_help=False)
+    serve.add_argument(
+        "--fd",
+        type=int,
+        metavar="FD",
+        help="serve this inherited, bound socket instead (membersense demo uses it)",
+    )
+    commands.add_parser(
+        "sandbox", help="run the local Discord emulator (see 'sandbox --help')", add_help=False
+    )
+    commands.add_parser("demo", help="run the sandbox and the API wired to it", add_help=False)
 
     # The sandbox and the demo parse their own flags.
     if argv and argv[0] == "sandbox":

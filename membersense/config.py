@@ -107,9 +107,7 @@ def _url(schemes: tuple[str, ...], *, optional: bool = False) -> Callable[[str, 
             return ""
         parts = urlsplit(value)
         if parts.scheme not in schemes or not parts.netloc:
-            raise ConfigError(
-                f"{name} must be a {'/'.join(schemes)} URL, got {raw!r}"
-            )
+            raise ConfigError(f"{name} must be a {'/'.join(schemes)} URL, got {raw!r}")
         return value
 
     return parse
@@ -118,11 +116,16 @@ def _url(schemes: tuple[str, ...], *, optional: bool = False) -> Callable[[str, 
 def _storage_uri(name: str, raw: str) -> str:
     value = raw.strip()
     scheme = urlsplit(value).scheme
-    if scheme not in ("memory", "redis", "rediss", "redis+unix", "redis+sentinel",
-                      "redis+cluster", "valkey"):
-        raise ConfigError(
-            f"{name} must be memory:// or a redis:// URL, got {raw!r}"
-        )
+    if scheme not in (
+        "memory",
+        "redis",
+        "rediss",
+        "redis+unix",
+        "redis+sentinel",
+        "redis+cluster",
+        "valkey",
+    ):
+        raise ConfigError(f"{name} must be memory:// or a redis:// URL, got {raw!r}")
     return value
 
 
@@ -141,7 +144,9 @@ def _redis_url(name: str, raw: str) -> str:
         return ""
     scheme = urlsplit(value).scheme
     if scheme not in ("redis", "rediss", "unix"):
-        raise ConfigError(f"{name} must be a redis://, rediss:// or unix:// URL, got a {scheme or 'bare'} value")
+        raise ConfigError(
+            f"{name} must be a redis://, rediss:// or unix:// URL, got a {scheme or 'bare'} value"
+        )
     return value
 
 
@@ -153,7 +158,9 @@ def _secret(name: str, raw: str) -> str:
 def _key_prefix(name: str, raw: str) -> str:
     value = raw.strip()
     if not value or len(value) > 64 or not value.isprintable() or " " in value:
-        raise ConfigError(f"{name} must be 1 to 64 printable characters without spaces, got {raw!r}")
+        raise ConfigError(
+            f"{name} must be 1 to 64 printable characters without spaces, got {raw!r}"
+        )
     return value
 
 
@@ -171,13 +178,16 @@ def _metrics_token(name: str, raw: str) -> str:
         return ""
     # Sent in an Authorization header: printable ASCII without spaces.
     if len(value) < MIN_METRICS_TOKEN_LENGTH or not all("!" <= c <= "~" for c in value):
-        raise ConfigError(f"{name} must be at least {MIN_METRICS_TOKEN_LENGTH} printable "
-                          "ASCII characters without spaces (or empty to turn the token off)")
+        raise ConfigError(
+            f"{name} must be at least {MIN_METRICS_TOKEN_LENGTH} printable "
+            "ASCII characters without spaces (or empty to turn the token off)"
+        )
     return value
 
 
-def _setting(env: str, default: str, parse: Callable[[str, str], Any], *,
-             secret: bool = False) -> Any:
+def _setting(
+    env: str, default: str, parse: Callable[[str, str], Any], *, secret: bool = False
+) -> Any:
     # A secret is kept out of repr(): settings objects may be logged or shown in a debugger.
     return field(repr=not secret, metadata={"env": env, "default": default, "parse": parse})
 
@@ -226,8 +236,9 @@ class Settings:
     discord_cdn_base: str = _setting(
         "DISCORD_CDN_BASE", "https://cdn.discordapp.com", _url(("http", "https"))
     )
-    event_stream_max_seconds: int = _setting("EVENT_STREAM_MAX_SECONDS", "270",
-                                             _integer(1, "seconds"))
+    event_stream_max_seconds: int = _setting(
+        "EVENT_STREAM_MAX_SECONDS", "270", _integer(1, "seconds")
+    )
     max_event_streams: int = _setting("MAX_EVENT_STREAMS", "16", _integer(0))
     webhook_allow_private: bool = _setting("WEBHOOK_ALLOW_PRIVATE", "0", _flag)
     webhook_timeout: int = _setting("WEBHOOK_TIMEOUT", "5000", _integer(1, "milliseconds"))
@@ -274,7 +285,8 @@ class Settings:
         if settings.redis_url and len(settings.session_secret) < MIN_SECRET_LENGTH:
             raise ConfigError(
                 f"SESSION_SECRET must be at least {MIN_SECRET_LENGTH} characters in Redis mode "
-                "(REDIS_URL is set): it encrypts the bot tokens kept in Redis")
+                "(REDIS_URL is set): it encrypts the bot tokens kept in Redis"
+            )
         return settings
 
     @property

@@ -39,7 +39,7 @@ class DemoError(RuntimeError):
 
 
 def _parse_ready_line(line: str) -> dict[str, str]:
-    fields = dict(part.split("=", 1) for part in line[len(READY_PREFIX):].split() if "=" in part)
+    fields = dict(part.split("=", 1) for part in line[len(READY_PREFIX) :].split() if "=" in part)
     for key in ("api", "gateway", "cdn", "tokens"):
         if key not in fields:
             raise DemoError(f"the sandbox's ready line lacks {key}=: {line.strip()!r}")
@@ -79,24 +79,40 @@ def _forward(stream: IO[str]) -> None:
         sys.stdout.write(line)
 
 
-def _start_sandbox(args: argparse.Namespace, sock: socket.socket
-                   ) -> tuple[subprocess.Popen[str], dict[str, str]]:
+def _start_sandbox(
+    args: argparse.Namespace, sock: socket.socket
+) -> tuple[subprocess.Popen[str], dict[str, str]]:
     command = [
-        sys.executable, "-m", "membersense.sandbox", "--fd", str(sock.fileno()),
-        "--members", str(args.members), "--channels", str(args.channels),
-        "--messages", str(args.messages),
+        sys.executable,
+        "-m",
+        "membersense.sandbox",
+        "--fd",
+        str(sock.fileno()),
+        "--members",
+        str(args.members),
+        "--channels",
+        str(args.channels),
+        "--messages",
+        str(args.messages),
     ]
     # A session of its own: Ctrl-C reaches the demo only, which stops the children in order.
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, bufsize=1,
-                               pass_fds=(sock.fileno(),), start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+        pass_fds=(sock.fileno(),),
+        start_new_session=True,
+    )
     assert process.stdout is not None
     deadline = time.monotonic() + args.startup_timeout
     for line in process.stdout:
         if line.startswith(READY_PREFIX):
             ready = _parse_ready_line(line)
             # Keep draining its stdout so it can never block on a full pipe.
-            threading.Thread(target=_forward, args=(process.stdout,), name="sandbox-stdout",
-                             daemon=True).start()
+            threading.Thread(
+                target=_forward, args=(process.stdout,), name="sandbox-stdout", daemon=True
+            ).start()
             return process, ready
         sys.stdout.write(line)
         if time.monotonic() > deadline:
@@ -106,12 +122,15 @@ def _start_sandbox(args: argparse.Namespace, sock: socket.socket
     raise DemoError("the sandbox did not start (see the lines above)")
 
 
-def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float,
-                  stopping: threading.Event) -> None:
+def _wait_healthy(
+    url: str, process: subprocess.Popen[bytes], timeout: float, stopping: threading.Event
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not stopping.is_set():
         if process.poll() is not None:
-            raise DemoError(f"the API server exited with {process.returncode} (see the lines above)")
+            raise DemoError(
+                f"the API server exited with {process.returncode} (see the lines above)"
+            )
         try:
             with urllib.request.urlopen(f"{url}/_ah/health", timeout=2) as response:
                 if response.status == 200:
@@ -144,16 +163,20 @@ def _example_channel(api: str, token: str) -> dict[str, str] | None:
 
 def _banner(api_url: str, sandbox_url: str, token: str, channel: dict[str, str] | None) -> str:
     login_body = shlex.quote(json.dumps({"token": token}))
-    session = (f"SESSION=$(curl -s -X POST {api_url}/api/auth/login "
-               f"-H 'Content-Type: application/json' -d {login_body} "
-               "| python3 -c 'import json, sys; print(json.load(sys.stdin)[\"sessionId\"])')")
+    session = (
+        f"SESSION=$(curl -s -X POST {api_url}/api/auth/login "
+        f"-H 'Content-Type: application/json' -d {login_body} "
+        "| python3 -c 'import json, sys; print(json.load(sys.stdin)[\"sessionId\"])')"
+    )
     lines = [
         "",
         "MemberSense demo is running (Ctrl-C stops it).",
         f"  API        {api_url}",
         f"  Dashboard  {api_url}/",
-        (f"  Sandbox    {sandbox_url}   (its Discord API: {sandbox_url}/api/v10, "
-         f"control API: {sandbox_url}/_sandbox/state)"),
+        (
+            f"  Sandbox    {sandbox_url}   (its Discord API: {sandbox_url}/api/v10, "
+            f"control API: {sandbox_url}/_sandbox/state)"
+        ),
         f"  Bot token  {token}   (a sandbox-only token)",
     ]
     if channel is not None:
@@ -165,8 +188,10 @@ def _banner(api_url: str, sandbox_url: str, token: str, channel: dict[str, str] 
         f"  curl -s '{api_url}/api/members?limit=5' -H \"Authorization: $SESSION\"",
     ]
     if channel is not None:
-        lines.append(f"  curl -s '{api_url}/api/messages?channelId={channel['id']}&limit=5' "
-                     "-H \"Authorization: $SESSION\"")
+        lines.append(
+            f"  curl -s '{api_url}/api/messages?channelId={channel['id']}&limit=5' "
+            '-H "Authorization: $SESSION"'
+        )
     lines.append("")
     return "\n".join(lines)
 
@@ -204,17 +229,27 @@ def main(argv: list[str] | None = None) -> int:
 def _run(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="membersense demo", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="bind address of both servers")
-    parser.add_argument("--port", type=int, default=None,
-                        help="API and dashboard port (default: PORT or 8080; 0 picks a free one)")
-    parser.add_argument("--sandbox-port", type=int, default=None,
-                        help="sandbox port (default: SANDBOX_PORT or 8765; 0 picks a free one)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="API and dashboard port (default: PORT or 8080; 0 picks a free one)",
+    )
+    parser.add_argument(
+        "--sandbox-port",
+        type=int,
+        default=None,
+        help="sandbox port (default: SANDBOX_PORT or 8765; 0 picks a free one)",
+    )
     parser.add_argument("--members", type=int, default=WORLD["members"])
     parser.add_argument("--channels", type=int, default=WORLD["channels"])
     parser.add_argument("--messages", type=int, default=WORLD["messages"])
     parser.add_argument("--startup-timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
     api_port = args.port if args.port is not None else _env_port("PORT", 8080)
-    sandbox_port = args.sandbox_port if args.sandbox_port is not None else _env_port("SANDBOX_PORT", 8765)
+    sandbox_port = (
+        args.sandbox_port if args.sandbox_port is not None else _env_port("SANDBOX_PORT", 8765)
+    )
 
     api_sock = _bind(args.host, api_port, "API", "PORT")
     try:
@@ -244,7 +279,9 @@ def _run(argv: list[str] | None) -> int:
         with api_sock:
             server = subprocess.Popen(
                 [sys.executable, "-m", "membersense", "serve", "--fd", str(api_sock.fileno())],
-                env=env, pass_fds=(api_sock.fileno(),), start_new_session=True,
+                env=env,
+                pass_fds=(api_sock.fileno(),),
+                start_new_session=True,
             )
             api_port = api_sock.getsockname()[1]
         children.insert(0, server)

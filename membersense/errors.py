@@ -59,7 +59,8 @@ class ApiError(HTTPException):
     def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
         super().__init__(message or self.description)
         self.extra, self.headers = _retry_fields(
-            self.default_retry_after if retry_after is None else retry_after)
+            self.default_retry_after if retry_after is None else retry_after
+        )
 
 
 def _retry_fields(retry_after: float | None) -> tuple[dict[str, Any], dict[str, str]]:
@@ -162,8 +163,13 @@ def discord_status(error: discord_errors.DiscordError) -> int:
     return 502
 
 
-def _json_error(status: int, message: str, *, extra: dict[str, Any] | None = None,
-               headers: dict[str, str] | None = None) -> Response:
+def _json_error(
+    status: int,
+    message: str,
+    *,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
     """Build the JSON error response every error path uses."""
     body = {"error": message, **(extra or {})}
     response = current_app.response_class(
@@ -176,8 +182,9 @@ def _json_error(status: int, message: str, *, extra: dict[str, Any] | None = Non
 
 def _handle_http_exception(error: HTTPException) -> Response:
     if isinstance(error, ApiError):
-        return _json_error(error.code, str(error.description), extra=error.extra,
-                          headers=error.headers)
+        return _json_error(
+            error.code, str(error.description), extra=error.extra, headers=error.headers
+        )
     # werkzeug's own exceptions (404, 405, 413 ...): its short name, never the
     # long description, and keep headers that matter (Allow on a 405).
     headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
@@ -203,16 +210,20 @@ CLOSING_RETRY_AFTER_S = 1
 
 #: Each login refusal as an API error.
 LOGIN_REFUSALS: dict[Refusal, Callable[[], ApiError]] = {
-    Refusal.FULL: lambda: ServiceUnavailable("Maximum number of concurrent users reached",
-                                             retry_after=FULL_RETRY_AFTER_S),
-    Refusal.CLOSED: lambda: ServiceUnavailable("Server is shutting down",
-                                               retry_after=CLOSING_RETRY_AFTER_S),
+    Refusal.FULL: lambda: ServiceUnavailable(
+        "Maximum number of concurrent users reached", retry_after=FULL_RETRY_AFTER_S
+    ),
+    Refusal.CLOSED: lambda: ServiceUnavailable(
+        "Server is shutting down", retry_after=CLOSING_RETRY_AFTER_S
+    ),
     Refusal.TOKEN: lambda: TooManyRequests(
         "Too many sessions are open with this bot token: log out of one first",
-        retry_after=FULL_RETRY_AFTER_S),
+        retry_after=FULL_RETRY_AFTER_S,
+    ),
     Refusal.CLIENT: lambda: TooManyRequests(
         "Too many sessions are open from this address: log out of one first",
-        retry_after=FULL_RETRY_AFTER_S),
+        retry_after=FULL_RETRY_AFTER_S,
+    ),
 }
 
 

@@ -126,8 +126,9 @@ class BufferedConnection(TConn):
         # time-out, which would poll() before every send and recv: one more
         # system call, and handover of the GIL, each.
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
-                            struct.pack("ll", SEND_TIMEOUT_S, 0))
+            sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", SEND_TIMEOUT_S, 0)
+            )
         except OSError:
             pass
         #: The next request, read in full, when it goes to a thread.
@@ -212,16 +213,18 @@ class BufferedThreadWorker(ThreadWorker):
 
     # -- tools for subclasses ---------------------------------------------------
 
-    def watch(self, conn: BufferedConnection, on_readable: Callable[[BufferedConnection], None]
-              ) -> None:
+    def watch(
+        self, conn: BufferedConnection, on_readable: Callable[[BufferedConnection], None]
+    ) -> None:
         """Call *on_readable(conn)* on the main thread whenever its socket is readable.
 
         Watching an already watched connection changes nothing.
         """
         if conn._watched:
             return
-        self.poller.register(conn.sock, selectors.EVENT_READ,
-                             partial(self._readable, conn, on_readable))
+        self.poller.register(
+            conn.sock, selectors.EVENT_READ, partial(self._readable, conn, on_readable)
+        )
         conn._watched = True
 
     def unwatch(self, conn: BufferedConnection) -> None:
@@ -263,18 +266,26 @@ class BufferedThreadWorker(ThreadWorker):
         conn = BufferedConnection(self.cfg, sock, addr, listener.getsockname())
         self._guarded(self.connection_opened, conn)
 
-    def _readable(self, conn: BufferedConnection,
-                  on_readable: Callable[[BufferedConnection], None], _fileobj: Any) -> None:
+    def _readable(
+        self,
+        conn: BufferedConnection,
+        on_readable: Callable[[BufferedConnection], None],
+        _fileobj: Any,
+    ) -> None:
         self._guarded(on_readable, conn)
 
-    def _guarded(self, callback: Callable[[BufferedConnection], None],
-                 conn: BufferedConnection) -> None:
+    def _guarded(
+        self, callback: Callable[[BufferedConnection], None], conn: BufferedConnection
+    ) -> None:
         # An exception escaping a poller callback would end the worker process.
         try:
             callback(conn)
         except Exception as exc:  # one connection's bug must not end the worker
-            self.log.error("closing a connection after %s in %s", type(exc).__name__,
-                           getattr(callback, "__name__", "a callback"))
+            self.log.error(
+                "closing a connection after %s in %s",
+                type(exc).__name__,
+                getattr(callback, "__name__", "a callback"),
+            )
             self.close(conn)
 
     def finish_request(self, conn: BufferedConnection, fs: Future[Any]) -> None:
@@ -326,15 +337,16 @@ class BufferedThreadWorker(ThreadWorker):
             if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):  # SO_SNDTIMEO ran out
                 self.log.debug("client did not read its response in time")
             elif exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
-                self.log.warning("socket error %s while serving a request",
-                                 errno.errorcode.get(exc.errno or 0, type(exc).__name__))
+                self.log.warning(
+                    "socket error %s while serving a request",
+                    errno.errorcode.get(exc.errno or 0, type(exc).__name__),
+                )
             return False
         except Exception as exc:  # gunicorn's contract: answer it with handle_error
             self.handle_error(req, conn.sock, conn.client, exc)
             return False
 
-    def handle_error(self, req: Any, client: socket.socket, addr: Any, exc: BaseException
-                     ) -> None:
+    def handle_error(self, req: Any, client: socket.socket, addr: Any, exc: BaseException) -> None:
         """Answer a request gunicorn could not serve with a JSON error and a fixed message.
 
         gunicorn's own pages are HTML and quote what the client sent; its
@@ -345,8 +357,9 @@ class BufferedThreadWorker(ThreadWorker):
         if status == 500:  # a bug, not the client's doing
             frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
             where = f"{frame.filename}:{frame.lineno} in {frame.name}" if frame else "unknown"
-            self.log.error("error serving a request from %s: %s at %s", ip,
-                           type(exc).__name__, where)
+            self.log.error(
+                "error serving a request from %s: %s at %s", ip, type(exc).__name__, where
+            )
         else:
             self.log.warning("invalid request from %s: %s (%d)", ip, message, status)
         try:
@@ -357,11 +370,19 @@ class BufferedThreadWorker(ThreadWorker):
 
 def _status_of(exc: BaseException) -> tuple[int, str]:
     """The status and fixed message of an exception gunicorn raised while serving."""
-    if isinstance(exc, (http_errors.InvalidResponseHeader, http_errors.InvalidResponseHeaderName,
-                        http_errors.ConfigurationProblem)):
+    if isinstance(
+        exc,
+        (
+            http_errors.InvalidResponseHeader,
+            http_errors.InvalidResponseHeaderName,
+            http_errors.ConfigurationProblem,
+        ),
+    ):
         return 500, "Internal Server Error"  # the app's fault, not the client's
     if isinstance(exc, http_errors.InvalidHeader) and getattr(exc, "hdr", None) in (
-            "CONTENT-LENGTH", "TRANSFER-ENCODING"):
+        "CONTENT-LENGTH",
+        "TRANSFER-ENCODING",
+    ):
         return 400, "Invalid Content-Length or Transfer-Encoding"
     for kinds, status, message in _CLIENT_ERRORS:
         if isinstance(exc, kinds):
@@ -369,22 +390,46 @@ def _status_of(exc: BaseException) -> tuple[int, str]:
     return 500, "Internal Server Error"
 
 
-_CLIENT_ERRORS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int, str],
-                      ...] = (
+_CLIENT_ERRORS: tuple[
+    tuple[type[BaseException] | tuple[type[BaseException], ...], int, str], ...
+] = (
     (http_errors.LimitRequestLine, 414, "Request line too long"),
     (http_errors.LimitRequestHeaders, 431, "Request header fields too large"),
     (http_errors.UnsupportedTransferCoding, 501, "Unsupported transfer coding"),
     (http_errors.ExpectationFailed, 417, "Expectation failed"),
-    ((http_errors.InvalidChunkSize, http_errors.ChunkMissingTerminator,
-      http_errors.InvalidChunkExtension), 400, "Malformed chunked body"),
+    (
+        (
+            http_errors.InvalidChunkSize,
+            http_errors.ChunkMissingTerminator,
+            http_errors.InvalidChunkExtension,
+        ),
+        400,
+        "Malformed chunked body",
+    ),
     (http_errors.InvalidRequestLine, 400, "Invalid request line"),
     (http_errors.InvalidRequestMethod, 400, "Invalid request method"),
     (http_errors.InvalidHTTPVersion, 400, "Invalid HTTP version"),
-    ((http_errors.InvalidHeader, http_errors.InvalidHeaderName, http_errors.ObsoleteFolding,
-      http_errors.InvalidSchemeHeaders), 400, "Invalid header"),
+    (
+        (
+            http_errors.InvalidHeader,
+            http_errors.InvalidHeaderName,
+            http_errors.ObsoleteFolding,
+            http_errors.InvalidSchemeHeaders,
+        ),
+        400,
+        "Invalid header",
+    ),
     (http_errors.ForbiddenProxyRequest, 403, "Forbidden"),
-    ((http_errors.InvalidProxyLine, http_errors.InvalidProxyHeader,
-      http_errors.InvalidH2CPreface, ssl.SSLError), 400, "Bad Request"),
+    (
+        (
+            http_errors.InvalidProxyLine,
+            http_errors.InvalidProxyHeader,
+            http_errors.InvalidH2CPreface,
+            ssl.SSLError,
+        ),
+        400,
+        "Bad Request",
+    ),
 )
 
 

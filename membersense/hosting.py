@@ -43,8 +43,16 @@ from membersense.config import ConfigError
 from membersense.logs import configure_logging
 from membersense.runtime import IN_FLIGHT_GRACE_S, Runtime, runtime_of
 
-__all__ = ["NOT_STARTED", "StartupRefused", "ThreadsDisabled",
-           "check_threads", "close_on_shutdown", "process_count", "server_module", "wsgi_app"]
+__all__ = [
+    "NOT_STARTED",
+    "StartupRefused",
+    "ThreadsDisabled",
+    "check_threads",
+    "close_on_shutdown",
+    "process_count",
+    "server_module",
+    "wsgi_app",
+]
 
 
 #: What a client gets from a mod_wsgi daemon that could not start for a bad setting (the
@@ -98,11 +106,15 @@ def process_count() -> int | None:
 def check_threads() -> None:
     """Raise :class:`ThreadsDisabled` under a uWSGI that runs no Python threads."""
     module = server_module()
-    if module is not None and module.__name__ == "uwsgi" and not getattr(module, "has_threads",
-                                                                           True):
+    if (
+        module is not None
+        and module.__name__ == "uwsgi"
+        and not getattr(module, "has_threads", True)
+    ):
         raise ThreadsDisabled(
             "uWSGI runs no Python threads here, so MemberSense's Discord bridge (a thread) "
-            "would never run: set enable-threads = true (see deploy/uwsgi.ini)")
+            "would never run: set enable-threads = true (see deploy/uwsgi.ini)"
+        )
 
 
 def wsgi_app(create_app: Callable[[], Flask]) -> WSGIApp:
@@ -156,8 +168,11 @@ def _close_after_grace(runtime: Runtime) -> None:
 
 def _refusal_app(message: str) -> WSGIApp:
     body = json.dumps({"error": message}).encode()
-    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-               ("Retry-After", str(_RETRY_AFTER_S))]
+    headers = [
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body))),
+        ("Retry-After", str(_RETRY_AFTER_S)),
+    ]
 
     def refuse(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         start_response("503 SERVICE UNAVAILABLE", headers)
@@ -172,8 +187,9 @@ def _print_refusals_as_one_line() -> None:
     if getattr(previous, "membersense", False):
         return
 
-    def excepthook(kind: type[BaseException], value: BaseException,
-                   tb: TracebackType | None) -> None:
+    def excepthook(
+        kind: type[BaseException], value: BaseException, tb: TracebackType | None
+    ) -> None:
         if isinstance(value, StartupRefused):
             print(value, file=sys.stderr, flush=True)
         else:

@@ -81,8 +81,11 @@ class ReconnectsAreWarnings(logging.Filter):
     _MESSAGE = "Attempting a reconnect in %.2fs"
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if (record.levelno > logging.WARNING and record.name == self._LOGGER
-                and record.msg == self._MESSAGE):
+        if (
+            record.levelno > logging.WARNING
+            and record.name == self._LOGGER
+            and record.msg == self._MESSAGE
+        ):
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
 
@@ -201,7 +204,7 @@ class LineHandler(logging.Handler):
             if self._fd is not None:
                 data = line.encode("utf-8", "replace")
                 while data:
-                    data = data[os.write(self._fd, data):]
+                    data = data[os.write(self._fd, data) :]
             else:
                 # logging types Handler.lock as optional; createLock() made it.
                 with self.lock:  # type: ignore[union-attr]

@@ -58,8 +58,22 @@ UNMATCHED_ROUTE = "<unmatched>"
 #: Methods counted by name; any other token a client sends is counted as "other".
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 #: Latency buckets, seconds: cached reads take about a millisecond, logins up to LOGIN_TIMEOUT.
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                   10.0, 30.0)
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 
 _GATEWAY_LIVE_EVENTS = frozenset({"connect", "resumed"})
 _GATEWAY_DOWN_EVENTS = frozenset({"disconnect", "close"})
@@ -78,25 +92,35 @@ class _Metrics:
             "membersense_http_request_duration_seconds",
             "HTTP requests answered, by route, method and status, with the time from their "
             "arrival in the app to the response (_count: requests)",
-            ["route", "method", "status"], buckets=LATENCY_BUCKETS)
+            ["route", "method", "status"],
+            buckets=LATENCY_BUCKETS,
+        )
         # In memory mode one worker holds every session; a shared store (Redis mode)
         # gives every worker the same count: the freshest value is the answer.
         self.active_sessions: Gauge = Gauge(
-            "membersense_sessions_active", "Open sessions (as of the last scrape)",
-            multiprocess_mode="livemostrecent")
+            "membersense_sessions_active",
+            "Open sessions (as of the last scrape)",
+            multiprocess_mode="livemostrecent",
+        )
         # Each process owns its connections: the live workers' values add up.
         self.gateway_connections: Gauge = Gauge(
-            "membersense_gateway_connections", "Discord gateway connections open and live",
-            multiprocess_mode="livesum")
+            "membersense_gateway_connections",
+            "Discord gateway connections open and live",
+            multiprocess_mode="livesum",
+        )
         self.discord_responses: Counter = Counter(
-            "membersense_discord_responses", "Answers of Discord's REST API, by HTTP status",
-            ["status"])
+            "membersense_discord_responses",
+            "Answers of Discord's REST API, by HTTP status",
+            ["status"],
+        )
         self.rate_limited: Counter = Counter(
-            "membersense_rate_limited_requests", "Requests refused with 429 by the rate limit")
+            "membersense_rate_limited_requests", "Requests refused with 429 by the rate limit"
+        )
         self.bulkhead_rejections: Counter = Counter(
             "membersense_bulkhead_rejections",
             "Requests refused with 503 because their kind's share of threads was taken",
-            ["kind"])
+            ["kind"],
+        )
         #: (route, method, status) -> histogram child: one dict lookup per request
         #: instead of a label resolution under prometheus-client's lock.
         self.request_children: dict[tuple[str, str, int], Any] = {}
@@ -129,14 +153,18 @@ def record_request(response: Response) -> Response:
     req = request._get_current_object()  # type: ignore[attr-defined]  # once, not per use
     rule = req.url_rule
     method = req.method
-    key = (rule.rule if rule is not None else UNMATCHED_ROUTE,
-           method if method in _KNOWN_METHODS else "other", response.status_code)
+    key = (
+        rule.rule if rule is not None else UNMATCHED_ROUTE,
+        method if method in _KNOWN_METHODS else "other",
+        response.status_code,
+    )
     built = _metrics()
     child = built.request_children.get(key)
     if child is None:
         route, method_label, status = key
-        child = built.request_children[key] = built.requests.labels(route, method_label,
-                                                                     str(status))
+        child = built.request_children[key] = built.requests.labels(
+            route, method_label, str(status)
+        )
     started = g.get("started")  # set by membersense.access before any other hook
     child.observe(time.perf_counter() - started if started is not None else 0.0)
     return response

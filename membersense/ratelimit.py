@@ -168,7 +168,8 @@ def _make_storage(uri: str, key_prefix: str) -> Storage:
     # surfaces as limits' StorageError. It is typed as returning sync or async storages;
     # config refuses async schemes.
     return storage_from_string(  # type: ignore[return-value]
-        uri, key_prefix=f"{key_prefix}ratelimit", wrap_exceptions=True)
+        uri, key_prefix=f"{key_prefix}ratelimit", wrap_exceptions=True
+    )
 
 
 class _Budget:
@@ -195,8 +196,7 @@ class _Budget:
         if shared is None:
             with self._lock:
                 if self._shared is None:
-                    self._shared = _make_window(_make_storage(self._storage_uri,
-                                                                    self._key_prefix))
+                    self._shared = _make_window(_make_storage(self._storage_uri, self._key_prefix))
                 shared = self._shared
         return shared
 

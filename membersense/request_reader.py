@@ -93,8 +93,9 @@ class RequestReader:
     *pending* are bytes already read past the previous request (pipelining).
     """
 
-    def __init__(self, limits: ReadLimits, now: float, *, kept_alive: bool = False,
-                 pending: bytes = b"") -> None:
+    def __init__(
+        self, limits: ReadLimits, now: float, *, kept_alive: bool = False, pending: bytes = b""
+    ) -> None:
         self.limits = limits
         self.buffer = bytearray()
         self.state = ReadState.IDLE
@@ -159,9 +160,11 @@ class RequestReader:
         if end < 0 or end + 4 > self.limits.max_head or data.startswith(_CRLF):
             return False
         stop = end + 4
-        if (data.find(_CRLF) > self.limits.max_request_line
-                or data.count(b"\n", 0, stop) != data.count(_CRLF, 0, stop)
-                or _FRAMING_HEADER.search(data, 0, end + 2) is not None):
+        if (
+            data.find(_CRLF) > self.limits.max_request_line
+            or data.count(b"\n", 0, stop) != data.count(_CRLF, 0, stop)
+            or _FRAMING_HEADER.search(data, 0, end + 2) is not None
+        ):
             return False
         self.state = ReadState.READY
         self._whole = (data[:stop], data[stop:])
@@ -200,7 +203,7 @@ class RequestReader:
         self._pos = self._scan = self._head_end
         self._body_started = now
         self.deadline = now + self.limits.header_timeout
-        self._frame_body(bytes(buffer[:end + 2]))
+        self._frame_body(bytes(buffer[: end + 2]))
         return None
 
     def _frame_body(self, head: bytes) -> None:
@@ -244,8 +247,9 @@ class RequestReader:
             if len(self.buffer) - self._head_end > self.limits.max_body * _CHUNK_OVERHEAD:
                 return self._ready_as_is()
         received = len(self.buffer) - self._head_end
-        self.deadline = (self._body_started + self.limits.header_timeout
-                         + received / self.limits.body_min_rate)
+        self.deadline = (
+            self._body_started + self.limits.header_timeout + received / self.limits.body_min_rate
+        )
         return None
 
     def _read_chunks(self) -> None:
@@ -258,7 +262,7 @@ class RequestReader:
                     if len(buffer) - self._pos > limits.max_chunk_line:
                         self._ready_as_is()
                     return
-                size = bytes(buffer[self._pos:line_end]).split(b";", 1)[0].rstrip(b" \t")
+                size = bytes(buffer[self._pos : line_end]).split(b";", 1)[0].rstrip(b" \t")
                 if not size or not _HEX.issuperset(size):
                     self._ready_as_is()
                     return
@@ -280,13 +284,13 @@ class RequestReader:
             elif self._body is _Body.CHUNK_CRLF:
                 if len(buffer) - self._pos < 2:
                     return
-                if buffer[self._pos:self._pos + 2] != _CRLF:
+                if buffer[self._pos : self._pos + 2] != _CRLF:
                     self._ready_as_is()
                     return
                 self._pos += 2
                 self._body = _Body.CHUNK_SIZE
             else:  # trailers: an empty line, or header lines and an empty line
-                if buffer[self._pos:self._pos + 2] == _CRLF:
+                if buffer[self._pos : self._pos + 2] == _CRLF:
                     self._ready_at(self._pos + 2)
                     return
                 end = buffer.find(_HEAD_END, max(self._pos, self._scan))
@@ -317,5 +321,4 @@ _EXPECT = re.compile(rb"\r\nexpect:[ \t]*100-continue[ \t]*(?=\r\n)", re.IGNOREC
 def _expects_continue(head: bytes) -> bool:
     # HTTP/1.0 clients never wait for a 100 (RFC 9110 10.1.1), and gunicorn ignores it then.
     request_line_end = head.find(_CRLF, 2 if head.startswith(_CRLF) else 0)
-    return (head[:request_line_end].endswith(b"HTTP/1.1")
-            and _EXPECT.search(head) is not None)
+    return head[:request_line_end].endswith(b"HTTP/1.1") and _EXPECT.search(head) is not None

@@ -43,8 +43,12 @@ def _apply(response: Response) -> Response:
                 headers["Cache-Control"] = GUILD_DATA_CACHE_CONTROL
             vary = headers.get("Vary")
             headers["Vary"] = f"{vary}, Authorization" if vary else "Authorization"
-    if (request.method == "OPTIONS" and response.status_code == 200
-            and not response.direct_passthrough and not response.get_data()):
+    if (
+        request.method == "OPTIONS"
+        and response.status_code == 200
+        and not response.direct_passthrough
+        and not response.get_data()
+    ):
         _bodiless(response)
     return response
 

@@ -39,8 +39,10 @@ if TYPE_CHECKING:
 __all__ = ["IN_FLIGHT_GRACE_S", "Runtime", "runtime_of"]
 
 #: What the Discord service reports to the app's metrics.
-_METRICS: dict[str, Any] = {"on_answer": metrics.discord_response,
-                            "on_gateway_event": metrics.gateway_event}
+_METRICS: dict[str, Any] = {
+    "on_answer": metrics.discord_response,
+    "on_gateway_event": metrics.gateway_event,
+}
 
 log = logging.getLogger("membersense")
 
@@ -59,8 +61,13 @@ class Runtime:
     service's guards (tests move it to expire sessions without sleeping).
     """
 
-    def __init__(self, settings: Settings, *, discord: DiscordService | None = None,
-                 clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        discord: DiscordService | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self.settings = settings
         self.bus: EventBus
         clock = clock or time.monotonic
@@ -72,41 +79,64 @@ class Runtime:
             from membersense.cluster.wiring import build  # imports redis, cryptography
 
             self._cluster = build(settings, clock, **_METRICS)
-            self.store, self.bus, discord = (self._cluster.store, self._cluster.bus,
-                                             self._cluster.discord)
+            self.store, self.bus, discord = (
+                self._cluster.store,
+                self._cluster.bus,
+                self._cluster.discord,
+            )
             seal = self._cluster.sealer.seal
             bridge = self._cluster.discord.bridge
         else:
             self.bus = MemoryEventBus(settings.event_buffer_size)
             store = MemorySessionStore(
                 idle_timeout=settings.session_timeout_s,
-                pending_timeout=settings.pending_timeout_s, clock=clock)
+                pending_timeout=settings.pending_timeout_s,
+                clock=clock,
+            )
             self.store = store
             if discord is None:
                 from membersense.discord.local import LocalDiscord  # imports discord.py
 
-                discord = LocalDiscord(settings, self.bus,
-                                       has_sessions=lambda bot: store.count_for(bot) > 0,
-                                       clock=clock, **_METRICS)
-                bridge = discord.bridge  # (a fake Discord service: webhooks get a loop of their own)
+                discord = LocalDiscord(
+                    settings,
+                    self.bus,
+                    has_sessions=lambda bot: store.count_for(bot) > 0,
+                    clock=clock,
+                    **_METRICS,
+                )
+                bridge = (
+                    discord.bridge
+                )  # (a fake Discord service: webhooks get a loop of their own)
         self.discord = discord
         self.sessions = SessionManager(
-            self.store, discord,
-            caps=Caps(settings.max_concurrent_users, settings.max_sessions_per_token,
-                      settings.max_sessions_per_ip),
-            cleanup_interval=settings.cleanup_interval_s, seal=seal)
+            self.store,
+            discord,
+            caps=Caps(
+                settings.max_concurrent_users,
+                settings.max_sessions_per_token,
+                settings.max_sessions_per_ip,
+            ),
+            cleanup_interval=settings.cleanup_interval_s,
+            seal=seal,
+        )
         cluster = self._cluster
         #: Event streams and long-polls, ended with their session.
-        self.live = LiveEvents(self.bus,
-                               cluster.tickets if cluster else MemoryTicketStore(clock=clock),
-                               cap=settings.event_stream_cap,
-                               max_stream_s=settings.event_stream_max_seconds)
+        self.live = LiveEvents(
+            self.bus,
+            cluster.tickets if cluster else MemoryTicketStore(clock=clock),
+            cap=settings.event_stream_cap,
+            max_stream_s=settings.event_stream_max_seconds,
+        )
         self.sessions.add_end_listener(self.live.session_ended)
         #: Outgoing webhooks, delivered on the Discord service's loop; they end with their
         #: session too.
-        self.webhooks = Webhooks(settings, self.bus,
-                                 cluster.subscriptions if cluster else MemorySubscriptionStore(),
-                                 bridge=bridge, touch=self.store.get)
+        self.webhooks = Webhooks(
+            settings,
+            self.bus,
+            cluster.subscriptions if cluster else MemorySubscriptionStore(),
+            bridge=bridge,
+            touch=self.store.get,
+        )
         self.sessions.add_end_listener(self.webhooks.session_ended)
         if cluster is not None:
             # The process that owns a bot delivers its webhooks, starting with what the
@@ -118,7 +148,8 @@ class Runtime:
                 webhooks.forget_bot(bot)
 
             cluster.discord.add_owner_hooks(
-                lambda bot: webhooks.resume(subscriptions.mirror(bot), since), unowned)
+                lambda bot: webhooks.resume(subscriptions.mirror(bot), since), unowned
+            )
             subscriptions.on_mirrored(webhooks.begin)
         self._lock = threading.Lock()
         self._closed = threading.Event()

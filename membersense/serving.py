@@ -136,12 +136,16 @@ def on_starting(server: Any) -> None:
         return
     workers = server.cfg.workers
     if workers != 1:
-        raise SystemExit(f"membersense: {MULTIPROCESS_REFUSAL} (gunicorn was asked for "
-                         f"{workers} workers)")
+        raise SystemExit(
+            f"membersense: {MULTIPROCESS_REFUSAL} (gunicorn was asked for {workers} workers)"
+        )
     concurrency = os.environ.get("WEB_CONCURRENCY")
     if concurrency and concurrency.strip() != "1":
-        server.log.info("WEB_CONCURRENCY=%s is ignored in memory mode: one worker process "
-                        "(set REDIS_URL to run several)", concurrency.strip()[:20])
+        server.log.info(
+            "WEB_CONCURRENCY=%s is ignored in memory mode: one worker process "
+            "(set REDIS_URL to run several)",
+            concurrency.strip()[:20],
+        )
 
 
 def _runtime(worker: Any) -> Runtime | None:
@@ -167,8 +171,9 @@ def post_worker_init(worker: Any) -> None:
 
     def on_sigterm(signum: int, frame: Any) -> None:
         handle_exit(signum, frame)
-        threading.Thread(target=shut_down_after_grace, name="membersense-shutdown",
-                         daemon=True).start()
+        threading.Thread(
+            target=shut_down_after_grace, name="membersense-shutdown", daemon=True
+        ).start()
 
     signal.signal(signal.SIGTERM, on_sigterm)
 

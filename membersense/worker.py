@@ -104,8 +104,7 @@ class MemberSenseWorker(BufferedThreadWorker):
         reader = RequestReader(self.limits, time.monotonic())
         if self.max_per_ip and self.per_ip[ip] >= self.max_per_ip:
             conn.state = _Client(ip, reader, counted=False)
-            response = error_response(429, "Too many connections from this address",
-                                      retry_after=1)
+            response = error_response(429, "Too many connections from this address", retry_after=1)
             if self._lingering_refused < MAX_LINGERING_REFUSED:
                 self._lingering_refused += 1
                 self._refuse(conn, response)
@@ -240,7 +239,8 @@ class MemberSenseWorker(BufferedThreadWorker):
                 if now >= client.reader.deadline:
                     self._refuse(conn, error_response(408, "Request Timeout"))
             elif now >= client.reader.deadline or (
-                    self._stop_deadline is not None and now >= self._stop_deadline):
+                self._stop_deadline is not None and now >= self._stop_deadline
+            ):
                 self.close(conn)  # nothing was asked: nothing to answer
 
     # -- endings ----------------------------------------------------------------

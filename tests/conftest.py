@@ -43,8 +43,9 @@ def log_stream() -> io.StringIO:
 
 
 @pytest.fixture
-def make_app(discord: FakeDiscord, clock: FakeClock,
-             log_stream: io.StringIO) -> Iterator[Callable[..., Flask]]:
+def make_app(
+    discord: FakeDiscord, clock: FakeClock, log_stream: io.StringIO
+) -> Iterator[Callable[..., Flask]]:
     """Build apps wired to the fake Discord, logging to ``log_stream``; every one is
     closed afterwards."""
     apps: list[Flask] = []

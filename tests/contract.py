@@ -39,8 +39,7 @@ from referencing.jsonschema import DRAFT202012
 
 from membersense.openapi import build_document
 
-__all__ = ["Contract", "ContractClient", "ContractViolation", "served_contract",
-           "watch_session"]
+__all__ = ["Contract", "ContractClient", "ContractViolation", "served_contract", "watch_session"]
 
 _BASE = "urn:membersense:openapi"
 _METHODS = ("get", "put", "post", "delete", "patch")
@@ -71,8 +70,11 @@ class Contract:
         self._fast_registry = jsonschema_rs.Registry([(_BASE, dict(document))])
         self._fast: dict[str, Any] = {}  # compiled validators by schema pointer
         self._paths = [
-            _Path(template, re.compile("^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+",
-                                                    re.escape(template)) + "$"), item)
+            _Path(
+                template,
+                re.compile("^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)) + "$"),
+                item,
+            )
             for template, item in document["paths"].items()
         ]
         # Exact paths win over templates (/api/docs over /api/docs/{filename}).
@@ -86,11 +88,13 @@ class Contract:
         fast = self._fast.get(schema["$ref"])
         if fast is None:
             fast = self._fast[schema["$ref"]] = jsonschema_rs.validator_for(
-                schema, registry=self._fast_registry, validate_formats=True)
+                schema, registry=self._fast_registry, validate_formats=True
+            )
         if fast.is_valid(instance):
             return
-        validator = Draft202012Validator(schema, registry=self._registry,
-                                         format_checker=Draft202012Validator.FORMAT_CHECKER)
+        validator = Draft202012Validator(
+            schema, registry=self._registry, format_checker=Draft202012Validator.FORMAT_CHECKER
+        )
         errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.path))
         if errors:
             error = errors[0]
@@ -116,8 +120,9 @@ class Contract:
                 return candidate.template, method
         return None
 
-    def check(self, method: str, path: str, status: int, headers: Mapping[str, str],
-              body: bytes | None) -> None:
+    def check(
+        self, method: str, path: str, status: int, headers: Mapping[str, str], body: bytes | None
+    ) -> None:
         """Raise :class:`ContractViolation` unless the document allows this response.
 
         *body* None: not read (a stream); status and headers are still checked.
@@ -131,18 +136,33 @@ class Contract:
                 self._check_undocumented(method, path, status, headers, body)
                 return
             template, op_method = found
-            self._check_operation(template, op_method, status, headers, body or b"",
-                                  head=method.upper() == "HEAD" or body is None)
+            self._check_operation(
+                template,
+                op_method,
+                status,
+                headers,
+                body or b"",
+                head=method.upper() == "HEAD" or body is None,
+            )
         except ContractViolation as exc:
             raise ContractViolation(f"{where}: {exc}") from None
 
-    def _check_operation(self, template: str, method: str, status: int,
-                         headers: Mapping[str, str], body: bytes, *, head: bool) -> None:
+    def _check_operation(
+        self,
+        template: str,
+        method: str,
+        status: int,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        head: bool,
+    ) -> None:
         responses = self.document["paths"][template][method]["responses"]
         key = str(status) if str(status) in responses else "default"
         if key not in responses:
-            raise ContractViolation(f"status {status} is not documented "
-                                    f"(documented: {', '.join(responses)})")
+            raise ContractViolation(
+                f"status {status} is not documented (documented: {', '.join(responses)})"
+            )
         response = self._resolve(responses[key])
         for name, header in response.get("headers", {}).items():
             header = self._resolve(header)
@@ -169,12 +189,14 @@ class Contract:
             pointer = ("paths", template, method, "responses", key, "content", mimetype, "schema")
             self._validate(_json(body, headers), *pointer)
 
-    def _check_undocumented(self, method: str, path: str, status: int,
-                            headers: Mapping[str, str], body: bytes | None) -> None:
+    def _check_undocumented(
+        self, method: str, path: str, status: int, headers: Mapping[str, str], body: bytes | None
+    ) -> None:
         # Only errors, all in the one JSON error shape (routes that tests add end up here too).
         if status < 400:
-            raise ContractViolation("a path and method the document does not list must be "
-                                    "answered with an error")
+            raise ContractViolation(
+                "a path and method the document does not list must be answered with an error"
+            )
         if status in (404, 501) and any(p.pattern.match(path) for p in self._paths):
             raise ContractViolation("a listed path's other methods must be answered 405")
         if "X-Request-ID" not in headers:
@@ -191,7 +213,6 @@ class Contract:
             raise ContractViolation("errors must be JSON")
         schema = "RetryableError" if status in (429, 503) else "Error"
         self._validate(_json(body, headers), "components", "schemas", schema)
-
 
     # -- what is not an HTTP response -------------------------------------------------------
 
@@ -219,8 +240,16 @@ class Contract:
         for index, variant in enumerate(self.document["components"]["schemas"]["Event"]["oneOf"]):
             if event in variant["properties"]["type"]["enum"]:
                 try:
-                    self._validate(data, "components", "schemas", "Event", "oneOf", str(index),
-                                   "properties", "data")
+                    self._validate(
+                        data,
+                        "components",
+                        "schemas",
+                        "Event",
+                        "oneOf",
+                        str(index),
+                        "properties",
+                        "data",
+                    )
                 except ContractViolation as exc:
                     raise ContractViolation(f"frame {event}: {exc}") from None
                 return
@@ -241,8 +270,16 @@ class Contract:
         if headers.get("Content-Type", "").split(";")[0].strip() != "application/json":
             raise ContractViolation("delivery: not JSON")
         try:
-            self._validate(_json(body, headers), "webhooks", "event", "post", "requestBody",
-                           "content", "application/json", "schema")
+            self._validate(
+                _json(body, headers),
+                "webhooks",
+                "event",
+                "post",
+                "requestBody",
+                "content",
+                "application/json",
+                "schema",
+            )
         except ContractViolation as exc:
             raise ContractViolation(f"delivery: {exc}") from None
 
@@ -279,8 +316,9 @@ class ContractClient(FlaskClient):
         request = response.request
         # An event stream may never end: its body is left to the test.
         body = None if response.mimetype == "text/event-stream" else response.get_data()
-        contract_of(self.application).check(request.method, request.path, response.status_code,
-                                            response.headers, body)
+        contract_of(self.application).check(
+            request.method, request.path, response.status_code, response.headers, body
+        )
         return response
 
 
@@ -310,8 +348,9 @@ def watch_session(session: requests.Session, base_url: str) -> None:
             # Hooks run before requests reads the body; one asked for as a stream
             # (an event stream, say) is left unread for the test.
             body = None if kwargs.get("stream") else response.content
-            contract.check(request.method or "GET", path, response.status_code,
-                           response.headers, body)
+            contract.check(
+                request.method or "GET", path, response.status_code, response.headers, body
+            )
         return response
 
     session.hooks["response"].append(check)

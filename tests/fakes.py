@@ -58,23 +58,57 @@ DEFAULT_AVATAR = "https://cdn.discordapp.com/embed/avatars/0.png"
 def make_guild(guild_id: int = 100, name: str = "Test Guild", members: int = 5) -> FakeGuild:
     """A guild whose JSON has the shapes the real serializers produce (the contract checks them)."""
     people = [
-        {"id": str(1000 + i), "username": f"user{i}", "displayName": f"User {i}",
-         "avatar": DEFAULT_AVATAR, "roles": ["Member", "@everyone"], "role": "Member",
-         "joinedAt": "2024-07-21T07:59:32.041Z", "bot": False, "roleColor": None}
+        {
+            "id": str(1000 + i),
+            "username": f"user{i}",
+            "displayName": f"User {i}",
+            "avatar": DEFAULT_AVATAR,
+            "roles": ["Member", "@everyone"],
+            "role": "Member",
+            "joinedAt": "2024-07-21T07:59:32.041Z",
+            "bot": False,
+            "roleColor": None,
+        }
         for i in range(members)
     ]
     channels = [
-        {"id": "500", "name": "general", "type": "text", "parentId": None, "position": 0,
-         "topic": None},
-        {"id": "501", "name": "Voice", "type": "voice", "parentId": None, "position": 1,
-         "topic": None},
+        {
+            "id": "500",
+            "name": "general",
+            "type": "text",
+            "parentId": None,
+            "position": 0,
+            "topic": None,
+        },
+        {
+            "id": "501",
+            "name": "Voice",
+            "type": "voice",
+            "parentId": None,
+            "position": 1,
+            "topic": None,
+        },
     ]
     messages = {
-        500: [{"id": str(9000 - i), "channelId": "500", "content": f"message {i}",
-               "author": {"id": "1000", "username": "user0", "name": "User 0",
-                          "avatar": DEFAULT_AVATAR},
-               "timestamp": 1_700_000_000_000 - i, "editedTimestamp": None, "attachments": [],
-               "embeds": 0, "replyTo": None} for i in range(150)]
+        500: [
+            {
+                "id": str(9000 - i),
+                "channelId": "500",
+                "content": f"message {i}",
+                "author": {
+                    "id": "1000",
+                    "username": "user0",
+                    "name": "User 0",
+                    "avatar": DEFAULT_AVATAR,
+                },
+                "timestamp": 1_700_000_000_000 - i,
+                "editedTimestamp": None,
+                "attachments": [],
+                "embeds": 0,
+                "replyTo": None,
+            }
+            for i in range(150)
+        ]
     }
     return FakeGuild(guild_id, name, people, channels, messages)
 
@@ -130,8 +164,9 @@ class FakeDiscord:
         bot = fingerprint(token)
         with self._lock:
             self.logins[bot] += 1
-        return BotLogin(bot, tuple(GuildSummary(str(g.id), g.name, len(g.members), None)
-                                   for g in guilds))
+        return BotLogin(
+            bot, tuple(GuildSummary(str(g.id), g.name, len(g.members), None) for g in guilds)
+        )
 
     def release(self, bot: str) -> None:
         with self._lock:
@@ -141,11 +176,13 @@ class FakeDiscord:
         return self.failures.get(bot)
 
     def guilds(self, bot: str) -> tuple[GuildSummary, ...]:
-        return tuple(GuildSummary(str(g.id), g.name, len(g.members), None)
-                     for g in self._guilds(bot))
+        return tuple(
+            GuildSummary(str(g.id), g.name, len(g.members), None) for g in self._guilds(bot)
+        )
 
-    def members(self, bot: str, guild_id: int, *, limit: int | None = None,
-                after: int | None = None) -> JsonDocument:
+    def members(
+        self, bot: str, guild_id: int, *, limit: int | None = None, after: int | None = None
+    ) -> JsonDocument:
         self._record("members", guild_id, limit=limit, after=after)
         people = self._guild(bot, guild_id).members
         if after is not None:
@@ -157,14 +194,24 @@ class FakeDiscord:
 
     def channels(self, bot: str, guild_id: int, *, kind: str = "text") -> list[dict[str, Any]]:
         self._record("channels", guild_id, kind=kind)
-        return [c for c in self._guild(bot, guild_id).channels
-                if kind == "all" or c["type"] == kind]
+        return [
+            c for c in self._guild(bot, guild_id).channels if kind == "all" or c["type"] == kind
+        ]
 
-    def messages(self, bot: str, guild_id: int, channel_id: int, *, limit: int = 100,
-                 before: int | None = None, after: int | None = None,
-                 around: int | None = None) -> list[dict[str, Any]]:
-        self._record("messages", guild_id, channel_id, limit=limit, before=before, after=after,
-                     around=around)
+    def messages(
+        self,
+        bot: str,
+        guild_id: int,
+        channel_id: int,
+        *,
+        limit: int = 100,
+        before: int | None = None,
+        after: int | None = None,
+        around: int | None = None,
+    ) -> list[dict[str, Any]]:
+        self._record(
+            "messages", guild_id, channel_id, limit=limit, before=before, after=after, around=around
+        )
         history = self._guild(bot, guild_id).messages.get(channel_id)
         if history is None:
             raise ChannelNotFound()
@@ -178,38 +225,71 @@ class FakeDiscord:
             raise ChannelNotFound()
         return history
 
-    def send_message(self, bot: str, guild_id: int, channel_id: int, content: str, *,
-                     reply_to: int | None = None, allow_mentions: bool = False,
-                     idempotency_key: str | None = None) -> dict[str, Any]:
-        self._record("send_message", guild_id, channel_id, content, reply_to=reply_to,
-                     allow_mentions=allow_mentions, idempotency_key=idempotency_key)
+    def send_message(
+        self,
+        bot: str,
+        guild_id: int,
+        channel_id: int,
+        content: str,
+        *,
+        reply_to: int | None = None,
+        allow_mentions: bool = False,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        self._record(
+            "send_message",
+            guild_id,
+            channel_id,
+            content,
+            reply_to=reply_to,
+            allow_mentions=allow_mentions,
+            idempotency_key=idempotency_key,
+        )
         history = self._history(bot, guild_id, channel_id)
         with self._lock:
             if idempotency_key is not None and (channel_id, idempotency_key) in self._sent:
                 return self._sent[(channel_id, idempotency_key)]
             newest = max((int(m["id"]) for m in history), default=0)
-            message = {"id": str(newest + 1), "channelId": str(channel_id), "content": content,
-                       "author": {"id": "42", "username": "fakebot", "name": "Fake Bot",
-                                  "avatar": DEFAULT_AVATAR},
-                       "timestamp": 1_700_000_000_000, "editedTimestamp": None,
-                       "attachments": [], "embeds": 0,
-                       "replyTo": str(reply_to) if reply_to is not None else None}
+            message = {
+                "id": str(newest + 1),
+                "channelId": str(channel_id),
+                "content": content,
+                "author": {
+                    "id": "42",
+                    "username": "fakebot",
+                    "name": "Fake Bot",
+                    "avatar": DEFAULT_AVATAR,
+                },
+                "timestamp": 1_700_000_000_000,
+                "editedTimestamp": None,
+                "attachments": [],
+                "embeds": 0,
+                "replyTo": str(reply_to) if reply_to is not None else None,
+            }
             history.insert(0, message)
             if idempotency_key is not None:
                 self._sent[(channel_id, idempotency_key)] = message
         return message
 
-    def _message(self, bot: str, guild_id: int, channel_id: int,
-                 message_id: int) -> dict[str, Any]:
+    def _message(self, bot: str, guild_id: int, channel_id: int, message_id: int) -> dict[str, Any]:
         for message in self._history(bot, guild_id, channel_id):
             if int(message["id"]) == message_id:
                 return message
         raise MessageNotFound()
 
-    def edit_message(self, bot: str, guild_id: int, channel_id: int, message_id: int,
-                     content: str, *, allow_mentions: bool = False) -> dict[str, Any]:
-        self._record("edit_message", guild_id, channel_id, message_id, content,
-                     allow_mentions=allow_mentions)
+    def edit_message(
+        self,
+        bot: str,
+        guild_id: int,
+        channel_id: int,
+        message_id: int,
+        content: str,
+        *,
+        allow_mentions: bool = False,
+    ) -> dict[str, Any]:
+        self._record(
+            "edit_message", guild_id, channel_id, message_id, content, allow_mentions=allow_mentions
+        )
         message = self._message(bot, guild_id, channel_id, message_id)
         message.update(content=content, editedTimestamp=1_700_000_000_001)
         return message

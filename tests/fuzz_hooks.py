@@ -130,8 +130,12 @@ def _clamp_poll_wait(case: Any) -> None:
     # to refuse.
     query = case.query or {}
     wait = query.get("wait")
-    if isinstance(wait, (int, str)) and not isinstance(wait, bool) and re.fullmatch(
-            r"[0-9]{1,2}", str(wait)) and int(wait) <= 25:
+    if (
+        isinstance(wait, (int, str))
+        and not isinstance(wait, bool)
+        and re.fullmatch(r"[0-9]{1,2}", str(wait))
+        and int(wait) <= 25
+    ):
         case.query = {**query, "wait": min(int(wait), MAX_POLL_WAIT_S)}
 
 
@@ -147,8 +151,9 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
     headers = case.headers or {}
     sent = str(headers.get("Authorization", "")).strip()
     if SHARED_SESSION in sent:
-        response = requests.post(f"{BASE_URL}/api/auth/login", json={"token": BOT_TOKEN},
-                                 timeout=30)
+        response = requests.post(
+            f"{BASE_URL}/api/auth/login", json={"token": BOT_TOKEN}, timeout=30
+        )
         response.raise_for_status()
         case.headers = {**headers, "Authorization": response.json()["sessionId"]}
 
@@ -191,8 +196,11 @@ def _private_host(url: str) -> bool:
 @schemathesis.check
 def private_webhooks_refused(ctx: Any, response: Any, case: Any) -> None:
     """No webhook is ever registered for a private, loopback or reserved address."""
-    if (case.operation.path == "/api/webhooks" and case.method.upper() == "POST"
-            and response.status_code == 201):
+    if (
+        case.operation.path == "/api/webhooks"
+        and case.method.upper() == "POST"
+        and response.status_code == 201
+    ):
         url = json.loads(response.content)["url"]
         if _private_host(url):
             raise AssertionError(f"a webhook was registered for a private address: {url!r}")

@@ -38,8 +38,18 @@ import pytest
 
 from tests.servers import ROOT, VENV_BIN, free_port, wait_for_health
 
-__all__ = ["ApacheServer", "NginxServer", "Server", "UwsgiServer", "apache_user", "debian_uwsgi",
-           "nginx_site", "readable_python", "scratch_dir", "wait_for_port"]
+__all__ = [
+    "ApacheServer",
+    "NginxServer",
+    "Server",
+    "UwsgiServer",
+    "apache_user",
+    "debian_uwsgi",
+    "nginx_site",
+    "readable_python",
+    "scratch_dir",
+    "wait_for_port",
+]
 
 DEPLOY = ROOT / "deploy"
 INSTALL_HINT = "scripts/install-system-packages installs it (as root or with CI=true)"
@@ -80,9 +90,16 @@ class Server:
     *scratch* (see :func:`scratch_dir`) is removed once the server has stopped.
     """
 
-    def __init__(self, command: list[str], *, base_url: str, log_path: Path,
-                 env: Mapping[str, str] | None = None, cwd: Path = ROOT,
-                 scratch: Path | None = None) -> None:
+    def __init__(
+        self,
+        command: list[str],
+        *,
+        base_url: str,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path = ROOT,
+        scratch: Path | None = None,
+    ) -> None:
         self.command = command
         self.base_url = base_url
         self.log_path = log_path
@@ -94,9 +111,14 @@ class Server:
     def launch(self) -> subprocess.Popen[bytes]:
         """Start the process (no waiting)."""
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.command, cwd=self.cwd, env=self.env,
-                                            stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                self.command,
+                cwd=self.cwd,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         return self.process
 
     def start(self, timeout: float = 60.0) -> Server:
@@ -106,8 +128,9 @@ class Server:
             wait_for_health(self.base_url, process, timeout)
         except BaseException as exc:
             self.stop(signal.SIGKILL)
-            raise AssertionError(f"{self.command[0]} did not become healthy:\n{self.log()}") \
-                from exc
+            raise AssertionError(
+                f"{self.command[0]} did not become healthy:\n{self.log()}"
+            ) from exc
         return self
 
     def exit_code(self, timeout: float = 60.0) -> int:
@@ -133,8 +156,9 @@ class Server:
             try:
                 return self.process.wait(timeout)
             except subprocess.TimeoutExpired:
-                raise AssertionError(f"{self.command[0]} did not stop on signal {sig}:\n"
-                                     f"{self.log()}") from None
+                raise AssertionError(
+                    f"{self.command[0]} did not stop on signal {sig}:\n{self.log()}"
+                ) from None
         finally:
             if self.process is not None:
                 try:
@@ -157,9 +181,14 @@ def nginx_site(port: int, upstream_port: int, access_log: Path) -> str:
     text = (DEPLOY / "nginx.conf").read_text()
     changes = [
         (r"^(\s*)listen 80;(\s*# <-)", rf"\g<1>listen 127.0.0.1:{port};\g<2>"),
-        (r"^(\s*)server 127\.0\.0\.1:8080;(\s*# <-)", rf"\g<1>server 127.0.0.1:{upstream_port};\g<2>"),
-        (r"^(\s*)access_log /var/log/nginx/membersense\.access\.log membersense;(\s*# <-)",
-         rf"\g<1>access_log {access_log} membersense;\g<2>"),
+        (
+            r"^(\s*)server 127\.0\.0\.1:8080;(\s*# <-)",
+            rf"\g<1>server 127.0.0.1:{upstream_port};\g<2>",
+        ),
+        (
+            r"^(\s*)access_log /var/log/nginx/membersense\.access\.log membersense;(\s*# <-)",
+            rf"\g<1>access_log {access_log} membersense;\g<2>",
+        ),
     ]
     for pattern, replacement in changes:
         text, count = re.subn(pattern, replacement, text, flags=re.MULTILINE)
@@ -202,10 +231,22 @@ http {{
 """)
         # -e: the error log from the start (before the configuration names it), wherever
         # nginx was built to put it.
-        super().__init__([binary, "-p", str(scratch), "-c", str(scratch / "nginx.conf"),
-                          "-e", str(self.error_log), "-g", "daemon off;"],
-                         base_url=f"http://127.0.0.1:{self.port}",
-                         log_path=logs / "nginx.out", scratch=scratch)
+        super().__init__(
+            [
+                binary,
+                "-p",
+                str(scratch),
+                "-c",
+                str(scratch / "nginx.conf"),
+                "-e",
+                str(self.error_log),
+                "-g",
+                "daemon off;",
+            ],
+            base_url=f"http://127.0.0.1:{self.port}",
+            log_path=logs / "nginx.out",
+            scratch=scratch,
+        )
 
     def log(self) -> str:
         text = super().log()
@@ -224,18 +265,30 @@ class UwsgiServer(Server):
     ``uwsgi-core`` (see :func:`debian_uwsgi`).
     """
 
-    def __init__(self, env: Mapping[str, str], log_path: Path, *,
-                 args: tuple[str, ...] = ("--ini", str(DEPLOY / "uwsgi.ini")),
-                 binary: list[str] | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_path: Path,
+        *,
+        args: tuple[str, ...] = ("--ini", str(DEPLOY / "uwsgi.ini")),
+        binary: list[str] | None = None,
+        port: int | None = None,
+    ) -> None:
         if binary is None:
             path = VENV_BIN / "uwsgi"
             if not path.exists():
-                pytest.skip("uWSGI is not in the virtualenv: pip install -e '.[test]' builds it "
-                            f"(it needs a C compiler; {INSTALL_HINT})")
+                pytest.skip(
+                    "uWSGI is not in the virtualenv: pip install -e '.[test]' builds it "
+                    f"(it needs a C compiler; {INSTALL_HINT})"
+                )
             binary = [str(path)]
         self.port = port or free_port()
-        super().__init__([*binary, *args], base_url=f"http://127.0.0.1:{self.port}",
-                         log_path=log_path, env={**os.environ, **env, "PORT": str(self.port)})
+        super().__init__(
+            [*binary, *args],
+            base_url=f"http://127.0.0.1:{self.port}",
+            log_path=log_path,
+            env={**os.environ, **env, "PORT": str(self.port)},
+        )
 
 
 def debian_uwsgi() -> list[str]:
@@ -246,13 +299,23 @@ def debian_uwsgi() -> list[str]:
     plugin_dir = Path("/usr/lib/uwsgi/plugins")
     if not (plugin_dir / f"{plugin}_plugin.so").exists():
         found = sorted(p.name for p in plugin_dir.glob("python*_plugin.so"))
-        pytest.skip(f"Debian's uWSGI has no plugin for Python {sys.version_info.major}."
-                    f"{sys.version_info.minor} (it has {found or 'none'}): the refusal without "
-                    "enable-threads needs a uWSGI older than 2.0.27 that embeds this Python")
-    site_packages = next(p for p in sys.path if p.endswith("site-packages")
-                         and p.startswith(sys.prefix))
-    return [binary, "--plugin-dir", str(plugin_dir), "--plugin", plugin,
-            "--pythonpath", site_packages]
+        pytest.skip(
+            f"Debian's uWSGI has no plugin for Python {sys.version_info.major}."
+            f"{sys.version_info.minor} (it has {found or 'none'}): the refusal without "
+            "enable-threads needs a uWSGI older than 2.0.27 that embeds this Python"
+        )
+    site_packages = next(
+        p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix)
+    )
+    return [
+        binary,
+        "--plugin-dir",
+        str(plugin_dir),
+        "--plugin",
+        plugin,
+        "--pythonpath",
+        site_packages,
+    ]
 
 
 # -- Apache and mod_wsgi ---------------------------------------------------------------
@@ -271,12 +334,12 @@ def apache_user() -> str:
 
 def readable_by(user: str, path: Path) -> bool:
     """Whether *user* can read *path* (every directory above it included)."""
-    return subprocess.run(["test", "-r", str(path)], user=user,
-                          capture_output=True).returncode == 0
+    return subprocess.run(["test", "-r", str(path)], user=user, capture_output=True).returncode == 0
 
 
-def link_tree(source: Path, target: Path,
-              ignore: Callable[[str, list[str]], set[str]] | None = None) -> None:
+def link_tree(
+    source: Path, target: Path, ignore: Callable[[str, list[str]], set[str]] | None = None
+) -> None:
     """*source* copied to *target* as hard links (instant, no space) where the file system
     allows and the file is world-readable already, as copies made readable otherwise."""
 
@@ -308,12 +371,17 @@ def readable_python(tmp: Path, user: str) -> tuple[Path, Path]:
     venv = Path(sys.prefix)
     site_packages = venv / "lib" / version / "site-packages"
     checkout = ROOT
-    if not (readable_by(user, checkout / "wsgi.py")
-            and readable_by(user, checkout / "membersense" / "__init__.py")):
+    if not (
+        readable_by(user, checkout / "wsgi.py")
+        and readable_by(user, checkout / "membersense" / "__init__.py")
+    ):
         checkout = tmp / "checkout"
         checkout.mkdir()
-        link_tree(ROOT / "membersense", checkout / "membersense",
-                  ignore=shutil.ignore_patterns("__pycache__"))
+        link_tree(
+            ROOT / "membersense",
+            checkout / "membersense",
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
         copy_readable(ROOT / "wsgi.py", checkout / "wsgi.py")
     if readable_by(user, base / "lib" / version / "os.py") and readable_by(user, site_packages):
         return checkout, venv
@@ -339,10 +407,13 @@ def readable_python(tmp: Path, user: str) -> tuple[Path, Path]:
     own_site.mkdir(parents=True)
     (own / "bin").mkdir()
     (own / "bin" / "python").symlink_to(base / "bin" / version)
-    (own / "pyvenv.cfg").write_text(f"home = {base / 'bin'}\ninclude-system-site-packages = "
-                                    f"false\nversion = {sys.version.split()[0]}\n")
+    (own / "pyvenv.cfg").write_text(
+        f"home = {base / 'bin'}\ninclude-system-site-packages = "
+        f"false\nversion = {sys.version.split()[0]}\n"
+    )
     (own_site / "membersense-tests.pth").write_text(
-        f"import site; site.addsitedir({str(site_packages)!r})\n")
+        f"import site; site.addsitedir({str(site_packages)!r})\n"
+    )
     for directory, _, _ in os.walk(own):
         os.chmod(directory, 0o755)
     return checkout, own
@@ -357,10 +428,13 @@ def mod_wsgi_module() -> str:
     """The mod_wsgi Apache module built into the virtualenv (pip install mod_wsgi)."""
     express = VENV_BIN / "mod_wsgi-express"
     if not express.exists():
-        pytest.skip("mod_wsgi is not in the virtualenv: pip install -e '.[test]' builds it "
-                    f"(it needs apache2-dev; {INSTALL_HINT})")
-    return subprocess.run([str(express), "module-location"], capture_output=True, text=True,
-                          check=True).stdout.strip()
+        pytest.skip(
+            "mod_wsgi is not in the virtualenv: pip install -e '.[test]' builds it "
+            f"(it needs apache2-dev; {INSTALL_HINT})"
+        )
+    return subprocess.run(
+        [str(express), "module-location"], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 class ApacheServer(Server):
@@ -370,12 +444,16 @@ class ApacheServer(Server):
     ``apachectl -k graceful-stop``.
     """
 
-    def __init__(self, env: Mapping[str, str], logs: Path, *,
-                 variant: Callable[[str], str] | None = None) -> None:
+    def __init__(
+        self, env: Mapping[str, str], logs: Path, *, variant: Callable[[str], str] | None = None
+    ) -> None:
         apxs = program("apxs", "/usr/bin/apxs")
-        query = {name: subprocess.run([apxs, "-q", name], capture_output=True, text=True,
-                                      check=True).stdout.strip()
-                 for name in ("SBINDIR", "TARGET", "LIBEXECDIR")}
+        query = {
+            name: subprocess.run(
+                [apxs, "-q", name], capture_output=True, text=True, check=True
+            ).stdout.strip()
+            for name in ("SBINDIR", "TARGET", "LIBEXECDIR")
+        }
         binary = program(query["TARGET"], f"{query['SBINDIR']}/{query['TARGET']}")
         modules = Path(query["LIBEXECDIR"])
         module = mod_wsgi_module()
@@ -409,14 +487,21 @@ LoadModule wsgi_module "{module}"
 WSGISocketPrefix "{run}/wsgi"
 Include "{site}"
 """)
-        defines = {"MEMBERSENSE_ROOT": checkout, "MEMBERSENSE_VENV": venv,
-                   "MEMBERSENSE_PORT": self.port}
+        defines = {
+            "MEMBERSENSE_ROOT": checkout,
+            "MEMBERSENSE_VENV": venv,
+            "MEMBERSENSE_PORT": self.port,
+        }
         command = [binary, "-f", str(scratch / "httpd.conf"), "-DFOREGROUND"]
         for name, value in defines.items():
             command += ["-C", f"Define {name} {value}"]
-        super().__init__(command, base_url=f"http://127.0.0.1:{self.port}",
-                         log_path=logs / "httpd.out", env={**os.environ, **env},
-                         scratch=scratch)
+        super().__init__(
+            command,
+            base_url=f"http://127.0.0.1:{self.port}",
+            log_path=logs / "httpd.out",
+            env={**os.environ, **env},
+            scratch=scratch,
+        )
 
     def log(self) -> str:
         """Apache's error log, where mod_wsgi writes the app's stderr."""

@@ -18,8 +18,13 @@ from membersense.sandbox.server import SandboxServer
 from membersense.sessions import SessionRecord
 
 #: Settings of these tests (on top of the sandbox's URLs).
-BASE = {"DISCORD_TIMEOUT": "3000", "LOGIN_TIMEOUT": "10000", "CONNECTION_LINGER": "0",
-        "MAX_SESSIONS_PER_TOKEN": "1000", "MAX_SESSIONS_PER_IP": "1000"}
+BASE = {
+    "DISCORD_TIMEOUT": "3000",
+    "LOGIN_TIMEOUT": "10000",
+    "CONNECTION_LINGER": "0",
+    "MAX_SESSIONS_PER_TOKEN": "1000",
+    "MAX_SESSIONS_PER_IP": "1000",
+}
 
 
 class Session:
@@ -42,10 +47,12 @@ class Session:
     def channels(self, guild_id: int | str | None = None, kind: str = "text") -> list[dict]:
         return self.bots.discord.channels(self.bot, self._guild(guild_id), kind=kind)  # type: ignore[arg-type]
 
-    def messages(self, channel_id: int | str, guild_id: int | str | None = None,
-                 **kwargs: Any) -> list[dict]:
-        return self.bots.discord.messages(self.bot, self._guild(guild_id), int(channel_id),
-                                          **kwargs)
+    def messages(
+        self, channel_id: int | str, guild_id: int | str | None = None, **kwargs: Any
+    ) -> list[dict]:
+        return self.bots.discord.messages(
+            self.bot, self._guild(guild_id), int(channel_id), **kwargs
+        )
 
     def alive(self) -> bool:
         return self.bots.runtime.sessions.authenticate(self.record.id) is not None
@@ -57,11 +64,18 @@ class Session:
 class Bots:
     """A Runtime wired to *sandbox* (``CONNECTION_LINGER`` 0 unless given)."""
 
-    def __init__(self, sandbox: SandboxServer, *, clock: Callable[[], float] | None = None,
-                 **settings: str) -> None:
-        self.settings = load_settings(environ={}, overrides={
-            **BASE, "DISCORD_API_BASE": sandbox.api_url,
-            "DISCORD_GATEWAY_URL": sandbox.gateway_url, **settings})
+    def __init__(
+        self, sandbox: SandboxServer, *, clock: Callable[[], float] | None = None, **settings: str
+    ) -> None:
+        self.settings = load_settings(
+            environ={},
+            overrides={
+                **BASE,
+                "DISCORD_API_BASE": sandbox.api_url,
+                "DISCORD_GATEWAY_URL": sandbox.gateway_url,
+                **settings,
+            },
+        )
         self.runtime = Runtime(self.settings, clock=clock)
         assert isinstance(self.runtime.discord, LocalDiscord)
         self.discord: LocalDiscord = self.runtime.discord
@@ -74,7 +88,8 @@ class Bots:
         from membersense.discord.tokens import fingerprint
 
         found = self.discord.pool.get(token_or_bot) or self.discord.pool.get(
-            fingerprint(token_or_bot))
+            fingerprint(token_or_bot)
+        )
         assert found is not None, "no connection for that bot"
         return found
 

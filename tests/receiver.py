@@ -30,8 +30,12 @@ class Delivery:
         return orjson.loads(self.body)
 
     def signed_with(self, secret: str) -> bool:
-        return verify(secret, self.headers["X-MemberSense-Timestamp"],
-                      self.headers["X-MemberSense-Signature"], self.body)
+        return verify(
+            secret,
+            self.headers["X-MemberSense-Timestamp"],
+            self.headers["X-MemberSense-Signature"],
+            self.body,
+        )
 
 
 class Receiver:
@@ -52,8 +56,9 @@ class Receiver:
                     answer = receiver.answers.pop(0) if receiver.answers else 200
                     status = 200 if answer == "hang" else int(answer)
                     # Recorded before answering: whoever sees the answer sees the record.
-                    receiver.deliveries.append(Delivery(self.path, dict(self.headers), body,
-                                                        status, time.perf_counter()))
+                    receiver.deliveries.append(
+                        Delivery(self.path, dict(self.headers), body, status, time.perf_counter())
+                    )
                     receiver.changed.notify_all()
                 if answer == "hang":
                     receiver.release.wait(30)
@@ -69,8 +74,12 @@ class Receiver:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True,
-                                        name="test-webhook-receiver")
+        self._thread = threading.Thread(
+            target=self.server.serve_forever,
+            args=(0.05,),
+            daemon=True,
+            name="test-webhook-receiver",
+        )
 
     def start(self) -> Receiver:
         self._thread.start()

@@ -61,12 +61,10 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> RedisServer:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
         if self.data_dir is not None:
-            args += ["--appendonly", "yes", "--appendfsync", "always",
-                     "--dir", str(self.data_dir)]
+            args += ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.data_dir)]
         else:
             args += ["--appendonly", "no"]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis.from_url(self.url, socket_timeout=1)
         deadline = time.monotonic() + timeout
         try:

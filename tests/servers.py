@@ -41,8 +41,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_health(base_url: str, process: subprocess.Popen[bytes] | None = None,
-                    timeout: float = 30.0) -> None:
+def wait_for_health(
+    base_url: str, process: subprocess.Popen[bytes] | None = None, timeout: float = 30.0
+) -> None:
     """Poll ``/_ah/health`` until it answers 200; fail early if *process* died."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
@@ -65,12 +66,16 @@ class GunicornServer:
     Output goes to a log file so tests can assert on what the server logged.
     """
 
-    def __init__(self, env: Mapping[str, str] | None = None, *, log_path: Path | None = None,
-                 args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        *,
+        log_path: Path | None = None,
+        args: tuple[str, ...] = (),
+    ) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "PORT": str(self.port), "LOG_FORMAT": "json",
-                    **(env or {})}
+        self.env = {**os.environ, "PORT": str(self.port), "LOG_FORMAT": "json", **(env or {})}
         self.args = args
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
@@ -79,8 +84,7 @@ class GunicornServer:
     def start(self, timeout: float = 30.0) -> GunicornServer:
         """Start gunicorn and wait until the health check answers."""
         # Closed by stop(): the file outlives this method.
-        self._log_file = (open(self.log_path, "wb")
-                          if self.log_path else subprocess.DEVNULL)
+        self._log_file = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
             [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", *self.args, "wsgi:app"],
             cwd=ROOT,
@@ -123,6 +127,7 @@ class GunicornServer:
 
 
 # -- raw HTTP over a socket, for what an HTTP library would not send or would hide ----
+
 
 @dataclass
 class RawResponse:

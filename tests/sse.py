@@ -32,8 +32,9 @@ class FrameReader:
     """Frames from *chunks*, one at a time; *check(fields)*, when given, sees each frame first
     (the contract's :meth:`~tests.contract.Contract.check_frame`)."""
 
-    def __init__(self, chunks: Iterator[bytes],
-                 check: Callable[[Mapping[str, str]], None] | None = None) -> None:
+    def __init__(
+        self, chunks: Iterator[bytes], check: Callable[[Mapping[str, str]], None] | None = None
+    ) -> None:
         self._chunks = chunks
         self._buffer = b""
         self._check = check

@@ -21,8 +21,19 @@ def test_a_valid_request_id_is_echoed(client: FlaskClient) -> None:
     assert response.headers["X-Request-ID"] == "abc-123_DEF"
 
 
-@pytest.mark.parametrize("bad", ["x" * 129, "has space", "tab\there", "ünïcode", "<script>",
-                                 'quote"d', "back\\slash", "{braces}"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "x" * 129,
+        "has space",
+        "tab\there",
+        "ünïcode",
+        "<script>",
+        'quote"d',
+        "back\\slash",
+        "{braces}",
+    ],
+)
 def test_an_invalid_request_id_is_replaced(client: FlaskClient, bad: str) -> None:
     response = client.get("/_ah/health", headers={"X-Request-ID": bad})
     request_id = response.headers["X-Request-ID"]
@@ -35,8 +46,9 @@ def test_one_access_line_per_request_with_its_fields(
     session_id = login()
     log_stream.truncate(0)
     log_stream.seek(0)
-    response = client.get("/api/channels?type=all", headers={"Authorization": session_id,
-                                                             "X-Request-ID": "req-1"})
+    response = client.get(
+        "/api/channels?type=all", headers={"Authorization": session_id, "X-Request-ID": "req-1"}
+    )
     access = [e for e in log_lines(log_stream) if e["logger"] == "membersense.access"]
     assert len(access) == 1
     entry = access[0]
@@ -71,8 +83,9 @@ def test_text_log_format(make_app: Callable[..., Flask], log_stream: io.StringIO
     assert "membersense.access" in line and "request_id=r2" in line and "status=200" in line
 
 
-def test_a_path_cannot_forge_a_text_log_line(make_app: Callable[..., Flask],
-                                             log_stream: io.StringIO) -> None:
+def test_a_path_cannot_forge_a_text_log_line(
+    make_app: Callable[..., Flask], log_stream: io.StringIO
+) -> None:
     client = make_app(LOG_FORMAT="text").test_client()
     client.get("/x%0A2026-01-01 00:00:00 INFO    membersense.access: GET /admin 200")
     lines = log_stream.getvalue().strip().splitlines()
@@ -91,8 +104,9 @@ def test_other_libraries_warnings_are_formatted_and_filtered(
         raise RuntimeError(f"boom {token}")
     except RuntimeError:
         # As asyncio logs it (error with exc_info), not logger.exception.
-        logging.getLogger("asyncio").error("Task exception was never retrieved %s", token,
-                                           exc_info=True)
+        logging.getLogger("asyncio").error(
+            "Task exception was never retrieved %s", token, exc_info=True
+        )
     entry = json.loads(log_stream.getvalue().strip().splitlines()[-1])
     assert entry["logger"] == "asyncio" and entry["exception"] == "RuntimeError"
     assert token not in log_stream.getvalue() and "Traceback" not in log_stream.getvalue()
@@ -117,7 +131,8 @@ def test_discordpy_reconnects_are_warnings_not_errors(
 
 
 def test_request_ids_are_unique_and_change_prefix_in_a_forked_child(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from membersense import access
 
     ids = access._RequestIds()

@@ -28,8 +28,7 @@ def test_login_answers_what_the_web_client_reads(client: FlaskClient) -> None:
     response = client.post("/api/auth/login", json={"token": "good-token"})
     assert response.status_code == 200
     body = response.get_json()
-    assert set(body) == {"sessionId", "message", "serverName", "memberCount", "iconURL",
-                         "guildId"}
+    assert set(body) == {"sessionId", "message", "serverName", "memberCount", "iconURL", "guildId"}
     assert body["message"] == "Logged in successfully"
     assert body["serverName"] == "Test Guild"
     assert body["memberCount"] == 5
@@ -66,16 +65,18 @@ def test_login_accepts_a_token_pasted_with_the_bot_prefix(
         ({"json": {"token": None}}, "Token is required"),
     ],
 )
-def test_login_rejects_bad_bodies(client: FlaskClient, kwargs: dict[str, object],
-                                  message: str) -> None:
+def test_login_rejects_bad_bodies(
+    client: FlaskClient, kwargs: dict[str, object], message: str
+) -> None:
     response = client.post("/api/auth/login", **kwargs)  # type: ignore[arg-type]
     assert response.status_code == 400
     assert response.get_json() == {"error": message}
 
 
 def test_login_reads_json_whatever_the_content_type(client: FlaskClient) -> None:
-    response = client.post("/api/auth/login", data='{"token": "good-token"}',
-                           content_type="text/plain")
+    response = client.post(
+        "/api/auth/login", data='{"token": "good-token"}', content_type="text/plain"
+    )
     assert response.status_code == 200
 
 
@@ -92,8 +93,10 @@ def test_login_is_refused_when_the_server_is_full(make_app: Callable[..., Flask]
         assert client.post("/api/auth/login", json={"token": "good-token"}).status_code == 200
     response = client.post("/api/auth/login", json={"token": "good-token"})
     assert response.status_code == 503
-    assert response.get_json() == {"error": "Maximum number of concurrent users reached",
-                                   "retryAfter": 60}
+    assert response.get_json() == {
+        "error": "Maximum number of concurrent users reached",
+        "retryAfter": 60,
+    }
     assert response.headers["Retry-After"] == "60"
 
 
@@ -110,28 +113,36 @@ def test_logout_destroys_the_session_and_its_discord_client(
 
 
 @pytest.mark.parametrize("path", ["/api/members", "/api/channels", "/api/messages?channelId=1"])
-@pytest.mark.parametrize("header", [None, "", "nope", "Bearer ", "x" * 21, "Bearer abc",
-                                    "Basic dXNlcjpwYXNz"])
-def test_data_endpoints_need_a_live_session(client: FlaskClient, path: str,
-                                            header: str | None) -> None:
+@pytest.mark.parametrize(
+    "header", [None, "", "nope", "Bearer ", "x" * 21, "Bearer abc", "Basic dXNlcjpwYXNz"]
+)
+def test_data_endpoints_need_a_live_session(
+    client: FlaskClient, path: str, header: str | None
+) -> None:
     headers = {} if header is None else {"Authorization": header}
     response = client.get(path, headers=headers)
     assert response.status_code == 401
     assert response.get_json() == {"error": "Unauthorized"}
 
 
-def test_the_session_id_may_be_raw_or_a_bearer_token(client: FlaskClient,
-                                                     login: Callable[..., str]) -> None:
+def test_the_session_id_may_be_raw_or_a_bearer_token(
+    client: FlaskClient, login: Callable[..., str]
+) -> None:
     session_id = login()
     assert client.get("/api/members", headers={"Authorization": session_id}).status_code == 200
-    assert client.get("/api/members",
-                      headers={"Authorization": f"Bearer {session_id}"}).status_code == 200
-    assert client.get("/api/members",
-                      headers={"Authorization": f"bearer  {session_id} "}).status_code == 200
+    assert (
+        client.get("/api/members", headers={"Authorization": f"Bearer {session_id}"}).status_code
+        == 200
+    )
+    assert (
+        client.get("/api/members", headers={"Authorization": f"bearer  {session_id} "}).status_code
+        == 200
+    )
 
 
-def test_an_expired_session_is_unauthorized(client: FlaskClient, login: Callable[..., str],
-                                            clock, discord: FakeDiscord) -> None:
+def test_an_expired_session_is_unauthorized(
+    client: FlaskClient, login: Callable[..., str], clock, discord: FakeDiscord
+) -> None:
     session_id = login()
     clock.advance(30 * 60 + 1)
     assert client.get("/api/members", headers=auth(session_id)).status_code == 401
@@ -154,8 +165,9 @@ def test_members_are_served_with_an_etag_and_304_when_unchanged(
     assert other.status_code == 200
 
 
-def test_members_pagination_is_passed_through(client: FlaskClient, login: Callable[..., str],
-                                              discord: FakeDiscord) -> None:
+def test_members_pagination_is_passed_through(
+    client: FlaskClient, login: Callable[..., str], discord: FakeDiscord
+) -> None:
     headers = auth(login())
     response = client.get("/api/members?limit=2&after=1001", headers=headers)
     assert [m["id"] for m in response.get_json()] == ["1002", "1003"]
@@ -179,15 +191,17 @@ def test_members_pagination_is_passed_through(client: FlaskClient, login: Callab
         ("after=" + "1" * 5000, "after must be a numeric Discord ID"),
     ],
 )
-def test_members_rejects_bad_parameters(client: FlaskClient, login: Callable[..., str],
-                                        query: str, message: str) -> None:
+def test_members_rejects_bad_parameters(
+    client: FlaskClient, login: Callable[..., str], query: str, message: str
+) -> None:
     response = client.get(f"/api/members?{query}", headers=auth(login()))
     assert response.status_code == 400
     assert response.get_json() == {"error": message}
 
 
-def test_after_zero_starts_from_the_first_member(client: FlaskClient,
-                                                 login: Callable[..., str]) -> None:
+def test_after_zero_starts_from_the_first_member(
+    client: FlaskClient, login: Callable[..., str]
+) -> None:
     response = client.get("/api/members?after=0&limit=2", headers=auth(login()))
     assert [m["id"] for m in response.get_json()] == ["1000", "1001"]
 
@@ -198,21 +212,25 @@ def test_a_guild_the_bot_is_not_in_is_404(client: FlaskClient, login: Callable[.
     assert response.get_json() == {"error": "Guild not found"}
 
 
-def test_channels_default_to_text_and_filter_by_type(client: FlaskClient,
-                                                     login: Callable[..., str]) -> None:
+def test_channels_default_to_text_and_filter_by_type(
+    client: FlaskClient, login: Callable[..., str]
+) -> None:
     headers = auth(login())
     assert [c["name"] for c in client.get("/api/channels", headers=headers).get_json()] == [
-        "general"]
-    assert [c["name"] for c in
-            client.get("/api/channels?type=voice", headers=headers).get_json()] == ["Voice"]
+        "general"
+    ]
+    assert [
+        c["name"] for c in client.get("/api/channels?type=voice", headers=headers).get_json()
+    ] == ["Voice"]
     assert len(client.get("/api/channels?type=ALL", headers=headers).get_json()) == 2
     bad = client.get("/api/channels?type=forum", headers=headers)
     assert bad.status_code == 400
     assert bad.get_json() == {"error": "type must be one of text, voice, category, all"}
 
 
-def test_messages_default_to_100_newest_first(client: FlaskClient, login: Callable[..., str],
-                                              discord: FakeDiscord) -> None:
+def test_messages_default_to_100_newest_first(
+    client: FlaskClient, login: Callable[..., str], discord: FakeDiscord
+) -> None:
     response = client.get("/api/messages?channelId=500", headers=auth(login()))
     messages = response.get_json()
     assert len(messages) == 100
@@ -220,13 +238,16 @@ def test_messages_default_to_100_newest_first(client: FlaskClient, login: Callab
     assert discord.calls[-1][2]["limit"] == 100
 
 
-def test_messages_pass_one_cursor(client: FlaskClient, login: Callable[..., str],
-                                  discord: FakeDiscord) -> None:
-    response = client.get("/api/messages?channelId=500&limit=3&before=8990",
-                          headers=auth(login()))
+def test_messages_pass_one_cursor(
+    client: FlaskClient, login: Callable[..., str], discord: FakeDiscord
+) -> None:
+    response = client.get("/api/messages?channelId=500&limit=3&before=8990", headers=auth(login()))
     assert [m["id"] for m in response.get_json()] == ["8989", "8988", "8987"]
     assert discord.calls[-1] == (
-        "messages", (100, 500), {"limit": 3, "before": 8990, "after": None, "around": None})
+        "messages",
+        (100, 500),
+        {"limit": 3, "before": 8990, "after": None, "around": None},
+    )
 
 
 @pytest.mark.parametrize(
@@ -242,15 +263,17 @@ def test_messages_pass_one_cursor(client: FlaskClient, login: Callable[..., str]
         ("channelId=500&limit=--5", "limit must be an integer between 1 and 100"),
     ],
 )
-def test_messages_reject_bad_parameters(client: FlaskClient, login: Callable[..., str],
-                                        query: str, message: str) -> None:
+def test_messages_reject_bad_parameters(
+    client: FlaskClient, login: Callable[..., str], query: str, message: str
+) -> None:
     response = client.get(f"/api/messages?{query}", headers=auth(login()))
     assert response.status_code == 400
     assert response.get_json() == {"error": message}
 
 
-def test_messages_of_an_unknown_channel_are_404(client: FlaskClient,
-                                                login: Callable[..., str]) -> None:
+def test_messages_of_an_unknown_channel_are_404(
+    client: FlaskClient, login: Callable[..., str]
+) -> None:
     response = client.get("/api/messages?channelId=777", headers=auth(login()))
     assert response.status_code == 404
 
@@ -286,8 +309,9 @@ def test_sessions_of_a_bot_that_failed_for_good_end(
     assert runtime_of(app).store.count() == 0
 
 
-def test_a_weak_validator_from_a_proxy_still_gets_304(client: FlaskClient,
-                                                      login: Callable[..., str]) -> None:
+def test_a_weak_validator_from_a_proxy_still_gets_304(
+    client: FlaskClient, login: Callable[..., str]
+) -> None:
     headers = auth(login())
     etag = client.get("/api/members", headers=headers).headers["ETag"]
     again = client.get("/api/members", headers={**headers, "If-None-Match": f"W/{etag}"})
@@ -302,19 +326,32 @@ def test_a_bot_left_without_servers_cannot_log_in(
     response = app.test_client().post("/api/auth/login", json={"token": "homeless"})
     assert response.status_code == 400
     assert response.get_json() == {
-        "error": "The bot is not in any server: invite it to a server first"}
+        "error": "The bot is not in any server: invite it to a server first"
+    }
     assert runtime_of(app).store.count() == 0
 
 
-@pytest.mark.parametrize(("caps", "message"), [
-    ({"MAX_SESSIONS_PER_TOKEN": 2}, "Too many sessions are open with this bot token: log out of one first"),
-    ({"MAX_SESSIONS_PER_IP": 2}, "Too many sessions are open from this address: log out of one first"),
-])
+@pytest.mark.parametrize(
+    ("caps", "message"),
+    [
+        (
+            {"MAX_SESSIONS_PER_TOKEN": 2},
+            "Too many sessions are open with this bot token: log out of one first",
+        ),
+        (
+            {"MAX_SESSIONS_PER_IP": 2},
+            "Too many sessions are open from this address: log out of one first",
+        ),
+    ],
+)
 def test_per_token_and_per_address_caps_are_429_never_an_eviction(
-        make_app: Callable[..., Flask], caps: dict[str, int], message: str) -> None:
+    make_app: Callable[..., Flask], caps: dict[str, int], message: str
+) -> None:
     client = make_app(**caps).test_client()
-    sessions = [client.post("/api/auth/login", json={"token": "good-token"}).get_json()["sessionId"]
-                for _ in range(2)]
+    sessions = [
+        client.post("/api/auth/login", json={"token": "good-token"}).get_json()["sessionId"]
+        for _ in range(2)
+    ]
     refused = client.post("/api/auth/login", json={"token": "good-token"})
     assert refused.status_code == 429
     assert refused.get_json() == {"error": message, "retryAfter": 60}

@@ -21,9 +21,17 @@ from tests.fakes import DEFAULT_AVATAR, FakeClock, FakeDiscord, make_guild
 from tests.sse import FrameReader
 
 TOPIC = topic_of(fingerprint("good-token"), 100)
-MEMBER = {"id": "7", "username": "newbie", "displayName": "newbie", "avatar": DEFAULT_AVATAR,
-          "roles": ["@everyone"], "role": "@everyone", "joinedAt": None, "bot": False,
-          "roleColor": None}
+MEMBER = {
+    "id": "7",
+    "username": "newbie",
+    "displayName": "newbie",
+    "avatar": DEFAULT_AVATAR,
+    "roles": ["@everyone"],
+    "role": "@everyone",
+    "joinedAt": None,
+    "bot": False,
+    "roleColor": None,
+}
 
 
 def auth(session_id: str, **headers: str) -> dict[str, str]:
@@ -44,21 +52,24 @@ def fast_client(fast_app: Flask) -> FlaskClient:
 
 
 @contextmanager
-def open_stream(client: FlaskClient, path: str = "/api/events", **headers: str
-                ) -> Iterator[FrameReader]:
+def open_stream(
+    client: FlaskClient, path: str = "/api/events", **headers: str
+) -> Iterator[FrameReader]:
     response = client.get(path, headers=headers, buffered=False)
     assert response.status_code == 200, response.get_data()
     assert response.mimetype == "text/event-stream"
     assert response.headers["Cache-Control"] == "no-cache"
     try:
-        yield FrameReader(iter(response.response),
-                          check=contract_of(client.application).check_frame)
+        yield FrameReader(
+            iter(response.response), check=contract_of(client.application).check_frame
+        )
     finally:
         response.close()
 
 
-def publish(app: Flask, type: str = "member.join", data: dict[str, Any] | None = None,
-            topic: str = TOPIC) -> str:
+def publish(
+    app: Flask, type: str = "member.join", data: dict[str, Any] | None = None, topic: str = TOPIC
+) -> str:
     return runtime_of(app).bus.publish(topic, type, data or MEMBER).id
 
 
@@ -69,7 +80,8 @@ def later(seconds: float, fn: Callable[[], Any]) -> threading.Thread:
 
 
 def test_events_of_the_session_guild_arrive_as_frames(
-        fast_app: Flask, fast_client: FlaskClient, login: Callable[..., str]) -> None:
+    fast_app: Flask, fast_client: FlaskClient, login: Callable[..., str]
+) -> None:
     session = login(test_client=fast_client)
     with open_stream(fast_client, **auth(session)) as frames:
         assert next(frames).comments == ["connected"]  # headers reach the client at once
@@ -83,10 +95,13 @@ def test_events_of_the_session_guild_arrive_as_frames(
 
 
 def test_last_event_id_resumes_after_that_event(
-        fast_app: Flask, fast_client: FlaskClient, login: Callable[..., str]) -> None:
+    fast_app: Flask, fast_client: FlaskClient, login: Callable[..., str]
+) -> None:
     session = login(test_client=fast_client)
-    first, second, third = (publish(fast_app, "member.update", {**MEMBER, "displayName": f"newbie {n}"})
-                            for n in range(3))
+    first, second, third = (
+        publish(fast_app, "member.update", {**MEMBER, "displayName": f"newbie {n}"})
+        for n in range(3)
+    )
     with open_stream(fast_client, **auth(session, **{"Last-Event-ID": first})) as frames:
         assert [frames.next_event().id for _ in range(2)] == [second, third]
     # The same from a query parameter (a client reopening an EventSource with a new ticket).
@@ -95,24 +110,29 @@ def test_last_event_id_resumes_after_that_event(
 
 
 def test_a_resume_point_out_of_the_buffer_starts_with_a_reset(
-        make_app: Callable[..., Flask], login: Callable[..., str]) -> None:
+    make_app: Callable[..., Flask], login: Callable[..., str]
+) -> None:
     app = make_app(EVENT_BUFFER_SIZE=2)
     runtime_of(app).live.wake_s = 0.02
     client = app.test_client()
     session = login(test_client=client)
-    ids = [publish(app, "member.update", {**MEMBER, "displayName": f"newbie {n}"}) for n in range(5)]
+    ids = [
+        publish(app, "member.update", {**MEMBER, "displayName": f"newbie {n}"}) for n in range(5)
+    ]
     with open_stream(client, **auth(session, **{"Last-Event-ID": ids[0]})) as frames:
         reset = frames.next_event()
         assert reset.event == "reset" and reset.id == ids[-1] and reset.json() == {}
         newer = publish(app)
         assert frames.next_event().id == newer  # and on from there
-    with open_stream(client, **auth(session, **{"Last-Event-ID": "from-another-epoch-3"})
-                     ) as frames:
+    with open_stream(
+        client, **auth(session, **{"Last-Event-ID": "from-another-epoch-3"})
+    ) as frames:
         assert frames.next_event().event == "reset"
 
 
 def test_logout_ends_the_stream_and_frees_its_place(
-        fast_app: Flask, fast_client: FlaskClient, login: Callable[..., str]) -> None:
+    fast_app: Flask, fast_client: FlaskClient, login: Callable[..., str]
+) -> None:
     session = login(test_client=fast_client)
     live = runtime_of(fast_app).live
     with open_stream(fast_client, **auth(session)) as frames:
@@ -125,8 +145,8 @@ def test_logout_ends_the_stream_and_frees_its_place(
 
 
 def test_heartbeats_keep_the_session_alive_and_notice_its_expiry(
-        fast_app: Flask, fast_client: FlaskClient, login: Callable[..., str],
-        clock: FakeClock) -> None:
+    fast_app: Flask, fast_client: FlaskClient, login: Callable[..., str], clock: FakeClock
+) -> None:
     session = login(test_client=fast_client)
     live = runtime_of(fast_app).live
     live.heartbeat_s = 0.05
@@ -143,14 +163,16 @@ def test_heartbeats_keep_the_session_alive_and_notice_its_expiry(
 
 
 def test_a_stream_ends_after_its_time_limit_with_a_retry_hint(
-        fast_app: Flask, fast_client: FlaskClient, login: Callable[..., str]) -> None:
+    fast_app: Flask, fast_client: FlaskClient, login: Callable[..., str]
+) -> None:
     runtime_of(fast_app).live.max_stream_s = 0.1
     with open_stream(fast_client, **auth(login(test_client=fast_client))) as frames:
         assert frames.rest()[-1].fields == {"retry": "1000"}
 
 
 def test_the_cap_is_shared_by_streams_and_long_polls(
-        make_app: Callable[..., Flask], login: Callable[..., str]) -> None:
+    make_app: Callable[..., Flask], login: Callable[..., str]
+) -> None:
     app = make_app(MAX_EVENT_STREAMS=100, THREADS=4)  # at most half the threads: 2
     client = app.test_client()
     session = login(test_client=client)
@@ -170,8 +192,8 @@ def test_the_cap_is_shared_by_streams_and_long_polls(
 
 
 def test_streams_need_a_session_or_a_ticket_once(
-        fast_app: Flask, fast_client: FlaskClient, login: Callable[..., str],
-        clock: FakeClock) -> None:
+    fast_app: Flask, fast_client: FlaskClient, login: Callable[..., str], clock: FakeClock
+) -> None:
     session = login(test_client=fast_client)
     assert fast_client.get("/api/events").status_code == 401
     assert fast_client.post("/api/events/ticket").status_code == 401
@@ -197,7 +219,8 @@ def test_streams_need_a_session_or_a_ticket_once(
 
 
 def test_a_long_poll_answers_at_once_or_waits_for_the_first_event(
-        fast_app: Flask, fast_client: FlaskClient, login: Callable[..., str]) -> None:
+    fast_app: Flask, fast_client: FlaskClient, login: Callable[..., str]
+) -> None:
     session = login(test_client=fast_client)
     empty = fast_client.get("/api/events/poll", headers=auth(session))
     assert empty.status_code == 200 and empty.get_json() == []
@@ -212,13 +235,15 @@ def test_a_long_poll_answers_at_once_or_waits_for_the_first_event(
     waited = fast_client.get(f"/api/events/poll?after={first}&wait=10", headers=auth(session))
     thread.join()
     assert [e["type"] for e in waited.get_json()] == ["member.leave"]
-    quiet = fast_client.get(f"/api/events/poll?after={waited.headers['X-Event-Cursor']}&wait=1",
-                            headers=auth(session))
+    quiet = fast_client.get(
+        f"/api/events/poll?after={waited.headers['X-Event-Cursor']}&wait=1", headers=auth(session)
+    )
     assert quiet.get_json() == []
 
 
-def test_a_long_poll_reports_a_reset(make_app: Callable[..., Flask],
-                                     login: Callable[..., str]) -> None:
+def test_a_long_poll_reports_a_reset(
+    make_app: Callable[..., Flask], login: Callable[..., str]
+) -> None:
     app = make_app(EVENT_BUFFER_SIZE=1)
     client = app.test_client()
     session = login(test_client=client)
@@ -227,19 +252,24 @@ def test_a_long_poll_reports_a_reset(make_app: Callable[..., Flask],
     assert body == {"reset": True, "cursor": last}
 
 
-@pytest.mark.parametrize(("query", "message"), [
-    ("wait=26", "wait must be an integer between 0 and 25"),
-    ("limit=0", "limit must be an integer between 1 and 100"),
-    ("after=a%20b", "after must be an event id this API sent"),
-])
-def test_bad_long_polls_are_400(client: FlaskClient, login: Callable[..., str], query: str,
-                                message: str) -> None:
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("wait=26", "wait must be an integer between 0 and 25"),
+        ("limit=0", "limit must be an integer between 1 and 100"),
+        ("after=a%20b", "after must be an event id this API sent"),
+    ],
+)
+def test_bad_long_polls_are_400(
+    client: FlaskClient, login: Callable[..., str], query: str, message: str
+) -> None:
     response = client.get(f"/api/events/poll?{query}", headers=auth(login()))
     assert response.status_code == 400 and response.get_json() == {"error": message}
 
 
 def test_guild_id_picks_another_guild_of_the_bot(
-        make_app: Callable[..., Flask], discord: FakeDiscord) -> None:
+    make_app: Callable[..., Flask], discord: FakeDiscord
+) -> None:
     discord.tokens["multi"] = [make_guild(1, "One"), make_guild(2, "Two")]
     app = make_app()
     client = app.test_client()
@@ -248,7 +278,8 @@ def test_guild_id_picks_another_guild_of_the_bot(
     # Without after, from now on: the event published before is not listed.
     assert client.get("/api/events/poll?guildId=2&after=", headers=auth(session)).get_json() == []
     cursor = client.get("/api/events/poll?guildId=2", headers=auth(session)).headers[
-        "X-Event-Cursor"]
+        "X-Event-Cursor"
+    ]
     event_id = publish(app, topic=topic_of(fingerprint("multi"), 2))
     found = client.get(f"/api/events/poll?guildId=2&after={cursor}", headers=auth(session))
     assert [e["id"] for e in found.get_json()] == [event_id]
@@ -257,7 +288,8 @@ def test_guild_id_picks_another_guild_of_the_bot(
 
 
 def test_closing_the_runtime_ends_open_streams(
-        fast_app: Flask, fast_client: FlaskClient, login: Callable[..., str]) -> None:
+    fast_app: Flask, fast_client: FlaskClient, login: Callable[..., str]
+) -> None:
     session = login(test_client=fast_client)
     with open_stream(fast_client, **auth(session)) as frames:
         next(frames)
@@ -266,8 +298,12 @@ def test_closing_the_runtime_ends_open_streams(
 
 
 def test_a_failing_bus_ends_the_stream_and_logs_no_traceback(
-        fast_app: Flask, fast_client: FlaskClient, login: Callable[..., str],
-        log_stream: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    fast_app: Flask,
+    fast_client: FlaskClient,
+    login: Callable[..., str],
+    log_stream: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     session = login(test_client=fast_client)
     bus = runtime_of(fast_app).bus
 

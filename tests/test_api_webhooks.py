@@ -39,15 +39,21 @@ def open_app(make_app: Callable[..., Flask]) -> Flask:
     return make_app(WEBHOOK_ALLOW_PRIVATE="1")
 
 
-def register(client: FlaskClient, session: str, url: str = PUBLIC_URL,
-             events: Any = ("member.join", "message.create"), path: str = "/api/webhooks"
-             ) -> Any:
-    return client.post(path, headers=auth(session),
-                       json={"url": url, "events": list(events) if events else events})
+def register(
+    client: FlaskClient,
+    session: str,
+    url: str = PUBLIC_URL,
+    events: Any = ("member.join", "message.create"),
+    path: str = "/api/webhooks",
+) -> Any:
+    return client.post(
+        path, headers=auth(session), json={"url": url, "events": list(events) if events else events}
+    )
 
 
-def test_registering_answers_the_secret_once(client: FlaskClient,
-                                            login: Callable[..., str]) -> None:
+def test_registering_answers_the_secret_once(
+    client: FlaskClient, login: Callable[..., str]
+) -> None:
     session = login()
     created = register(client, session)
     assert created.status_code == 201
@@ -62,53 +68,76 @@ def test_registering_answers_the_secret_once(client: FlaskClient,
     assert listed == [{k: v for k, v in body.items() if k != "secret"}]
 
 
-@pytest.mark.parametrize("url", [
-    "http://127.0.0.1/hook", "http://localhost:8080/hook", "http://10.0.0.7/hook",
-    "http://192.168.1.20/", "http://169.254.169.254/latest/meta-data/", "http://[::1]/",
-    "http://[::ffff:127.0.0.1]/", "http://0.0.0.0/", "http://100.64.0.1/", "http://224.0.0.1/",
-])
-def test_private_addresses_are_refused(client: FlaskClient, login: Callable[..., str],
-                                       url: str) -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/hook",
+        "http://localhost:8080/hook",
+        "http://10.0.0.7/hook",
+        "http://192.168.1.20/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://0.0.0.0/",
+        "http://100.64.0.1/",
+        "http://224.0.0.1/",
+    ],
+)
+def test_private_addresses_are_refused(
+    client: FlaskClient, login: Callable[..., str], url: str
+) -> None:
     response = register(client, login(), url)
     assert response.status_code == 400
-    assert response.get_json() == {"error": "url must not lead to a loopback, private, "
-                                            "link-local, multicast or reserved address"}
+    assert response.get_json() == {
+        "error": "url must not lead to a loopback, private, "
+        "link-local, multicast or reserved address"
+    }
 
 
-@pytest.mark.parametrize(("url", "message"), [
-    ("ftp://93.184.216.34/", "url must be an http or https URL"),
-    ("93.184.216.34/hook", "url must be an http or https URL"),
-    ("https://user:pw@93.184.216.34/", "url must not carry a user name or password"),
-    ("https://" + "a" * 2050, "url must be an http or https URL of at most 2048 characters"),
-    (None, "url must be an http or https URL of at most 2048 characters"),
-    ("https://no-such-host.invalid/hook", "url's host could not be resolved"),
-])
-def test_bad_urls_are_400(client: FlaskClient, login: Callable[..., str], url: Any,
-                          message: str) -> None:
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://93.184.216.34/", "url must be an http or https URL"),
+        ("93.184.216.34/hook", "url must be an http or https URL"),
+        ("https://user:pw@93.184.216.34/", "url must not carry a user name or password"),
+        ("https://" + "a" * 2050, "url must be an http or https URL of at most 2048 characters"),
+        (None, "url must be an http or https URL of at most 2048 characters"),
+        ("https://no-such-host.invalid/hook", "url's host could not be resolved"),
+    ],
+)
+def test_bad_urls_are_400(
+    client: FlaskClient, login: Callable[..., str], url: Any, message: str
+) -> None:
     response = register(client, login(), url)
     assert response.status_code == 400 and response.get_json() == {"error": message}
 
 
-@pytest.mark.parametrize("events", [None, [], ["member.join", "member.explode"], "member.join",
-                                    [1]])
-def test_events_must_be_a_list_of_known_types(client: FlaskClient, login: Callable[..., str],
-                                              events: Any) -> None:
-    response = client.post("/api/webhooks", headers=auth(login()),
-                           json={"url": PUBLIC_URL, "events": events})
+@pytest.mark.parametrize(
+    "events", [None, [], ["member.join", "member.explode"], "member.join", [1]]
+)
+def test_events_must_be_a_list_of_known_types(
+    client: FlaskClient, login: Callable[..., str], events: Any
+) -> None:
+    response = client.post(
+        "/api/webhooks", headers=auth(login()), json={"url": PUBLIC_URL, "events": events}
+    )
     assert response.status_code == 400
-    assert response.get_json()["error"].startswith("events must be a non-empty list of: "
-                                                   "member.join, member.update")
+    assert response.get_json()["error"].startswith(
+        "events must be a non-empty list of: member.join, member.update"
+    )
 
 
-def test_a_session_has_at_most_its_share(make_app: Callable[..., Flask],
-                                         login: Callable[..., str]) -> None:
+def test_a_session_has_at_most_its_share(
+    make_app: Callable[..., Flask], login: Callable[..., str]
+) -> None:
     client = make_app(MAX_WEBHOOKS_PER_SESSION=2).test_client()
     session = login(test_client=client)
     assert [register(client, session).status_code for _ in range(2)] == [201, 201]
     refused = register(client, session)
     assert refused.status_code == 429
-    assert refused.get_json()["error"] == ("Too many webhooks for this session (at most 2): "
-                                           "delete one first")
+    assert refused.get_json()["error"] == (
+        "Too many webhooks for this session (at most 2): delete one first"
+    )
     assert register(client, login(test_client=client)).status_code == 201  # another session
 
 
@@ -124,14 +153,19 @@ def test_deleting_is_for_the_owner_only(client: FlaskClient, login: Callable[...
 
 
 def test_webhooks_need_a_session(client: FlaskClient) -> None:
-    assert client.post("/api/webhooks", json={"url": PUBLIC_URL, "events": ["member.join"]}
-                       ).status_code == 401
+    assert (
+        client.post(
+            "/api/webhooks", json={"url": PUBLIC_URL, "events": ["member.join"]}
+        ).status_code
+        == 401
+    )
     assert client.get("/api/webhooks").status_code == 401
     assert client.delete("/api/webhooks/x").status_code == 401
 
 
 def test_published_events_are_delivered_signed_and_in_order(
-        open_app: Flask, login: Callable[..., str], receiver: Receiver) -> None:
+    open_app: Flask, login: Callable[..., str], receiver: Receiver
+) -> None:
     client = open_app.test_client()
     session = login(test_client=client)
     created = register(client, session, receiver.url, ["member.join", "member.leave"]).get_json()
@@ -150,7 +184,8 @@ def test_published_events_are_delivered_signed_and_in_order(
 
 
 def test_a_failing_receiver_is_disabled_and_shows_why(
-        make_app: Callable[..., Flask], login: Callable[..., str], receiver: Receiver) -> None:
+    make_app: Callable[..., Flask], login: Callable[..., str], receiver: Receiver
+) -> None:
     app = make_app(WEBHOOK_ALLOW_PRIVATE="1", WEBHOOK_MAX_ATTEMPTS=1, WEBHOOK_DISABLE_AFTER=2)
     client = app.test_client()
     session = login(test_client=client)
@@ -169,7 +204,8 @@ def test_a_failing_receiver_is_disabled_and_shows_why(
 
 
 def test_subscriptions_end_with_their_session(
-        open_app: Flask, login: Callable[..., str], receiver: Receiver, clock: FakeClock) -> None:
+    open_app: Flask, login: Callable[..., str], receiver: Receiver, clock: FakeClock
+) -> None:
     client = open_app.test_client()
     webhooks = runtime_of(open_app).webhooks
     out, idle = login(test_client=client), login(test_client=client)
@@ -186,8 +222,8 @@ def test_subscriptions_end_with_their_session(
 
 
 def test_a_delivery_counts_as_session_activity(
-        make_app: Callable[..., Flask], login: Callable[..., str], receiver: Receiver,
-        clock: FakeClock) -> None:
+    make_app: Callable[..., Flask], login: Callable[..., str], receiver: Receiver, clock: FakeClock
+) -> None:
     app = make_app(WEBHOOK_ALLOW_PRIVATE="1", SESSION_TIMEOUT=60000)
     client = app.test_client()
     session = login(test_client=client)
@@ -215,7 +251,8 @@ def test_a_delivery_counts_as_session_activity(
 
 
 def test_guild_id_subscribes_to_another_guild_of_the_bot(
-        make_app: Callable[..., Flask], discord: FakeDiscord) -> None:
+    make_app: Callable[..., Flask], discord: FakeDiscord
+) -> None:
     discord.tokens["multi"] = [make_guild(1, "One"), make_guild(2, "Two")]
     client = make_app().test_client()
     session = client.post("/api/auth/login", json={"token": "multi"}).get_json()["sessionId"]

@@ -34,9 +34,14 @@ def test_importing_wsgi_starts_no_thread_and_opens_no_socket() -> None:
         "        pass  # the listing's own descriptor, closed by now\n"
         "print(threading.active_count(), sockets)\n"
     )
-    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
-                            text=True, timeout=60,
-                            env={**os.environ, "LOG_LEVEL": "WARNING"})
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "LOG_LEVEL": "WARNING"},
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["1", "0"]
 

@@ -46,8 +46,8 @@ def _in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
 
 
 def test_logins_past_their_share_are_503_with_retry_after(
-        make_app: Callable[..., Flask], discord: FakeDiscord,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    make_app: Callable[..., Flask], discord: FakeDiscord, monkeypatch: pytest.MonkeyPatch
+) -> None:
     app = make_app(MAX_CONCURRENT_LOGINS=1)
     released, entered = threading.Event(), threading.Event()
     real_login = discord.login
@@ -58,27 +58,34 @@ def test_logins_past_their_share_are_503_with_retry_after(
         return real_login(token)
 
     monkeypatch.setattr(discord, "login", slow_login)
-    held, results = _in_thread(lambda: app.test_client().post("/api/auth/login",
-                                                                json={"token": "good-token"}))
+    held, results = _in_thread(
+        lambda: app.test_client().post("/api/auth/login", json={"token": "good-token"})
+    )
     try:
         assert entered.wait(10)
         refused = app.test_client().post("/api/auth/login", json={"token": "good-token"})
         assert refused.status_code == 503
-        assert refused.get_json() == {"error": "Too many logins under way; try again shortly",
-                                      "retryAfter": 1}
+        assert refused.get_json() == {
+            "error": "Too many logins under way; try again shortly",
+            "retryAfter": 1,
+        }
         assert refused.headers["Retry-After"] == "1"
         assert app.test_client().get("/_ah/health").status_code == 200  # others: unaffected
     finally:
         released.set()
         held.join(10)
     assert results[0].status_code == 200
-    assert app.test_client().post("/api/auth/login",
-                                  json={"token": "good-token"}).status_code == 200
+    assert (
+        app.test_client().post("/api/auth/login", json={"token": "good-token"}).status_code == 200
+    )
 
 
 def test_history_reads_past_their_share_are_503_and_members_are_served(
-        make_app: Callable[..., Flask], discord: FakeDiscord, login: Callable[..., str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    make_app: Callable[..., Flask],
+    discord: FakeDiscord,
+    login: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     app = make_app(MAX_CONCURRENT_HISTORY_READS=1)
     client = app.test_client()
     session = login(test_client=client)
@@ -92,14 +99,16 @@ def test_history_reads_past_their_share_are_503_and_members_are_served(
 
     monkeypatch.setattr(discord, "messages", slow_messages)
     headers = {"Authorization": session}
-    held, results = _in_thread(lambda: app.test_client().get("/api/messages?channelId=500",
-                                                             headers=headers))
+    held, results = _in_thread(
+        lambda: app.test_client().get("/api/messages?channelId=500", headers=headers)
+    )
     try:
         assert entered.wait(10)
         refused = client.get("/api/messages?channelId=500", headers=headers)
         assert refused.status_code == 503
         assert refused.get_json()["error"] == (
-            "Too many message reads waiting on Discord; try again shortly")
+            "Too many message reads waiting on Discord; try again shortly"
+        )
         assert refused.headers["Retry-After"] == "1"
         assert client.get("/api/members", headers=headers).status_code == 200
     finally:
@@ -109,8 +118,11 @@ def test_history_reads_past_their_share_are_503_and_members_are_served(
 
 
 def test_sends_past_their_share_are_503_and_reads_are_served(
-        make_app: Callable[..., Flask], discord: FakeDiscord, login: Callable[..., str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    make_app: Callable[..., Flask],
+    discord: FakeDiscord,
+    login: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     app = make_app(MAX_CONCURRENT_SENDS=1)
     client = app.test_client()
     session = login(test_client=client)
@@ -125,14 +137,16 @@ def test_sends_past_their_share_are_503_and_reads_are_served(
     monkeypatch.setattr(discord, "send_message", slow_send)
     headers = {"Authorization": session}
     body = {"channelId": "500", "content": "hello"}
-    held, results = _in_thread(lambda: app.test_client().post("/api/messages", json=body,
-                                                              headers=headers))
+    held, results = _in_thread(
+        lambda: app.test_client().post("/api/messages", json=body, headers=headers)
+    )
     try:
         assert entered.wait(10)
         refused = client.post("/api/messages", json=body, headers=headers)
         assert refused.status_code == 503
         assert refused.get_json()["error"] == (
-            "Too many messages being sent to Discord; try again shortly")
+            "Too many messages being sent to Discord; try again shortly"
+        )
         assert refused.headers["Retry-After"] == "1"
         assert client.get("/api/messages?channelId=500", headers=headers).status_code == 200
     finally:

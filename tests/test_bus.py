@@ -98,8 +98,7 @@ def test_topics_are_separate(buses: Buses) -> None:
     assert len(bus.read(topic_of("bot", 2), start_b).events) == 1
 
 
-def test_an_id_that_fell_out_of_redis_stream_is_a_reset(redis_url: str,
-                                                       redis_prefix: str) -> None:
+def test_an_id_that_fell_out_of_redis_stream_is_a_reset(redis_url: str, redis_prefix: str) -> None:
     connection = RedisConnection(redis_url, redis_prefix)
     writer = Writer(connection)
     bus = RedisEventBus(connection, writer, capacity=3, retention_s=60)
@@ -129,8 +128,19 @@ def test_an_id_that_fell_out_of_the_buffer_is_a_reset() -> None:
     assert reset.events == () and reset.cursor == events[-1].id  # go on from here
 
 
-@pytest.mark.parametrize("stale", ["", "nonsense", "abc-1", "-1", "x-99999999999999999999",
-                                   "deadbeef-12", "deadbeef.1-0", "x.99999999999999-0"])
+@pytest.mark.parametrize(
+    "stale",
+    [
+        "",
+        "nonsense",
+        "abc-1",
+        "-1",
+        "x-99999999999999999999",
+        "deadbeef-12",
+        "deadbeef.1-0",
+        "x.99999999999999-0",
+    ],
+)
 def test_ids_from_another_epoch_or_made_up_are_a_reset(buses: Buses, stale: str) -> None:
     bus = buses.make(10)
     publish(bus, 2)
@@ -216,8 +226,7 @@ def test_close_wakes_waiting_readers() -> None:
     thread.join(5)
 
 
-def test_subscribers_hear_every_event_and_one_broken_subscriber_harms_none(
-        buses: Buses) -> None:
+def test_subscribers_hear_every_event_and_one_broken_subscriber_harms_none(buses: Buses) -> None:
     bus = buses.make(10)
     heard: list[str] = []
 
@@ -238,8 +247,9 @@ def test_subscribers_hear_every_event_and_one_broken_subscriber_harms_none(
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]:
     scenario = write_scenario(tmp_path_factory.mktemp("bus") / "world.json", 100)
-    server = SandboxServer(SandboxConfig(port=0, scenario=scenario,
-                                         member_request_cooldown_s=0.2)).start()
+    server = SandboxServer(
+        SandboxConfig(port=0, scenario=scenario, member_request_cooldown_s=0.2)
+    ).start()
     yield server
     server.stop()
 
@@ -279,10 +289,12 @@ def test_gateway_changes_become_events_in_the_rest_shapes(bots: Bots, control: C
     added = control.request("POST", f"/guilds/{guild}/members", username="eventful")
     user = added["user"]["id"]
     control.request("PATCH", f"/guilds/{guild}/members/{user}", nick="Eve")
-    posted = control.request("POST", f"/channels/{channel['id']}/messages", author_id=user,
-                             content="hello bus")
-    control.request("PATCH", f"/channels/{channel['id']}/messages/{posted['id']}",
-                    content="hello again")
+    posted = control.request(
+        "POST", f"/channels/{channel['id']}/messages", author_id=user, content="hello bus"
+    )
+    control.request(
+        "PATCH", f"/channels/{channel['id']}/messages/{posted['id']}", content="hello again"
+    )
     control.request("DELETE", f"/channels/{channel['id']}/messages/{posted['id']}")
     room = control.request("POST", f"/guilds/{guild}/channels", name="events-room", type="text")
     control.request("DELETE", f"/channels/{room['id']}")
@@ -290,8 +302,15 @@ def test_gateway_changes_become_events_in_the_rest_shapes(bots: Bots, control: C
 
     events = read_until(bots, topic, cursor, 8)
     assert [e.type for e in events] == [
-        "member.join", "member.update", "message.create", "message.update", "message.delete",
-        "channel.create", "channel.delete", "member.leave"]
+        "member.join",
+        "member.update",
+        "message.create",
+        "message.update",
+        "message.delete",
+        "channel.create",
+        "channel.delete",
+        "member.leave",
+    ]
     assert set(e.type for e in events) <= set(EVENT_TYPES)
     ids = [e.id for e in events]
     assert len(set(ids)) == len(ids) and all(e.guild_id == guild for e in events)
@@ -313,21 +332,26 @@ def test_events_keep_the_published_state_current(bots: Bots, control: Control) -
     guild = session.record.guild_ids[0]
     before = json.loads(session.members().plain())
     added = control.request("POST", f"/guilds/{guild}/members", username="published")
-    wait_until(lambda: added["user"]["id"] in {m["id"] for m in
-                                               json.loads(session.members().plain())},
-               what="the member list to include the newcomer")
-    room = control.request("POST", f"/guilds/{guild}/channels", name="published-room",
-                           type="text")
-    wait_until(lambda: room["id"] in {c["id"] for c in session.channels()},
-               what="the channel list to include the new channel")
+    wait_until(
+        lambda: added["user"]["id"] in {m["id"] for m in json.loads(session.members().plain())},
+        what="the member list to include the newcomer",
+    )
+    room = control.request("POST", f"/guilds/{guild}/channels", name="published-room", type="text")
+    wait_until(
+        lambda: room["id"] in {c["id"] for c in session.channels()},
+        what="the channel list to include the new channel",
+    )
     control.request("DELETE", f"/guilds/{guild}/members/{added['user']['id']}")
     control.request("DELETE", f"/channels/{room['id']}")
-    wait_until(lambda: len(json.loads(session.members().plain())) == len(before),
-               what="the member to leave the list")
+    wait_until(
+        lambda: len(json.loads(session.members().plain())) == len(before),
+        what="the member to leave the list",
+    )
 
 
-def test_a_burst_beyond_the_buffer_is_a_reset_for_a_slow_reader(bots: Bots,
-                                                                 control: Control) -> None:
+def test_a_burst_beyond_the_buffer_is_a_reset_for_a_slow_reader(
+    bots: Bots, control: Control
+) -> None:
     session = bots.login(MAIN_TOKEN)
     guild = session.record.guild_ids[0]
     topic = topic_of(fingerprint(MAIN_TOKEN), guild)

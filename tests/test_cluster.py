@@ -100,24 +100,35 @@ def test_releasing_a_lease_tells_every_process(connection: RedisConnection) -> N
 
 
 def view(name: str, members: int) -> BotView:
-    records = [MemberRecord(10 + i, f"user{i}", None, None, None, None, "0", (), None, False)
-               for i in range(members)]
+    records = [
+        MemberRecord(10 + i, f"user{i}", None, None, None, None, "0", (), None, False)
+        for i in range(members)
+    ]
     snapshot = build_snapshot(1, 7, records, RoleNames(7, [RoleRecord(7, "@everyone", 0)]))
-    channel = ChannelEntry({"id": "70", "name": "general", "type": "text"}, "text", True, True,
-                           True)
+    channel = ChannelEntry(
+        {"id": "70", "name": "general", "type": "text"}, "text", True, True, True
+    )
     news = ChannelEntry({"id": "71", "name": "news", "type": "text"}, "text", True, True, False)
-    guild = GuildView(GuildSummary("7", name, members, None), True, (channel, news),
-                      {70: channel, 71: news}, snapshot, None)
+    guild = GuildView(
+        GuildSummary("7", name, members, None),
+        True,
+        (channel, news),
+        {70: channel, 71: news},
+        snapshot,
+        None,
+    )
     return BotView({7: guild})
 
 
 def test_a_view_mirrored_by_the_owner_reads_back_everywhere(
-        connection: RedisConnection, writer: Writer, redis_url: str, redis_prefix: str) -> None:
+    connection: RedisConnection, writer: Writer, redis_url: str, redis_prefix: str
+) -> None:
     leases = Leases(connection, 5)
     fence = leases.acquire(BOT)
     assert fence is not None
-    mirror = ViewMirror(connection, writer, retention_s=60,
-                        lease_token=lambda bot: leases.token(fence))
+    mirror = ViewMirror(
+        connection, writer, retention_s=60, lease_token=lambda bot: leases.token(fence)
+    )
     mirror.publish(BOT, view("Guild", 3000), None)
     writer.flush(5)
     elsewhere = RedisConnection(redis_url, redis_prefix)
@@ -137,8 +148,9 @@ def test_a_view_mirrored_by_the_owner_reads_back_everywhere(
         elsewhere.close()
 
 
-def test_a_former_owners_writes_are_refused(connection: RedisConnection, writer: Writer,
-                                            redis_url: str) -> None:
+def test_a_former_owners_writes_are_refused(
+    connection: RedisConnection, writer: Writer, redis_url: str
+) -> None:
     old, new = Leases(connection, 5), Leases(connection, 5)
     old_fence = old.acquire(BOT)
     assert old_fence is not None
@@ -149,30 +161,39 @@ def test_a_former_owners_writes_are_refused(connection: RedisConnection, writer:
         client.close()
     new_fence = new.acquire(BOT)
     assert new_fence is not None
-    ViewMirror(connection, writer, retention_s=60,
-               lease_token=lambda bot: new.token(new_fence)).publish(BOT, view("New", 2), None)
-    ViewMirror(connection, writer, retention_s=60,
-               lease_token=lambda bot: old.token(old_fence)).publish(BOT, view("Stale", 9), None)
+    ViewMirror(
+        connection, writer, retention_s=60, lease_token=lambda bot: new.token(new_fence)
+    ).publish(BOT, view("New", 2), None)
+    ViewMirror(
+        connection, writer, retention_s=60, lease_token=lambda bot: old.token(old_fence)
+    ).publish(BOT, view("Stale", 9), None)
     writer.flush(5)
     published = ViewCache(connection).get(BOT)
     assert published is not None and published.view.guilds[7].summary.name == "New"
 
 
 def test_a_copy_is_revalidated_by_version_and_members_fetched_only_when_changed(
-        connection: RedisConnection, writer: Writer) -> None:
+    connection: RedisConnection, writer: Writer
+) -> None:
     leases = Leases(connection, 5)
     fence = leases.acquire(BOT)
     assert fence is not None
-    mirror = ViewMirror(connection, writer, retention_s=60,
-                        lease_token=lambda bot: leases.token(fence))
+    mirror = ViewMirror(
+        connection, writer, retention_s=60, lease_token=lambda bot: leases.token(fence)
+    )
     first = view("One", 5)
     mirror.publish(BOT, first, None)
     writer.flush(5)
     cache = ViewCache(connection)
     one = cache.get(BOT)
     assert one is not None and cache.get(BOT) is one  # same version: the same copy
-    renamed = BotView({7: GuildView(GuildSummary("7", "Two", 5, None), True, (), {},
-                                    first.guilds[7].members, None)})
+    renamed = BotView(
+        {
+            7: GuildView(
+                GuildSummary("7", "Two", 5, None), True, (), {}, first.guilds[7].members, None
+            )
+        }
+    )
     mirror.publish(BOT, renamed, None)
     writer.flush(5)
     two = cache.get(BOT)
@@ -197,7 +218,8 @@ def test_tokens_are_sealed_and_open_only_under_the_same_secret() -> None:
 
 
 def test_the_invalid_request_budget_is_one_for_every_process(
-        connection: RedisConnection, writer: Writer, redis_url: str, redis_prefix: str) -> None:
+    connection: RedisConnection, writer: Writer, redis_url: str, redis_prefix: str
+) -> None:
     other = RedisConnection(redis_url, redis_prefix)
     other_writer = Writer(other)
     clock = FakeClock()
@@ -222,8 +244,9 @@ def test_the_invalid_request_budget_is_one_for_every_process(
         other.close()
 
 
-def test_a_refused_token_is_refused_by_every_process(connection: RedisConnection,
-                                                     redis_url: str, redis_prefix: str) -> None:
+def test_a_refused_token_is_refused_by_every_process(
+    connection: RedisConnection, redis_url: str, redis_prefix: str
+) -> None:
     other = RedisConnection(redis_url, redis_prefix)
     try:
         SharedFailedTokens(connection).add("junk-token")
@@ -257,8 +280,9 @@ def test_an_unreachable_redis_fails_fast_after_the_first_failure() -> None:
 # -- workers -------------------------------------------------------------------------------------------
 
 
-def test_workers_follow_the_cpus_this_process_may_use(monkeypatch: pytest.MonkeyPatch,
-                                                      tmp_path: Path) -> None:
+def test_workers_follow_the_cpus_this_process_may_use(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     import membersense.serving as serving
 
     monkeypatch.setattr(serving.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
@@ -266,13 +290,34 @@ def test_workers_follow_the_cpus_this_process_may_use(monkeypatch: pytest.Monkey
     assert available_cpus() == 4
     monkeypatch.setattr(serving, "_cgroup_cpu_quota", lambda: 2)  # a container's quota
     assert available_cpus() == 2
-    assert serving.gunicorn_options(serving.load_settings(environ={}, overrides={
-        "REDIS_URL": "redis://127.0.0.1:6379/0", "SESSION_SECRET": "s" * 32}))["workers"] == 2
-    assert serving.gunicorn_options(serving.load_settings(environ={}, overrides={
-        "REDIS_URL": "redis://127.0.0.1:6379/0", "SESSION_SECRET": "s" * 32,
-        "WEB_CONCURRENCY": "3"}))["workers"] == 3
-    assert serving.gunicorn_options(serving.load_settings(environ={}, overrides={
-        "WEB_CONCURRENCY": "3"}))["workers"] == 1  # memory mode: one
+    assert (
+        serving.gunicorn_options(
+            serving.load_settings(
+                environ={},
+                overrides={"REDIS_URL": "redis://127.0.0.1:6379/0", "SESSION_SECRET": "s" * 32},
+            )
+        )["workers"]
+        == 2
+    )
+    assert (
+        serving.gunicorn_options(
+            serving.load_settings(
+                environ={},
+                overrides={
+                    "REDIS_URL": "redis://127.0.0.1:6379/0",
+                    "SESSION_SECRET": "s" * 32,
+                    "WEB_CONCURRENCY": "3",
+                },
+            )
+        )["workers"]
+        == 3
+    )
+    assert (
+        serving.gunicorn_options(
+            serving.load_settings(environ={}, overrides={"WEB_CONCURRENCY": "3"})
+        )["workers"]
+        == 1
+    )  # memory mode: one
 
 
 def test_writes_keep_their_order(connection: RedisConnection, writer: Writer) -> None:
@@ -293,18 +338,28 @@ def test_nothing_starts_until_first_used(redis_url: str, redis_prefix: str) -> N
 
 
 def test_a_process_that_connects_no_bot_calls_the_discord_it_is_configured_with(
-        redis_url: str, redis_prefix: str, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    redis_url: str, redis_prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # History and sending for a bot another process connects go through this process's own
     # REST client. discord.py reads Discord's address from a class attribute, which until
     # now only a gateway connection set: in a fresh process it still names discord.com.
     monkeypatch.setattr(compat, "_endpoints", None)
     monkeypatch.setattr(Route, "BASE", "http://127.0.0.1:9/api/v10")  # nothing listens there
-    sandbox = SandboxServer(SandboxConfig(port=0, scenario=write_scenario(
-        tmp_path / "world.json", 10))).start()
-    parts = build(load_settings(environ={}, overrides={
-        "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": redis_prefix, "SESSION_SECRET": "s" * 32,
-        "DISCORD_API_BASE": sandbox.api_url, "DISCORD_GATEWAY_URL": sandbox.gateway_url}))
+    sandbox = SandboxServer(
+        SandboxConfig(port=0, scenario=write_scenario(tmp_path / "world.json", 10))
+    ).start()
+    parts = build(
+        load_settings(
+            environ={},
+            overrides={
+                "REDIS_URL": redis_url,
+                "REDIS_KEY_PREFIX": redis_prefix,
+                "SESSION_SECRET": "s" * 32,
+                "DISCORD_API_BASE": sandbox.api_url,
+                "DISCORD_GATEWAY_URL": sandbox.gateway_url,
+            },
+        )
+    )
     discord = parts.discord
     try:
         client = discord.bridge.call(discord._rest_client, BOT, MAIN_TOKEN, timeout=10)
@@ -319,9 +374,18 @@ def test_a_process_that_connects_no_bot_calls_the_discord_it_is_configured_with(
 
 
 def test_a_stopping_owner_writes_what_it_published_before_it_lets_its_bots_go(
-        redis_url: str, redis_prefix: str) -> None:
-    parts = build(load_settings(environ={}, overrides={
-        "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": redis_prefix, "SESSION_SECRET": "s" * 32}))
+    redis_url: str, redis_prefix: str
+) -> None:
+    parts = build(
+        load_settings(
+            environ={},
+            overrides={
+                "REDIS_URL": redis_url,
+                "REDIS_KEY_PREFIX": redis_prefix,
+                "SESSION_SECRET": "s" * 32,
+            },
+        )
+    )
     discord, client = parts.discord, parts.redis.client
     fence = discord.leases.acquire(BOT)
     assert fence is not None
@@ -359,12 +423,19 @@ def test_a_held_lease_says_how_long_it_still_runs(connection: RedisConnection) -
 
 
 def _cluster_settings(redis_url: str, redis_prefix: str) -> Any:
-    return load_settings(environ={}, overrides={
-        "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": redis_prefix, "SESSION_SECRET": "s" * 32})
+    return load_settings(
+        environ={},
+        overrides={
+            "REDIS_URL": redis_url,
+            "REDIS_KEY_PREFIX": redis_prefix,
+            "SESSION_SECRET": "s" * 32,
+        },
+    )
 
 
 def test_the_keeper_tries_again_the_moment_a_held_lease_runs_out(
-        redis_url: str, redis_prefix: str) -> None:
+    redis_url: str, redis_prefix: str
+) -> None:
     # An owner killed just after renewing: its lease runs its whole time. The keeper's next
     # round is set for the lease's end, not a third of a lease after it.
     clock = FakeClock()
@@ -400,4 +471,3 @@ def test_a_stopping_process_takes_no_lease(redis_url: str, redis_prefix: str) ->
     finally:
         discord.close()
         parts.close_after_discord()
-

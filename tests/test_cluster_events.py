@@ -36,8 +36,9 @@ class Process:
         self.notices = Notices(self.connection)
         self.writer = Writer(self.connection)
         self.sealer = TokenSealer(SECRET)
-        self.subscriptions = RedisSubscriptionStore(self.connection, self.notices, self.writer,
-                                                    self.sealer)
+        self.subscriptions = RedisSubscriptionStore(
+            self.connection, self.notices, self.writer, self.sealer
+        )
         self.notices.start()
         assert self.notices.wait_listening(5)
 
@@ -64,9 +65,16 @@ def open_session(process: Process, session_id: str) -> None:
 
 
 def subscription(number: int, session_id: str = "session-a", **fields: object) -> Subscription:
-    values: dict = dict(id=f"hook{number}", session_id=session_id, topic=TOPIC, guild_id="7",
-                        url=f"https://example.com/{number}", events=("message.create",),
-                        secret=f"whsec_{number}", created_at=time.time() + number / 1000)
+    values: dict = dict(
+        id=f"hook{number}",
+        session_id=session_id,
+        topic=TOPIC,
+        guild_id="7",
+        url=f"https://example.com/{number}",
+        events=("message.create",),
+        secret=f"whsec_{number}",
+        created_at=time.time() + number / 1000,
+    )
     values.update(fields)
     return Subscription(**values)
 
@@ -75,7 +83,8 @@ def subscription(number: int, session_id: str = "session-a", **fields: object) -
 
 
 def test_a_ticket_issued_by_one_process_opens_once_in_another(
-        processes: tuple[Process, Process]) -> None:
+    processes: tuple[Process, Process],
+) -> None:
     a, b = (RedisTicketStore(p.connection) for p in processes)
     ticket = a.issue("session-a")
     assert len(ticket) == 32
@@ -96,7 +105,8 @@ def test_a_ticket_expires(processes: tuple[Process, Process]) -> None:
 
 
 def test_a_subscription_made_anywhere_is_listed_everywhere_with_its_secret_sealed(
-        processes: tuple[Process, Process], redis_url: str) -> None:
+    processes: tuple[Process, Process], redis_url: str
+) -> None:
     a, b = processes
     first, second = subscription(1), subscription(2)
     assert a.subscriptions.add(first, limit=2) and b.subscriptions.add(second, limit=2)
@@ -105,8 +115,10 @@ def test_a_subscription_made_anywhere_is_listed_everywhere_with_its_secret_seale
     assert a.subscriptions.get("hook2") == second  # every field back, the secret opened
     client = redis.Redis.from_url(redis_url)
     try:
-        stored = b"".join(b"".join(client.hgetall(key).values())
-                          for key in client.scan_iter(match=a.connection.keys.webhook("*")))
+        stored = b"".join(
+            b"".join(client.hgetall(key).values())
+            for key in client.scan_iter(match=a.connection.keys.webhook("*"))
+        )
     finally:
         client.close()
     assert b"whsec_1" not in stored and b"whsec_2" not in stored and b"example.com/1" in stored
@@ -116,7 +128,8 @@ def test_a_subscription_made_anywhere_is_listed_everywhere_with_its_secret_seale
 
 
 def test_removing_a_session_removes_its_subscriptions_only(
-        processes: tuple[Process, Process]) -> None:
+    processes: tuple[Process, Process],
+) -> None:
     a, b = processes
     a.subscriptions.add(subscription(1), limit=5)
     a.subscriptions.add(subscription(2), limit=5)
@@ -129,7 +142,8 @@ def test_removing_a_session_removes_its_subscriptions_only(
 
 
 def test_only_the_owner_delivers_and_its_mirror_follows_changes_made_anywhere(
-        processes: tuple[Process, Process]) -> None:
+    processes: tuple[Process, Process],
+) -> None:
     owner, other = processes
     heard: list[list[str]] = []  # what the owner's webhooks are told to begin delivering
     owner.subscriptions.on_mirrored(lambda found: heard.append([s.id for s in found]))
@@ -145,12 +159,18 @@ def test_only_the_owner_delivers_and_its_mirror_follows_changes_made_anywhere(
     assert heard == []  # a takeover begins its subscriptions itself (from the streams)
 
     other.subscriptions.add(subscription(2), limit=5)  # registered through another process
-    wait_until(lambda: len(owner.subscriptions.of_topic(TOPIC)) == 2, timeout=5,
-               what="the owner to hear of the new subscription")
+    wait_until(
+        lambda: len(owner.subscriptions.of_topic(TOPIC)) == 2,
+        timeout=5,
+        what="the owner to hear of the new subscription",
+    )
     wait_until(lambda: heard == [["hook2"]], timeout=5, what="the new one to be reported")
     other.subscriptions.remove("hook1")
-    wait_until(lambda: [s.id for s in owner.subscriptions.of_topic(TOPIC)] == ["hook2"],
-               timeout=5, what="the owner to hear of the removal")
+    wait_until(
+        lambda: [s.id for s in owner.subscriptions.of_topic(TOPIC)] == ["hook2"],
+        timeout=5,
+        what="the owner to hear of the removal",
+    )
 
     assert owner.subscriptions.delivering("hook1") is None
     owner.subscriptions.unmirror(BOT)
@@ -162,7 +182,8 @@ def test_only_the_owner_delivers_and_its_mirror_follows_changes_made_anywhere(
 
 
 def test_a_subscription_whose_session_expired_is_dropped_when_mirrored(
-        processes: tuple[Process, Process]) -> None:
+    processes: tuple[Process, Process],
+) -> None:
     owner, _ = processes
     open_session(owner, "session-a")
     owner.subscriptions.add(subscription(1), limit=5)
@@ -172,14 +193,16 @@ def test_a_subscription_whose_session_expired_is_dropped_when_mirrored(
 
 
 def test_delivery_fields_are_written_back_and_a_deleted_subscription_stays_deleted(
-        processes: tuple[Process, Process]) -> None:
+    processes: tuple[Process, Process],
+) -> None:
     owner, other = processes
     open_session(owner, "session-a")
     owner.subscriptions.add(subscription(1), limit=5)
     owner.subscriptions.add(subscription(2), limit=5)
     owner.subscriptions.mirror(BOT)
-    updated = owner.subscriptions.update("hook1", failures=2, last_error="HTTP 500",
-                                         cursor="abcd.12", last_delivery_at=1234.5)
+    updated = owner.subscriptions.update(
+        "hook1", failures=2, last_error="HTTP 500", cursor="abcd.12", last_delivery_at=1234.5
+    )
     assert updated is not None and updated.failures == 2
     with pytest.raises(ValueError):
         owner.subscriptions.update("hook1", url="https://elsewhere.example")
@@ -187,7 +210,11 @@ def test_delivery_fields_are_written_back_and_a_deleted_subscription_stays_delet
     seen = other.subscriptions.get("hook1")
     assert seen is not None
     assert (seen.failures, seen.last_error, seen.cursor, seen.last_delivery_at) == (
-        2, "HTTP 500", "abcd.12", 1234.5)
+        2,
+        "HTTP 500",
+        "abcd.12",
+        1234.5,
+    )
 
     other.subscriptions.remove("hook2")
     owner.subscriptions.update("hook2", failures=1)  # raced the removal: must not revive it
@@ -200,7 +227,8 @@ def test_delivery_fields_are_written_back_and_a_deleted_subscription_stays_delet
 
 
 def test_a_new_owner_goes_on_numbering_and_finds_what_came_after_a_delivered_event(
-        processes: tuple[Process, Process]) -> None:
+    processes: tuple[Process, Process],
+) -> None:
     a, b = processes
     first = a.bus()
     first.restart(TOPIC)
@@ -224,7 +252,8 @@ def test_a_new_owner_goes_on_numbering_and_finds_what_came_after_a_delivered_eve
 
 
 def test_events_since_a_subscription_was_made_when_none_was_delivered(
-        processes: tuple[Process, Process]) -> None:
+    processes: tuple[Process, Process],
+) -> None:
     a, _ = processes
     bus = a.bus()
     bus.restart(TOPIC)
@@ -239,7 +268,8 @@ def test_events_since_a_subscription_was_made_when_none_was_delivered(
 
 
 def test_events_trimmed_away_since_a_delivered_one_are_reported(
-        processes: tuple[Process, Process]) -> None:
+    processes: tuple[Process, Process],
+) -> None:
     a, _ = processes
     bus = a.bus(capacity=3)
     bus.restart(TOPIC)
@@ -252,12 +282,16 @@ def test_events_trimmed_away_since_a_delivered_one_are_reported(
 
 def blocked_reads(process: Process) -> int:
     """Clients of the Redis waiting in XREAD now (a shared Redis may have others')."""
-    return sum(1 for c in process.connection.client.client_list()
-               if c.get("cmd") == "xread" and "b" in c.get("flags", ""))
+    return sum(
+        1
+        for c in process.connection.client.client_list()
+        if c.get("cmd") == "xread" and "b" in c.get("flags", "")
+    )
 
 
 def test_a_reader_waiting_while_a_new_owner_restarts_the_topic_gets_a_reset(
-        processes: tuple[Process, Process]) -> None:
+    processes: tuple[Process, Process],
+) -> None:
     a, b = processes
     first = a.bus()
     first.restart(TOPIC)
@@ -266,8 +300,9 @@ def test_a_reader_waiting_while_a_new_owner_restarts_the_topic_gets_a_reset(
     reader = b.bus()
     answers: list[Batch] = []
     before = blocked_reads(a)
-    waiting = threading.Thread(target=lambda: answers.append(
-        reader.read(TOPIC, old[-1].id, timeout=10)))
+    waiting = threading.Thread(
+        target=lambda: answers.append(reader.read(TOPIC, old[-1].id, timeout=10))
+    )
     waiting.start()
     try:
         wait_until(lambda: blocked_reads(a) > before, timeout=5, what="the read to wait")

@@ -29,20 +29,22 @@ def test_defaults_match_the_design_document() -> None:
 
 
 def test_environment_values_are_parsed() -> None:
-    settings = load_settings({
-        "PORT": "9000",
-        "MAX_CONCURRENT_USERS": "5",
-        "ALLOWED_ORIGINS": "https://a.example, https://b.example/",
-        "RATE_LIMIT_WINDOW": "1000",
-        "SESSION_TIMEOUT": "250",
-        "TRUSTED_PROXIES": "2",
-        "LOG_LEVEL": "debug",
-        "LOG_FORMAT": "TEXT",
-        "DISCORD_API_BASE": "http://127.0.0.1:8765/api/v10/",
-        "DISCORD_GATEWAY_URL": "ws://127.0.0.1:8765/ws",
-        "DISCORD_CDN_BASE": "http://127.0.0.1:8765/",
-        "UNRELATED": "ignored",
-    })
+    settings = load_settings(
+        {
+            "PORT": "9000",
+            "MAX_CONCURRENT_USERS": "5",
+            "ALLOWED_ORIGINS": "https://a.example, https://b.example/",
+            "RATE_LIMIT_WINDOW": "1000",
+            "SESSION_TIMEOUT": "250",
+            "TRUSTED_PROXIES": "2",
+            "LOG_LEVEL": "debug",
+            "LOG_FORMAT": "TEXT",
+            "DISCORD_API_BASE": "http://127.0.0.1:8765/api/v10/",
+            "DISCORD_GATEWAY_URL": "ws://127.0.0.1:8765/ws",
+            "DISCORD_CDN_BASE": "http://127.0.0.1:8765/",
+            "UNRELATED": "ignored",
+        }
+    )
     assert settings.port == 9000
     assert settings.max_concurrent_users == 5
     assert settings.allowed_origins == ("https://a.example", "https://b.example")
@@ -84,12 +86,17 @@ def test_a_wildcard_anywhere_allows_every_origin() -> None:
         ("REQUEST_HEADER_TIMEOUT", "0", "REQUEST_HEADER_TIMEOUT must be an integer >= 1 (millis"),
         ("REQUEST_BODY_MIN_RATE", "fast", "REQUEST_BODY_MIN_RATE must be an integer >= 1 (bytes"),
         ("MAX_CONNECTIONS_PER_IP", "-1", "MAX_CONNECTIONS_PER_IP must be an integer >= 0"),
-        ("MAX_CONCURRENT_HISTORY_READS", "0", "MAX_CONCURRENT_HISTORY_READS must be an integer >= 1"),
+        (
+            "MAX_CONCURRENT_HISTORY_READS",
+            "0",
+            "MAX_CONCURRENT_HISTORY_READS must be an integer >= 1",
+        ),
         ("MAX_CONCURRENT_LOGINS", "x", "MAX_CONCURRENT_LOGINS must be an integer >= 1"),
     ],
 )
-def test_bad_values_name_the_variable_and_the_expectation(name: str, value: str,
-                                                          expected: str) -> None:
+def test_bad_values_name_the_variable_and_the_expectation(
+    name: str, value: str, expected: str
+) -> None:
     with pytest.raises(ConfigError) as excinfo:
         load_settings({name: value})
     message = str(excinfo.value)
@@ -132,8 +139,11 @@ def test_event_and_webhook_settings() -> None:
     assert settings.max_event_streams == 16 and settings.event_stream_cap == 16
     assert settings.webhook_allow_private is False
     assert settings.webhook_timeout_s == 5.0
-    assert (settings.webhook_max_attempts, settings.webhook_disable_after,
-            settings.max_webhooks_per_session) == (5, 5, 5)
+    assert (
+        settings.webhook_max_attempts,
+        settings.webhook_disable_after,
+        settings.max_webhooks_per_session,
+    ) == (5, 5, 5)
     # Streams never take more than half of the threads.
     assert load_settings({"THREADS": "8", "MAX_EVENT_STREAMS": "100"}).event_stream_cap == 4
     assert load_settings({"THREADS": "1"}).event_stream_cap == 0
@@ -146,16 +156,21 @@ def test_event_and_webhook_settings() -> None:
         load_settings({"EVENT_STREAM_MAX_SECONDS": "0"})
 
 
-@pytest.mark.parametrize(("redis_url", "storage", "expected"), [
-    ("redis://10.0.0.5:6379/0", "memory://", "redis://10.0.0.5:6379/0"),
-    ("unix:///run/redis.sock", "memory://", "redis+unix:///run/redis.sock"),  # limits' name
-    ("redis://10.0.0.5:6379/0", "redis://10.0.0.6:6379/1", "redis://10.0.0.6:6379/1"),
-    ("", "memory://", "memory://"),
-])
+@pytest.mark.parametrize(
+    ("redis_url", "storage", "expected"),
+    [
+        ("redis://10.0.0.5:6379/0", "memory://", "redis://10.0.0.5:6379/0"),
+        ("unix:///run/redis.sock", "memory://", "redis+unix:///run/redis.sock"),  # limits' name
+        ("redis://10.0.0.5:6379/0", "redis://10.0.0.6:6379/1", "redis://10.0.0.6:6379/1"),
+        ("", "memory://", "memory://"),
+    ],
+)
 def test_redis_mode_counts_the_rate_limit_in_its_redis_unless_told_otherwise(
-        redis_url: str, storage: str, expected: str) -> None:
-    settings = load_settings({"REDIS_URL": redis_url, "SESSION_SECRET": "s" * 32,
-                              "RATE_LIMIT_STORAGE_URI": storage})
+    redis_url: str, storage: str, expected: str
+) -> None:
+    settings = load_settings(
+        {"REDIS_URL": redis_url, "SESSION_SECRET": "s" * 32, "RATE_LIMIT_STORAGE_URI": storage}
+    )
     assert settings.rate_limit_storage == expected
 
 
@@ -166,8 +181,14 @@ def test_serving_limits_and_their_defaults() -> None:
     assert settings.max_connections_per_ip == 50
     assert settings.max_concurrent_history_reads is None  # follows THREADS
     assert (settings.history_reads_share, settings.logins_share) == (4, 4)  # THREADS / 8
-    tuned = load_settings({"REQUEST_HEADER_TIMEOUT": "1500", "MAX_CONNECTIONS_PER_IP": "0",
-                           "THREADS": "3", "MAX_CONCURRENT_HISTORY_READS": " "})
+    tuned = load_settings(
+        {
+            "REQUEST_HEADER_TIMEOUT": "1500",
+            "MAX_CONNECTIONS_PER_IP": "0",
+            "THREADS": "3",
+            "MAX_CONCURRENT_HISTORY_READS": " ",
+        }
+    )
     assert tuned.request_header_timeout_s == 1.5
     assert tuned.max_connections_per_ip == 0  # no cap
     assert (tuned.history_reads_share, tuned.logins_share) == (1, 1)  # never none

@@ -23,13 +23,16 @@ def test_no_cors_headers_without_origin(make_app: Callable[..., Flask]) -> None:
     assert "Access-Control-Allow-Origin" not in preflight.headers
     # ... without flask-cors's hook running at all (it costs a health check a seventh of its
     # time): it is wrapped, once.
-    (hook,) = [hook for hook in make_app().after_request_funcs[None]
-               if hook.__module__.startswith("flask_cors")]
+    (hook,) = [
+        hook
+        for hook in make_app().after_request_funcs[None]
+        if hook.__module__.startswith("flask_cors")
+    ]
     assert hook.__wrapped__.__module__.startswith("flask_cors")  # type: ignore[attr-defined]  # set by functools.wraps
 
 
 def test_several_origins_answer_with_the_requesting_one_only(
-    make_app: Callable[..., Flask]
+    make_app: Callable[..., Flask],
 ) -> None:
     client = make_app(ALLOWED_ORIGINS="https://a.example,https://b.example").test_client()
     allowed = client.get("/api/members", headers={"Origin": "https://b.example"})
@@ -47,9 +50,7 @@ def test_a_single_allowed_origin_still_varies_on_origin(make_app: Callable[..., 
         assert "Origin" in response.headers.get("Vary", ""), origin
 
 
-def test_preflight_allows_the_headers_the_web_client_sends(
-    make_app: Callable[..., Flask]
-) -> None:
+def test_preflight_allows_the_headers_the_web_client_sends(make_app: Callable[..., Flask]) -> None:
     client = make_app(ALLOWED_ORIGINS="https://a.example").test_client()
     response = client.options(
         "/api/members",
@@ -69,10 +70,16 @@ def test_preflight_allows_the_headers_the_web_client_sends(
 
 
 def test_clients_may_read_request_id_rate_limit_and_etag_headers(
-    make_app: Callable[..., Flask]
+    make_app: Callable[..., Flask],
 ) -> None:
     client = make_app().test_client()
     response = client.get("/api/channels", headers={"Origin": "https://a.example"})
     exposed = {h.strip() for h in response.headers["Access-Control-Expose-Headers"].split(",")}
-    assert {"X-Request-ID", "Retry-After", "RateLimit-Limit", "RateLimit-Remaining",
-            "RateLimit-Reset", "ETag"} <= exposed
+    assert {
+        "X-Request-ID",
+        "Retry-After",
+        "RateLimit-Limit",
+        "RateLimit-Remaining",
+        "RateLimit-Reset",
+        "ETag",
+    } <= exposed

@@ -33,9 +33,16 @@ def test_the_page_and_every_asset_it_references_are_served(client: FlaskClient) 
 
 def test_the_client_uses_the_api_as_the_web_client_does(client: FlaskClient) -> None:
     script = get(client, "/dashboard/app.js").get_data(as_text=True)
-    for needle in ("/api/auth/login", "/api/members", "/api/channels", "/api/messages",
-                   "headers.Authorization = state.sessionId", "serverName", "memberCount",
-                   "sessionStorage.setItem(SESSION_KEY, answer.sessionId)"):
+    for needle in (
+        "/api/auth/login",
+        "/api/members",
+        "/api/channels",
+        "/api/messages",
+        "headers.Authorization = state.sessionId",
+        "serverName",
+        "memberCount",
+        "sessionStorage.setItem(SESSION_KEY, answer.sessionId)",
+    ):
         assert needle in script
 
 
@@ -59,7 +66,9 @@ def test_pictures_may_come_from_the_configured_cdn_only(make_app: Callable[..., 
     default = get(make_app().test_client(), "/").headers["Content-Security-Policy"]
     assert "img-src 'self' data: https://cdn.discordapp.com;" in default
     sandbox = get(make_app(DISCORD_CDN_BASE="http://127.0.0.1:8765/").test_client(), "/")
-    assert "img-src 'self' data: http://127.0.0.1:8765;" in sandbox.headers["Content-Security-Policy"]
+    assert (
+        "img-src 'self' data: http://127.0.0.1:8765;" in sandbox.headers["Content-Security-Policy"]
+    )
 
 
 def test_the_page_may_connect_to_its_own_server_only(client: FlaskClient) -> None:

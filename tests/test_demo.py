@@ -29,7 +29,10 @@ def _lines(stream, queue: Queue) -> None:
 def _start(*args: str) -> tuple[subprocess.Popen[str], Queue[str]]:
     process = subprocess.Popen(
         [sys.executable, "-m", "membersense", "demo", *args, *SMALL_WORLD],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     output: Queue[str] = Queue()
     threading.Thread(target=_lines, args=(process.stdout, output), daemon=True).start()
@@ -71,12 +74,19 @@ def test_demo_serves_the_api_against_the_sandbox_and_stops_cleanly() -> None:
         assert channel is not None and channel.group(1) == "general"
 
         # The banner's commands, pasted into a shell as they are.
-        commands = [line.strip() for line in banner.splitlines()
-                    if line.strip().startswith(("SESSION=", "curl "))]
+        commands = [
+            line.strip()
+            for line in banner.splitlines()
+            if line.strip().startswith(("SESSION=", "curl "))
+        ]
         assert len(commands) == 3
-        pasted = subprocess.run(["bash", "-c", "\n".join(
-            [commands[0], "echo", commands[1], "echo", commands[2]])],
-            capture_output=True, text=True, timeout=60, check=False)
+        pasted = subprocess.run(
+            ["bash", "-c", "\n".join([commands[0], "echo", commands[1], "echo", commands[2]])],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         members_out, messages_out = pasted.stdout.strip().splitlines()
         assert len(json.loads(members_out)) == 5
         messages = json.loads(messages_out)
@@ -86,8 +96,9 @@ def test_demo_serves_the_api_against_the_sandbox_and_stops_cleanly() -> None:
         assert login.status_code == 200, login.text
         assert login.json()["memberCount"] == 41  # 40 members and the bot
         assert login.json()["iconURL"].startswith(f"http://127.0.0.1:{sandbox_port}/icons/")
-        members = requests.get(f"{api}/api/members",
-                               headers={"Authorization": login.json()["sessionId"]}, timeout=10)
+        members = requests.get(
+            f"{api}/api/members", headers={"Authorization": login.json()["sessionId"]}, timeout=10
+        )
         assert len(members.json()) == 41
         avatar = requests.get(members.json()[0]["avatar"], timeout=10)  # from the sandbox's CDN
         assert avatar.status_code == 200 and avatar.headers["Content-Type"].startswith("image/")
@@ -107,13 +118,24 @@ def test_demo_serves_the_api_against_the_sandbox_and_stops_cleanly() -> None:
 
 @pytest.mark.parametrize("taken", ["--port", "--sandbox-port"])
 def test_a_taken_port_stops_the_demo_with_one_line_before_anything_starts(
-        listening: socket.socket, taken: str) -> None:
+    listening: socket.socket, taken: str
+) -> None:
     ports = {"--port": str(free_port()), "--sandbox-port": str(free_port())}
     ports[taken] = str(listening.getsockname()[1])
     result = subprocess.run(
-        [sys.executable, "-m", "membersense", "demo", *(a for kv in ports.items() for a in kv),
-         *SMALL_WORLD],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "membersense",
+            "demo",
+            *(a for kv in ports.items() for a in kv),
+            *SMALL_WORLD,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 1
     assert result.stdout == ""  # no banner, no server's output: nothing was started
@@ -126,8 +148,15 @@ def test_a_taken_port_stops_the_demo_with_one_line_before_anything_starts(
 def test_ports_come_from_the_environment_as_make_demo_passes_them(listening: socket.socket) -> None:
     taken = str(listening.getsockname()[1])
     env = {"PATH": "/usr/bin:/bin", "PORT": str(free_port()), "SANDBOX_PORT": taken}
-    result = subprocess.run([sys.executable, "-m", "membersense", "demo", *SMALL_WORLD],
-                            cwd=ROOT, capture_output=True, text=True, timeout=60, env=env, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "membersense", "demo", *SMALL_WORLD],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
     assert result.returncode == 1 and f"sandbox port {taken} " in result.stderr
 
 
@@ -147,8 +176,12 @@ def test_the_readmes_example_ids_exist_in_the_demo_world() -> None:
     # Every id-looking value of the README's JSON examples names something of the demo world.
     ids = {int(i) for i in re.findall(r'"(?:id|guildId|parentId|replyTo)": "(\d+)"', readme)}
     ids |= {int(i) for i in re.findall(r"/(?:avatars|icons)/(\d+)/", readme)}
-    known = {guild.id, *guild.members, *(c.id for c in guild.channels),
-             *(m for c in guild.channels for m in c.messages)}
+    known = {
+        guild.id,
+        *guild.members,
+        *(c.id for c in guild.channels),
+        *(m for c in guild.channels for m in c.messages),
+    }
     assert ids and ids <= known, ids - known
     # And the sample objects are those objects.
     general = world.channel(int(next(iter(channel_ids))))

@@ -38,7 +38,7 @@ def exec_form(instruction: str) -> list[str]:
     assert len(values) == 1, f"one {instruction} expected"
     args = values[0]
     if instruction == "HEALTHCHECK":
-        args = args[args.index("CMD") + len("CMD"):].strip()
+        args = args[args.index("CMD") + len("CMD") :].strip()
     command = json.loads(args)  # exec form: a JSON array, so signals reach gunicorn
     assert isinstance(command, list) and all(isinstance(part, str) for part in command)
     return command
@@ -48,8 +48,7 @@ def run_until_healthy(command: list[str], tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "PORT": str(port), "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
     with open(tmp_path / "out.log", "wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_for_health(f"http://127.0.0.1:{port}", process)
             if "HEALTHCHECK" in DOCKERFILE:
@@ -61,8 +60,9 @@ def run_until_healthy(command: list[str], tmp_path: Path) -> None:
 
 
 def test_procfile_web_command_serves_the_health_check(tmp_path: Path) -> None:
-    lines = dict(line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines()
-                 if line.strip())
+    lines = dict(
+        line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line.strip()
+    )
     run_until_healthy(shlex.split(lines["web"]), tmp_path)
 
 
@@ -72,8 +72,12 @@ def test_dockerfile_cmd_serves_the_health_check_on_port(tmp_path: Path) -> None:
 
 def test_healthcheck_fails_when_nothing_listens() -> None:
     env = {**os.environ, "PORT": str(free_port())}
-    assert subprocess.run(exec_form("HEALTHCHECK"), env=env, timeout=15,
-                          capture_output=True).returncode != 0
+    assert (
+        subprocess.run(
+            exec_form("HEALTHCHECK"), env=env, timeout=15, capture_output=True
+        ).returncode
+        != 0
+    )
 
 
 def test_dockerfile_shape() -> None:
@@ -86,8 +90,9 @@ def test_dockerfile_shape() -> None:
     # Dependencies are installed from setup.cfg before the source is copied.
     copies = [(i, args) for i, (k, args) in enumerate(instructions) if k == "COPY"]
     first_source_copy = next(i for i, args in copies if "membersense" in args)
-    dependency_install = next(i for i, (k, args) in enumerate(instructions)
-                              if k == "RUN" and "pip install -r" in args)
+    dependency_install = next(
+        i for i, (k, args) in enumerate(instructions) if k == "RUN" and "pip install -r" in args
+    )
     assert dependency_install < first_source_copy
     assert "HEALTHCHECK" in keywords and "EXPOSE" in keywords
     assert "ENV" in keywords and "PORT=8080" in dict(instructions)["ENV"]

@@ -59,15 +59,18 @@ def test_op_8_and_the_rest_api_are_where_compat_looks() -> None:
     assert inspect.iscoroutinefunction(HTTPClient.get_bot_gateway)
 
 
-
 def test_messages_go_out_through_request_and_route() -> None:
-    route = Route("PATCH", "/channels/{channel_id}/messages/{message_id}", channel_id=5,
-                  message_id=6)
+    route = Route(
+        "PATCH", "/channels/{channel_id}/messages/{message_id}", channel_id=5, message_id=6
+    )
     assert route.method == "PATCH" and route.url.endswith("/channels/5/messages/6")
     assert list(inspect.signature(HTTPClient.request).parameters)[:2] == ["self", "route"]
     assert "'json' in kwargs" in inspect.getsource(HTTPClient.request)
     assert list(inspect.signature(HTTPClient.delete_message).parameters)[:3] == [
-        "self", "channel_id", "message_id"]
+        "self",
+        "channel_id",
+        "message_id",
+    ]
 
 
 class Recorder:
@@ -96,14 +99,23 @@ class Recorder:
 
 @pytest.fixture
 def sandbox() -> Iterator[SandboxServer]:
-    server = SandboxServer(SandboxConfig(port=0, members=600, channels=2, messages=1,
-                                         tokens=(TOKEN,), member_request_cooldown_s=30)).start()
+    server = SandboxServer(
+        SandboxConfig(
+            port=0,
+            members=600,
+            channels=2,
+            messages=1,
+            tokens=(TOKEN,),
+            member_request_cooldown_s=30,
+        )
+    ).start()
     yield server
     server.stop()
 
 
 def test_a_client_from_make_client_reports_raw_payloads_and_keeps_no_members(
-        sandbox: SandboxServer) -> None:
+    sandbox: SandboxServer,
+) -> None:
     async def scenario() -> None:
         compat.use_endpoints(sandbox.api_url, sandbox.gateway_url)
         recorder = Recorder()
@@ -140,19 +152,25 @@ def test_a_client_from_make_client_reports_raw_payloads_and_keeps_no_members(
             [limited] = await recorder.wait_for("RATE_LIMITED")
             assert limited["opcode"] == 8 and limited["meta"]["nonce"] == "second"
 
-            history = await compat.message_history(client.http, int(guild.text_channels[0].id), 1,
-                                                   before=None, after=None, around=None)
+            history = await compat.message_history(
+                client.http, int(guild.text_channels[0].id), 1, before=None, after=None, around=None
+            )
             assert len(history) == 1 and "content" in history[0]
 
             # Our bodies go out as built, through HTTPClient.request and a Route.
             channel_id = int(guild.text_channels[0].id)
-            body = {"content": "compat", "nonce": "compat-1", "enforce_nonce": True,
-                    "allowed_mentions": {"parse": []}}
+            body = {
+                "content": "compat",
+                "nonce": "compat-1",
+                "enforce_nonce": True,
+                "allowed_mentions": {"parse": []},
+            }
             sent = await compat.send_message(client.http, channel_id, body)
             assert sent["content"] == "compat" and sent["nonce"] == "compat-1"
             assert (await compat.send_message(client.http, channel_id, body))["id"] == sent["id"]
-            edited = await compat.edit_message(client.http, channel_id, int(sent["id"]),
-                                               {"content": "edited"})
+            edited = await compat.edit_message(
+                client.http, channel_id, int(sent["id"]), {"content": "edited"}
+            )
             assert edited["content"] == "edited" and edited["edited_timestamp"]
             await compat.delete_message(client.http, channel_id, int(sent["id"]))
             with pytest.raises(discord.NotFound) as gone:

@@ -53,8 +53,9 @@ def test_wrong_methods_are_json_405_with_allow(client: FlaskClient) -> None:
 
 
 def test_oversized_bodies_are_json_413(client: FlaskClient) -> None:
-    response = client.post("/api/auth/login", data=json.dumps({"token": "x" * 2000}),
-                           content_type="application/json")
+    response = client.post(
+        "/api/auth/login", data=json.dumps({"token": "x" * 2000}), content_type="application/json"
+    )
     assert response.status_code == 413
     assert response.get_json() == {"error": "Request Entity Too Large"}
 
@@ -91,15 +92,32 @@ def test_errors_carry_cors_and_request_id_headers(client: FlaskClient) -> None:
     assert response.headers["X-Request-ID"]
 
 
-@pytest.mark.parametrize(("name", "status"), [
-    ("InvalidToken", 401), ("BotReleased", 401), ("MissingIntents", 400), ("NoGuilds", 400),
-    ("NotMessageable", 400), ("MissingAccess", 403), ("GuildNotFound", 404),
-    ("ChannelNotFound", 404), ("MessageNotFound", 404), ("RateLimited", 503),
-    ("DailyLoginsUsed", 503), ("MembersLoading", 503), ("HeldBack", 503), ("Busy", 503),
-    ("ServiceClosed", 503), ("Reconnecting", 503), ("DiscordUnavailable", 502), ("DiscordTimeout", 504),
-])
-def test_each_discord_error_has_its_status_and_own_message(client: FlaskClient, name: str,
-                                                           status: int) -> None:
+@pytest.mark.parametrize(
+    ("name", "status"),
+    [
+        ("InvalidToken", 401),
+        ("BotReleased", 401),
+        ("MissingIntents", 400),
+        ("NoGuilds", 400),
+        ("NotMessageable", 400),
+        ("MissingAccess", 403),
+        ("GuildNotFound", 404),
+        ("ChannelNotFound", 404),
+        ("MessageNotFound", 404),
+        ("RateLimited", 503),
+        ("DailyLoginsUsed", 503),
+        ("MembersLoading", 503),
+        ("HeldBack", 503),
+        ("Busy", 503),
+        ("ServiceClosed", 503),
+        ("Reconnecting", 503),
+        ("DiscordUnavailable", 502),
+        ("DiscordTimeout", 504),
+    ],
+)
+def test_each_discord_error_has_its_status_and_own_message(
+    client: FlaskClient, name: str, status: int
+) -> None:
     response = client.get(f"/discord/{name}")
     assert response.status_code == status
     expected = getattr(discord_errors, name).default_message if name != "MissingIntents" else None
@@ -113,6 +131,9 @@ def test_each_discord_error_has_its_status_and_own_message(client: FlaskClient, 
 
 
 def test_every_discord_error_class_is_in_the_status_table() -> None:
-    classes = {cls for cls in vars(discord_errors).values()
-               if isinstance(cls, type) and issubclass(cls, discord_errors.DiscordError)}
+    classes = {
+        cls
+        for cls in vars(discord_errors).values()
+        if isinstance(cls, type) and issubclass(cls, discord_errors.DiscordError)
+    }
     assert classes == set(DISCORD_STATUSES)

@@ -27,22 +27,36 @@ from tests.servers import GunicornServer, exchange
 
 
 def test_every_internal_relied_on_is_there() -> None:
-    missing = [f"{getattr(owner, '__name__', owner)}.{name}" for owner, name in INTERNALS
-               if not hasattr(owner, name)]
+    missing = [
+        f"{getattr(owner, '__name__', owner)}.{name}"
+        for owner, name in INTERNALS
+        if not hasattr(owner, name)
+    ]
     assert missing == []
     assert gunicorn.version_info[0] == 27  # setup.cfg: >=27,<28
 
 
 def test_every_instance_attribute_relied_on_is_still_set() -> None:
-    missing = [f"{owner.__name__}.{name}" for owner, name in INSTANCE_ATTRIBUTES
-               if f"self.{name} =" not in inspect.getsource(owner)]
+    missing = [
+        f"{owner.__name__}.{name}"
+        for owner, name in INSTANCE_ATTRIBUTES
+        if f"self.{name} =" not in inspect.getsource(owner)
+    ]
     assert missing == []
 
 
 def test_the_overridden_methods_keep_their_signatures() -> None:
     # gthread calls these on our worker; a changed signature would break it at run time.
-    for name in ("accept", "finish_request", "handle", "handle_error", "murder_pending",
-                 "wait_for_and_dispatch_events", "load_wsgi", "init_process"):
+    for name in (
+        "accept",
+        "finish_request",
+        "handle",
+        "handle_error",
+        "murder_pending",
+        "wait_for_and_dispatch_events",
+        "load_wsgi",
+        "init_process",
+    ):
         ours = inspect.signature(getattr(BufferedThreadWorker, name))
         theirs = inspect.signature(getattr(ThreadWorker, name))
         assert list(ours.parameters) == list(theirs.parameters), name
@@ -61,33 +75,71 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornServer]
 
 MARK = b"ClientText"  # must never come back, nor reach the log
 CASES = [
-    ("header over 8190 bytes", b"GET /_ah/health HTTP/1.1\r\nHost: t\r\nX-" + MARK + b": "
-     + b"a" * 9000 + b"\r\n\r\n", 431, "Request header fields too large"),
-    ("request line over 4094 bytes", b"GET /" + MARK + b"a" * 5000 + b" HTTP/1.1\r\n\r\n", 414,
-     "Request line too long"),
-    ("NUL in a header", b"GET /_ah/health HTTP/1.1\r\nHost: t\r\nX-" + MARK + b": a\x00b\r\n\r\n",
-     400, "Invalid header"),
-    ("Content-Length and Transfer-Encoding", (b"POST /api/auth/login HTTP/1.1\r\nHost: t\r\n"
-     b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), 400,
-     "Invalid Content-Length or Transfer-Encoding"),
-    ("bad header name", b"GET /_ah/health HTTP/1.1\r\nHost: t\r\n" + MARK + b"<x>: 1\r\n\r\n",
-     400, "Invalid header"),
+    (
+        "header over 8190 bytes",
+        b"GET /_ah/health HTTP/1.1\r\nHost: t\r\nX-" + MARK + b": " + b"a" * 9000 + b"\r\n\r\n",
+        431,
+        "Request header fields too large",
+    ),
+    (
+        "request line over 4094 bytes",
+        b"GET /" + MARK + b"a" * 5000 + b" HTTP/1.1\r\n\r\n",
+        414,
+        "Request line too long",
+    ),
+    (
+        "NUL in a header",
+        b"GET /_ah/health HTTP/1.1\r\nHost: t\r\nX-" + MARK + b": a\x00b\r\n\r\n",
+        400,
+        "Invalid header",
+    ),
+    (
+        "Content-Length and Transfer-Encoding",
+        (
+            b"POST /api/auth/login HTTP/1.1\r\nHost: t\r\n"
+            b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        ),
+        400,
+        "Invalid Content-Length or Transfer-Encoding",
+    ),
+    (
+        "bad header name",
+        b"GET /_ah/health HTTP/1.1\r\nHost: t\r\n" + MARK + b"<x>: 1\r\n\r\n",
+        400,
+        "Invalid header",
+    ),
     ("bad method", MARK + b"<> / HTTP/1.1\r\nHost: t\r\n\r\n", 400, "Invalid request method"),
-    ("bad request line", b"GET /" + MARK + b"\x7f HTTP/1.1\r\nHost: t\r\n\r\n", 400,
-     "Invalid request line"),
+    (
+        "bad request line",
+        b"GET /" + MARK + b"\x7f HTTP/1.1\r\nHost: t\r\n\r\n",
+        400,
+        "Invalid request line",
+    ),
     ("bad version", b"GET / HTTP/" + MARK + b"\r\nHost: t\r\n\r\n", 400, "Invalid HTTP version"),
-    ("unknown transfer coding", b"POST /api/auth/login HTTP/1.1\r\nHost: t\r\n"
-     b"Transfer-Encoding: " + MARK + b", chunked\r\n\r\n0\r\n\r\n", 501,
-     "Unsupported transfer coding"),
-    ("bad Expect", b"GET /_ah/health HTTP/1.1\r\nHost: t\r\nExpect: " + MARK + b"\r\n\r\n", 417,
-     "Expectation failed"),
+    (
+        "unknown transfer coding",
+        b"POST /api/auth/login HTTP/1.1\r\nHost: t\r\n"
+        b"Transfer-Encoding: " + MARK + b", chunked\r\n\r\n0\r\n\r\n",
+        501,
+        "Unsupported transfer coding",
+    ),
+    (
+        "bad Expect",
+        b"GET /_ah/health HTTP/1.1\r\nHost: t\r\nExpect: " + MARK + b"\r\n\r\n",
+        417,
+        "Expectation failed",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("request_bytes", "status", "message"),
-                         [case[1:] for case in CASES], ids=[case[0] for case in CASES])
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "message"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
 def test_gunicorn_s_own_errors_are_json_with_fixed_messages(
-        server: GunicornServer, request_bytes: bytes, status: int, message: str) -> None:
+    server: GunicornServer, request_bytes: bytes, status: int, message: str
+) -> None:
     [response] = exchange(server.base_url, request_bytes)
     assert response.status == status
     assert response.headers["content-type"] == "application/json"
@@ -105,8 +157,9 @@ def test_gunicorn_s_own_errors_are_json_with_fixed_messages(
 
 
 def test_no_version_in_the_server_header(server: GunicornServer) -> None:
-    [response] = exchange(server.base_url, b"GET /_ah/health HTTP/1.1\r\nHost: t\r\n"
-                                           b"Connection: close\r\n\r\n")
+    [response] = exchange(
+        server.base_url, b"GET /_ah/health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
     assert response.status == 200
     assert response.headers["server"] == "gunicorn"
     assert gunicorn.__version__ not in response.headers["server"]

@@ -74,8 +74,7 @@ def test_no_server_module_outside_uwsgi_and_apache() -> None:
     check_threads()
 
 
-def test_mod_wsgi_express_outside_apache_is_not_a_server(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mod_wsgi_express_outside_apache_is_not_a_server(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "mod_wsgi", types.ModuleType("mod_wsgi"))
     assert server_module() is None
 
@@ -96,7 +95,8 @@ def test_uwsgi_without_python_threads_is_refused(server: Callable[..., types.Mod
 
 
 def test_a_healthy_start_serves_the_app_and_closes_it_at_exit(
-        build: Callable[[], Flask], atexit_calls: list[Callable[[], None]]) -> None:
+    build: Callable[[], Flask], atexit_calls: list[Callable[[], None]]
+) -> None:
     app = wsgi_app(build)
     assert isinstance(app, Flask)
     assert app.test_client().get("/_ah/health").status_code == 200
@@ -106,8 +106,11 @@ def test_a_healthy_start_serves_the_app_and_closes_it_at_exit(
 
 
 def test_under_uwsgi_a_refusal_fails_the_import_in_one_line(
-        server: Callable[..., types.ModuleType], build: Callable[[], Flask],
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    server: Callable[..., types.ModuleType],
+    build: Callable[[], Flask],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     server("uwsgi", numproc=2, has_threads=1)
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # restored afterwards
     with pytest.raises(StartupRefused) as refused:
@@ -127,7 +130,8 @@ def test_under_uwsgi_a_refusal_fails_the_import_in_one_line(
 
 
 def test_a_bad_setting_fails_the_import_in_one_line(
-        build: Callable[[], Flask], monkeypatch: pytest.MonkeyPatch) -> None:
+    build: Callable[[], Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)
     monkeypatch.setenv("THREADS", "many")
     with pytest.raises(StartupRefused, match=r"^membersense: THREADS must be"):
@@ -146,8 +150,10 @@ def _call(app: Callable[..., Any], path: str = "/api/members") -> tuple[str, dic
 
 
 def test_under_mod_wsgi_a_refusal_answers_every_request_503(
-        server: Callable[..., types.ModuleType], build: Callable[[], Flask],
-        capsys: pytest.CaptureFixture[str]) -> None:
+    server: Callable[..., types.ModuleType],
+    build: Callable[[], Flask],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     server("mod_wsgi", maximum_processes=2)
     app = wsgi_app(build)
     assert capsys.readouterr().err == f"membersense: {MULTIPROCESS_REFUSAL} (this one runs 2)\n"
@@ -161,8 +167,10 @@ def test_under_mod_wsgi_a_refusal_answers_every_request_503(
 
 
 def test_under_mod_wsgi_a_bad_setting_is_for_the_log_only(
-        server: Callable[..., types.ModuleType], monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    server: Callable[..., types.ModuleType],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     server("mod_wsgi", maximum_processes=1)
     monkeypatch.setenv("RATE_LIMIT_STORAGE_URI", "nonsense://secret")
     app = wsgi_app(create_app)
@@ -171,8 +179,10 @@ def test_under_mod_wsgi_a_bad_setting_is_for_the_log_only(
 
 
 def test_uwsgi_runs_its_atexit_hook_then_the_one_before(
-        server: Callable[..., types.ModuleType], build: Callable[[], Flask],
-        atexit_calls: list[Callable[[], None]]) -> None:
+    server: Callable[..., types.ModuleType],
+    build: Callable[[], Flask],
+    atexit_calls: list[Callable[[], None]],
+) -> None:
     earlier: list[str] = []
     uwsgi = server("uwsgi", numproc=1, has_threads=1, atexit=lambda: earlier.append("ran"))
     app = wsgi_app(build)
@@ -183,8 +193,11 @@ def test_uwsgi_runs_its_atexit_hook_then_the_one_before(
 
 
 def test_mod_wsgi_shutdown_refuses_logins_then_closes_after_the_grace(
-        server: Callable[..., types.ModuleType], build: Callable[[], Flask],
-        atexit_calls: list[Callable[[], None]], monkeypatch: pytest.MonkeyPatch) -> None:
+    server: Callable[..., types.ModuleType],
+    build: Callable[[], Flask],
+    atexit_calls: list[Callable[[], None]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     subscribed: list[Callable[..., Any]] = []
     server("mod_wsgi", maximum_processes=1, subscribe_shutdown=subscribed.append)
     app = build()

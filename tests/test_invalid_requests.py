@@ -115,9 +115,15 @@ SANDBOX_LIMIT = 5  # the sandbox bans this process after more than 5 invalid ans
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]:
     scenario = write_scenario(tmp_path_factory.mktemp("guard") / "world.json", 50)
-    server = SandboxServer(SandboxConfig(
-        port=0, scenario=scenario, member_request_cooldown_s=0.2,
-        invalid_request_limit=SANDBOX_LIMIT, invalid_request_ban_s=600)).start()
+    server = SandboxServer(
+        SandboxConfig(
+            port=0,
+            scenario=scenario,
+            member_request_cooldown_s=0.2,
+            invalid_request_limit=SANDBOX_LIMIT,
+            invalid_request_ban_s=600,
+        )
+    ).start()
     yield server
     server.stop()
 
@@ -159,7 +165,8 @@ def junk(n: int) -> str:
 
 
 def test_logging_one_bad_token_in_again_and_again_costs_one_invalid_request(
-        make_bots, control: Control, clock: FakeClock) -> None:
+    make_bots, control: Control, clock: FakeClock
+) -> None:
     bots = make_bots()
     for _ in range(3 * SANDBOX_LIMIT):
         with pytest.raises(InvalidToken) as refused:
@@ -176,7 +183,8 @@ def test_logging_one_bad_token_in_again_and_again_costs_one_invalid_request(
 
 
 def test_a_spent_budget_holds_back_logins_and_message_reads_until_the_window_slides(
-        make_bots, control: Control, clock: FakeClock) -> None:
+    make_bots, control: Control, clock: FakeClock
+) -> None:
     bots = make_bots(DISCORD_INVALID_REQUEST_LIMIT="3")
     session = bots.login(MAIN_TOKEN)
     channel = next(c["id"] for c in session.channels() if c["name"] != "staff-only")
@@ -205,15 +213,17 @@ def test_a_spent_budget_holds_back_logins_and_message_reads_until_the_window_sli
 
 
 def test_refused_message_reads_count_and_shared_rate_limits_do_not(
-        make_bots, control: Control) -> None:
+    make_bots, control: Control
+) -> None:
     bots = make_bots(DISCORD_INVALID_REQUEST_LIMIT="2")
     session = bots.login(MAIN_TOKEN)
     channels = session.channels()
     readable = next(c["id"] for c in channels if c["name"] != "staff-only")
     hidden = int(next(c["id"] for c in channels if c["name"] == "staff-only"))
     # A shared-limit 429 (discord.py waits it out): Discord does not count it.
-    control.request("POST", "/faults", status=429, retry_after=0.05, count=1,
-                    path="/channels/*/messages")
+    control.request(
+        "POST", "/faults", status=429, retry_after=0.05, count=1, path="/channels/*/messages"
+    )
     assert session.messages(readable, limit=2)
     assert bots.discord.invalid_requests.total == 0
 
@@ -258,8 +268,9 @@ def test_one_bot_spends_only_its_share_of_the_budget() -> None:
     budget.check("noisy")
 
 
-def test_the_shared_budget_holds_one_bot_back_by_its_share(redis_url: str,
-                                                          redis_prefix: str) -> None:
+def test_the_shared_budget_holds_one_bot_back_by_its_share(
+    redis_url: str, redis_prefix: str
+) -> None:
     from membersense.cluster.connection import RedisConnection
     from membersense.cluster.guards import SharedInvalidRequestBudget
     from membersense.cluster.writer import Writer
@@ -281,7 +292,8 @@ def test_the_shared_budget_holds_one_bot_back_by_its_share(redis_url: str,
 
 
 def test_a_bot_refused_again_and_again_is_held_back_before_the_others(
-        make_bots, control: Control) -> None:
+    make_bots, control: Control
+) -> None:
     bots = make_bots(DISCORD_INVALID_REQUEST_LIMIT="50")  # a bot's share: 5
     noisy, quiet = bots.login(MAIN_TOKEN), bots.login(SECOND_TOKEN)
     hidden = int(next(c["id"] for c in noisy.channels() if c["name"] == "staff-only"))

@@ -28,10 +28,18 @@ WRITER = "writer-bot-token"
 SCENARIO = {
     "seed": 5,
     "bots": [{"token": WRITER, "username": "Writer"}],
-    "guilds": [{"name": "Post Office", "members": 20, "channels": 2, "messages": 5,
-                "bots": [WRITER], "hidden_channels": ["staff-only"],
-                "read_only_channels": ["news"],
-                "named_members": [{"username": "alice", "roles": ["Moderator"]}]}],
+    "guilds": [
+        {
+            "name": "Post Office",
+            "members": 20,
+            "channels": 2,
+            "messages": 5,
+            "bots": [WRITER],
+            "hidden_channels": ["staff-only"],
+            "read_only_channels": ["news"],
+            "named_members": [{"username": "alice", "roles": ["Moderator"]}],
+        }
+    ],
 }
 
 
@@ -39,8 +47,9 @@ SCENARIO = {
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]:
     path: Path = tmp_path_factory.mktemp("sending") / "world.json"
     path.write_text(json.dumps(SCENARIO))
-    server = SandboxServer(SandboxConfig(port=0, scenario=str(path),
-                                         member_request_cooldown_s=0.5)).start()
+    server = SandboxServer(
+        SandboxConfig(port=0, scenario=str(path), member_request_cooldown_s=0.5)
+    ).start()
     yield server
     server.stop()
 
@@ -70,8 +79,7 @@ def channel_id(session: Session, name: str, kind: str = "text") -> int:
 
 
 def general(session: Session) -> int:
-    return int(next(c["id"] for c in session.channels()
-                    if c["name"] not in ("staff-only", "news")))
+    return int(next(c["id"] for c in session.channels() if c["name"] not in ("staff-only", "news")))
 
 
 def stored(sandbox: SandboxServer, channel: int, message_id: str) -> dict[str, Any] | None:
@@ -81,16 +89,22 @@ def stored(sandbox: SandboxServer, channel: int, message_id: str) -> dict[str, A
         found = sandbox.world.channel(channel).messages.get(int(message_id))
         if found is None:
             return None
-        return {"content": found.content, "mentions": found.mention_ids,
-                "roles": found.mention_role_ids, "everyone": found.mention_everyone,
-                "nonce": found.nonce, "author": found.author.username}
+        return {
+            "content": found.content,
+            "mentions": found.mention_ids,
+            "roles": found.mention_role_ids,
+            "everyone": found.mention_everyone,
+            "nonce": found.nonce,
+            "author": found.author.username,
+        }
 
     return sandbox.run(read)
 
 
 def send(session: Session, channel: int, content: str, **kwargs: Any) -> dict[str, Any]:
-    return session.bots.discord.send_message(session.bot, int(session.record.guild_ids[0]),
-                                             channel, content, **kwargs)
+    return session.bots.discord.send_message(
+        session.bot, int(session.record.guild_ids[0]), channel, content, **kwargs
+    )
 
 
 def alice(sandbox: SandboxServer) -> int:
@@ -102,7 +116,8 @@ def alice(sandbox: SandboxServer) -> int:
 
 
 def test_a_sent_message_is_in_discord_and_its_mentions_ping_no_one(
-        writer: Session, sandbox: SandboxServer) -> None:
+    writer: Session, sandbox: SandboxServer
+) -> None:
     channel = general(writer)
     content = f"hi <@{alice(sandbox)}> and @everyone"
     sent = send(writer, channel, content)
@@ -110,8 +125,14 @@ def test_a_sent_message_is_in_discord_and_its_mentions_ping_no_one(
     assert set(sent) == set(writer.messages(channel, limit=1)[0])  # GET /api/messages' shape
     assert writer.messages(channel, limit=1)[0]["id"] == sent["id"]
     record = stored(sandbox, channel, sent["id"])
-    assert record == {"content": content, "mentions": [], "roles": [], "everyone": False,
-                      "nonce": None, "author": "Writer"}
+    assert record == {
+        "content": content,
+        "mentions": [],
+        "roles": [],
+        "everyone": False,
+        "nonce": None,
+        "author": "Writer",
+    }
 
 
 def test_allow_mentions_lets_discord_ping(writer: Session, sandbox: SandboxServer) -> None:
@@ -123,9 +144,12 @@ def test_allow_mentions_lets_discord_ping(writer: Session, sandbox: SandboxServe
 
 
 def test_a_reply_names_its_message_and_does_not_ping_its_author(
-        writer: Session, sandbox: SandboxServer) -> None:
+    writer: Session, sandbox: SandboxServer
+) -> None:
     channel = general(writer)
-    target = next(m for m in writer.messages(channel, limit=10) if m["author"]["username"] != "Writer")
+    target = next(
+        m for m in writer.messages(channel, limit=10) if m["author"]["username"] != "Writer"
+    )
     reply = send(writer, channel, "agreed", reply_to=int(target["id"]))
     assert reply["replyTo"] == target["id"]
     assert stored(sandbox, channel, reply["id"])["mentions"] == []
@@ -134,8 +158,7 @@ def test_a_reply_names_its_message_and_does_not_ping_its_author(
     assert refused.value.message == "replyTo must be a message of this channel"
 
 
-def test_an_idempotency_key_posts_once_per_channel(writer: Session,
-                                                   sandbox: SandboxServer) -> None:
+def test_an_idempotency_key_posts_once_per_channel(writer: Session, sandbox: SandboxServer) -> None:
     channel = general(writer)
     first = send(writer, channel, "pay the invoice", idempotency_key="invoice-17")
     again = send(writer, channel, "pay the invoice", idempotency_key="invoice-17")
@@ -144,14 +167,18 @@ def test_an_idempotency_key_posts_once_per_channel(writer: Session,
     assert recent.count(first["id"]) == 1
     nonce = stored(sandbox, channel, first["id"])["nonce"]
     assert isinstance(nonce, str) and len(nonce) == 25
-    second = next(int(c["id"]) for c in writer.channels()
-                  if c["name"] not in ("staff-only", "news") and int(c["id"]) != channel)
+    second = next(
+        int(c["id"])
+        for c in writer.channels()
+        if c["name"] not in ("staff-only", "news") and int(c["id"]) != channel
+    )
     elsewhere = send(writer, second, "pay the invoice", idempotency_key="invoice-17")
     assert elsewhere["id"] != first["id"]
 
 
-def test_what_published_state_refuses_never_reaches_discord(writer: Session,
-                                                            control: Control) -> None:
+def test_what_published_state_refuses_never_reaches_discord(
+    writer: Session, control: Control
+) -> None:
     # Armed on every channel route: a call to Discord would spend it.
     control.request("POST", "/faults", status=500, count=1, path="/channels/*")
     with pytest.raises(MissingAccess) as no_send:
@@ -163,13 +190,13 @@ def test_what_published_state_refuses_never_reaches_discord(writer: Session,
     with pytest.raises(NotMessageable):
         send(writer, category, "hello")
     with pytest.raises(NotMessageable):
-        writer.bots.discord.delete_message(writer.bot, int(writer.record.guild_ids[0]),
-                                           category, 1)
+        writer.bots.discord.delete_message(writer.bot, int(writer.record.guild_ids[0]), category, 1)
     assert control.request("GET", "/faults")["faults"][0]["remaining"] == 1
 
 
-def test_edit_and_delete_the_bots_own_messages_only(writer: Session, sandbox: SandboxServer
-                                                    ) -> None:
+def test_edit_and_delete_the_bots_own_messages_only(
+    writer: Session, sandbox: SandboxServer
+) -> None:
     discord, guild = writer.bots.discord, int(writer.record.guild_ids[0])
     channel = general(writer)
     sent = send(writer, channel, "draft")
@@ -177,8 +204,9 @@ def test_edit_and_delete_the_bots_own_messages_only(writer: Session, sandbox: Sa
     assert edited["id"] == sent["id"] and edited["content"] == "final"
     assert edited["editedTimestamp"] is not None
     assert stored(sandbox, channel, sent["id"])["content"] == "final"
-    someone_elses = next(m for m in writer.messages(channel, limit=50)
-                         if m["author"]["username"] != "Writer")
+    someone_elses = next(
+        m for m in writer.messages(channel, limit=50) if m["author"]["username"] != "Writer"
+    )
     with pytest.raises(MissingAccess) as refused:
         discord.edit_message(writer.bot, guild, channel, int(someone_elses["id"]), "mine now")
     assert refused.value.message == "The bot can only edit its own messages"
@@ -190,11 +218,11 @@ def test_edit_and_delete_the_bots_own_messages_only(writer: Session, sandbox: Sa
         discord.edit_message(writer.bot, guild, channel, int(sent["id"]), "ghost")
 
 
-def test_discord_rate_limiting_a_send_says_when_to_retry(writer: Session, control: Control
-                                                         ) -> None:
+def test_discord_rate_limiting_a_send_says_when_to_retry(writer: Session, control: Control) -> None:
     # Longer than DISCORD_TIMEOUT (3 s here): discord.py gives up rather than sleep.
-    control.request("POST", "/faults", status=429, count=1, path="/channels/*/messages",
-                    retry_after=60)
+    control.request(
+        "POST", "/faults", status=429, count=1, path="/channels/*/messages", retry_after=60
+    )
     with pytest.raises(RateLimited) as limited:
         send(writer, general(writer), "too soon")
     assert limited.value.retry_after is not None and limited.value.retry_after >= 30

@@ -17,22 +17,42 @@ def entries(stream: io.StringIO) -> list[dict[str, object]]:
     return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
 
 
-MEMBER_CHUNK = {"op": 0, "t": "GUILD_MEMBERS_CHUNK",
-                "d": {"members": [{"user": {"id": "1", "username": "secret_member_name"}}]}}
+MEMBER_CHUNK = {
+    "op": 0,
+    "t": "GUILD_MEMBERS_CHUNK",
+    "d": {"members": [{"user": {"id": "1", "username": "secret_member_name"}}]},
+}
 
 
-@pytest.mark.parametrize(("logger", "message", "args"), [
-    ("discord.gateway", "For Shard ID %s: WebSocket Event: %s", (None, MEMBER_CHUNK)),
-    ("discord.gateway", "%s", ({"content": "secret message content"},)),
-    ("discord.http", "%s %s has received %s",
-     ("GET", "https://discord.com/api/v10/channels/1/messages", [{"content": "secret msg"}])),
-    ("discord.http", "%s %s with %s has returned %s",
-     ("POST", "https://discord.com/api/v10/channels/1/messages",
-      '{"content": "secret text"}', 200)),
-])
+@pytest.mark.parametrize(
+    ("logger", "message", "args"),
+    [
+        ("discord.gateway", "For Shard ID %s: WebSocket Event: %s", (None, MEMBER_CHUNK)),
+        ("discord.gateway", "%s", ({"content": "secret message content"},)),
+        (
+            "discord.http",
+            "%s %s has received %s",
+            ("GET", "https://discord.com/api/v10/channels/1/messages", [{"content": "secret msg"}]),
+        ),
+        (
+            "discord.http",
+            "%s %s with %s has returned %s",
+            (
+                "POST",
+                "https://discord.com/api/v10/channels/1/messages",
+                '{"content": "secret text"}',
+                200,
+            ),
+        ),
+    ],
+)
 def test_discord_payloads_stay_out_of_the_log_even_at_debug(
-        make_app: Callable[..., Flask], log_stream: io.StringIO,
-        logger: str, message: str, args: tuple[object, ...]) -> None:
+    make_app: Callable[..., Flask],
+    log_stream: io.StringIO,
+    logger: str,
+    message: str,
+    args: tuple[object, ...],
+) -> None:
     make_app(LOG_LEVEL="DEBUG")
     logging.getLogger(logger).debug(message, *args)
     [entry] = entries(log_stream)
@@ -41,11 +61,13 @@ def test_discord_payloads_stay_out_of_the_log_even_at_debug(
     assert PAYLOAD_OMITTED in str(entry["message"])
 
 
-def test_what_is_not_a_payload_is_kept(make_app: Callable[..., Flask],
-                                      log_stream: io.StringIO) -> None:
+def test_what_is_not_a_payload_is_kept(
+    make_app: Callable[..., Flask], log_stream: io.StringIO
+) -> None:
     make_app(LOG_LEVEL="DEBUG")
     logging.getLogger("discord.http").debug(
-        "%s %s has returned %s", "GET", "https://discord.com/api/v10/users/@me", 200)
+        "%s %s has returned %s", "GET", "https://discord.com/api/v10/users/@me", 200
+    )
     [entry] = entries(log_stream)
     assert entry["message"] == "GET https://discord.com/api/v10/users/@me has returned 200"
 
@@ -59,7 +81,8 @@ def test_a_long_message_is_cut(make_app: Callable[..., Flask], log_stream: io.St
 
 @pytest.mark.parametrize("breaker", ["\x85", "\u2028", "\u2029", "\x1b[31m"])
 def test_text_lines_escape_what_could_break_or_color_a_line(
-        make_app: Callable[..., Flask], log_stream: io.StringIO, breaker: str) -> None:
+    make_app: Callable[..., Flask], log_stream: io.StringIO, breaker: str
+) -> None:
     make_app(LOG_FORMAT="text")
     logging.getLogger("membersense.test").warning("before%safter", breaker)
     line = log_stream.getvalue().rstrip("\n")
@@ -69,7 +92,8 @@ def test_text_lines_escape_what_could_break_or_color_a_line(
 
 @pytest.mark.parametrize("breaker", ["\x85", "\u2028", "\u2029", "\n", "\x1b[31m"])
 def test_json_lines_escape_what_could_break_or_color_a_line(
-        make_app: Callable[..., Flask], log_stream: io.StringIO, breaker: str) -> None:
+    make_app: Callable[..., Flask], log_stream: io.StringIO, breaker: str
+) -> None:
     make_app()
     logging.getLogger("membersense.test").warning("before%safter é", breaker)
     line = log_stream.getvalue().rstrip("\n")
@@ -77,8 +101,9 @@ def test_json_lines_escape_what_could_break_or_color_a_line(
     assert json.loads(line)["message"] == f"before{breaker}after é"  # the same text back
 
 
-def test_long_paths_are_cut_in_the_access_log(make_app: Callable[..., Flask],
-                                              log_stream: io.StringIO) -> None:
+def test_long_paths_are_cut_in_the_access_log(
+    make_app: Callable[..., Flask], log_stream: io.StringIO
+) -> None:
     make_app().test_client().get("/" + "a" * 5000)
     access = [e for e in entries(log_stream) if e["logger"] == "membersense.access"]
     assert len(str(access[0]["path"])) < 300

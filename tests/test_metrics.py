@@ -50,27 +50,39 @@ def test_metrics_are_an_unknown_path_unless_configured(make_app: Callable[..., F
 
 def test_a_token_is_required_when_set(make_app: Callable[..., Flask]) -> None:
     client = make_app(METRICS_TOKEN=TOKEN).test_client()
-    for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"},
-                    {"Authorization": TOKEN}, {"Authorization": f"Basic {TOKEN}"},
-                    {"Authorization": f"Bearer {TOKEN}x"}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong-token-0123456789"},
+        {"Authorization": TOKEN},
+        {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": f"Bearer {TOKEN}x"},
+    ):
         response = client.get("/metrics", headers=headers)
         assert response.status_code == 401, headers
         assert response.get_json() == {"error": "Unauthorized"}
         assert response.headers["WWW-Authenticate"] == 'Bearer realm="metrics"'
-    assert "membersense_http_request_duration_seconds_count" in read(client, Authorization=f"Bearer {TOKEN}")
+    assert "membersense_http_request_duration_seconds_count" in read(
+        client, Authorization=f"Bearer {TOKEN}"
+    )
     # METRICS_PUBLIC does not lift a token that is set.
     public = make_app(METRICS_TOKEN=TOKEN, METRICS_PUBLIC="1").test_client()
     assert public.get("/metrics").status_code == 401
 
 
 def test_public_metrics_need_nothing_and_are_never_rate_limited(
-        make_app: Callable[..., Flask]) -> None:
+    make_app: Callable[..., Flask],
+) -> None:
     client = make_app(METRICS_PUBLIC="1", RATE_LIMIT_MAX_REQUESTS=1).test_client()
     for _ in range(5):
         text = read(client)
-    for name in ("membersense_http_request_duration_seconds", "membersense_sessions_active",
-                 "membersense_gateway_connections", "membersense_rate_limited_requests_total",
-                 "membersense_discord_responses_total", "membersense_bulkhead_rejections_total"):
+    for name in (
+        "membersense_http_request_duration_seconds",
+        "membersense_sessions_active",
+        "membersense_gateway_connections",
+        "membersense_rate_limited_requests_total",
+        "membersense_discord_responses_total",
+        "membersense_bulkhead_rejections_total",
+    ):
         assert f"# TYPE {name} " in text
 
 
@@ -89,7 +101,8 @@ def test_the_token_stays_out_of_the_settings_repr() -> None:
 
 
 def test_requests_are_counted_by_route_template_and_status(
-        make_app: Callable[..., Flask], login: Callable[..., str]) -> None:
+    make_app: Callable[..., Flask], login: Callable[..., str]
+) -> None:
     client = make_app(METRICS_PUBLIC="1").test_client()
     before = read(client)
     session = login(test_client=client)
@@ -103,18 +116,54 @@ def test_requests_are_counted_by_route_template_and_status(
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
-    assert delta("membersense_http_request_duration_seconds_count", route="/api/members", method="GET",
-                 status="200") == 3
-    assert delta("membersense_http_request_duration_seconds_count", route="/api/members", status="401") == 1
-    assert delta("membersense_http_request_duration_seconds_count", route="/api/auth/login", method="POST",
-                 status="200") == 1
-    assert delta("membersense_http_request_duration_seconds_count", route="/dashboard/<path:filename>",
-                 status="404") == 1
-    assert delta("membersense_http_request_duration_seconds_count", route=metrics.UNMATCHED_ROUTE,
-                 status="404") == 1
+    assert (
+        delta(
+            "membersense_http_request_duration_seconds_count",
+            route="/api/members",
+            method="GET",
+            status="200",
+        )
+        == 3
+    )
+    assert (
+        delta("membersense_http_request_duration_seconds_count", route="/api/members", status="401")
+        == 1
+    )
+    assert (
+        delta(
+            "membersense_http_request_duration_seconds_count",
+            route="/api/auth/login",
+            method="POST",
+            status="200",
+        )
+        == 1
+    )
+    assert (
+        delta(
+            "membersense_http_request_duration_seconds_count",
+            route="/dashboard/<path:filename>",
+            status="404",
+        )
+        == 1
+    )
+    assert (
+        delta(
+            "membersense_http_request_duration_seconds_count",
+            route=metrics.UNMATCHED_ROUTE,
+            status="404",
+        )
+        == 1
+    )
     assert delta("membersense_http_request_duration_seconds_sum", route="/api/members") > 0
-    assert delta("membersense_http_request_duration_seconds_bucket", route="/api/members",
-                 status="200", le="+Inf") == 3
+    assert (
+        delta(
+            "membersense_http_request_duration_seconds_bucket",
+            route="/api/members",
+            status="200",
+            le="+Inf",
+        )
+        == 3
+    )
     assert "/a/raw/path" not in after  # never the raw path
     assert value(after, "membersense_sessions_active") == 1
 
@@ -124,8 +173,11 @@ def test_unknown_methods_are_one_label(make_app: Callable[..., Flask]) -> None:
     before = read(client)
     assert client.open("/api/members", method="BREW").status_code == 405
     after = read(client)
-    assert value(after, "membersense_http_request_duration_seconds_count", method="other") - value(
-        before, "membersense_http_request_duration_seconds_count", method="other") == 1
+    assert (
+        value(after, "membersense_http_request_duration_seconds_count", method="other")
+        - value(before, "membersense_http_request_duration_seconds_count", method="other")
+        == 1
+    )
     assert "BREW" not in after
 
 
@@ -138,7 +190,8 @@ def test_rate_limited_requests_are_counted(make_app: Callable[..., Flask]) -> No
 
 
 def test_discord_answers_bulkheads_and_gateways_are_recorded(
-        make_app: Callable[..., Flask]) -> None:
+    make_app: Callable[..., Flask],
+) -> None:
     client = make_app(METRICS_PUBLIC="1").test_client()
     before = read(client)
     metrics.discord_response(429)
@@ -156,12 +209,21 @@ def test_discord_answers_bulkheads_and_gateways_are_recorded(
     metrics.gateway_event(second, "message_create")  # ignored
     metrics.gateway_event(first, "resumed")  # already live: still one
     after = read(client)
-    assert value(after, "membersense_discord_responses_total", status="200") - value(
-        before, "membersense_discord_responses_total", status="200") == 2
-    assert value(after, "membersense_discord_responses_total", status="429") - value(
-        before, "membersense_discord_responses_total", status="429") == 1
-    assert value(after, "membersense_bulkhead_rejections_total", kind="messages") - value(
-        before, "membersense_bulkhead_rejections_total", kind="messages") == 1
+    assert (
+        value(after, "membersense_discord_responses_total", status="200")
+        - value(before, "membersense_discord_responses_total", status="200")
+        == 2
+    )
+    assert (
+        value(after, "membersense_discord_responses_total", status="429")
+        - value(before, "membersense_discord_responses_total", status="429")
+        == 1
+    )
+    assert (
+        value(after, "membersense_bulkhead_rejections_total", kind="messages")
+        - value(before, "membersense_bulkhead_rejections_total", kind="messages")
+        == 1
+    )
     assert value(after, "membersense_gateway_connections") == baseline + 2
     metrics.gateway_event(first, "disconnect")
     metrics.gateway_event(second, "close")
@@ -173,16 +235,23 @@ def test_discord_answers_bulkheads_and_gateways_are_recorded(
 def test_metrics_are_not_measured_when_not_served(make_app: Callable[..., Flask]) -> None:
     served = make_app(METRICS_PUBLIC="1").test_client()
     unserved = make_app().test_client()
-    before = value(read(served), "membersense_http_request_duration_seconds_count", route="/_ah/health")
+    before = value(
+        read(served), "membersense_http_request_duration_seconds_count", route="/_ah/health"
+    )
     for _ in range(3):
         assert unserved.get("/_ah/health").status_code == 200
-    assert value(read(served), "membersense_http_request_duration_seconds_count", route="/_ah/health") == before
+    assert (
+        value(read(served), "membersense_http_request_duration_seconds_count", route="/_ah/health")
+        == before
+    )
 
 
 def test_importing_membersense_leaves_prometheus_client_unimported() -> None:
     # prometheus-client picks per-process or multiprocess values when first imported;
     # gunicorn's master imports MemberSense (gunicorn.conf.py, wsgi) before its
     # when_ready hook sets PROMETHEUS_MULTIPROC_DIR for the workers it then forks.
-    code = ("import sys, wsgi, membersense.serving, membersense.cli; "
-            "sys.exit('prometheus_client' in sys.modules)")
+    code = (
+        "import sys, wsgi, membersense.serving, membersense.cli; "
+        "sys.exit('prometheus_client' in sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False).returncode == 0

@@ -54,12 +54,36 @@ def test_counters_move_under_gunicorn(deployed: GunicornServer) -> None:
         assert requests.get(f"{deployed.base_url}/_ah/health", timeout=5).status_code == 200
     assert requests.get(f"{deployed.base_url}/api/members", timeout=5).status_code == 401
     after = scrape(deployed)
-    assert value(after, "membersense_http_request_duration_seconds_count", route="/_ah/health",
-                 status="200") - value(before, "membersense_http_request_duration_seconds_count",
-                                       route="/_ah/health", status="200") == 5
-    assert value(after, "membersense_http_request_duration_seconds_count", route="/api/members",
-                 status="401") - value(before, "membersense_http_request_duration_seconds_count",
-                                       route="/api/members", status="401") == 1
+    assert (
+        value(
+            after,
+            "membersense_http_request_duration_seconds_count",
+            route="/_ah/health",
+            status="200",
+        )
+        - value(
+            before,
+            "membersense_http_request_duration_seconds_count",
+            route="/_ah/health",
+            status="200",
+        )
+        == 5
+    )
+    assert (
+        value(
+            after,
+            "membersense_http_request_duration_seconds_count",
+            route="/api/members",
+            status="401",
+        )
+        - value(
+            before,
+            "membersense_http_request_duration_seconds_count",
+            route="/api/members",
+            status="401",
+        )
+        == 1
+    )
     assert value(after, "membersense_sessions_active") == 0
 
 
@@ -91,17 +115,20 @@ def test_an_operators_directory_is_wiped_at_start_and_kept(tmp_path: Path) -> No
     stale.write_bytes(b"left over from the last run")
     keep = directory / "notes.txt"
     keep.write_text("not ours")
-    with GunicornServer(clean_env(PROMETHEUS_MULTIPROC_DIR=str(directory)),
-                        log_path=tmp_path / "server.log") as server:
+    with GunicornServer(
+        clean_env(PROMETHEUS_MULTIPROC_DIR=str(directory)), log_path=tmp_path / "server.log"
+    ) as server:
         assert not stale.exists()
         scrape(server)
     assert keep.exists() and directory.is_dir()
 
 
 def test_two_workers_are_summed_and_a_dead_workers_gauge_dropped(tmp_path: Path) -> None:
-    server = GunicornServer(clean_env(), log_path=tmp_path / "server.log",
-                            args=("-c", "tests/multiworker_gunicorn.py",
-                                  "tests.multiworker_app:app"))
+    server = GunicornServer(
+        clean_env(),
+        log_path=tmp_path / "server.log",
+        args=("-c", "tests/multiworker_gunicorn.py", "tests.multiworker_app:app"),
+    )
     # GunicornServer passes "-c gunicorn.conf.py ... wsgi:app": the later -c and the
     # first app win.
     with server:
@@ -114,8 +141,9 @@ def test_two_workers_are_summed_and_a_dead_workers_gauge_dropped(tmp_path: Path)
                 break
         assert len(served) == 2, served
         text = scrape(server)
-        assert value(text, "membersense_http_request_duration_seconds_count",
-                     route="/_test/pid") == sum(served.values())
+        assert value(
+            text, "membersense_http_request_duration_seconds_count", route="/_test/pid"
+        ) == sum(served.values())
 
         holding: set[int] = set()
         for _ in range(400):
@@ -127,8 +155,11 @@ def test_two_workers_are_summed_and_a_dead_workers_gauge_dropped(tmp_path: Path)
 
         victim = next(iter(holding))
         os.kill(victim, signal.SIGKILL)
-        wait_until(lambda: value(scrape(server), "membersense_gateway_connections") == 1,
-                   what="the dead worker's gauge to go")
+        wait_until(
+            lambda: value(scrape(server), "membersense_gateway_connections") == 1,
+            what="the dead worker's gauge to go",
+        )
         # Its counts stay in the sums: counters never go backwards.
-        assert value(scrape(server), "membersense_http_request_duration_seconds_count",
-                     route="/_test/pid") == sum(served.values())
+        assert value(
+            scrape(server), "membersense_http_request_duration_seconds_count", route="/_test/pid"
+        ) == sum(served.values())

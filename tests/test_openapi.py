@@ -28,8 +28,7 @@ _FLASK_METHODS = {"HEAD", "OPTIONS"}  # added by Flask to every GET / every rout
 
 
 def documented(document: dict[str, Any]) -> set[tuple[str, str]]:
-    return {(path, method.upper()) for path, item in document["paths"].items()
-            for method in item}
+    return {(path, method.upper()) for path, item in document["paths"].items() for method in item}
 
 
 def registered(app: Flask) -> set[tuple[str, str]]:
@@ -42,7 +41,8 @@ def registered(app: Flask) -> set[tuple[str, str]]:
 
 @pytest.mark.parametrize("config", CONFIGURATIONS.values(), ids=CONFIGURATIONS.keys())
 def test_every_route_is_documented_and_nothing_else(
-        make_app: Callable[..., Flask], config: dict[str, str]) -> None:
+    make_app: Callable[..., Flask], config: dict[str, str]
+) -> None:
     app = make_app(**config)
     document = app.test_client().get("/api/openapi.json").get_json()
     assert registered(app) == documented(document)
@@ -59,8 +59,10 @@ def test_every_operation_documents_its_shared_errors(make_app: Callable[..., Fla
     app = make_app(METRICS_TOKEN="openapi-test-token-123")
     document = build_document(app.config["SETTINGS"])
     components = document["components"]
-    endpoints = {re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule): rule.endpoint
-                 for rule in app.url_map.iter_rules()}
+    endpoints = {
+        re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule): rule.endpoint
+        for rule in app.url_map.iter_rules()
+    }
     for path, item in document["paths"].items():
         blueprint = endpoints[path].split(".")[0]
         rate_limited = blueprint not in rate_limiting._exempt_blueprints
@@ -88,7 +90,10 @@ def test_every_operation_documents_its_shared_errors(make_app: Callable[..., Fla
     assert {"ETag", "Vary"} <= set(members["200"]["headers"]) and "304" in members
     assert document["components"]["securitySchemes"]["session"] == {
         **document["components"]["securitySchemes"]["session"],
-        "type": "apiKey", "in": "header", "name": "Authorization"}
+        "type": "apiKey",
+        "in": "header",
+        "name": "Authorization",
+    }
 
 
 def test_the_document_and_its_page_are_served(make_app: Callable[..., Flask]) -> None:
@@ -117,10 +122,11 @@ def test_the_document_and_its_page_are_served(make_app: Callable[..., Flask]) ->
 def test_the_docs_script_renders_without_html_injection() -> None:
     script = (ASSETS / "apidocs.js").read_text()
     assert "innerHTML" not in script and "eval(" not in script
-    assert "fetch(\"openapi.json\"" in script
+    assert 'fetch("openapi.json"' in script
 
 
 # -- the checker itself must be able to fail ---------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def contract() -> Contract:
@@ -128,63 +134,146 @@ def contract() -> Contract:
 
 
 JSON = {"Content-Type": "application/json", "X-Request-ID": "r1"}
-LIMITS = {"RateLimit-Limit": "100", "RateLimit-Remaining": "99", "RateLimit-Reset": "60",
-          "RateLimit-Policy": "100;w=60"}
+LIMITS = {
+    "RateLimit-Limit": "100",
+    "RateLimit-Remaining": "99",
+    "RateLimit-Reset": "60",
+    "RateLimit-Policy": "100;w=60",
+}
 
 
-@pytest.mark.parametrize(("method", "path", "status", "headers", "body", "complaint"), [
-    ("GET", "/api/members", 201, {**JSON, **LIMITS}, b"[]", "not documented"),
-    ("GET", "/api/members", 200, {**JSON, **LIMITS, "Vary": "Accept-Encoding"}, b"[]",
-     "ETag"),
-    ("GET", "/api/members", 200, {**JSON, **LIMITS, "ETag": '"e"', "Vary": "x"},
-     b'[{"id": "1"}]', "required property"),
-    ("GET", "/api/channels", 200, {**JSON, "RateLimit-Limit": "100"}, b"[]", "missing"),
-    ("GET", "/api/channels", 429, {**JSON, **LIMITS}, b'{"error": "Too many requests"}',
-     "Retry-After"),
-    ("GET", "/api/channels", 400, {**LIMITS, "X-Request-ID": "r1",
-                                   "Content-Type": "text/html"}, b"<p>oops</p>", "media type"),
-    ("GET", "/api/channels", 400, {**JSON, **LIMITS}, b'{"message": "x"}', "'message'"),
-    ("POST", "/api/auth/login", 503, {**JSON, **LIMITS, "Retry-After": "0"},
-     b'{"error": "full", "retryAfter": 1}', "Retry-After"),
-    ("GET", "/not/documented", 200, JSON, b"{}", "error"),
-    ("DELETE", "/api/members", 404, JSON, b'{"error": "Not Found"}', "405"),
-    ("GET", "/nowhere", 404, {"Content-Type": "application/json"}, b'{"error": "Not Found"}',
-     "X-Request-ID"),
-    ("GET", "/_ah/health", 304, {"X-Request-ID": "r1"}, b"", "not documented"),
-    ("GET", "/api/events/poll", 200, {**JSON, **LIMITS}, b"[]", "X-Event-Cursor"),
-    ("GET", "/api/events/poll", 200, {**JSON, **LIMITS, "X-Event-Cursor": "a-1"},
-     b'{"reset": false, "cursor": "a-1"}', "not valid under any"),
-    ("POST", "/api/webhooks", 429, {**JSON, **LIMITS}, b'{"error": "Too many webhooks"}',
-     "Retry-After"),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "status", "headers", "body", "complaint"),
+    [
+        ("GET", "/api/members", 201, {**JSON, **LIMITS}, b"[]", "not documented"),
+        ("GET", "/api/members", 200, {**JSON, **LIMITS, "Vary": "Accept-Encoding"}, b"[]", "ETag"),
+        (
+            "GET",
+            "/api/members",
+            200,
+            {**JSON, **LIMITS, "ETag": '"e"', "Vary": "x"},
+            b'[{"id": "1"}]',
+            "required property",
+        ),
+        ("GET", "/api/channels", 200, {**JSON, "RateLimit-Limit": "100"}, b"[]", "missing"),
+        (
+            "GET",
+            "/api/channels",
+            429,
+            {**JSON, **LIMITS},
+            b'{"error": "Too many requests"}',
+            "Retry-After",
+        ),
+        (
+            "GET",
+            "/api/channels",
+            400,
+            {**LIMITS, "X-Request-ID": "r1", "Content-Type": "text/html"},
+            b"<p>oops</p>",
+            "media type",
+        ),
+        ("GET", "/api/channels", 400, {**JSON, **LIMITS}, b'{"message": "x"}', "'message'"),
+        (
+            "POST",
+            "/api/auth/login",
+            503,
+            {**JSON, **LIMITS, "Retry-After": "0"},
+            b'{"error": "full", "retryAfter": 1}',
+            "Retry-After",
+        ),
+        ("GET", "/not/documented", 200, JSON, b"{}", "error"),
+        ("DELETE", "/api/members", 404, JSON, b'{"error": "Not Found"}', "405"),
+        (
+            "GET",
+            "/nowhere",
+            404,
+            {"Content-Type": "application/json"},
+            b'{"error": "Not Found"}',
+            "X-Request-ID",
+        ),
+        ("GET", "/_ah/health", 304, {"X-Request-ID": "r1"}, b"", "not documented"),
+        ("GET", "/api/events/poll", 200, {**JSON, **LIMITS}, b"[]", "X-Event-Cursor"),
+        (
+            "GET",
+            "/api/events/poll",
+            200,
+            {**JSON, **LIMITS, "X-Event-Cursor": "a-1"},
+            b'{"reset": false, "cursor": "a-1"}',
+            "not valid under any",
+        ),
+        (
+            "POST",
+            "/api/webhooks",
+            429,
+            {**JSON, **LIMITS},
+            b'{"error": "Too many webhooks"}',
+            "Retry-After",
+        ),
+    ],
+)
 def test_the_checker_rejects_what_the_document_does_not_allow(
-        contract: Contract, method: str, path: str, status: int, headers: dict[str, str],
-        body: bytes, complaint: str) -> None:
+    contract: Contract,
+    method: str,
+    path: str,
+    status: int,
+    headers: dict[str, str],
+    body: bytes,
+    complaint: str,
+) -> None:
     with pytest.raises(ContractViolation, match=complaint):
         contract.check(method, path, status, headers, body)
 
 
 def test_the_checker_accepts_what_the_document_allows(contract: Contract) -> None:
-    contract.check("GET", "/api/members", 304, {**LIMITS, "X-Request-ID": "r", "ETag": '"e"',
-                                               "Vary": "Accept-Encoding"}, b"")
+    contract.check(
+        "GET",
+        "/api/members",
+        304,
+        {**LIMITS, "X-Request-ID": "r", "ETag": '"e"', "Vary": "Accept-Encoding"},
+        b"",
+    )
     contract.check("HEAD", "/_ah/health", 200, JSON, b"")
     contract.check("GET", "/nowhere", 404, JSON, b'{"error": "Not Found"}')
-    contract.check("PUT", "/api/members", 405, {**JSON, "Allow": "GET"},
-                   b'{"error": "Method Not Allowed"}')
-    contract.check("GET", "/api/events/poll", 200, {**JSON, **LIMITS, "X-Event-Cursor": "a-9"},
-                   b'{"reset": true, "cursor": "a-9"}')
-    contract.check("GET", "/api/events", 200, {**LIMITS, "X-Request-ID": "r",
-                                               "Content-Type": "text/event-stream"}, None)
+    contract.check(
+        "PUT", "/api/members", 405, {**JSON, "Allow": "GET"}, b'{"error": "Method Not Allowed"}'
+    )
+    contract.check(
+        "GET",
+        "/api/events/poll",
+        200,
+        {**JSON, **LIMITS, "X-Event-Cursor": "a-9"},
+        b'{"reset": true, "cursor": "a-9"}',
+    )
+    contract.check(
+        "GET",
+        "/api/events",
+        200,
+        {**LIMITS, "X-Request-ID": "r", "Content-Type": "text/event-stream"},
+        None,
+    )
     # Refused before the rate limit counted it (memory mode under several processes).
-    contract.check("GET", "/_ah/health", 503, {**JSON, "Retry-After": "60"},
-                   b'{"error": "several processes", "retryAfter": 60}')
+    contract.check(
+        "GET",
+        "/_ah/health",
+        503,
+        {**JSON, "Retry-After": "60"},
+        b'{"error": "several processes", "retryAfter": 60}',
+    )
 
 
 # -- events: the stream's frames and webhook deliveries ------------------------------------
 
-MEMBER = {"id": "7", "username": "newbie", "displayName": "newbie",
-          "avatar": "https://cdn.discordapp.com/embed/avatars/0.png", "roles": ["@everyone"],
-          "role": "@everyone", "joinedAt": None, "bot": False, "roleColor": None}
+MEMBER = {
+    "id": "7",
+    "username": "newbie",
+    "displayName": "newbie",
+    "avatar": "https://cdn.discordapp.com/embed/avatars/0.png",
+    "roles": ["@everyone"],
+    "role": "@everyone",
+    "joinedAt": None,
+    "bot": False,
+    "roleColor": None,
+}
 
 
 def test_every_event_type_has_its_data_documented() -> None:
@@ -194,21 +283,27 @@ def test_every_event_type_has_its_data_documented() -> None:
     assert sorted(documented_types) == sorted(EVENT_TYPES)
     delivery = document["webhooks"]["event"]["post"]
     assert delivery["requestBody"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/Event"}
+        "$ref": "#/components/schemas/Event"
+    }
 
 
 def test_the_checker_holds_stream_frames_to_the_event_schema(contract: Contract) -> None:
     contract.check_frame({"id": "ab12-3", "event": "member.join", "data": json.dumps(MEMBER)})
-    contract.check_frame({"id": "ab12-4", "event": "message.delete",
-                          "data": '{"id": "9", "channelId": "500"}'})
+    contract.check_frame(
+        {"id": "ab12-4", "event": "message.delete", "data": '{"id": "9", "channelId": "500"}'}
+    )
     contract.check_frame({"id": "ab12-4", "event": "reset", "data": "{}"})
     contract.check_frame({"event": "end", "data": '{"reason": "session ended"}'})
     contract.check_frame({"retry": "1000"})
     for fields, complaint in [
-        ({"id": "ab12-5", "event": "message.create", "data": json.dumps(MEMBER)},
-         "message.create"),  # a member is no message
-        ({"id": "ab12-5", "event": "member.join", "data": json.dumps({**MEMBER, "x": 1})},
-         "'x' was unexpected"),
+        (
+            {"id": "ab12-5", "event": "message.create", "data": json.dumps(MEMBER)},
+            "message.create",
+        ),  # a member is no message
+        (
+            {"id": "ab12-5", "event": "member.join", "data": json.dumps({**MEMBER, "x": 1})},
+            "'x' was unexpected",
+        ),
         ({"id": "ab12-5", "event": "member.kick", "data": "{}"}, "undocumented event type"),
         ({"event": "member.join", "data": json.dumps(MEMBER)}, "no id"),
         ({"id": "ab12-5", "event": "reset", "data": '{"a": 1}'}, "reset"),
@@ -218,11 +313,22 @@ def test_the_checker_holds_stream_frames_to_the_event_schema(contract: Contract)
 
 
 def test_the_checker_holds_deliveries_to_the_documents_webhooks(contract: Contract) -> None:
-    body = json.dumps({"id": "ab12-3", "type": "member.join", "guildId": "100",
-                       "timestamp": 1_700_000_000_000, "data": MEMBER}).encode()
-    headers = {"Content-Type": "application/json", "X-MemberSense-Event": "member.join",
-               "X-MemberSense-Delivery": "ab12-3", "X-MemberSense-Timestamp": "1700000000",
-               "X-MemberSense-Signature": "sha256=" + "0" * 64}
+    body = json.dumps(
+        {
+            "id": "ab12-3",
+            "type": "member.join",
+            "guildId": "100",
+            "timestamp": 1_700_000_000_000,
+            "data": MEMBER,
+        }
+    ).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "X-MemberSense-Event": "member.join",
+        "X-MemberSense-Delivery": "ab12-3",
+        "X-MemberSense-Timestamp": "1700000000",
+        "X-MemberSense-Signature": "sha256=" + "0" * 64,
+    }
     contract.check_delivery(headers, body)
     with pytest.raises(ContractViolation, match="X-MemberSense-Signature"):
         contract.check_delivery({**headers, "X-MemberSense-Signature": "md5=00"}, body)

@@ -19,22 +19,29 @@ def openapi() -> OpenApi:
 
 def test_a_plain_message_pings_no_one(openapi: OpenApi) -> None:
     body = create_body(5, "hi @everyone")
-    assert body == {"content": "hi @everyone",
-                    "allowed_mentions": {"parse": [], "replied_user": False}}
+    assert body == {
+        "content": "hi @everyone",
+        "allowed_mentions": {"parse": [], "replied_user": False},
+    }
     openapi.check_request_body("POST", CREATE, body)
 
 
 def test_allowing_mentions_hands_them_to_discords_rules(openapi: OpenApi) -> None:
     body = create_body(5, "hi", allow_mentions=True)
-    assert body["allowed_mentions"] == {"parse": ["everyone", "roles", "users"],
-                                        "replied_user": True}
+    assert body["allowed_mentions"] == {
+        "parse": ["everyone", "roles", "users"],
+        "replied_user": True,
+    }
     openapi.check_request_body("POST", CREATE, body)
 
 
 def test_a_reply_with_an_idempotency_nonce(openapi: OpenApi) -> None:
     body = create_body(5, "x" * MAX_CONTENT, reply_to=9, nonce=nonce_for(5, "key"))
-    assert body["message_reference"] == {"message_id": "9", "channel_id": "5",
-                                         "fail_if_not_exists": True}
+    assert body["message_reference"] == {
+        "message_id": "9",
+        "channel_id": "5",
+        "fail_if_not_exists": True,
+    }
     assert body["enforce_nonce"] is True and body["nonce"] == nonce_for(5, "key")
     openapi.check_request_body("POST", CREATE, body)
 

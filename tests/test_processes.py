@@ -20,10 +20,12 @@ def test_no_known_host_means_no_count() -> None:
     assert process_count() is None
 
 
-@pytest.mark.parametrize(("module", "attribute"), [("uwsgi", "numproc"),
-                                                    ("mod_wsgi", "maximum_processes")])
+@pytest.mark.parametrize(
+    ("module", "attribute"), [("uwsgi", "numproc"), ("mod_wsgi", "maximum_processes")]
+)
 def test_a_host_running_several_processes_is_refused_at_import(
-        monkeypatch: pytest.MonkeyPatch, module: str, attribute: str) -> None:
+    monkeypatch: pytest.MonkeyPatch, module: str, attribute: str
+) -> None:
     fake = types.ModuleType(module)
     fake.process_group = ""  # type: ignore[attr-defined]  # as in Apache (daemon mode: its name)
     setattr(fake, attribute, 4)
@@ -43,7 +45,8 @@ def test_mod_wsgi_express_outside_apache_is_not_a_host(monkeypatch: pytest.Monke
 
 
 def test_a_multiprocess_server_gets_503_with_the_sentence_logged_once(
-        make_app: Callable[..., Flask], log_stream: io.StringIO) -> None:
+    make_app: Callable[..., Flask], log_stream: io.StringIO
+) -> None:
     client = make_app().test_client()
     for _ in range(3):
         response = client.get("/api/members", environ_overrides={"wsgi.multiprocess": True})

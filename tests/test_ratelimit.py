@@ -24,8 +24,10 @@ def storage(request: pytest.FixtureRequest) -> dict[str, str]:
     """Settings for each storage: the Redis one counts with one script per request."""
     if request.param == "memory":
         return {}
-    return {"RATE_LIMIT_STORAGE_URI": request.getfixturevalue("redis_url"),
-            "REDIS_KEY_PREFIX": request.getfixturevalue("redis_prefix")}
+    return {
+        "RATE_LIMIT_STORAGE_URI": request.getfixturevalue("redis_url"),
+        "REDIS_KEY_PREFIX": request.getfixturevalue("redis_prefix"),
+    }
 
 
 def hit(client, path: str = "/api/members", ip: str = "10.0.0.1", **headers: str):
@@ -35,10 +37,10 @@ def hit(client, path: str = "/api/members", ip: str = "10.0.0.1", **headers: str
 def test_the_budget_is_per_ip_and_shared_by_every_route(
     make_app: Callable[..., Flask], traveller: object, storage: dict[str, str]
 ) -> None:
-    client = make_app(RATE_LIMIT_MAX_REQUESTS=3, RATE_LIMIT_WINDOW=10000,
-                      **storage).test_client()
-    statuses = [hit(client, path).status_code
-                for path in ("/api/members", "/api/channels", "/api/messages")]
+    client = make_app(RATE_LIMIT_MAX_REQUESTS=3, RATE_LIMIT_WINDOW=10000, **storage).test_client()
+    statuses = [
+        hit(client, path).status_code for path in ("/api/members", "/api/channels", "/api/messages")
+    ]
     assert statuses == [401, 401, 401]
     blocked = hit(client)
     assert blocked.status_code == 429
@@ -47,10 +49,10 @@ def test_the_budget_is_per_ip_and_shared_by_every_route(
     assert hit(client, ip="10.0.0.2").status_code == 401  # another client is unaffected
 
 
-def test_rate_limit_headers_count_down(make_app: Callable[..., Flask], traveller: object,
-                                       storage: dict[str, str]) -> None:
-    client = make_app(RATE_LIMIT_MAX_REQUESTS=2, RATE_LIMIT_WINDOW=60000,
-                      **storage).test_client()
+def test_rate_limit_headers_count_down(
+    make_app: Callable[..., Flask], traveller: object, storage: dict[str, str]
+) -> None:
+    client = make_app(RATE_LIMIT_MAX_REQUESTS=2, RATE_LIMIT_WINDOW=60000, **storage).test_client()
     first = hit(client)
     assert first.headers["RateLimit-Limit"] == "2"
     assert first.headers["RateLimit-Remaining"] == "1"
@@ -63,10 +65,10 @@ def test_rate_limit_headers_count_down(make_app: Callable[..., Flask], traveller
     assert blocked.headers["RateLimit-Remaining"] == "0"
 
 
-def test_the_window_slides_rather_than_resetting(make_app: Callable[..., Flask],
-                                                 traveller, storage: dict[str, str]) -> None:
-    client = make_app(RATE_LIMIT_MAX_REQUESTS=2, RATE_LIMIT_WINDOW=10000,
-                      **storage).test_client()
+def test_the_window_slides_rather_than_resetting(
+    make_app: Callable[..., Flask], traveller, storage: dict[str, str]
+) -> None:
+    client = make_app(RATE_LIMIT_MAX_REQUESTS=2, RATE_LIMIT_WINDOW=10000, **storage).test_client()
     assert hit(client).status_code == 401  # t=0
     traveller.shift(6)
     assert hit(client).status_code == 401  # t=6
@@ -79,21 +81,25 @@ def test_the_window_slides_rather_than_resetting(make_app: Callable[..., Flask],
     assert hit(client).status_code == 429  # ... but t=6 and t=10.5 fill it again
 
 
-def test_health_checks_and_preflights_are_never_limited(make_app: Callable[..., Flask],
-                                                        traveller: object) -> None:
+def test_health_checks_and_preflights_are_never_limited(
+    make_app: Callable[..., Flask], traveller: object
+) -> None:
     client = make_app(RATE_LIMIT_MAX_REQUESTS=1).test_client()
     assert hit(client).status_code == 401
     assert hit(client).status_code == 429
     for _ in range(5):
         assert hit(client, "/_ah/health").status_code == 200
-        preflight = client.options("/api/members", environ_base={"REMOTE_ADDR": "10.0.0.1"},
-                                   headers={"Origin": "https://a.example",
-                                            "Access-Control-Request-Method": "GET"})
+        preflight = client.options(
+            "/api/members",
+            environ_base={"REMOTE_ADDR": "10.0.0.1"},
+            headers={"Origin": "https://a.example", "Access-Control-Request-Method": "GET"},
+        )
         assert preflight.status_code == 204  # no content, never 429
 
 
-def test_a_client_cannot_pick_its_own_address(make_app: Callable[..., Flask],
-                                              traveller: object) -> None:
+def test_a_client_cannot_pick_its_own_address(
+    make_app: Callable[..., Flask], traveller: object
+) -> None:
     client = make_app(RATE_LIMIT_MAX_REQUESTS=1).test_client()
     assert hit(client, X_Forwarded_For="1.1.1.1").status_code == 401
     assert hit(client, **{"X-Forwarded-For": "2.2.2.2"}).status_code == 429
@@ -133,17 +139,20 @@ def test_redis_storage_shares_one_budget_between_processes(
     assert hit(second, ip=ip).status_code == 429
 
 
-def test_a_storage_outage_falls_back_to_memory(make_app: Callable[..., Flask],
-                                               traveller: object, log_stream) -> None:
+def test_a_storage_outage_falls_back_to_memory(
+    make_app: Callable[..., Flask], traveller: object, log_stream
+) -> None:
     # Nothing listens on port 1: every Redis call fails.
-    client = make_app(RATE_LIMIT_MAX_REQUESTS=2,
-                      RATE_LIMIT_STORAGE_URI="redis://127.0.0.1:1/0").test_client()
+    client = make_app(
+        RATE_LIMIT_MAX_REQUESTS=2, RATE_LIMIT_STORAGE_URI="redis://127.0.0.1:1/0"
+    ).test_client()
     assert [hit(client).status_code for _ in range(3)] == [401, 401, 429]
     assert "rate limit storage unreachable" in log_stream.getvalue()
 
 
 def test_the_one_call_redis_window_and_limits_own_read_each_others_counts(
-        redis_url: str, redis_prefix: str, traveller) -> None:
+    redis_url: str, redis_prefix: str, traveller
+) -> None:
     from limits import RateLimitItemPerSecond
     from limits.storage import RedisStorage
     from limits.strategies import MovingWindowRateLimiter

@@ -6,19 +6,28 @@ import pytest
 
 from membersense.request_reader import ReadLimits, ReadState, RequestReader
 
-LIMITS = ReadLimits(header_timeout=5.0, body_min_rate=100.0, keepalive=2.0, max_body=1000,
-                    max_request_line=100, max_head=2000, max_chunk_line=50)
+LIMITS = ReadLimits(
+    header_timeout=5.0,
+    body_min_rate=100.0,
+    keepalive=2.0,
+    max_body=1000,
+    max_request_line=100,
+    max_head=2000,
+    max_chunk_line=50,
+)
 GET = b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n"
 
 
 def post(body: bytes, *headers: bytes) -> bytes:
-    return b"POST /x HTTP/1.1\r\nHost: h\r\n" + b"".join(h + b"\r\n" for h in headers) + b"\r\n" + body
+    return (
+        b"POST /x HTTP/1.1\r\nHost: h\r\n" + b"".join(h + b"\r\n" for h in headers) + b"\r\n" + body
+    )
 
 
 def fed(data: bytes, *, step: int = 0, now: float = 0.0) -> RequestReader:
     """A reader given *data* at once, or *step* bytes at a time."""
     reader = RequestReader(LIMITS, now)
-    pieces = [data] if not step else [data[i:i + step] for i in range(0, len(data), step)]
+    pieces = [data] if not step else [data[i : i + step] for i in range(0, len(data), step)]
     for piece in pieces:
         reader.feed(piece, now)
     return reader
@@ -58,23 +67,39 @@ def test_one_empty_line_before_the_request_line_is_allowed() -> None:
     assert fed(b"\r\n" + GET).take() == (b"\r\n" + GET, b"")
 
 
-@pytest.mark.parametrize("request_bytes", [
-    post(b"{}", b"Content-Length: 2", b"Transfer-Encoding: chunked"),  # CL and TE
-    post(b"{}", b"Content-Length: 2", b"Content-Length: 2"),
-    post(b"{}", b"Content-Length: +2"),
-    post(b"", b"Transfer-Encoding: gzip"),  # not ending in chunked
-    post(b"", b"Transfer-Encoding: chunked, chunked"),
-    post(b"zz\r\nabc\r\n0\r\n\r\n", b"Transfer-Encoding: chunked"),  # not a chunk size
-    post(b"3\r\nabcXY", b"Transfer-Encoding: chunked"),  # no CRLF after the data
-    post(b"1" * 60, b"Transfer-Encoding: chunked"),  # a chunk-size line that never ends
-    post(b"", b"Content-Length: 1001"),  # over the limit: refused from the header
-    post(b"3e9\r\n" + b"x" * 1001, b"Transfer-Encoding: chunked"),  # over the limit, chunked
-    post(b"1\r\nx\r\n" * 700, b"Transfer-Encoding: chunked"),  # framing costs too much
-    b"GET /x HTTP/1.1\nHost: h\n\n",  # bare LF
-    b"GET /" + b"x" * 200,  # a request line over the limit
-], ids=["CL+TE", "two CL", "signed CL", "TE gzip", "chunked twice", "bad size", "bad CRLF",
-        "endless size line", "CL over limit", "chunked over limit", "tiny chunks", "bare LF",
-        "long line"])
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        post(b"{}", b"Content-Length: 2", b"Transfer-Encoding: chunked"),  # CL and TE
+        post(b"{}", b"Content-Length: 2", b"Content-Length: 2"),
+        post(b"{}", b"Content-Length: +2"),
+        post(b"", b"Transfer-Encoding: gzip"),  # not ending in chunked
+        post(b"", b"Transfer-Encoding: chunked, chunked"),
+        post(b"zz\r\nabc\r\n0\r\n\r\n", b"Transfer-Encoding: chunked"),  # not a chunk size
+        post(b"3\r\nabcXY", b"Transfer-Encoding: chunked"),  # no CRLF after the data
+        post(b"1" * 60, b"Transfer-Encoding: chunked"),  # a chunk-size line that never ends
+        post(b"", b"Content-Length: 1001"),  # over the limit: refused from the header
+        post(b"3e9\r\n" + b"x" * 1001, b"Transfer-Encoding: chunked"),  # over the limit, chunked
+        post(b"1\r\nx\r\n" * 700, b"Transfer-Encoding: chunked"),  # framing costs too much
+        b"GET /x HTTP/1.1\nHost: h\n\n",  # bare LF
+        b"GET /" + b"x" * 200,  # a request line over the limit
+    ],
+    ids=[
+        "CL+TE",
+        "two CL",
+        "signed CL",
+        "TE gzip",
+        "chunked twice",
+        "bad size",
+        "bad CRLF",
+        "endless size line",
+        "CL over limit",
+        "chunked over limit",
+        "tiny chunks",
+        "bare LF",
+        "long line",
+    ],
+)
 def test_what_cannot_be_framed_goes_to_gunicorn_as_it_stands(request_bytes: bytes) -> None:
     # gunicorn's parser (or the app reading the body) then answers with the right error,
     # and the connection closes.

@@ -15,15 +15,17 @@ def assert_security_headers(headers: object) -> None:
         assert headers[name] == value, name  # type: ignore[index]
 
 
-@pytest.mark.parametrize("path", ["/_ah/health", "/", "/dashboard/app.js", "/nowhere",
-                                  "/api/members", "/api/nowhere"])
+@pytest.mark.parametrize(
+    "path", ["/_ah/health", "/", "/dashboard/app.js", "/nowhere", "/api/members", "/api/nowhere"]
+)
 def test_every_response_carries_the_security_headers(client: FlaskClient, path: str) -> None:
     with client.get(path) as response:  # closes the static files
         assert_security_headers(response.headers)
 
 
 def test_guild_data_is_private_and_revalidated_not_unstorable(
-        client: FlaskClient, login: Callable[..., str]) -> None:
+    client: FlaskClient, login: Callable[..., str]
+) -> None:
     session = login()
     for path in ("/api/members", "/api/channels", "/api/messages?channelId=500"):
         response = client.get(path, headers={"Authorization": session})
@@ -32,10 +34,13 @@ def test_guild_data_is_private_and_revalidated_not_unstorable(
         assert "Authorization" in response.headers["Vary"], path
         assert_security_headers(response.headers)
     members = client.get("/api/members", headers={"Authorization": session})
-    assert {v.strip() for v in members.headers["Vary"].split(",")} >= {"Accept-Encoding",
-                                                                       "Authorization"}
-    revalidated = client.get("/api/members", headers={"Authorization": session,
-                                                      "If-None-Match": members.headers["ETag"]})
+    assert {v.strip() for v in members.headers["Vary"].split(",")} >= {
+        "Accept-Encoding",
+        "Authorization",
+    }
+    revalidated = client.get(
+        "/api/members", headers={"Authorization": session, "If-None-Match": members.headers["ETag"]}
+    )
     assert revalidated.status_code == 304
     assert revalidated.headers["Cache-Control"] == "private, no-cache"
     assert "Authorization" in revalidated.headers["Vary"]
@@ -44,8 +49,9 @@ def test_guild_data_is_private_and_revalidated_not_unstorable(
 def test_login_and_logout_answers_are_never_stored(client: FlaskClient) -> None:
     login = client.post("/api/auth/login", json={"token": "good-token"})
     assert login.headers["Cache-Control"] == "no-store"
-    logout = client.post("/api/auth/logout",
-                         headers={"Authorization": login.get_json()["sessionId"]})
+    logout = client.post(
+        "/api/auth/logout", headers={"Authorization": login.get_json()["sessionId"]}
+    )
     assert logout.headers["Cache-Control"] == "no-store"
 
 

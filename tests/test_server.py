@@ -18,8 +18,12 @@ from tests.servers import ROOT, VENV_BIN, GunicornServer, exchange, free_port
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornServer]:
     log = tmp_path_factory.mktemp("gunicorn") / "server.log"
-    env = {"RATE_LIMIT_MAX_REQUESTS": "1000", "RATE_LIMIT_WINDOW": "60000",
-           "MAX_CONTENT_LENGTH": "2048", "ALLOWED_ORIGINS": "https://app.example"}
+    env = {
+        "RATE_LIMIT_MAX_REQUESTS": "1000",
+        "RATE_LIMIT_WINDOW": "60000",
+        "MAX_CONTENT_LENGTH": "2048",
+        "ALLOWED_ORIGINS": "https://app.example",
+    }
     with GunicornServer(env, log_path=log) as running:
         yield running
 
@@ -40,20 +44,37 @@ def test_health_check(server: GunicornServer) -> None:
         ("PUT", "/api/members", {}, 405, "Method Not Allowed"),
         ("POST", "/api/auth/login", {"data": "{"}, 400, "Invalid JSON payload"),
         ("POST", "/api/auth/login", {"json": {"token": ""}}, 400, "Token is required"),
-        ("POST", "/api/auth/login", {"json": {"token": "no spaces allowed"}}, 401,
-         "Invalid Discord token"),
+        (
+            "POST",
+            "/api/auth/login",
+            {"json": {"token": "no spaces allowed"}},
+            401,
+            "Invalid Discord token",
+        ),
         ("POST", "/api/auth/login", {"data": "x" * 5000}, 413, "Request Entity Too Large"),
         ("GET", "/api/members", {}, 401, "Unauthorized"),
-        ("POST", "/api/auth/logout", {"headers": {"Authorization": "Bearer nope"}}, 401,
-         "Unauthorized"),
+        (
+            "POST",
+            "/api/auth/logout",
+            {"headers": {"Authorization": "Bearer nope"}},
+            401,
+            "Unauthorized",
+        ),
         ("GET", "/api/messages", {"headers": {"Authorization": "x" * 21}}, 401, "Unauthorized"),
     ],
 )
-def test_errors_over_http(server: GunicornServer, method: str, path: str,
-                          kwargs: dict[str, object], status: int, error: str) -> None:
+def test_errors_over_http(
+    server: GunicornServer,
+    method: str,
+    path: str,
+    kwargs: dict[str, object],
+    status: int,
+    error: str,
+) -> None:
     headers = {"Origin": "https://app.example", **kwargs.pop("headers", {})}  # type: ignore[dict-item]
-    response = requests.request(method, server.base_url + path, timeout=5, headers=headers,
-                                **kwargs)  # type: ignore[arg-type]
+    response = requests.request(
+        method, server.base_url + path, timeout=5, headers=headers, **kwargs
+    )  # type: ignore[arg-type]
     assert response.status_code == status
     assert response.headers["Content-Type"] == "application/json"
     assert response.json() == {"error": error}
@@ -64,12 +85,16 @@ def test_chunked_bodies_are_read_and_limited(server: GunicornServer) -> None:
     def chunks(*parts: bytes):
         yield from parts  # a generator body: requests sends it chunked, with no Content-Length
 
-    small = requests.post(f"{server.base_url}/api/auth/login", timeout=5,
-                          data=chunks(b'{"token"', b': ""}'))
+    small = requests.post(
+        f"{server.base_url}/api/auth/login", timeout=5, data=chunks(b'{"token"', b': ""}')
+    )
     assert small.request.headers.get("Transfer-Encoding") == "chunked"
     assert (small.status_code, small.json()) == (400, {"error": "Token is required"})
-    big = requests.post(f"{server.base_url}/api/auth/login", timeout=5,
-                        data=chunks(b'{"token": "', b"x" * 5000, b'"}'))
+    big = requests.post(
+        f"{server.base_url}/api/auth/login",
+        timeout=5,
+        data=chunks(b'{"token": "', b"x" * 5000, b'"}'),
+    )
     assert (big.status_code, big.json()) == (413, {"error": "Request Entity Too Large"})
 
 
@@ -78,43 +103,55 @@ LOGIN_HEAD = b"POST /api/auth/login HTTP/1.1\r\nHost: test\r\nContent-Type: appl
 
 def test_json_nested_too_deeply_is_a_400(server: GunicornServer) -> None:
     body = b"[" * 1000 + b"]" * 1000
-    [response] = exchange(server.base_url, LOGIN_HEAD + b"Content-Length: %d\r\n"
-                          b"Connection: close\r\n\r\n" % len(body) + body)
+    [response] = exchange(
+        server.base_url,
+        LOGIN_HEAD + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body,
+    )
     assert (response.status, response.json()) == (400, {"error": "JSON nested too deeply"})
     assert "RecursionError" not in server.log()
 
 
-@pytest.mark.parametrize("body", [
-    b"zz\r\nabc\r\n0\r\n\r\n",  # not a chunk size
-    b"3\r\nabcXY0\r\n\r\n",  # no CRLF after the chunk
-    b"3;=bad\r\nabc\r\n0\r\n\r\n",  # a malformed chunk extension
-    b"3\r\nabc\r\n0\r\nbad trailer\r\n\r\n",  # a malformed trailer
-], ids=["size", "terminator", "extension", "trailer"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"zz\r\nabc\r\n0\r\n\r\n",  # not a chunk size
+        b"3\r\nabcXY0\r\n\r\n",  # no CRLF after the chunk
+        b"3;=bad\r\nabc\r\n0\r\n\r\n",  # a malformed chunk extension
+        b"3\r\nabc\r\n0\r\nbad trailer\r\n\r\n",  # a malformed trailer
+    ],
+    ids=["size", "terminator", "extension", "trailer"],
+)
 def test_a_malformed_chunked_body_is_one_400_then_the_connection_closes(
-        server: GunicornServer, body: bytes) -> None:
+    server: GunicornServer, body: bytes
+) -> None:
     # Followed by a request that must never be served: where it starts is unknown.
     follow_up = b"GET /_ah/health HTTP/1.1\r\nHost: test\r\n\r\n"
-    responses = exchange(server.base_url, LOGIN_HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
-                         + body + follow_up)
-    assert [(r.status, r.json()) for r in responses] == [
-        (400, {"error": "Malformed request body"})]
+    responses = exchange(
+        server.base_url, LOGIN_HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + body + follow_up
+    )
+    assert [(r.status, r.json()) for r in responses] == [(400, {"error": "Malformed request body"})]
     assert responses[0].headers["connection"] == "close"
     assert "unhandled" not in server.log()
 
 
 def test_a_malformed_chunked_body_nobody_reads_closes_without_a_second_answer(
-        server: GunicornServer) -> None:
+    server: GunicornServer,
+) -> None:
     # The health check ignores the body; gunicorn's drain would have raised and
     # written a second, HTML answer.
-    responses = exchange(server.base_url, b"POST /_ah/health HTTP/1.1\r\nHost: test\r\n"
-                         b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n")
+    responses = exchange(
+        server.base_url,
+        b"POST /_ah/health HTTP/1.1\r\nHost: test\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+    )
     assert len(responses) == 1
     assert responses[0].headers["content-type"] == "application/json"
 
 
 def test_options_without_origin_is_204_without_a_body(server: GunicornServer) -> None:
-    [response] = exchange(server.base_url, b"OPTIONS /api/members HTTP/1.1\r\nHost: test\r\n"
-                                           b"Connection: close\r\n\r\n")
+    [response] = exchange(
+        server.base_url, b"OPTIONS /api/members HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
     assert response.status == 204 and response.body == b""
     assert "content-type" not in response.headers
     assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
@@ -122,9 +159,11 @@ def test_options_without_origin_is_204_without_a_body(server: GunicornServer) ->
 
 @pytest.mark.parametrize("path", ["/api//members", "/_ah//health"])
 def test_doubled_slashes_are_a_json_404_not_an_html_redirect(
-        server: GunicornServer, path: str) -> None:
-    [response] = exchange(server.base_url, f"GET {path} HTTP/1.1\r\nHost: test\r\n"
-                                           "Connection: close\r\n\r\n".encode())
+    server: GunicornServer, path: str
+) -> None:
+    [response] = exchange(
+        server.base_url, f"GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode()
+    )
     assert (response.status, response.json()) == (404, {"error": "Not Found"})
 
 
@@ -133,8 +172,14 @@ def test_the_rate_limit_over_http(tmp_path: Path) -> None:
     with GunicornServer(env, log_path=tmp_path / "log") as server, requests.Session() as http:
         responses = [http.get(f"{server.base_url}/api/channels", timeout=5) for _ in range(6)]
         assert [r.status_code for r in responses] == [401] * 5 + [429]
-        assert [r.headers["RateLimit-Remaining"] for r in responses] == ["4", "3", "2", "1", "0",
-                                                                         "0"]
+        assert [r.headers["RateLimit-Remaining"] for r in responses] == [
+            "4",
+            "3",
+            "2",
+            "1",
+            "0",
+            "0",
+        ]
         blocked = responses[-1]
         assert blocked.json()["error"] == "Too many requests"
         assert int(blocked.headers["Retry-After"]) == blocked.json()["retryAfter"] >= 59
@@ -143,8 +188,12 @@ def test_the_rate_limit_over_http(tmp_path: Path) -> None:
 
 def test_access_log_is_json_and_free_of_tokens(server: GunicornServer) -> None:
     token = "MTE0NTE0MTkxOTgxMDg5MzQ0MA.GhIjKl.abcdefghijklmnopqrstuvwxyz0123456789"
-    requests.post(f"{server.base_url}/api/auth/login", json={"token": token + " x"}, timeout=5,
-                  headers={"X-Request-ID": "trace-me"})
+    requests.post(
+        f"{server.base_url}/api/auth/login",
+        json={"token": token + " x"},
+        timeout=5,
+        headers={"X-Request-ID": "trace-me"},
+    )
     deadline = time.monotonic() + 5
     while "trace-me" not in server.log() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -166,9 +215,20 @@ def test_sigterm_stops_gracefully(tmp_path: Path) -> None:
 def test_more_than_one_worker_is_refused_in_memory_mode(how: tuple[str, ...]) -> None:
     port = free_port()
     result = subprocess.run(
-        [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", *how,
-         "-b", f"127.0.0.1:{port}", "wsgi:app"],
-        cwd=ROOT, capture_output=True, text=True, timeout=30, check=False,
+        [
+            str(VENV_BIN / "gunicorn"),
+            "-c",
+            "gunicorn.conf.py",
+            *how,
+            "-b",
+            f"127.0.0.1:{port}",
+            "wsgi:app",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
@@ -193,9 +253,14 @@ def test_web_concurrency_is_ignored_in_memory_mode_and_says_so(tmp_path: Path) -
 def test_a_bad_setting_stops_start_up_with_one_line() -> None:
     result = subprocess.run(
         [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
-        cwd=ROOT, capture_output=True, text=True, timeout=30, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
         env={"PATH": str(VENV_BIN), "RATE_LIMIT_MAX_REQUESTS": "lots"},
     )
     assert result.returncode != 0
     assert result.stderr.strip() == (
-        "membersense: RATE_LIMIT_MAX_REQUESTS must be an integer >= 1, got 'lots'")
+        "membersense: RATE_LIMIT_MAX_REQUESTS must be an integer >= 1, got 'lots'"
+    )

@@ -24,12 +24,16 @@ _managers: list[SessionManager] = []
 DEFAULT_CAPS = Caps(3, 10, 10)
 
 
-def make_manager(clock: FakeClock, discord: FakeDiscord | None = None, *,
-                 caps: Caps = DEFAULT_CAPS, idle: float = 60.0,
-                 interval: float = 3600.0) -> SessionManager:
+def make_manager(
+    clock: FakeClock,
+    discord: FakeDiscord | None = None,
+    *,
+    caps: Caps = DEFAULT_CAPS,
+    idle: float = 60.0,
+    interval: float = 3600.0,
+) -> SessionManager:
     store = MemorySessionStore(idle_timeout=idle, pending_timeout=30.0, clock=clock)
-    manager = SessionManager(store, discord or FakeDiscord(), caps=caps,
-                             cleanup_interval=interval)
+    manager = SessionManager(store, discord or FakeDiscord(), caps=caps, cleanup_interval=interval)
     _managers.append(manager)
     return manager
 
@@ -41,8 +45,7 @@ def _close_managers() -> Iterator[None]:
         _managers.pop().close_all()
 
 
-def test_login_opens_a_session_named_by_a_nanoid_and_the_bots_fingerprint(
-        clock: FakeClock) -> None:
+def test_login_opens_a_session_named_by_a_nanoid_and_the_bots_fingerprint(clock: FakeClock) -> None:
     manager = make_manager(clock)
     session, bot = manager.login("good-token", "10.0.0.1")
     assert len(session.id) == ID_LENGTH
@@ -88,12 +91,16 @@ def test_the_cap_counts_logins_still_under_way(clock: FakeClock) -> None:
     assert len(results) == 1 and manager.store.count() == 1
 
 
-@pytest.mark.parametrize(("caps", "client", "refusal"), [
-    (Caps(10, 2, 10), None, Refusal.TOKEN),
-    (Caps(10, 10, 2), "10.0.0.7", Refusal.CLIENT),
-])
-def test_per_token_and_per_client_caps(clock: FakeClock, caps: Caps, client: str | None,
-                                       refusal: Refusal) -> None:
+@pytest.mark.parametrize(
+    ("caps", "client", "refusal"),
+    [
+        (Caps(10, 2, 10), None, Refusal.TOKEN),
+        (Caps(10, 10, 2), "10.0.0.7", Refusal.CLIENT),
+    ],
+)
+def test_per_token_and_per_client_caps(
+    clock: FakeClock, caps: Caps, client: str | None, refusal: Refusal
+) -> None:
     manager = make_manager(clock, caps=caps)
     for _ in range(2):
         manager.login("good-token", "10.0.0.7")
@@ -169,12 +176,14 @@ def test_a_failing_release_does_not_keep_the_session(clock: FakeClock) -> None:
 
 
 def test_end_listeners_hear_of_every_ended_session_after_the_discord_service(
-        clock: FakeClock) -> None:
+    clock: FakeClock,
+) -> None:
     discord = FakeDiscord()
     manager = make_manager(clock, discord, idle=60.0)
     heard: list[tuple[str, str, int]] = []
-    manager.add_end_listener(lambda record, reason: heard.append(
-        (record.id, reason, len(discord.released()))))
+    manager.add_end_listener(
+        lambda record, reason: heard.append((record.id, reason, len(discord.released())))
+    )
 
     def broken(record: object, reason: str) -> None:
         raise RuntimeError("a listener's bug")

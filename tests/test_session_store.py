@@ -45,12 +45,23 @@ class RedisStores:
         self.url, self.prefix, self.clock = url, prefix, clock
         self.made: list[tuple[RedisConnection, Notices]] = []
 
-    def make(self, *, idle: float = IDLE_S, secret: str = SECRET,
-             ended: list[tuple[str, str]] | None = None) -> RedisSessionStore:
+    def make(
+        self,
+        *,
+        idle: float = IDLE_S,
+        secret: str = SECRET,
+        ended: list[tuple[str, str]] | None = None,
+    ) -> RedisSessionStore:
         connection = RedisConnection(self.url, self.prefix)
         notices = Notices(connection)
-        store = RedisSessionStore(connection, notices, TokenSealer(secret), idle_timeout=idle,
-                                  pending_timeout=PENDING_S, clock=self.clock)
+        store = RedisSessionStore(
+            connection,
+            notices,
+            TokenSealer(secret),
+            idle_timeout=idle,
+            pending_timeout=PENDING_S,
+            clock=self.clock,
+        )
         assert notices.wait_listening(5)
         if ended is not None:
             store.set_end_listener(lambda record, reason: ended.append((record.id, reason)))
@@ -71,17 +82,24 @@ def redis_stores(redis_url: str, redis_prefix: str, clock: FakeClock) -> Iterato
 
 
 @pytest.fixture(params=["memory", "redis"])
-def store(request: pytest.FixtureRequest, memory_store: MemorySessionStore,
-          ended: list[tuple[str, str]]) -> SessionStore:
+def store(
+    request: pytest.FixtureRequest, memory_store: MemorySessionStore, ended: list[tuple[str, str]]
+) -> SessionStore:
     if request.param == "memory":
         return memory_store
     return request.getfixturevalue("redis_stores").make(ended=ended)
 
 
 def record(n: int, bot: str = "bot-a", client: str | None = "10.0.0.1") -> SessionRecord:
-    return SessionRecord(id=f"{n:021d}", fingerprint=bot, guild_ids=(), created_at=0.0,
-                         last_activity=0.0, client=client,
-                         sealed_token=TokenSealer(SECRET).seal(f"token-of-{bot}"))
+    return SessionRecord(
+        id=f"{n:021d}",
+        fingerprint=bot,
+        guild_ids=(),
+        created_at=0.0,
+        last_activity=0.0,
+        client=client,
+        sealed_token=TokenSealer(SECRET).seal(f"token-of-{bot}"),
+    )
 
 
 def opened(store: SessionStore, n: int, **kwargs: str | None) -> SessionRecord:
@@ -102,26 +120,44 @@ def test_a_session_is_pending_until_activated(store: SessionStore) -> None:
     found = store.get(rec.id)
     assert found is not None
     assert (found.id, found.fingerprint, found.guild_ids, found.client) == (
-        rec.id, "bot-a", ("100",), "10.0.0.1")
+        rec.id,
+        "bot-a",
+        ("100",),
+        "10.0.0.1",
+    )
     assert active.default_guild_id == 100
 
 
-@pytest.mark.parametrize(("others", "refusal"), [
-    ([{"bot": "b1", "client": "c1"}, {"bot": "b2", "client": "c2"},
-      {"bot": "b3", "client": "c3"}], Refusal.FULL),
-    ([{"bot": "bot-a", "client": "c1"}, {"bot": "bot-a", "client": "c2"}], Refusal.TOKEN),
-    ([{"bot": "b1", "client": "10.0.0.1"}, {"bot": "b2", "client": "10.0.0.1"}], Refusal.CLIENT),
-])
+@pytest.mark.parametrize(
+    ("others", "refusal"),
+    [
+        (
+            [
+                {"bot": "b1", "client": "c1"},
+                {"bot": "b2", "client": "c2"},
+                {"bot": "b3", "client": "c3"},
+            ],
+            Refusal.FULL,
+        ),
+        ([{"bot": "bot-a", "client": "c1"}, {"bot": "bot-a", "client": "c2"}], Refusal.TOKEN),
+        (
+            [{"bot": "b1", "client": "10.0.0.1"}, {"bot": "b2", "client": "10.0.0.1"}],
+            Refusal.CLIENT,
+        ),
+    ],
+)
 def test_caps_are_checked_at_open_and_pending_sessions_count(
-        store: SessionStore, others: list[dict[str, str]], refusal: Refusal) -> None:
+    store: SessionStore, others: list[dict[str, str]], refusal: Refusal
+) -> None:
     for n, kwargs in enumerate(others):
         assert store.open(record(n, **kwargs), CAPS) is None  # pending, never activated
     assert store.open(record(99), CAPS) is refusal
     assert store.count() == len(others)
 
 
-def test_closing_frees_the_slot_and_is_reported_once(store: SessionStore,
-                                                     ended: list[tuple[str, str]]) -> None:
+def test_closing_frees_the_slot_and_is_reported_once(
+    store: SessionStore, ended: list[tuple[str, str]]
+) -> None:
     sessions = [opened(store, n, client=f"c{n}", bot=f"b{n}") for n in range(3)]
     assert store.open(record(9), CAPS) is Refusal.FULL
     closed = store.close(sessions[0].id)
@@ -132,7 +168,8 @@ def test_closing_frees_the_slot_and_is_reported_once(store: SessionStore,
 
 
 def test_activity_restarts_the_idle_timer_and_expired_sessions_end_lazily(
-        memory_store: SessionStore, clock: FakeClock, ended: list[tuple[str, str]]) -> None:
+    memory_store: SessionStore, clock: FakeClock, ended: list[tuple[str, str]]
+) -> None:
     store = memory_store
     session = opened(store, 1)
     clock.advance(IDLE_S - 1)
@@ -146,7 +183,8 @@ def test_activity_restarts_the_idle_timer_and_expired_sessions_end_lazily(
 
 
 def test_expire_removes_stale_sessions_and_stale_logins(
-        memory_store: SessionStore, clock: FakeClock, ended: list[tuple[str, str]]) -> None:
+    memory_store: SessionStore, clock: FakeClock, ended: list[tuple[str, str]]
+) -> None:
     store = memory_store
     old = opened(store, 1, client="c1")
     stuck_login = record(2, client="c2")
@@ -174,7 +212,8 @@ def test_close_for_ends_a_bots_logged_in_sessions_only(store: SessionStore) -> N
 
 
 def test_shutdown_of_the_memory_store_ends_its_sessions(
-        memory_store: SessionStore, ended: list[tuple[str, str]]) -> None:
+    memory_store: SessionStore, ended: list[tuple[str, str]]
+) -> None:
     opened(memory_store, 1)
     assert len(memory_store.shutdown()) == 1
     assert memory_store.open(record(2), CAPS) is Refusal.CLOSED
@@ -211,8 +250,7 @@ def test_concurrent_opens_never_pass_the_cap(store: SessionStore) -> None:
 # -- Redis only ---------------------------------------------------------------------------
 
 
-def test_a_shutdown_process_keeps_the_sessions_for_the_others(
-        redis_stores: RedisStores) -> None:
+def test_a_shutdown_process_keeps_the_sessions_for_the_others(redis_stores: RedisStores) -> None:
     leaving, staying = redis_stores.make(), redis_stores.make()
     session = opened(leaving, 1)
     assert leaving.shutdown() == []
@@ -221,20 +259,23 @@ def test_a_shutdown_process_keeps_the_sessions_for_the_others(
 
 
 def test_a_logout_on_one_process_ends_the_session_on_every_other_at_once(
-        redis_stores: RedisStores) -> None:
+    redis_stores: RedisStores,
+) -> None:
     a, b, c = (redis_stores.make() for _ in range(3))
     session = opened(a, 1)
     assert b.get(session.id) is not None and c.get(session.id) is not None  # cached there now
     assert b.close(session.id) is not None
     deadline = time.monotonic() + 2
-    while (a.get(session.id) is not None or c.get(session.id) is not None) \
-            and time.monotonic() < deadline:
+    while (
+        a.get(session.id) is not None or c.get(session.id) is not None
+    ) and time.monotonic() < deadline:
         time.sleep(0.005)
     assert a.get(session.id) is None and c.get(session.id) is None
 
 
 def test_the_first_session_a_process_serves_also_ends_when_it_ends_elsewhere(
-        redis_url: str, redis_prefix: str, redis_stores: RedisStores, clock: FakeClock) -> None:
+    redis_url: str, redis_prefix: str, redis_stores: RedisStores, clock: FakeClock
+) -> None:
     elsewhere = redis_stores.make()
     session = opened(elsewhere, 1)
     # A new worker: its notices start with the first request, which serves an event stream.
@@ -254,8 +295,14 @@ def test_the_first_session_a_process_serves_also_ends_when_it_ends_elsewhere(
 
     connection.client.pubsub = slow_pubsub  # type: ignore[method-assign]
     notices = Notices(connection)
-    fresh = RedisSessionStore(connection, notices, TokenSealer(SECRET), idle_timeout=IDLE_S,
-                              pending_timeout=PENDING_S, clock=clock)
+    fresh = RedisSessionStore(
+        connection,
+        notices,
+        TokenSealer(SECRET),
+        idle_timeout=IDLE_S,
+        pending_timeout=PENDING_S,
+        clock=clock,
+    )
     ended: list[tuple[str, str]] = []
     fresh.set_end_listener(lambda record, reason: ended.append((record.id, reason)))
     try:
@@ -271,7 +318,8 @@ def test_the_first_session_a_process_serves_also_ends_when_it_ends_elsewhere(
 
 
 def test_copies_of_sessions_redis_expired_are_dropped_by_the_sweep(
-        redis_stores: RedisStores, clock: FakeClock) -> None:
+    redis_stores: RedisStores, clock: FakeClock
+) -> None:
     ended: list[tuple[str, str]] = []
     store = redis_stores.make(ended=ended)
     kept, lapsed = opened(store, 1), opened(store, 2)
@@ -309,7 +357,8 @@ def test_the_caps_hold_across_processes(redis_stores: RedisStores) -> None:
 
 
 def test_a_session_is_refreshed_in_redis_only_now_and_then(
-        redis_stores: RedisStores, redis_url: str, clock: FakeClock) -> None:
+    redis_stores: RedisStores, redis_url: str, clock: FakeClock
+) -> None:
     store = redis_stores.make(idle=IDLE_S)
     session = opened(store, 1)
     key = f"{redis_stores.prefix}v1:session:{session.id}"
@@ -326,8 +375,8 @@ def test_a_session_is_refreshed_in_redis_only_now_and_then(
 
 
 def test_an_expired_session_is_gone_for_every_process_and_frees_its_slot(
-        redis_stores: RedisStores, redis_url: str, clock: FakeClock,
-        ended: list[tuple[str, str]]) -> None:
+    redis_stores: RedisStores, redis_url: str, clock: FakeClock, ended: list[tuple[str, str]]
+) -> None:
     store = redis_stores.make(ended=ended)
     sessions = [opened(store, n, client=f"c{n}", bot=f"b{n}") for n in range(3)]
     assert store.open(record(9), CAPS) is Refusal.FULL

@@ -28,9 +28,17 @@ def receiver() -> Iterator[Receiver]:
 
 
 def subscription(url: str, **changes: Any) -> Subscription:
-    return Subscription(id="sub-1", session_id="session-1", topic=TOPIC, guild_id="100",
-                        url=url, events=("member.join",), secret=SECRET, created_at=time.time(),
-                        **changes)
+    return Subscription(
+        id="sub-1",
+        session_id="session-1",
+        topic=TOPIC,
+        guild_id="100",
+        url=url,
+        events=("member.join",),
+        secret=SECRET,
+        created_at=time.time(),
+        **changes,
+    )
 
 
 def event(n: int, type: str = "member.join") -> Event:
@@ -38,8 +46,13 @@ def event(n: int, type: str = "member.join") -> Event:
 
 
 def policy(**changes: Any) -> DeliveryPolicy:
-    base: dict[str, Any] = {"timeout_s": 2.0, "max_attempts": 3, "disable_after": 3,
-                            "allow_private": True, "backoff_s": 0.01}
+    base: dict[str, Any] = {
+        "timeout_s": 2.0,
+        "max_attempts": 3,
+        "disable_after": 3,
+        "allow_private": True,
+        "backoff_s": 0.01,
+    }
     return DeliveryPolicy(**{**base, **changes})
 
 
@@ -51,8 +64,13 @@ class Harness:
         self.store.add(subscription(url), limit=5)
         self.touched: list[str] = []
         self.slept: list[float] = []
-        self.deliverer = Deliverer(self.store, policy(**policy_changes),
-                                   touch=self.touched.append, draw=lambda: 1.0, sleep=self._sleep)
+        self.deliverer = Deliverer(
+            self.store,
+            policy(**policy_changes),
+            touch=self.touched.append,
+            draw=lambda: 1.0,
+            sleep=self._sleep,
+        )
 
     async def _sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
@@ -86,12 +104,14 @@ def run(scenario: Callable[[], Any]) -> None:
 
 
 def test_deliveries_arrive_in_order_signed_and_count_as_session_activity(
-        receiver: Receiver) -> None:
+    receiver: Receiver,
+) -> None:
     async def scenario() -> None:
         async with Harness(receiver.url) as harness:
             harness.send(event(1), event(2), event(3))
-            await harness.settle(lambda: len(receiver.deliveries) == 3
-                                 and harness.deliverer.pending("sub-1") == 0)
+            await harness.settle(
+                lambda: len(receiver.deliveries) == 3 and harness.deliverer.pending("sub-1") == 0
+            )
             await harness.settle(lambda: harness.touched == ["session-1"])  # at most every 30 s
             got = receiver.deliveries
             assert [d.json()["id"] for d in got] == ["e-1", "e-2", "e-3"]
@@ -108,8 +128,7 @@ def test_deliveries_arrive_in_order_signed_and_count_as_session_activity(
     run(scenario)
 
 
-def test_a_5xx_is_tried_again_after_a_growing_backoff_with_the_same_id(
-        receiver: Receiver) -> None:
+def test_a_5xx_is_tried_again_after_a_growing_backoff_with_the_same_id(receiver: Receiver) -> None:
     receiver.answers = [500, 503]
 
     async def scenario() -> None:
@@ -131,12 +150,16 @@ def test_the_backoff_is_jittered_and_capped() -> None:
     assert rules.backoff(10, lambda: 1.0) == 8.0
 
 
-@pytest.mark.parametrize(("answer", "error"), [
-    (404, "answered 404"),
-    (302, "answered 302: redirects are not followed"),
-])
-def test_a_4xx_or_a_redirect_is_not_tried_again(receiver: Receiver, answer: int,
-                                                error: str) -> None:
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (404, "answered 404"),
+        (302, "answered 302: redirects are not followed"),
+    ],
+)
+def test_a_4xx_or_a_redirect_is_not_tried_again(
+    receiver: Receiver, answer: int, error: str
+) -> None:
     receiver.answers = [answer]
 
     async def scenario() -> None:
@@ -149,8 +172,7 @@ def test_a_4xx_or_a_redirect_is_not_tried_again(receiver: Receiver, answer: int,
     run(scenario)
 
 
-def test_a_delivery_gives_up_after_its_tries_and_the_next_one_goes_on(
-        receiver: Receiver) -> None:
+def test_a_delivery_gives_up_after_its_tries_and_the_next_one_goes_on(receiver: Receiver) -> None:
     receiver.answers = [500, 500, 500]
 
     async def scenario() -> None:
@@ -199,15 +221,17 @@ def test_a_receiver_that_is_not_there_is_a_connection_failure() -> None:
         async with Harness(f"http://127.0.0.1:{free_port()}/hook", max_attempts=2) as harness:
             harness.send(event(1))
             await harness.settle(lambda: harness.record.failures == 1)
-            assert harness.record.last_error == ("the connection to the receiver failed "
-                                                 "(after 2 tries)")
+            assert harness.record.last_error == (
+                "the connection to the receiver failed (after 2 tries)"
+            )
 
     run(scenario)
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
 def test_a_private_address_is_refused_at_delivery_without_connecting(
-        receiver: Receiver, host: str) -> None:
+    receiver: Receiver, host: str
+) -> None:
     url = receiver.url.replace("127.0.0.1", host)
 
     async def scenario() -> None:

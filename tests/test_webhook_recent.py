@@ -27,6 +27,7 @@ def event(n: int, at_ms: int, topic: str = TOPIC) -> Event:
 
 # -- RecentEvents ------------------------------------------------------------------------------
 
+
 def test_recent_events_since_a_time_up_to_an_event() -> None:
     clock = FakeClock(1_700_000_000.0)
     recent = RecentEvents(window_s=10, clock=clock)
@@ -59,6 +60,7 @@ def test_recent_events_keep_a_window_and_at_most_their_share_of_a_topic() -> Non
 
 # -- a webhook heard of late -------------------------------------------------------------------
 
+
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     with running_receiver() as server:
@@ -68,27 +70,42 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture
 def webhooks() -> Iterator[Webhooks]:
     settings = load_settings(environ={}, overrides={"WEBHOOK_ALLOW_PRIVATE": "1"})
-    made = Webhooks(settings, MemoryEventBus(100), MemorySubscriptionStore(), bridge=None,
-                    touch=lambda session_id: None)
+    made = Webhooks(
+        settings,
+        MemoryEventBus(100),
+        MemorySubscriptionStore(),
+        bridge=None,
+        touch=lambda session_id: None,
+    )
     yield made
     made.close()
 
 
 def late_subscription(url: str, made_ms: int) -> Subscription:
-    return Subscription(id="late", session_id="s", topic=TOPIC, guild_id="100", url=url,
-                        events=("member.join",), secret="whsec_late", created_at=made_ms / 1000)
+    return Subscription(
+        id="late",
+        session_id="s",
+        topic=TOPIC,
+        guild_id="100",
+        url=url,
+        events=("member.join",),
+        secret="whsec_late",
+        created_at=made_ms / 1000,
+    )
 
 
 def publish(webhooks: Webhooks, n: int) -> Event:
     # As the bus does: subscribers hear of every event published (here, off the loop).
-    published = Event(f"e.{n}", "member.join", TOPIC, "100", int(time.time() * 1000),
-                      {"id": str(n)})
+    published = Event(
+        f"e.{n}", "member.join", TOPIC, "100", int(time.time() * 1000), {"id": str(n)}
+    )
     webhooks._on_event(published)
     return published
 
 
 def test_a_webhook_heard_of_late_begins_with_what_it_missed_at_its_first_event(
-        webhooks: Webhooks, receiver: Receiver) -> None:
+    webhooks: Webhooks, receiver: Receiver
+) -> None:
     publish(webhooks, 0)  # before it was made: not its business
     time.sleep(0.002)
     made_ms = int(time.time() * 1000)
@@ -102,7 +119,8 @@ def test_a_webhook_heard_of_late_begins_with_what_it_missed_at_its_first_event(
 
 
 def test_a_webhook_heard_of_late_gets_what_it_missed_when_the_store_reports_it(
-        webhooks: Webhooks, receiver: Receiver) -> None:
+    webhooks: Webhooks, receiver: Receiver
+) -> None:
     made_ms = int(time.time() * 1000)
     missed = [publish(webhooks, n) for n in (1, 2)]
     subscription = late_subscription(receiver.url, made_ms)
@@ -117,7 +135,8 @@ def test_a_webhook_heard_of_late_gets_what_it_missed_when_the_store_reports_it(
 
 
 def test_a_bot_another_process_publishes_now_leaves_nothing_to_begin_with(
-        webhooks: Webhooks, receiver: Receiver) -> None:
+    webhooks: Webhooks, receiver: Receiver
+) -> None:
     made_ms = int(time.time() * 1000)
     publish(webhooks, 1)
     webhooks.forget_bot("bot")  # Redis mode: this process lost the bot's lease

@@ -59,8 +59,9 @@ class SlowClient(threading.Thread):
     With *drip* None it sends nothing more (a silent client once *first* is out).
     """
 
-    def __init__(self, base_url: str, first: bytes, drip: bytes | None,
-                 interval: float = 0.2) -> None:
+    def __init__(
+        self, base_url: str, first: bytes, drip: bytes | None, interval: float = 0.2
+    ) -> None:
         super().__init__(daemon=True)
         self.base_url, self.first, self.drip, self.interval = base_url, first, drip, interval
         self.received = b""
@@ -88,7 +89,7 @@ class SlowClient(threading.Thread):
                     continue
                 if self.drip is not None:
                     try:
-                        sock.send(self.drip[sent % len(self.drip):][:1])
+                        sock.send(self.drip[sent % len(self.drip) :][:1])
                     except OSError:
                         self.cut_after = time.monotonic() - started
                         return
@@ -103,14 +104,15 @@ SCENARIOS = {
     "trickled Content-Length body": (LOGIN + b"Content-Length: 1000\r\n\r\n{", b" "),
     "trickled chunked body": (LOGIN + b"Transfer-Encoding: chunked\r\n\r\n3e8\r\n{", b" "),
     # A first request served at once, then the next one on the same connection trickles.
-    "kept-alive, trickled next head": (b"GET /_ah/health HTTP/1.1\r\nHost: test\r\n\r\n"
-                                       + HEAD_START, b"a"),
+    "kept-alive, trickled next head": (
+        b"GET /_ah/health HTTP/1.1\r\nHost: test\r\n\r\n" + HEAD_START,
+        b"a",
+    ),
 }
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_slow_clients_hold_no_thread_and_are_cut_off(server: GunicornServer,
-                                                     scenario: str) -> None:
+def test_slow_clients_hold_no_thread_and_are_cut_off(server: GunicornServer, scenario: str) -> None:
     first, drip = SCENARIOS[scenario]
     clients = [SlowClient(server.base_url, first, drip) for _ in range(THREADS + 2)]
     for client in clients:
@@ -149,7 +151,7 @@ def test_a_slow_but_steady_client_is_served(server: GunicornServer) -> None:
         time.sleep(HEADER_TIMEOUT_S / 2)
         sock.sendall(b"Connection: close\r\n\r\n")
         # Past the header timeout in all, within the body's allowance.
-        for piece in (body[i:i + 10] for i in range(0, len(body), 10)):
+        for piece in (body[i : i + 10] for i in range(0, len(body), 10)):
             time.sleep(HEADER_TIMEOUT_S / 5)
             sock.sendall(piece)
         responses = parse_responses(read_until_closed(sock))
@@ -160,7 +162,7 @@ def test_keep_alive_and_pipelined_requests(server: GunicornServer) -> None:
     one = b"GET /_ah/health HTTP/1.1\r\nHost: test\r\n\r\n"
     body = b'{"token": ""}'
     login = LOGIN + b"Content-Length: %d\r\n\r\n" % len(body) + body
-    chunked = LOGIN + b"Transfer-Encoding: chunked\r\n\r\n5\r\n{\"tok\r\n8\r\nen\": \"\"}\r\n0\r\n\r\n"
+    chunked = LOGIN + b'Transfer-Encoding: chunked\r\n\r\n5\r\n{"tok\r\n8\r\nen": ""}\r\n0\r\n\r\n'
     last = b"GET /_ah/health HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
     with connect(server.base_url) as sock:
         sock.sendall(one)  # a kept-alive connection ...
@@ -174,13 +176,16 @@ def test_keep_alive_and_pipelined_requests(server: GunicornServer) -> None:
 def test_expect_100_continue(server: GunicornServer) -> None:
     body = b'{"token": ""}'
     with connect(server.base_url) as sock:
-        sock.sendall(LOGIN + b"Content-Length: %d\r\nExpect: 100-continue\r\n"
-                     b"Connection: close\r\n\r\n" % len(body))
+        sock.sendall(
+            LOGIN + b"Content-Length: %d\r\nExpect: 100-continue\r\n"
+            b"Connection: close\r\n\r\n" % len(body)
+        )
         assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"  # before the body is sent
         sock.sendall(body)
         rest = read_until_closed(sock)
     assert [(r.status, r.json()) for r in parse_responses(rest)] == [
-        (400, {"error": "Token is required"})]
+        (400, {"error": "Token is required"})
+    ]
 
 
 def test_a_head_that_never_ends_is_431(server: GunicornServer) -> None:
@@ -193,7 +198,8 @@ def test_a_head_that_never_ends_is_431(server: GunicornServer) -> None:
             pass  # the server answered and closed before it all went out
         responses = parse_responses(read_until_closed(sock))
     assert [(r.status, r.json()) for r in responses] == [
-        (431, {"error": "Request header fields too large"})]
+        (431, {"error": "Request header fields too large"})
+    ]
 
 
 def test_a_body_over_the_limit_is_refused_from_its_header(server: GunicornServer) -> None:
@@ -202,7 +208,8 @@ def test_a_body_over_the_limit_is_refused_from_its_header(server: GunicornServer
         sock.sendall(LOGIN + b"Content-Length: 5000000\r\n\r\n{")
         responses = parse_responses(read_until_closed(sock))
     assert [(r.status, r.json()) for r in responses] == [
-        (413, {"error": "Request Entity Too Large"})]
+        (413, {"error": "Request Entity Too Large"})
+    ]
     assert responses[0].headers["connection"] == "close"
 
 
@@ -259,10 +266,18 @@ def test_connections_per_address_are_capped(tmp_path: Path) -> None:
 
 def test_behind_a_proxy_there_is_no_cap_per_address(tmp_path: Path) -> None:
     # Every connection comes from the proxy then; the proxy limits its clients.
-    env = {**ENV, "MAX_CONNECTIONS_PER_IP": "1", "TRUSTED_PROXIES": "1",
-           "REQUEST_HEADER_TIMEOUT": "10000"}
-    with GunicornServer(env, log_path=tmp_path / "log") as server, \
-            connect(server.base_url), connect(server.base_url):
-        [served] = exchange(server.base_url, b"GET /_ah/health HTTP/1.1\r\nHost: t\r\n"
-                                             b"Connection: close\r\n\r\n")
+    env = {
+        **ENV,
+        "MAX_CONNECTIONS_PER_IP": "1",
+        "TRUSTED_PROXIES": "1",
+        "REQUEST_HEADER_TIMEOUT": "10000",
+    }
+    with (
+        GunicornServer(env, log_path=tmp_path / "log") as server,
+        connect(server.base_url),
+        connect(server.base_url),
+    ):
+        [served] = exchange(
+            server.base_url, b"GET /_ah/health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
         assert served.status == 200

@@ -79,8 +79,11 @@ def ticket() -> Any:
     session = sessions.authenticate()
     value = _live().tickets.issue(session.id)
     # A ticket opens the session's events: a credential, kept by no cache.
-    return ({"ticket": value, "expiresIn": int(TICKET_TTL_S)}, 201,
-            {"Cache-Control": CREDENTIAL_CACHE_CONTROL})
+    return (
+        {"ticket": value, "expiresIn": int(TICKET_TTL_S)},
+        201,
+        {"Cache-Control": CREDENTIAL_CACHE_CONTROL},
+    )
 
 
 @bp.get("")
@@ -89,14 +92,21 @@ def stream() -> Response:
     session = _stream_session()
     _, topic = session_topic(session)
     live = _live()
-    after = _event_id("Last-Event-ID", request.headers.get("Last-Event-ID")
-                      or request.args.get("lastEventId")) or live.bus.cursor(topic)
+    after = _event_id(
+        "Last-Event-ID", request.headers.get("Last-Event-ID") or request.args.get("lastEventId")
+    ) or live.bus.cursor(topic)
     reader = live.open_reader(session.id)
     manager, session_id = sessions.manager, session.id
     body = live.stream(reader, topic, after, refresh=lambda: manager.authenticate(session_id))
-    response = current_app.response_class(body, mimetype="text/event-stream", headers={
-        # Not cached, not buffered by nginx, not compressed (which would hold frames back).
-        "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    response = current_app.response_class(
+        body,
+        mimetype="text/event-stream",
+        headers={
+            # Not cached, not buffered by nginx, not compressed (which would hold frames back).
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        },
+    )
     response.call_on_close(reader.close)
     return response
 
@@ -112,8 +122,11 @@ def poll() -> Any:
     wait = int_arg("wait", default=0, minimum=0, maximum=MAX_POLL_WAIT_S)
     limit = int_arg("limit", default=MAX_POLL_LIMIT, minimum=1, maximum=MAX_POLL_LIMIT)
     batch = live.poll(session.id, topic, after, wait=wait, limit=limit)
-    body = ({"reset": True, "cursor": batch.cursor} if batch.reset
-            else [event.to_json() for event in batch.events])
+    body = (
+        {"reset": True, "cursor": batch.cursor}
+        if batch.reset
+        else [event.to_json() for event in batch.events]
+    )
     response = jsonify(body)
     response.headers[CURSOR_HEADER] = batch.cursor
     return response

@@ -36,8 +36,9 @@ def list_members() -> Response:
         return current_app.response_class(status=304, headers=headers)
     if gzipped:
         headers["Content-Encoding"] = "gzip"
-        return current_app.response_class(document.gzip, mimetype="application/json",
-                                          headers=headers)
+        return current_app.response_class(
+            document.gzip, mimetype="application/json", headers=headers
+        )
     # Large lists keep only their gzip copy: inflated piece by piece as it is sent.
     body = document.body if document.body is not None else document.chunks()
     return current_app.response_class(body, mimetype="application/json", headers=headers)

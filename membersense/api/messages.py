@@ -49,8 +49,9 @@ def list_messages() -> Any:
     given = {name: value for name, value in cursors.items() if value is not None}
     if len(given) > 1:
         raise BadRequest("Use at most one of before, after and around")
-    messages = bots.service.messages(session.fingerprint, guild_id, channel_id, limit=limit,
-                                     **given)
+    messages = bots.service.messages(
+        session.fingerprint, guild_id, channel_id, limit=limit, **given
+    )
     return jsonify(messages)
 
 
@@ -89,9 +90,15 @@ def send_message() -> Any:
     reply_to = snowflake_field(payload, "replyTo")
     allow_mentions = bool_field(payload, "allowMentions")
     key = _idempotency_key()
-    message = bots.service.send_message(session.fingerprint, guild_arg(session), channel_id,
-                                        content, reply_to=reply_to, allow_mentions=allow_mentions,
-                                        idempotency_key=key)
+    message = bots.service.send_message(
+        session.fingerprint,
+        guild_arg(session),
+        channel_id,
+        content,
+        reply_to=reply_to,
+        allow_mentions=allow_mentions,
+        idempotency_key=key,
+    )
     return jsonify(message), 201
 
 
@@ -105,8 +112,14 @@ def edit_message(message_id: str) -> Any:
     payload = json_object()
     content = _content(payload)
     allow_mentions = bool_field(payload, "allowMentions")
-    message = bots.service.edit_message(session.fingerprint, guild_arg(session), channel_id,
-                                        target, content, allow_mentions=allow_mentions)
+    message = bots.service.edit_message(
+        session.fingerprint,
+        guild_arg(session),
+        channel_id,
+        target,
+        content,
+        allow_mentions=allow_mentions,
+    )
     return jsonify(message)
 
 

@@ -36,7 +36,8 @@ def _check_token(expected: str) -> None:
     scheme, _, supplied = request.headers.get("Authorization", "").partition(" ")
     # compare_digest: the time taken must not tell how much of a guess was right.
     if scheme.lower() != "bearer" or not hmac.compare_digest(
-            supplied.strip().encode(), expected.encode()):
+        supplied.strip().encode(), expected.encode()
+    ):
         error = Unauthorized()
         error.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
         raise error

@@ -18,8 +18,18 @@ from membersense.errors import BadRequest
 from membersense.gunicorn_compat import MALFORMED_BODY_ERRORS
 from membersense.sessions import SessionRecord
 
-__all__ = ["snowflake_arg", "required_snowflake_arg", "guild_arg", "int_arg", "choice_arg",
-           "json_body", "json_object", "snowflake_field", "snowflake_path", "bool_field"]
+__all__ = [
+    "snowflake_arg",
+    "required_snowflake_arg",
+    "guild_arg",
+    "int_arg",
+    "choice_arg",
+    "json_body",
+    "json_object",
+    "snowflake_field",
+    "snowflake_path",
+    "bool_field",
+]
 
 _MAX_SNOWFLAKE = 2**64 - 1
 # Bounded lengths: int() of an unbounded digit string is slow, and past 4300
@@ -131,8 +141,9 @@ def _snowflake_value(value: Any) -> int | None:
     return None
 
 
-def snowflake_field(payload: dict[str, Any], name: str, *,
-                    missing_message: str | None = None) -> int | None:
+def snowflake_field(
+    payload: dict[str, Any], name: str, *, missing_message: str | None = None
+) -> int | None:
     """A Discord id from a JSON body; None when absent (400 *missing_message* if given)."""
     value = payload.get(name)
     if value is None:

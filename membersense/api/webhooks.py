@@ -36,11 +36,15 @@ def register() -> Any:
     session = sessions.authenticate()
     payload = json_object()
     guild_id, topic = session_topic(session)
-    subscription = _webhooks().register(session, guild_id, topic, payload.get("url"),
-                                        payload.get("events"))
+    subscription = _webhooks().register(
+        session, guild_id, topic, payload.get("url"), payload.get("events")
+    )
     # The signing secret is shown this once: kept by no cache.
-    return ({**subscription.to_json(), "secret": subscription.secret}, 201,
-            {"Cache-Control": CREDENTIAL_CACHE_CONTROL})
+    return (
+        {**subscription.to_json(), "secret": subscription.secret},
+        201,
+        {"Cache-Control": CREDENTIAL_CACHE_CONTROL},
+    )
 
 
 @bp.get("")

@@ -37,7 +37,6 @@ __all__ = ["RedisEventBus"]
 LONGEST_WAIT_S = 30.0
 
 
-
 def _number(text: str) -> int | None:
     """The event number of a stream id (``"<n>-0"``) or of the part of ours after the epoch."""
     number = text.partition("-")[0]
@@ -55,8 +54,9 @@ class RedisEventBus(EventBus):
     a topic lives after its last event.
     """
 
-    def __init__(self, connection: RedisConnection, writer: Writer, *, capacity: int,
-                 retention_s: float) -> None:
+    def __init__(
+        self, connection: RedisConnection, writer: Writer, *, capacity: int, retention_s: float
+    ) -> None:
         super().__init__()
         self._redis = connection
         self._keys = connection.keys
@@ -101,12 +101,11 @@ class RedisEventBus(EventBus):
         with self._lock:
             for key, info in streams:
                 last = _number(_text(info.get("last-generated-id") or "0-0")) or 0
-                topic = key[len(prefix):]
+                topic = key[len(prefix) :]
                 epoch, known = self._heads.get(topic, (secrets.token_hex(4), 0))
                 self._heads[topic] = (epoch, max(known, last))
 
-    def since(self, topic: str, event_id: str | None, not_before_ms: int = 0
-              ) -> list[Event] | None:
+    def since(self, topic: str, event_id: str | None, not_before_ms: int = 0) -> list[Event] | None:
         """The events of *topic* after *event_id*, whatever their epoch; None when some of
         them were trimmed away. Without an id: the events kept that were published at
         *not_before_ms* or later. Blocks on Redis: not for the loop."""
@@ -116,11 +115,13 @@ class RedisEventBus(EventBus):
         stream = self._keys.stream(topic)
 
         def read() -> Any:
-            return self._redis.client.xrange(stream, min=f"{number}-0", max="+",
-                                             count=self.capacity + 1)
+            return self._redis.client.xrange(
+                stream, min=f"{number}-0", max="+", count=self.capacity + 1
+            )
 
-        events = [self._event(topic, "", raw_id, fields)
-                  for raw_id, fields in self._redis.call(read)]
+        events = [
+            self._event(topic, "", raw_id, fields) for raw_id, fields in self._redis.call(read)
+        ]
         if event_id is None:
             return [e for e in events if e.timestamp >= not_before_ms]
         if events and _number(events[0].id.partition(".")[2]) not in (number, number + 1):
@@ -132,8 +133,14 @@ class RedisEventBus(EventBus):
         number = _number(_text(raw_id))
         # Entries keep the id they were published with (their epoch); older ones get ours.
         event_id = _text(values["i"]) if "i" in values else f"{epoch}.{number}"
-        return Event(event_id, _text(values["t"]), topic, topic.rpartition("/")[2],
-                     int(_text(values["ts"])), json.loads(values["d"]))
+        return Event(
+            event_id,
+            _text(values["t"]),
+            topic,
+            topic.rpartition("/")[2],
+            int(_text(values["ts"])),
+            json.loads(values["d"]),
+        )
 
     def publish(self, topic: str, type: str, data: Mapping[str, Any]) -> Event:
         """Append an event (assigned its id here, written in order off the loop)."""
@@ -144,10 +151,18 @@ class RedisEventBus(EventBus):
             self._heads[topic] = (epoch, number)
         stream_id = f"{number}-0"
         event = Event(f"{epoch}.{number}", type, topic, topic.rpartition("/")[2], now_ms, data)
-        fields = {"i": event.id, "t": type, "ts": now_ms,
-                  "d": json.dumps(data, separators=(",", ":"))}
-        stream, epoch_key, ttl, cap = (self._keys.stream(topic), self._keys.stream_epoch(topic),
-                                       self._retention_ms, self.capacity)
+        fields = {
+            "i": event.id,
+            "t": type,
+            "ts": now_ms,
+            "d": json.dumps(data, separators=(",", ":")),
+        }
+        stream, epoch_key, ttl, cap = (
+            self._keys.stream(topic),
+            self._keys.stream_epoch(topic),
+            self._retention_ms,
+            self.capacity,
+        )
 
         def write(pipeline: Any) -> None:
             pipeline.xadd(stream, fields, id=stream_id, maxlen=cap, approximate=True)
@@ -196,8 +211,9 @@ class RedisEventBus(EventBus):
         epoch, last, _ = self._state(topic)
         return f"{epoch}.{last}"
 
-    def read(self, topic: str, after: str | None, *, limit: int = 100,
-             timeout: float = 0.0) -> Batch:
+    def read(
+        self, topic: str, after: str | None, *, limit: int = 100, timeout: float = 0.0
+    ) -> Batch:
         """Events after *after*, waiting in Redis up to *timeout* for the next one."""
         epoch, last, first = self._state(topic)
         if after is None:
@@ -212,13 +228,18 @@ class RedisEventBus(EventBus):
         stream = self._keys.stream(topic)
 
         def xread() -> Any:
-            return self._blocking.xread({stream: f"{position}-0"}, count=max(1, limit),
-                                        block=int(wait * 1000) if wait > 0 and not self._closed
-                                        else None)
+            return self._blocking.xread(
+                {stream: f"{position}-0"},
+                count=max(1, limit),
+                block=int(wait * 1000) if wait > 0 and not self._closed else None,
+            )
 
         answer = self._redis.call(xread)
-        events = [self._event(topic, epoch, raw_id, fields)
-                  for _, entries in answer or () for raw_id, fields in entries]
+        events = [
+            self._event(topic, epoch, raw_id, fields)
+            for _, entries in answer or ()
+            for raw_id, fields in entries
+        ]
         for index, event in enumerate(events):
             event_epoch = event.id.partition(".")[0]
             if event_epoch != epoch:

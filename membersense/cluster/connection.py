@@ -60,7 +60,7 @@ class Keys:
         head, tail = f"{self.base}bot:", ":sessions"
         if not (key.startswith(head) and key.endswith(tail)):
             return None
-        return key[len(head):-len(tail)] or None
+        return key[len(head) : -len(tail)] or None
 
     def client_sessions(self, client: str) -> str:
         """One client address's session ids (the per-client cap); the address is hashed."""
@@ -127,14 +127,18 @@ class RedisConnection:
     Nothing connects until the first call. *clock* is monotonic seconds.
     """
 
-    def __init__(self, url: str, prefix: str, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, url: str, prefix: str, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.url = url
         self.keys = Keys(prefix)
         self._clock = clock
-        self.client = redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT_S,
-                                           socket_connect_timeout=SOCKET_TIMEOUT_S,
-                                           health_check_interval=30)
+        self.client = redis.Redis.from_url(
+            url,
+            socket_timeout=SOCKET_TIMEOUT_S,
+            socket_connect_timeout=SOCKET_TIMEOUT_S,
+            health_check_interval=30,
+        )
         self._lock = threading.Lock()
         self._open_until = 0.0
         self._down = False
@@ -144,9 +148,12 @@ class RedisConnection:
 
     def blocking_client(self, longest_block_s: float) -> redis.Redis:
         """A client for calls that wait in Redis (XREAD BLOCK) up to *longest_block_s*."""
-        return redis.Redis.from_url(self.url, socket_timeout=longest_block_s + SOCKET_TIMEOUT_S,
-                                    socket_connect_timeout=SOCKET_TIMEOUT_S,
-                                    health_check_interval=30)
+        return redis.Redis.from_url(
+            self.url,
+            socket_timeout=longest_block_s + SOCKET_TIMEOUT_S,
+            socket_connect_timeout=SOCKET_TIMEOUT_S,
+            health_check_interval=30,
+        )
 
     def script(self, source: str) -> Any:
         """A Lua script, run by EVALSHA (loaded again whenever Redis forgot it)."""

@@ -39,9 +39,15 @@ class SharedInvalidRequestBudget:
     """Discord's 401/403/429 answers to the whole cluster over a sliding window, and each
     bot's share of them (see :class:`~membersense.discord.invalid_requests.InvalidRequestBudget`)."""
 
-    def __init__(self, connection: RedisConnection, writer: Writer, limit: int, *,
-                 window_s: float = INVALID_REQUEST_WINDOW_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        connection: RedisConnection,
+        writer: Writer,
+        limit: int,
+        *,
+        window_s: float = INVALID_REQUEST_WINDOW_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._redis = connection
         self._keys = connection.keys
         self._writer = writer
@@ -113,18 +119,23 @@ class SharedInvalidRequestBudget:
         everyone = self._spent_for(self._keys.invalid_requests(), self.limit)
         if tenant is None:
             return everyone
-        return max(everyone, self._spent_for(self._keys.invalid_requests(tenant),
-                                             self.tenant_limit))
+        return max(
+            everyone, self._spent_for(self._keys.invalid_requests(tenant), self.tenant_limit)
+        )
 
     def check(self, tenant: str | None = None) -> None:
         """Raise :class:`HeldBack` instead of a call to Discord while the budget is spent,
         or *tenant*'s share of it."""
         everyone = self._spent_for(self._keys.invalid_requests(), self.limit)
-        own = (self._spent_for(self._keys.invalid_requests(tenant), self.tenant_limit)
-               if tenant is not None else 0.0)
+        own = (
+            self._spent_for(self._keys.invalid_requests(tenant), self.tenant_limit)
+            if tenant is not None
+            else 0.0
+        )
         if everyone > 0 or own > 0:
-            raise HeldBack(None if everyone >= own else TENANT_HELD_BACK,
-                           retry_after=max(everyone, own))
+            raise HeldBack(
+                None if everyone >= own else TENANT_HELD_BACK, retry_after=max(everyone, own)
+            )
 
 
 class SharedFailedTokens:

@@ -93,8 +93,11 @@ class Leases:
 
     def attempt(self, bot: str) -> Attempt:
         """Take the bot's lease if it is free; else how long its holder's lease still runs."""
-        fence, remaining_ms = self._redis.call(lambda: self._acquire(
-            keys=[self._keys.lease(bot), self._keys.fence(bot)], args=[self.owner, self._ttl_ms]))
+        fence, remaining_ms = self._redis.call(
+            lambda: self._acquire(
+                keys=[self._keys.lease(bot), self._keys.fence(bot)], args=[self.owner, self._ttl_ms]
+            )
+        )
         if fence:
             return Attempt(int(fence), 0.0)
         # A lease always has a time to live; one without (set by hand) counts as just renewed.
@@ -107,14 +110,24 @@ class Leases:
 
     def renew(self, bot: str, fence: int) -> bool:
         """Extend a lease this process holds; False if it no longer holds it."""
-        return bool(self._redis.call(lambda: self._renew(
-            keys=[self._keys.lease(bot)], args=[self.token(fence), self._ttl_ms])))
+        return bool(
+            self._redis.call(
+                lambda: self._renew(
+                    keys=[self._keys.lease(bot)], args=[self.token(fence), self._ttl_ms]
+                )
+            )
+        )
 
     def release(self, bot: str, fence: int) -> bool:
         """Give a lease back (and tell the others); False if it was not ours any more."""
-        return bool(self._redis.call(lambda: self._release(
-            keys=[self._keys.lease(bot)],
-            args=[self.token(fence), self._keys.notices, f"{LEASE_RELEASED} {bot}"])))
+        return bool(
+            self._redis.call(
+                lambda: self._release(
+                    keys=[self._keys.lease(bot)],
+                    args=[self.token(fence), self._keys.notices, f"{LEASE_RELEASED} {bot}"],
+                )
+            )
+        )
 
     def holder(self, bot: str) -> tuple[str, int] | None:
         """Who holds the bot's lease now: (owner, fence), or None."""

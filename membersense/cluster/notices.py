@@ -68,8 +68,9 @@ class Notices:
 
     def send(self, kind: str, argument: str) -> None:
         """Tell every process (this one included). Redis trouble raises StoreUnavailable."""
-        self._connection.call(lambda: self._connection.client.publish(self._channel,
-                                                                      f"{kind} {argument}"))
+        self._connection.call(
+            lambda: self._connection.client.publish(self._channel, f"{kind} {argument}")
+        )
 
     def wait_listening(self, timeout: float) -> bool:
         """Start listening and wait until notices reach this process."""
@@ -83,8 +84,9 @@ class Notices:
         with self._lock:
             if self._thread is not None or self._stopping.is_set():
                 return
-            self._thread = threading.Thread(target=self._run, name="membersense-notices",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, name="membersense-notices", daemon=True
+            )
         self._thread.start()
 
     def _run(self) -> None:
@@ -122,8 +124,11 @@ class Notices:
             try:
                 handler(argument)
             except Exception as exc:  # one handler's bug must not stop the listener
-                log.error("notice handler failed: %s", type(exc).__name__,
-                          extra={"fields": {"notice": kind}})
+                log.error(
+                    "notice handler failed: %s",
+                    type(exc).__name__,
+                    extra={"fields": {"notice": kind}},
+                )
 
     def close(self) -> None:
         """Stop listening and join the thread. Idempotent."""
@@ -132,4 +137,3 @@ class Notices:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
         self._gap()
-

@@ -28,7 +28,8 @@ class TokenSealer:
 
     def __init__(self, secret: str) -> None:
         key = HKDF(algorithm=hashes.SHA256(), length=32, salt=_SALT, info=_INFO).derive(
-            secret.encode())
+            secret.encode()
+        )
         self._fernet = Fernet(base64.urlsafe_b64encode(key))
         #: A short name for the key, stored beside sealed tokens (never the key itself).
         self.key_id = hashlib.sha256(b"key id" + key).hexdigest()[:12]

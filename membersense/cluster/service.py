@@ -81,23 +81,39 @@ FLUSH_BEFORE_RELEASE_S = 2.0
 class ClusterDiscord(LocalDiscord):
     """Logged-in bots of the cluster (see the module docstring)."""
 
-    def __init__(self, settings: Settings, bus: RedisEventBus, *, redis: RedisConnection,
-                 notices: Notices, writer: Writer, store: SessionStore, sealer: TokenSealer,
-                 clock: Callable[[], float] = time.monotonic, **observers: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        bus: RedisEventBus,
+        *,
+        redis: RedisConnection,
+        notices: Notices,
+        writer: Writer,
+        store: SessionStore,
+        sealer: TokenSealer,
+        clock: Callable[[], float] = time.monotonic,
+        **observers: Any,
+    ) -> None:
         super().__init__(
-            settings, bus, has_sessions=lambda bot: True,  # the keeper decides, not the pool
-            clock=clock, **observers,
+            settings,
+            bus,
+            has_sessions=lambda bot: True,  # the keeper decides, not the pool
+            clock=clock,
+            **observers,
             invalid_requests=SharedInvalidRequestBudget(
-                redis, writer, settings.discord_invalid_request_limit, clock=clock),
-            failed_tokens=SharedFailedTokens(redis))
+                redis, writer, settings.discord_invalid_request_limit, clock=clock
+            ),
+            failed_tokens=SharedFailedTokens(redis),
+        )
         self._redis = redis
         self._writer = writer
         self._store = store
         self._sealer = sealer
         self._clock = clock
         self.leases = Leases(redis, settings.bot_lease_time_s)
-        self._mirror = ViewMirror(redis, writer, retention_s=settings.session_timeout_s,
-                                  lease_token=self._lease_token)
+        self._mirror = ViewMirror(
+            redis, writer, retention_s=settings.session_timeout_s, lease_token=self._lease_token
+        )
         self.views = ViewCache(redis, trust_s=VIEW_TRUST_S, clock=clock)
         self._lock = threading.Lock()
         self._owned: dict[str, int] = {}  # bot -> fence of the lease this process holds
@@ -127,8 +143,7 @@ class ClusterDiscord(LocalDiscord):
         fence = self._owned.get(bot)
         return self.leases.token(fence) if fence is not None else None
 
-    def add_owner_hooks(self, owned: Callable[[str], None],
-                        unowned: Callable[[str], None]) -> None:
+    def add_owner_hooks(self, owned: Callable[[str], None], unowned: Callable[[str], None]) -> None:
         """Call *owned(bot)* when this process takes a bot over (before it connects; on a
         thread that may block, never the loop) and *unowned(bot)* when it gives it up."""
         self._owner_hooks.append((owned, unowned))
@@ -155,8 +170,9 @@ class ClusterDiscord(LocalDiscord):
                 owned(bot)
             except Exception as exc:  # a hook's failure must not cost the bot its owner
                 log.error("an owner hook failed: %s", type(exc).__name__)
-        log.info("took over a bot's gateway connection", extra={"fields": {
-            "token": bot, "fence": fence}})
+        log.info(
+            "took over a bot's gateway connection", extra={"fields": {"token": bot, "fence": fence}}
+        )
         return True
 
     def _unowned(self, bot: str) -> None:
@@ -291,10 +307,12 @@ class ClusterDiscord(LocalDiscord):
         if self._owned_connection(fingerprint) is not None:
             return super()._rest(fingerprint, operation, *args)
         token = self._token_for(fingerprint)
-        rest = RestOperations(lambda: self._rest_client(fingerprint, token),
-                              self.settings.discord_timeout_s)
-        return self.pool.call(getattr(rest, operation), *args,
-                              timeout=self.settings.discord_timeout_s)
+        rest = RestOperations(
+            lambda: self._rest_client(fingerprint, token), self.settings.discord_timeout_s
+        )
+        return self.pool.call(
+            getattr(rest, operation), *args, timeout=self.settings.discord_timeout_s
+        )
 
     async def _rest_client(self, bot: str, token: str) -> HTTPClient:
         # On the loop: this process's own REST client for a bot another process connects.
@@ -305,11 +323,11 @@ class ClusterDiscord(LocalDiscord):
             # discord.py finds Discord through class attributes that a gateway connection
             # points at DISCORD_API_BASE; a process that connects no bot must do it too, or
             # its REST client would call discord.com instead of the Discord configured.
-            compat.use_endpoints(self.settings.discord_api_base,
-                                 self.settings.discord_gateway_url)
+            compat.use_endpoints(self.settings.discord_api_base, self.settings.discord_gateway_url)
             try:
-                client = await bounded(compat.rest_client(token, http_trace=trace,
-                                                          ceiling=timeout), timeout)
+                client = await bounded(
+                    compat.rest_client(token, http_trace=trace, ceiling=timeout), timeout
+                )
             except BaseException:
                 compat.release_endpoints()
                 raise
@@ -353,8 +371,9 @@ class ClusterDiscord(LocalDiscord):
         with self._lock:
             if self._keeper is not None or self._stopping.is_set():
                 return
-            self._keeper = threading.Thread(target=self._keep, name="membersense-leases",
-                                            daemon=True)
+            self._keeper = threading.Thread(
+                target=self._keep, name="membersense-leases", daemon=True
+            )
         self._keeper.start()
 
     def _keep(self) -> None:
@@ -433,8 +452,9 @@ class ClusterDiscord(LocalDiscord):
         self._mirror.forget(bot)
         self._unowned(bot)
         self._close_connection(bot, LEASE_LOST)
-        log.warning("lost a bot's lease; its connection is closed",
-                    extra={"fields": {"token": bot}})
+        log.warning(
+            "lost a bot's lease; its connection is closed", extra={"fields": {"token": bot}}
+        )
 
     def _give_up(self, bot: str, fence: int) -> None:
         """*bot* has had no session for the linger: disconnect, delete its state, free it."""

@@ -63,7 +63,10 @@ end
 
 #: KEYS: all, bot, client ('' when none), session. ARGV: ttl, total, per token, per client,
 #: id, then the session's field/value pairs.
-_OPEN = _NOW + _KEEP + """
+_OPEN = (
+    _NOW
+    + _KEEP
+    + """
 local ttl = tonumber(ARGV[1])
 for i = 1, 3 do
   if KEYS[i] ~= '' then redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now) end
@@ -81,10 +84,14 @@ for i = 1, 3 do
 end
 return 'ok'
 """
+)
 
 #: KEYS: session, all. ARGV: ttl, id, then field/value pairs to set first (may be none).
 #: Refreshes a logged-in session's TTL and scores; returns its fields (nil: gone).
-_TOUCH = _NOW + _KEEP + """
+_TOUCH = (
+    _NOW
+    + _KEEP
+    + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
 if #ARGV > 2 then redis.call('HSET', KEYS[1], unpack(ARGV, 3)) end
 if redis.call('HGET', KEYS[1], 'pending') ~= '1' then
@@ -100,6 +107,7 @@ if redis.call('HGET', KEYS[1], 'pending') ~= '1' then
 end
 return redis.call('HGETALL', KEYS[1])
 """
+)
 
 #: KEYS: session, all. ARGV: id, notices channel. Returns the fields it had (nil: gone).
 _CLOSE = """
@@ -115,10 +123,13 @@ return fields
 """
 
 #: KEYS: one sorted set. Returns how many of its sessions are live.
-_COUNT = _NOW + """
+_COUNT = (
+    _NOW
+    + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return redis.call('ZCARD', KEYS[1])
 """
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,9 +145,16 @@ class RedisSessionStore(SessionStore):
     seconds (when to refresh a session again).
     """
 
-    def __init__(self, connection: RedisConnection, notices: Notices, sealer: TokenSealer, *,
-                 idle_timeout: float, pending_timeout: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        connection: RedisConnection,
+        notices: Notices,
+        sealer: TokenSealer,
+        *,
+        idle_timeout: float,
+        pending_timeout: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._redis = connection
         self._keys = connection.keys
         self._notices = notices
@@ -218,11 +236,15 @@ class RedisSessionStore(SessionStore):
             return None
         values = {k.decode(): v.decode() for k, v in zip(raw[::2], raw[1::2], strict=True)}
         return SessionRecord(
-            id=session_id, fingerprint=values["fp"],
+            id=session_id,
+            fingerprint=values["fp"],
             guild_ids=tuple(json.loads(values.get("guilds") or "[]")),
-            created_at=float(values.get("created") or 0), last_activity=self._clock(),
-            client=values.get("client") or None, pending=values.get("pending") == "1",
-            sealed_token=values.get("sealed") or None)
+            created_at=float(values.get("created") or 0),
+            last_activity=self._clock(),
+            client=values.get("client") or None,
+            pending=values.get("pending") == "1",
+            sealed_token=values.get("sealed") or None,
+        )
 
     def _ended(self, records: list[SessionRecord], reason: str) -> None:
         listener = self._on_end
@@ -238,11 +260,20 @@ class RedisSessionStore(SessionStore):
         if self._refusing:
             return Refusal.CLOSED
         pending = replace(record, pending=True)
-        keys = [self._keys.sessions, self._keys.bot_sessions(record.fingerprint),
-                self._keys.client_sessions(record.client) if record.client else "",
-                self._keys.session(record.id)]
-        args = [int(self.pending_timeout * 1000), caps.total, caps.per_token, caps.per_client,
-                record.id, *self._fields(pending)]
+        keys = [
+            self._keys.sessions,
+            self._keys.bot_sessions(record.fingerprint),
+            self._keys.client_sessions(record.client) if record.client else "",
+            self._keys.session(record.id),
+        ]
+        args = [
+            int(self.pending_timeout * 1000),
+            caps.total,
+            caps.per_token,
+            caps.per_client,
+            record.id,
+            *self._fields(pending),
+        ]
         outcome = self._redis.call(lambda: self._open(keys=keys, args=args))
         outcome = outcome.decode() if isinstance(outcome, bytes) else outcome
         return None if outcome == "ok" else Refusal(outcome)
@@ -251,10 +282,19 @@ class RedisSessionStore(SessionStore):
         """Mark a pending session logged in; None if it is gone meanwhile."""
         if self._refusing:
             return None
-        raw = self._redis.call(lambda: self._touch(
-            keys=[self._keys.session(session_id), self._keys.sessions],
-            args=[int(self.idle_timeout * 1000), session_id,
-                  "guilds", json.dumps(list(guild_ids)), "pending", "0"]))
+        raw = self._redis.call(
+            lambda: self._touch(
+                keys=[self._keys.session(session_id), self._keys.sessions],
+                args=[
+                    int(self.idle_timeout * 1000),
+                    session_id,
+                    "guilds",
+                    json.dumps(list(guild_ids)),
+                    "pending",
+                    "0",
+                ],
+            )
+        )
         record = self._record(session_id, raw)
         if record is not None:
             self._remember(record)
@@ -267,9 +307,12 @@ class RedisSessionStore(SessionStore):
         if cached is not None and now - cached.refreshed < self.touch_interval:
             return cached.record
         self._listen()
-        raw = self._redis.call(lambda: self._touch(
-            keys=[self._keys.session(session_id), self._keys.sessions],
-            args=[int(self.idle_timeout * 1000), session_id]))
+        raw = self._redis.call(
+            lambda: self._touch(
+                keys=[self._keys.session(session_id), self._keys.sessions],
+                args=[int(self.idle_timeout * 1000), session_id],
+            )
+        )
         record = self._record(session_id, raw)
         if record is None:
             self._forget(session_id)
@@ -287,9 +330,12 @@ class RedisSessionStore(SessionStore):
     def close(self, session_id: str, reason: str = "logout") -> SessionRecord | None:
         """Remove a session everywhere; the removed record, or None."""
         self._forget(session_id)  # first: this process's own notice then finds nothing
-        raw = self._redis.call(lambda: self._close(
-            keys=[self._keys.session(session_id), self._keys.sessions],
-            args=[session_id, self._keys.notices]))
+        raw = self._redis.call(
+            lambda: self._close(
+                keys=[self._keys.session(session_id), self._keys.sessions],
+                args=[session_id, self._keys.notices],
+            )
+        )
         record = self._record(session_id, raw)
         if record is not None:
             self._ended([record], reason)
@@ -328,8 +374,9 @@ class RedisSessionStore(SessionStore):
         """
         now = self._clock()
         with self._lock:
-            stale = [c.record for c in self._cache.values()
-                     if now - c.refreshed >= self.idle_timeout]
+            stale = [
+                c.record for c in self._cache.values() if now - c.refreshed >= self.idle_timeout
+            ]
         if not stale:
             return []
 
@@ -359,8 +406,9 @@ class RedisSessionStore(SessionStore):
 
     def count_for(self, fingerprint: str) -> int:
         """Live sessions of one bot in the whole cluster (pending ones included)."""
-        return int(self._redis.call(lambda: self._count(
-            keys=[self._keys.bot_sessions(fingerprint)])))
+        return int(
+            self._redis.call(lambda: self._count(keys=[self._keys.bot_sessions(fingerprint)]))
+        )
 
     def fingerprints(self) -> set[str]:
         """The bots of the sessions this process has seen lately."""

@@ -67,8 +67,13 @@ return 1
 def _failure_json(failure: Failure | None) -> str:
     if failure is None:
         return ""
-    return json.dumps({"kind": failure.kind.__name__, "message": failure.message,
-                       "retry_after": failure.retry_after})
+    return json.dumps(
+        {
+            "kind": failure.kind.__name__,
+            "message": failure.message,
+            "retry_after": failure.retry_after,
+        }
+    )
 
 
 def _failure_from(text: str) -> Failure | None:
@@ -83,11 +88,16 @@ def _failure_from(text: str) -> Failure | None:
 
 def _guild_json(view: GuildView) -> dict[str, Any]:
     return {
-        "summary": {"id": view.summary.id, "name": view.summary.name,
-                    "memberCount": view.summary.member_count, "iconURL": view.summary.icon_url},
+        "summary": {
+            "id": view.summary.id,
+            "name": view.summary.name,
+            "memberCount": view.summary.member_count,
+            "iconURL": view.summary.icon_url,
+        },
         "available": view.available,
-        "channels": [[dict(c.data), c.kind, c.readable, c.messageable, c.sendable]
-                     for c in view.channels],
+        "channels": [
+            [dict(c.data), c.kind, c.readable, c.messageable, c.sendable] for c in view.channels
+        ],
         "members": view.members.document.etag if view.members is not None else None,
         "retryAt": view.members_retry_at,
     }
@@ -96,8 +106,14 @@ def _guild_json(view: GuildView) -> dict[str, Any]:
 class ViewMirror:
     """The owner's side: mirror each owned bot's view into Redis, fenced by its lease."""
 
-    def __init__(self, connection: RedisConnection, writer: Writer, *, retention_s: float,
-                 lease_token: Callable[[str], str | None]) -> None:
+    def __init__(
+        self,
+        connection: RedisConnection,
+        writer: Writer,
+        *,
+        retention_s: float,
+        lease_token: Callable[[str], str | None],
+    ) -> None:
         self._redis = connection
         self._keys = connection.keys
         self._writer = writer
@@ -117,23 +133,41 @@ class ViewMirror:
         with self._lock:
             version = self._versions[bot] = self._versions.get(bot, 0) + 1
             written = self._written.setdefault(bot, {})
-            snapshots = {gid: g.members for gid, g in view.guilds.items()
-                         if g.members is not None and written.get(gid) is not g.members}
+            snapshots = {
+                gid: g.members
+                for gid, g in view.guilds.items()
+                if g.members is not None and written.get(gid) is not g.members
+            }
             written.update(snapshots)
         keys = [self._keys.lease(bot), self._keys.view(bot)]
         fields: list[Any] = [
-            "version", f"{token}/{version}",
-            "state", "failed" if failure is not None else "ready",
-            "failure", _failure_json(failure),
-            "guilds", json.dumps([[gid, _guild_json(g)] for gid, g in view.guilds.items()]),
+            "version",
+            f"{token}/{version}",
+            "state",
+            "failed" if failure is not None else "ready",
+            "failure",
+            _failure_json(failure),
+            "guilds",
+            json.dumps([[gid, _guild_json(g)] for gid, g in view.guilds.items()]),
         ]
         args: list[Any] = [token, self._ttl_ms, len(fields), *fields]
         for guild_id, snapshot in snapshots.items():
             assert snapshot is not None
             keys.append(self._keys.members(bot, guild_id))
-            members = ["etag", snapshot.document.etag, "version", snapshot.version,
-                       "gzip", snapshot.document.gzip or b"", "ids", snapshot.ids.tobytes(),
-                       "offsets", snapshot.offsets.tobytes(), "blocks", snapshot.blocks.tobytes()]
+            members = [
+                "etag",
+                snapshot.document.etag,
+                "version",
+                snapshot.version,
+                "gzip",
+                snapshot.document.gzip or b"",
+                "ids",
+                snapshot.ids.tobytes(),
+                "offsets",
+                snapshot.offsets.tobytes(),
+                "blocks",
+                snapshot.blocks.tobytes(),
+            ]
             args += [len(members), *members]
         script = self._write
         self._writer.submit(lambda pipeline: script(keys=keys, args=args, client=pipeline))
@@ -143,8 +177,11 @@ class ViewMirror:
         token = self._lease_token(bot)
         if token is None:
             return
-        keys = [self._keys.lease(bot), self._keys.view(bot),
-                *(self._keys.members(bot, gid) for gid in guild_ids)]
+        keys = [
+            self._keys.lease(bot),
+            self._keys.view(bot),
+            *(self._keys.members(bot, gid) for gid in guild_ids),
+        ]
         args = [token, self._ttl_ms, *([0] * (len(keys) - 1))]
         script = self._write
         self._writer.submit(lambda pipeline: script(keys=keys, args=args, client=pipeline))
@@ -158,8 +195,11 @@ class ViewMirror:
             self._written.pop(bot, None)
         if token is None:
             return
-        keys = [self._keys.lease(bot), self._keys.view(bot),
-                *(self._keys.members(bot, gid) for gid in guild_ids)]
+        keys = [
+            self._keys.lease(bot),
+            self._keys.view(bot),
+            *(self._keys.members(bot, gid) for gid in guild_ids),
+        ]
         self._writer.flush(FLUSH_WAIT_S)
         self._redis.call(lambda: self._delete(keys=keys, args=[token]))
 
@@ -174,8 +214,9 @@ class PublishedBot:
 
     __slots__ = ("failure", "fetched", "version", "view")
 
-    def __init__(self, version: str, view: BotView, failure: Failure | None,
-                 fetched: float) -> None:
+    def __init__(
+        self, version: str, view: BotView, failure: Failure | None, fetched: float
+    ) -> None:
         self.version = version
         self.view = view
         self.failure = failure
@@ -190,8 +231,13 @@ class ViewCache:
     within that time.
     """
 
-    def __init__(self, connection: RedisConnection, *, trust_s: float = 0.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        connection: RedisConnection,
+        *,
+        trust_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._redis = connection
         self._keys = connection.keys
         self._trust_s = trust_s
@@ -207,8 +253,7 @@ class ViewCache:
         cached = self._bots.get(bot)
         if cached is not None and not fresh and now - cached.fetched < self._trust_s:
             return cached
-        version = self._redis.call(lambda: self._redis.client.hget(self._keys.view(bot),
-                                                                   "version"))
+        version = self._redis.call(lambda: self._redis.client.hget(self._keys.view(bot), "version"))
         if version is None:
             self.forget(bot)
             return None
@@ -228,16 +273,26 @@ class ViewCache:
             summary = data["summary"]
             # Whether the bot may send there (checked before POST /api/messages). A view an
             # older owner published has no such entry: let Discord decide (its 403 maps to ours).
-            channels = tuple(ChannelEntry(c[0], c[1], c[2], c[3], c[4] if len(c) > 4 else c[3])
-                             for c in data["channels"])
+            channels = tuple(
+                ChannelEntry(c[0], c[1], c[2], c[3], c[4] if len(c) > 4 else c[3])
+                for c in data["channels"]
+            )
             guilds[int(guild_id)] = GuildView(
-                GuildSummary(summary["id"], summary["name"], summary["memberCount"],
-                             summary["iconURL"]),
-                data["available"], channels,
+                GuildSummary(
+                    summary["id"], summary["name"], summary["memberCount"], summary["iconURL"]
+                ),
+                data["available"],
+                channels,
                 {int(entry.data["id"]): entry for entry in channels},
-                self._snapshot(bot, int(guild_id), data["members"]), data["retryAt"])
-        published = PublishedBot(fields.get("version", ""), BotView(guilds),
-                                 _failure_from(fields.get("failure", "")), self._clock())
+                self._snapshot(bot, int(guild_id), data["members"]),
+                data["retryAt"],
+            )
+        published = PublishedBot(
+            fields.get("version", ""),
+            BotView(guilds),
+            _failure_from(fields.get("failure", "")),
+            self._clock(),
+        )
         with self._lock:
             self._bots[bot] = published
         return published
@@ -249,8 +304,9 @@ class ViewCache:
         cached = self._snapshots.get(key)
         if cached is not None and cached.document.etag == etag:
             return cached
-        raw = self._redis.call(lambda: self._redis.client.hgetall(self._keys.members(bot,
-                                                                                 guild_id)))
+        raw = self._redis.call(
+            lambda: self._redis.client.hgetall(self._keys.members(bot, guild_id))
+        )
         if not raw or raw.get(b"etag", b"").decode() != etag:
             return cached  # the new one is still being written: serve the last one meanwhile
         compressed = raw[b"gzip"]
@@ -260,9 +316,13 @@ class ViewCache:
         blocks.frombytes(raw[b"blocks"])
         # Small lists are kept plain too, as the owner keeps them (pages slice them).
         body = gzip.decompress(compressed) if offsets and offsets[-1] <= PLAIN_LIMIT else None
-        snapshot = MemberSnapshot(int(raw[b"version"]), JsonDocument(etag, body=body,
-                                                                     gzip=compressed),
-                                  ids, offsets, blocks)
+        snapshot = MemberSnapshot(
+            int(raw[b"version"]),
+            JsonDocument(etag, body=body, gzip=compressed),
+            ids,
+            offsets,
+            blocks,
+        )
         with self._lock:
             self._snapshots[key] = snapshot
         return snapshot

@@ -66,8 +66,9 @@ def _bot_of(topic: str) -> str:
 class RedisSubscriptionStore(SubscriptionStore):
     """Subscriptions shared by every process (see the module docstring)."""
 
-    def __init__(self, connection: RedisConnection, notices: Notices, writer: Writer,
-                 sealer: TokenSealer) -> None:
+    def __init__(
+        self, connection: RedisConnection, notices: Notices, writer: Writer, sealer: TokenSealer
+    ) -> None:
         self._redis = connection
         self._keys = connection.keys
         self._notices = notices
@@ -88,16 +89,20 @@ class RedisSubscriptionStore(SubscriptionStore):
 
     def _fields(self, subscription: Subscription) -> list[Any]:
         fields = {
-            "session": subscription.session_id, "topic": subscription.topic,
-            "guild": subscription.guild_id, "url": subscription.url,
+            "session": subscription.session_id,
+            "topic": subscription.topic,
+            "guild": subscription.guild_id,
+            "url": subscription.url,
             "events": json.dumps(list(subscription.events)),
             "secret": self._sealer.seal(subscription.secret),
             "created": repr(subscription.created_at),
-            **self._delivery_fields(disabled=subscription.disabled,
-                                    failures=subscription.failures,
-                                    last_error=subscription.last_error,
-                                    last_delivery_at=subscription.last_delivery_at,
-                                    cursor=subscription.cursor),
+            **self._delivery_fields(
+                disabled=subscription.disabled,
+                failures=subscription.failures,
+                last_error=subscription.last_error,
+                last_delivery_at=subscription.last_delivery_at,
+                cursor=subscription.cursor,
+            ),
         }
         return [item for pair in fields.items() for item in pair]
 
@@ -121,15 +126,22 @@ class RedisSubscriptionStore(SubscriptionStore):
         if secret is None:  # sealed under another SESSION_SECRET: its session ended too
             return None
         return Subscription(
-            id=subscription_id, session_id=values["session"], topic=values["topic"],
-            guild_id=values["guild"], url=values["url"],
-            events=tuple(json.loads(values.get("events") or "[]")), secret=secret,
-            created_at=float(values.get("created") or 0), disabled=values.get("disabled") == "1",
+            id=subscription_id,
+            session_id=values["session"],
+            topic=values["topic"],
+            guild_id=values["guild"],
+            url=values["url"],
+            events=tuple(json.loads(values.get("events") or "[]")),
+            secret=secret,
+            created_at=float(values.get("created") or 0),
+            disabled=values.get("disabled") == "1",
             failures=int(values.get("failures") or 0),
             last_error=values.get("last_error") or None,
             last_delivery_at=float(values["last_delivery_at"])
-            if values.get("last_delivery_at") else None,
-            cursor=values.get("cursor") or None)
+            if values.get("last_delivery_at")
+            else None,
+            cursor=values.get("cursor") or None,
+        )
 
     def _load(self, ids: list[str]) -> list[Subscription]:
         def read() -> list[Any]:
@@ -139,23 +151,34 @@ class RedisSubscriptionStore(SubscriptionStore):
             return list(pipeline.execute())
 
         raws = self._redis.call(read) if ids else []
-        return [r for r in (self._record(i, raw) for i, raw in zip(ids, raws, strict=True))
-                if r is not None]
+        return [
+            r
+            for r in (self._record(i, raw) for i, raw in zip(ids, raws, strict=True))
+            if r is not None
+        ]
 
     def _members(self, key: str) -> list[str]:
-        return sorted(m.decode() for m in self._redis.call(
-            lambda: self._redis.client.smembers(key)))
+        return sorted(
+            m.decode() for m in self._redis.call(lambda: self._redis.client.smembers(key))
+        )
 
     # -- the interface ----------------------------------------------------------------------
 
     def add(self, subscription: Subscription, *, limit: int) -> bool:
         """Add it unless its session has *limit* already (atomically), and tell the owner."""
         bot = _bot_of(subscription.topic)
-        keys = [self._keys.webhook(subscription.id),
-                self._keys.session_webhooks(subscription.session_id),
-                self._keys.bot_webhooks(bot)]
-        args = [limit, subscription.id, self._keys.notices, f"{WEBHOOKS_CHANGED} {bot}",
-                *self._fields(subscription)]
+        keys = [
+            self._keys.webhook(subscription.id),
+            self._keys.session_webhooks(subscription.session_id),
+            self._keys.bot_webhooks(bot),
+        ]
+        args = [
+            limit,
+            subscription.id,
+            self._keys.notices,
+            f"{WEBHOOKS_CHANGED} {bot}",
+            *self._fields(subscription),
+        ]
         return bool(self._redis.call(lambda: self._add(keys=keys, args=args)))
 
     def get(self, subscription_id: str) -> Subscription | None:
@@ -269,8 +292,9 @@ class RedisSubscriptionStore(SubscriptionStore):
             elif bot not in self._mirrored:  # given up while this reload read Redis
                 return []
             wanted = {subscription.id for subscription in live}
-            for key in [k for k, s in self._mirror.items()
-                        if _bot_of(s.topic) == bot and k not in wanted]:
+            for key in [
+                k for k, s in self._mirror.items() if _bot_of(s.topic) == bot and k not in wanted
+            ]:
                 del self._mirror[key]
             added = [s for s in live if s.id not in self._mirror]
             for subscription in live:

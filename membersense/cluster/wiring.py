@@ -43,21 +43,45 @@ class ClusterParts:
         self.redis.close()
 
 
-def build(settings: Settings, clock: Callable[[], float] = time.monotonic,
-          **observers: Any) -> ClusterParts:
+def build(
+    settings: Settings, clock: Callable[[], float] = time.monotonic, **observers: Any
+) -> ClusterParts:
     """Redis mode's parts from *settings* (nothing connects until it is used); *observers*
     go to the Discord service (see :class:`~membersense.discord.local.LocalDiscord`)."""
     redis = RedisConnection(settings.redis_url, settings.redis_key_prefix, clock=clock)
     notices = Notices(redis)
     writer = Writer(redis)
     sealer = TokenSealer(settings.session_secret)
-    store = RedisSessionStore(redis, notices, sealer, idle_timeout=settings.session_timeout_s,
-                              pending_timeout=settings.pending_timeout_s,
-                              clock=clock)
-    bus = RedisEventBus(redis, writer, capacity=settings.event_buffer_size,
-                        retention_s=settings.session_timeout_s)
-    discord = ClusterDiscord(settings, bus, redis=redis, notices=notices, writer=writer,
-                             store=store, sealer=sealer, clock=clock, **observers)
-    return ClusterParts(redis, notices, writer, sealer, store, bus, discord,
-                        RedisTicketStore(redis),
-                        RedisSubscriptionStore(redis, notices, writer, sealer))
+    store = RedisSessionStore(
+        redis,
+        notices,
+        sealer,
+        idle_timeout=settings.session_timeout_s,
+        pending_timeout=settings.pending_timeout_s,
+        clock=clock,
+    )
+    bus = RedisEventBus(
+        redis, writer, capacity=settings.event_buffer_size, retention_s=settings.session_timeout_s
+    )
+    discord = ClusterDiscord(
+        settings,
+        bus,
+        redis=redis,
+        notices=notices,
+        writer=writer,
+        store=store,
+        sealer=sealer,
+        clock=clock,
+        **observers,
+    )
+    return ClusterParts(
+        redis,
+        notices,
+        writer,
+        sealer,
+        store,
+        bus,
+        discord,
+        RedisTicketStore(redis),
+        RedisSubscriptionStore(redis, notices, writer, sealer),
+    )

@@ -55,8 +55,9 @@ class Writer:
         if self._thread is None:
             with self._lock:
                 if self._thread is None and not self._closed:
-                    self._thread = threading.Thread(target=self._run, name="membersense-writer",
-                                                    daemon=True)
+                    self._thread = threading.Thread(
+                        target=self._run, name="membersense-writer", daemon=True
+                    )
                     self._thread.start()
 
     def flush(self, timeout: float) -> bool:

@@ -91,10 +91,12 @@ def use_endpoints(api_base: str, gateway_url: str) -> None:
         if _endpoints != wanted:
             if _endpoint_users:
                 raise EndpointConflict(
-                    "this process already talks to another Discord API base or gateway")
+                    "this process already talks to another Discord API base or gateway"
+                )
             Route.BASE = api_base
-            DiscordWebSocket.DEFAULT_GATEWAY = (yarl.URL(gateway_url) if gateway_url
-                                                else _DEFAULT_GATEWAY)
+            DiscordWebSocket.DEFAULT_GATEWAY = (
+                yarl.URL(gateway_url) if gateway_url else _DEFAULT_GATEWAY
+            )
             _endpoints = wanted
             # MemberSense never joins voice: discord.py's warnings about missing voice
             # libraries at the first client would only alarm operators.
@@ -124,6 +126,7 @@ def endpoint_users() -> int:
 
 
 # -- the gateway, raw -------------------------------------------------------------------
+
 
 class GatewayListener(Protocol):
     """What a client made by :func:`make_client` reports, on the event loop."""
@@ -192,8 +195,14 @@ class _Client(discord.Client):
     # discord.py types _get_state's options by keyword; we pass them all through.
     def _get_state(self, **options: Any) -> ConnectionState:  # type: ignore[override]
         # (discord.py types the state by the client's own class; this one is ours.)
-        return _State(dispatch=self.dispatch, handlers=self._handlers, hooks=self._hooks,
-                      http=self.http, listener=self._membersense, **options)
+        return _State(
+            dispatch=self.dispatch,
+            handlers=self._handlers,
+            hooks=self._hooks,
+            http=self.http,
+            listener=self._membersense,
+            **options,
+        )
 
     def dispatch(self, event: str, /, *args: Any, **kwargs: Any) -> None:
         super().dispatch(event, *args, **kwargs)
@@ -203,15 +212,22 @@ class _Client(discord.Client):
             log.error("handling %s failed: %s", event, type(exc).__name__)
 
 
-def make_client(listener: GatewayListener, *, intents: discord.Intents, **options: Any
-                ) -> discord.Client:
+def make_client(
+    listener: GatewayListener, *, intents: discord.Intents, **options: Any
+) -> discord.Client:
     """A client that keeps no members and no messages, and reports to *listener*.
 
     discord.py still caches guilds, roles and channels (and the bot's own
     member, for permissions); members and messages are MemberSense's.
     """
-    return _Client(listener, intents=intents, member_cache_flags=discord.MemberCacheFlags.none(),
-                   chunk_guilds_at_startup=False, max_messages=None, **options)
+    return _Client(
+        listener,
+        intents=intents,
+        member_cache_flags=discord.MemberCacheFlags.none(),
+        chunk_guilds_at_startup=False,
+        max_messages=None,
+        **options,
+    )
 
 
 async def request_all_members(client: discord.Client, guild_id: int, nonce: str) -> None:
@@ -235,6 +251,7 @@ def cancel_ready_task(client: discord.Client) -> Any:
 
 # -- REST -------------------------------------------------------------------------------
 
+
 def set_rate_limit_ceiling(client: discord.Client, seconds: float) -> None:
     """Raise ``RateLimited`` instead of sleeping on a rate limit longer than *seconds*.
 
@@ -250,9 +267,15 @@ async def bot_gateway(http: HTTPClient) -> tuple[str, dict[str, Any]]:
     return url, dict(budget or {})
 
 
-async def message_history(http: HTTPClient, channel_id: int, limit: int, *,
-                          before: int | None, after: int | None,
-                          around: int | None) -> list[dict[str, Any]]:
+async def message_history(
+    http: HTTPClient,
+    channel_id: int,
+    limit: int,
+    *,
+    before: int | None,
+    after: int | None,
+    around: int | None,
+) -> list[dict[str, Any]]:
     """``GET /channels/{id}/messages``: Discord's own message JSON."""
     messages = await http.logs_from(channel_id, limit, before=before, after=after, around=around)
     return cast(list[dict[str, Any]], messages)  # discord.py's TypedDicts of the same JSON
@@ -274,18 +297,24 @@ async def rest_client(token: str, *, http_trace: Any, ceiling: float) -> HTTPCli
     return client
 
 
-async def send_message(http: HTTPClient, channel_id: int, body: Mapping[str, Any]
-                       ) -> dict[str, Any]:
+async def send_message(
+    http: HTTPClient, channel_id: int, body: Mapping[str, Any]
+) -> dict[str, Any]:
     """``POST /channels/{id}/messages`` with *body* as given: Discord's JSON of the message."""
     route = Route("POST", "/channels/{channel_id}/messages", channel_id=channel_id)
     return cast(dict[str, Any], await http.request(route, json=dict(body)))
 
 
-async def edit_message(http: HTTPClient, channel_id: int, message_id: int,
-                       body: Mapping[str, Any]) -> dict[str, Any]:
+async def edit_message(
+    http: HTTPClient, channel_id: int, message_id: int, body: Mapping[str, Any]
+) -> dict[str, Any]:
     """``PATCH /channels/{id}/messages/{id}`` with *body* as given: the edited message's JSON."""
-    route = Route("PATCH", "/channels/{channel_id}/messages/{message_id}",
-                  channel_id=channel_id, message_id=message_id)
+    route = Route(
+        "PATCH",
+        "/channels/{channel_id}/messages/{message_id}",
+        channel_id=channel_id,
+        message_id=message_id,
+    )
     return cast(dict[str, Any], await http.request(route, json=dict(body)))
 
 

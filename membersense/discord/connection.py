@@ -98,12 +98,18 @@ class BotConnection:
     ``disconnect``, and ``close`` when it is closed for good). All on the loop.
     """
 
-    def __init__(self, token: str, settings: Settings, *, bus: EventBus, builder: Executor,
-                 on_response: Callable[[int, str | None], None],
-                 on_closed: Callable[[BotConnection], None] = lambda connection: None,
-                 on_change: Callable[[BotConnection], None] = lambda connection: None,
-                 on_gateway_event: Callable[[BotConnection, str], None] = lambda c, e: None
-                 ) -> None:
+    def __init__(
+        self,
+        token: str,
+        settings: Settings,
+        *,
+        bus: EventBus,
+        builder: Executor,
+        on_response: Callable[[int, str | None], None],
+        on_closed: Callable[[BotConnection], None] = lambda connection: None,
+        on_change: Callable[[BotConnection], None] = lambda connection: None,
+        on_gateway_event: Callable[[BotConnection, str], None] = lambda c, e: None,
+    ) -> None:
         self._token = token
         self.fingerprint = fingerprint(token)
         self._settings = settings
@@ -112,10 +118,18 @@ class BotConnection:
         self._on_closed = on_closed
         self._on_gateway_event = on_gateway_event
         self.lifecycle = Lifecycle(on_change=lambda: on_change(self))
-        self.loader = MemberLoader(self._request_members, loaded=self._members_loaded,
-                                   changed=self._loads_changed, label=self.fingerprint)
-        self.publisher = Publisher(members_of=self.loader.guilds.get, builder=builder,
-                                   label=self.fingerprint, on_change=lambda view: on_change(self))
+        self.loader = MemberLoader(
+            self._request_members,
+            loaded=self._members_loaded,
+            changed=self._loads_changed,
+            label=self.fingerprint,
+        )
+        self.publisher = Publisher(
+            members_of=self.loader.guilds.get,
+            builder=builder,
+            label=self.fingerprint,
+            on_change=lambda view: on_change(self),
+        )
         self.translator = EventTranslator(bus, self.fingerprint)
         #: The bot's REST calls (message history, sending), through this connection's client.
         self.rest = RestOperations(self._http, settings.discord_timeout_s)
@@ -163,8 +177,9 @@ class BotConnection:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         if self._start_task is None:
-            self._start_task = asyncio.create_task(self._start(timeout),
-                                                   name=f"membersense-login-{self.fingerprint}")
+            self._start_task = asyncio.create_task(
+                self._start(timeout), name=f"membersense-login-{self.fingerprint}"
+            )
         try:
             async with asyncio.timeout_at(deadline):
                 await asyncio.shield(self._start_task)
@@ -188,13 +203,17 @@ class BotConnection:
         compat.use_endpoints(settings.discord_api_base, settings.discord_gateway_url)
         self._endpoints_held = True
         client = self._client = compat.make_client(
-            self, intents=INTENTS, http_trace=http_trace(self._on_response),
-            enable_debug_events=False)
+            self,
+            intents=INTENTS,
+            http_trace=http_trace(self._on_response),
+            enable_debug_events=False,
+        )
         compat.set_rate_limit_ceiling(client, settings.discord_timeout_s)
         try:
             await bounded(self._rest_login(client), deadline - loop.time())
-            self._runner = asyncio.create_task(self._run_gateway(client),
-                                               name=f"membersense-gateway-{self.fingerprint}")
+            self._runner = asyncio.create_task(
+                self._run_gateway(client), name=f"membersense-gateway-{self.fingerprint}"
+            )
             await bounded(self.lifecycle.wait_until(self._guilds_arrived), deadline - loop.time())
             if not self.publisher.view.guilds:
                 raise NoGuilds()
@@ -206,8 +225,12 @@ class BotConnection:
             if isinstance(exc, (DiscordError, asyncio.CancelledError)):
                 raise
             raise error_from(exc) from None
-        log.info("bot connected", extra={"fields": {
-            "token": self.fingerprint, "guilds": len(self.publisher.view.guilds)}})
+        log.info(
+            "bot connected",
+            extra={
+                "fields": {"token": self.fingerprint, "guilds": len(self.publisher.view.guilds)}
+            },
+        )
 
     async def _rest_login(self, client: discord.Client) -> None:
         await client.login(self._token)
@@ -232,13 +255,16 @@ class BotConnection:
             raise
         except BaseException as exc:  # final close codes (4004/4013/4014) and the like
             self._gateway_error = error_from(exc)
-            log.warning("gateway connection ended: %s", type(exc).__name__,
-                        extra={"fields": {"token": self.fingerprint,
-                                          "code": getattr(exc, "code", None)}})
+            log.warning(
+                "gateway connection ended: %s",
+                type(exc).__name__,
+                extra={"fields": {"token": self.fingerprint, "code": getattr(exc, "code", None)}},
+            )
         finally:
             if self.lifecycle.state is State.READY:
                 error = self._gateway_error or DiscordUnavailable(
-                    "The connection to Discord was closed")
+                    "The connection to Discord was closed"
+                )
                 self.lifecycle.advance(State.FAILED, failure=error.failure())
             self.lifecycle.notify()
             if not client.is_closed():
@@ -272,7 +298,8 @@ class BotConnection:
             self.lifecycle.advance(State.CLOSING, reason=reason)
             self._closing = asyncio.create_task(
                 self._close(requested_by=asyncio.current_task()),
-                name=f"membersense-close-{self.fingerprint}")
+                name=f"membersense-close-{self.fingerprint}",
+            )
         await asyncio.shield(self._closing)
 
     async def _close(self, requested_by: asyncio.Task[Any] | None) -> None:
@@ -351,8 +378,12 @@ class BotConnection:
         if event in ("guild_channel_create", "guild_channel_update", "guild_channel_delete"):
             channel = args[-1]
             self.translator.channel("channel." + event.rsplit("_", 1)[1], channel)
-        elif event in ("guild_update", "guild_role_create", "guild_role_delete",
-                       "guild_role_update"):
+        elif event in (
+            "guild_update",
+            "guild_role_create",
+            "guild_role_delete",
+            "guild_role_update",
+        ):
             guild = args[-1] if event == "guild_update" else args[-1].guild
             self.translator.guild(guild_summary(guild, self.loader.guilds.get(guild.id)))
         elif event == "guild_remove":
@@ -392,8 +423,10 @@ class BotConnection:
             # readers to re-read rather than let them miss something silently.
             self._bus.restart(self.translator.topic(guild_id))
         if restarted:
-            log.info("gateway session restarted; reloading members",
-                     extra={"fields": {"token": self.fingerprint}})
+            log.info(
+                "gateway session restarted; reloading members",
+                extra={"fields": {"token": self.fingerprint}},
+            )
         self.lifecycle.notify()
 
     def _guild_arrived(self, data: Any) -> None:

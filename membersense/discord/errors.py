@@ -78,6 +78,7 @@ class Failure:
 
 # -- the token and the bot ----------------------------------------------------------
 
+
 class InvalidToken(DiscordError):
     """Discord rejected the bot token (at login, or later: it was revoked)."""
 
@@ -87,13 +88,20 @@ class InvalidToken(DiscordError):
 class MissingIntents(DiscordError):
     """The bot lacks privileged intents MemberSense needs."""
 
-    def __init__(self, message: str | None = None, *, retry_after: float | None = None,
-                 intents: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        retry_after: float | None = None,
+        intents: tuple[str, ...] = (),
+    ) -> None:
         if message is None:
             listed = " and ".join(intents) or "privileged intents"
-            message = (f"The bot needs the {listed} enabled: turn "
-                       f"{'them' if len(intents) > 1 else 'it'} on in the Discord Developer "
-                       "Portal (Bot > Privileged Gateway Intents), then log in again")
+            message = (
+                f"The bot needs the {listed} enabled: turn "
+                f"{'them' if len(intents) > 1 else 'it'} on in the Discord Developer "
+                "Portal (Bot > Privileged Gateway Intents), then log in again"
+            )
         super().__init__(message, retry_after=retry_after)
 
 
@@ -104,6 +112,7 @@ class NoGuilds(DiscordError):
 
 
 # -- what was asked for ----------------------------------------------------------------
+
 
 class GuildNotFound(DiscordError):
     """No such guild, or the bot is not in it."""
@@ -143,6 +152,7 @@ class InvalidMessage(DiscordError):
 
 # -- not now --------------------------------------------------------------------------------
 
+
 class RateLimited(DiscordError):
     """Discord is rate limiting this bot; *retry_after* says for how long."""
 
@@ -181,6 +191,7 @@ class Busy(DiscordError):
 
 # -- Discord itself -----------------------------------------------------------------------
 
+
 class DiscordUnavailable(DiscordError):
     """Discord answered with a server error, could not be reached, or closed the gateway."""
 
@@ -194,6 +205,7 @@ class DiscordTimeout(DiscordError):
 
 
 # -- MemberSense's own end of the connection ----------------------------------------
+
 
 class BotReleased(DiscordError):
     """The bot's connection was closed because no session uses it any more.

@@ -122,8 +122,13 @@ class InvalidRequestBudget:
     """A sliding-window count of Discord's 401/403/429 answers, refusing calls at *limit*,
     and a bot's calls at its share (:data:`TENANT_SHARE`)."""
 
-    def __init__(self, limit: int, *, window_s: float = INVALID_REQUEST_WINDOW_S,
-                 clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self,
+        limit: int,
+        *,
+        window_s: float = INVALID_REQUEST_WINDOW_S,
+        clock: Clock = time.monotonic,
+    ) -> None:
         if limit < 1:
             raise ValueError("limit must be at least 1")
         self.limit = limit
@@ -161,9 +166,16 @@ class InvalidRequestBudget:
                 times.append(now)
                 self._tenants.move_to_end(tenant)
         if spent_for and not was_spent:
-            log.warning("Discord refused too many requests; holding back calls to its API",
-                        extra={"fields": {"limit": self.limit, "window_s": self.window_s,
-                                          "retry_after": round(spent_for, 1)}})
+            log.warning(
+                "Discord refused too many requests; holding back calls to its API",
+                extra={
+                    "fields": {
+                        "limit": self.limit,
+                        "window_s": self.window_s,
+                        "retry_after": round(spent_for, 1),
+                    }
+                },
+            )
 
     def count(self) -> int:
         """Invalid answers within the window (at most *limit*: older ones are not kept)."""
@@ -183,8 +195,9 @@ class InvalidRequestBudget:
             now = self._clock()
             everyone, own = self._spent_at(now), self._tenant_spent_at(tenant)
         if everyone > 0 or own > 0:
-            raise HeldBack(None if everyone >= own else TENANT_HELD_BACK,
-                           retry_after=max(everyone, own))
+            raise HeldBack(
+                None if everyone >= own else TENANT_HELD_BACK, retry_after=max(everyone, own)
+            )
 
     def _tenant_spent_at(self, tenant: str | None) -> float:
         # Under the lock.
@@ -203,8 +216,13 @@ class InvalidRequestBudget:
 class FailedTokens:
     """Fingerprints of tokens Discord refused, answered 401 locally for *ttl_s*."""
 
-    def __init__(self, *, capacity: int = FAILED_TOKEN_CAPACITY, ttl_s: float = FAILED_TOKEN_TTL_S,
-                 clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        capacity: int = FAILED_TOKEN_CAPACITY,
+        ttl_s: float = FAILED_TOKEN_TTL_S,
+        clock: Clock = time.monotonic,
+    ) -> None:
         self.capacity = capacity
         self.ttl_s = ttl_s
         self._clock = clock

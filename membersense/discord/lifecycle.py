@@ -65,8 +65,9 @@ class Lifecycle:
     def __repr__(self) -> str:
         return f"<Lifecycle {self.state.value}>"
 
-    def advance(self, to: State, *, failure: Failure | None = None,
-                reason: str | None = None) -> None:
+    def advance(
+        self, to: State, *, failure: Failure | None = None, reason: str | None = None
+    ) -> None:
         """Move to *to*; a transition the diagram above lacks is a bug (RuntimeError)."""
         if to not in _TRANSITIONS[self.state]:
             raise RuntimeError(f"a connection cannot go from {self.state.value} to {to.value}")

@@ -75,13 +75,18 @@ class LocalDiscord:
     app's metrics; this layer imports none of the web layer).
     """
 
-    def __init__(self, settings: Settings, bus: EventBus, *,
-                 has_sessions: Callable[[str], bool],
-                 clock: Callable[[], float] = time.monotonic,
-                 invalid_requests: InvalidRequests | None = None,
-                 failed_tokens: RefusedTokens | None = None,
-                 on_answer: Callable[[int], None] = lambda status: None,
-                 on_gateway_event: Callable[[object, str], None] = lambda c, e: None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        bus: EventBus,
+        *,
+        has_sessions: Callable[[str], bool],
+        clock: Callable[[], float] = time.monotonic,
+        invalid_requests: InvalidRequests | None = None,
+        failed_tokens: RefusedTokens | None = None,
+        on_answer: Callable[[int], None] = lambda status: None,
+        on_gateway_event: Callable[[object, str], None] = lambda c, e: None,
+    ) -> None:
         self.settings = settings
         self.bus = bus
         self._on_answer = on_answer
@@ -90,13 +95,17 @@ class LocalDiscord:
         self.bridge = Bridge()
         #: Discord's 401/403/429 answers to this process; spent, it holds calls back.
         self.invalid_requests: InvalidRequests = invalid_requests or InvalidRequestBudget(
-            settings.discord_invalid_request_limit, clock=clock)
+            settings.discord_invalid_request_limit, clock=clock
+        )
         #: Tokens Discord refused lately, answered 401 without asking again.
         self.failed_tokens: RefusedTokens = failed_tokens or FailedTokens(clock=clock)
-        self.pool = ConnectionPool(self.bridge, self._new_connection,
-                                   has_sessions=has_sessions,
-                                   linger_s=settings.connection_linger_s,
-                                   before_new=self.invalid_requests.check)
+        self.pool = ConnectionPool(
+            self.bridge,
+            self._new_connection,
+            has_sessions=has_sessions,
+            linger_s=settings.connection_linger_s,
+            before_new=self.invalid_requests.check,
+        )
         self.bridge.add_stop_hook(self.pool.close_all)
         self._builder: ThreadPoolExecutor | None = None
         self._builder_lock = threading.Lock()
@@ -106,11 +115,16 @@ class LocalDiscord:
         return f"<LocalDiscord {self.pool!r}>"
 
     def _new_connection(self, token: str) -> BotConnection:
-        return BotConnection(token, self.settings, bus=self.bus, builder=self._snapshot_builder(),
-                             on_response=self._answered_for(fingerprint(token)),
-                             on_gateway_event=self._on_gateway_event,
-                             on_closed=self.pool.closed_connection,
-                             on_change=self._connection_changed)
+        return BotConnection(
+            token,
+            self.settings,
+            bus=self.bus,
+            builder=self._snapshot_builder(),
+            on_response=self._answered_for(fingerprint(token)),
+            on_gateway_event=self._on_gateway_event,
+            on_closed=self.pool.closed_connection,
+            on_change=self._connection_changed,
+        )
 
     def _answered_for(self, bot: str) -> Callable[[int, str | None], None]:
         """What to do with each of Discord's REST answers to *bot*: count it."""
@@ -184,7 +198,8 @@ class LocalDiscord:
     def _await_members(self, fingerprint: str, guild_id: int) -> GuildView | None:
         """The guild's view once its member list is published (bounded), or None if gone."""
         waited = self._connection(fingerprint).publisher.wait_for_members(
-            guild_id, self.settings.discord_timeout_s)
+            guild_id, self.settings.discord_timeout_s
+        )
         error = self._connection(fingerprint).unusable() if waited is not None else None
         if error is not None:
             raise error
@@ -194,8 +209,9 @@ class LocalDiscord:
         """One of the bot's REST operations (:class:`~membersense.discord.rest.RestOperations`)
         on the loop: Discord's JSON."""
         connection = self._connection(fingerprint)
-        return self.pool.call(getattr(connection.rest, operation), *args,
-                              timeout=self.settings.discord_timeout_s)
+        return self.pool.call(
+            getattr(connection.rest, operation), *args, timeout=self.settings.discord_timeout_s
+        )
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -209,8 +225,9 @@ class LocalDiscord:
         """The bot's guilds now, the default one first."""
         return self._view(fingerprint).summaries()
 
-    def members(self, fingerprint: str, guild_id: int, *, limit: int | None = None,
-                after: int | None = None) -> JsonDocument:
+    def members(
+        self, fingerprint: str, guild_id: int, *, limit: int | None = None, after: int | None = None
+    ) -> JsonDocument:
         """The guild's members from the published snapshot (waits, bounded, while loading)."""
         view = self._guild(fingerprint, guild_id)
         snapshot = view.members
@@ -221,20 +238,23 @@ class LocalDiscord:
             snapshot = waited.members
             if snapshot is None:
                 retry_at = waited.members_retry_at
-                raise MembersLoading(retry_after=max(1.0, retry_at - time.time())
-                                     if retry_at is not None else LOADING_RETRY_AFTER_S)
+                raise MembersLoading(
+                    retry_after=max(1.0, retry_at - time.time())
+                    if retry_at is not None
+                    else LOADING_RETRY_AFTER_S
+                )
         if limit is None and after is None:
             return snapshot.document
         return snapshot.page(limit, after)
 
-    def channels(self, fingerprint: str, guild_id: int, *,
-                 kind: ChannelKind = "text") -> list[dict[str, Any]]:
+    def channels(
+        self, fingerprint: str, guild_id: int, *, kind: ChannelKind = "text"
+    ) -> list[dict[str, Any]]:
         """The guild's channels of *kind*, in the order Discord shows them."""
         view = self._guild(fingerprint, guild_id)
         return [dict(entry.data) for entry in view.channels if kind == "all" or entry.kind == kind]
 
-    def _message_channel(self, fingerprint: str, guild_id: int,
-                         channel_id: int) -> ChannelEntry:
+    def _message_channel(self, fingerprint: str, guild_id: int, channel_id: int) -> ChannelEntry:
         channel = self._guild(fingerprint, guild_id).channel_index.get(channel_id)
         if channel is None:  # unknown, or another guild's: both look the same
             raise ChannelNotFound()
@@ -242,9 +262,17 @@ class LocalDiscord:
             raise NotMessageable()
         return channel
 
-    def messages(self, fingerprint: str, guild_id: int, channel_id: int, *, limit: int = 100,
-                 before: int | None = None, after: int | None = None,
-                 around: int | None = None) -> list[dict[str, Any]]:
+    def messages(
+        self,
+        fingerprint: str,
+        guild_id: int,
+        channel_id: int,
+        *,
+        limit: int = 100,
+        before: int | None = None,
+        after: int | None = None,
+        around: int | None = None,
+    ) -> list[dict[str, Any]]:
         """Up to *limit* messages of a channel of the guild, newest first, from Discord."""
         channel = self._message_channel(fingerprint, guild_id, channel_id)
         if not channel.readable:
@@ -257,9 +285,17 @@ class LocalDiscord:
 
     # -- sending --------------------------------------------------------------------------------
 
-    def send_message(self, fingerprint: str, guild_id: int, channel_id: int, content: str, *,
-                     reply_to: int | None = None, allow_mentions: bool = False,
-                     idempotency_key: str | None = None) -> dict[str, Any]:
+    def send_message(
+        self,
+        fingerprint: str,
+        guild_id: int,
+        channel_id: int,
+        content: str,
+        *,
+        reply_to: int | None = None,
+        allow_mentions: bool = False,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
         """Post a message as the bot, after checking the channel and the bot's permission to
         send there (and to read it, for a reply) against published state."""
         channel = self._message_channel(fingerprint, guild_id, channel_id)
@@ -268,8 +304,9 @@ class LocalDiscord:
         if reply_to is not None and not channel.readable:
             raise MissingAccess("The bot cannot read this channel's history, which a reply needs")
         nonce = nonce_for(channel_id, idempotency_key) if idempotency_key is not None else None
-        body = create_body(channel_id, content, reply_to=reply_to, allow_mentions=allow_mentions,
-                           nonce=nonce)
+        body = create_body(
+            channel_id, content, reply_to=reply_to, allow_mentions=allow_mentions, nonce=nonce
+        )
         self.invalid_requests.check(fingerprint)
         try:
             payload = self._rest(fingerprint, "send_message", channel_id, body)
@@ -280,17 +317,31 @@ class LocalDiscord:
             raise InvalidMessage("replyTo must be a message of this channel") from None
         return serialize_message(payload)
 
-    def edit_message(self, fingerprint: str, guild_id: int, channel_id: int, message_id: int,
-                     content: str, *, allow_mentions: bool = False) -> dict[str, Any]:
+    def edit_message(
+        self,
+        fingerprint: str,
+        guild_id: int,
+        channel_id: int,
+        message_id: int,
+        content: str,
+        *,
+        allow_mentions: bool = False,
+    ) -> dict[str, Any]:
         """Replace the content of one of the bot's messages (Discord refuses others' with 403)."""
         self._message_channel(fingerprint, guild_id, channel_id)
         self.invalid_requests.check(fingerprint)
-        payload = self._rest(fingerprint, "edit_message", channel_id, message_id,
-                             edit_body(content, allow_mentions=allow_mentions))
+        payload = self._rest(
+            fingerprint,
+            "edit_message",
+            channel_id,
+            message_id,
+            edit_body(content, allow_mentions=allow_mentions),
+        )
         return serialize_message(payload)
 
-    def delete_message(self, fingerprint: str, guild_id: int, channel_id: int,
-                       message_id: int) -> None:
+    def delete_message(
+        self, fingerprint: str, guild_id: int, channel_id: int, message_id: int
+    ) -> None:
         """Delete a message of the channel (Discord decides whose: the bot's own, or any with
         Manage Messages)."""
         self._message_channel(fingerprint, guild_id, channel_id)
@@ -312,4 +363,3 @@ class LocalDiscord:
             builder, self._builder = self._builder, None
         if builder is not None:
             builder.shutdown(wait=True, cancel_futures=True)
-

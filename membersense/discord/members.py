@@ -128,9 +128,15 @@ class MemberLoader:
     be waiting for it).
     """
 
-    def __init__(self, request: Callable[[int, str], Any], *, loaded: Callable[[int], None],
-                 changed: Callable[[], None], label: str,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        request: Callable[[int, str], Any],
+        *,
+        loaded: Callable[[int], None],
+        changed: Callable[[], None],
+        label: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._request = request
         self._loaded = loaded
         self._changed = changed
@@ -218,8 +224,16 @@ class MemberLoader:
                     return  # the whole list arrived
                 delay = load.rate_limited
                 load.retry_at = self._clock() + delay
-                log.info("member request rate limited", extra={"fields": {
-                    "token": self._label, "guild": load.guild_id, "retry_after": delay}})
+                log.info(
+                    "member request rate limited",
+                    extra={
+                        "fields": {
+                            "token": self._label,
+                            "guild": load.guild_id,
+                            "retry_after": delay,
+                        }
+                    },
+                )
                 self._changed()
                 await asyncio.sleep(delay)
         finally:

@@ -39,13 +39,22 @@ def nonce_for(channel_id: int, key: str) -> str:
     return base64.urlsafe_b64encode(digest).decode("ascii")[:_NONCE_LENGTH]
 
 
-def create_body(channel_id: int, content: str, *, reply_to: int | None = None,
-                allow_mentions: bool = False, nonce: str | None = None) -> dict[str, Any]:
+def create_body(
+    channel_id: int,
+    content: str,
+    *,
+    reply_to: int | None = None,
+    allow_mentions: bool = False,
+    nonce: str | None = None,
+) -> dict[str, Any]:
     """``POST /channels/{channel_id}/messages``: a text message, maybe a reply, maybe idempotent."""
     body: dict[str, Any] = {"content": content, "allowed_mentions": _mentions(allow_mentions)}
     if reply_to is not None:
-        body["message_reference"] = {"message_id": str(reply_to), "channel_id": str(channel_id),
-                                     "fail_if_not_exists": True}
+        body["message_reference"] = {
+            "message_id": str(reply_to),
+            "channel_id": str(channel_id),
+            "fail_if_not_exists": True,
+        }
     if nonce is not None:
         body["nonce"] = nonce
         body["enforce_nonce"] = True

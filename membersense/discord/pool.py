@@ -43,9 +43,15 @@ class ConnectionPool:
     made (it may refuse, e.g. while Discord's invalid-request budget is spent).
     """
 
-    def __init__(self, bridge: Bridge, factory: Callable[[str], BotConnection], *,
-                 has_sessions: Callable[[str], bool], linger_s: float,
-                 before_new: Callable[[str], None] = lambda bot: None) -> None:
+    def __init__(
+        self,
+        bridge: Bridge,
+        factory: Callable[[str], BotConnection],
+        *,
+        has_sessions: Callable[[str], bool],
+        linger_s: float,
+        before_new: Callable[[str], None] = lambda bot: None,
+    ) -> None:
         self._bridge = bridge
         self._factory = factory
         self._has_sessions = has_sessions
@@ -77,8 +83,11 @@ class ConnectionPool:
             if self._closed:
                 raise ServiceClosed()
             connection = self._connections.get(bot)
-            if connection is None or connection.state in (State.FAILED, State.CLOSING,
-                                                          State.CLOSED):
+            if connection is None or connection.state in (
+                State.FAILED,
+                State.CLOSING,
+                State.CLOSED,
+            ):
                 self._before_new(bot)
                 connection = self._factory(token)
                 self._connections[bot] = connection
@@ -92,8 +101,11 @@ class ConnectionPool:
             if self._closed:
                 raise ServiceClosed()
             connection = self._connections.get(bot)
-            if connection is None or connection.state in (State.FAILED, State.CLOSING,
-                                                          State.CLOSED):
+            if connection is None or connection.state in (
+                State.FAILED,
+                State.CLOSING,
+                State.CLOSED,
+            ):
                 connection = self._factory(token)
                 self._connections[bot] = connection
         try:
@@ -136,10 +148,12 @@ class ConnectionPool:
             return
         if self._connections.get(connection.fingerprint) is not connection:
             return
-        log.info("closing an unused bot connection",
-                 extra={"fields": {"token": connection.fingerprint}})
+        log.info(
+            "closing an unused bot connection", extra={"fields": {"token": connection.fingerprint}}
+        )
         asyncio.get_running_loop().create_task(
-            connection.close(RELEASED), name=f"membersense-release-{connection.fingerprint}")
+            connection.close(RELEASED), name=f"membersense-release-{connection.fingerprint}"
+        )
 
     def closed_connection(self, connection: BotConnection) -> None:
         """A connection finished closing (whatever closed it): forget it."""

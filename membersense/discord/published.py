@@ -89,14 +89,19 @@ def guild_summary(guild: discord.Guild, members: GuildMembers | None) -> GuildSu
     """The guild as a login (and ``guild.update``) describes it; the member count is
     exact once the member list is loaded."""
     count = len(members) if members is not None and members.complete else guild.member_count
-    return GuildSummary(str(guild.id), guild.name, count or 0,
-                        guild_icon_url(guild.id, guild.icon.key if guild.icon else None))
+    return GuildSummary(
+        str(guild.id),
+        guild.name,
+        count or 0,
+        guild_icon_url(guild.id, guild.icon.key if guild.icon else None),
+    )
 
 
 def role_names(guild: discord.Guild) -> RoleNames:
     """A guild's role names, ranked (from discord.py's role cache, on the loop)."""
-    return RoleNames(guild.id, [RoleRecord(r.id, r.name, r.position, r.colour.value)
-                                for r in guild.roles])
+    return RoleNames(
+        guild.id, [RoleRecord(r.id, r.name, r.position, r.colour.value) for r in guild.roles]
+    )
 
 
 def _channel_entry(channel: discord.abc.GuildChannel, me: discord.Member | None) -> ChannelEntry:
@@ -105,8 +110,13 @@ def _channel_entry(channel: discord.abc.GuildChannel, me: discord.Member | None)
         permissions = channel.permissions_for(me)
         readable = permissions.view_channel and permissions.read_message_history
         sendable = permissions.view_channel and permissions.send_messages
-    return ChannelEntry(serialize_channel(channel), channel_kind(channel), readable,
-                        isinstance(channel, discord.abc.Messageable), sendable)
+    return ChannelEntry(
+        serialize_channel(channel),
+        channel_kind(channel),
+        readable,
+        isinstance(channel, discord.abc.Messageable),
+        sendable,
+    )
 
 
 class Publisher:
@@ -118,8 +128,14 @@ class Publisher:
     *on_change(view)* hears of every new view (Redis mode mirrors it).
     """
 
-    def __init__(self, *, members_of: Callable[[int], GuildMembers | None], builder: Executor,
-                 label: str, on_change: Callable[[BotView], None] = lambda view: None) -> None:
+    def __init__(
+        self,
+        *,
+        members_of: Callable[[int], GuildMembers | None],
+        builder: Executor,
+        label: str,
+        on_change: Callable[[BotView], None] = lambda view: None,
+    ) -> None:
         self.view = BotView()
         self._on_change = on_change
         self._members_of = members_of
@@ -162,8 +178,13 @@ class Publisher:
         if current is None:
             guilds[guild.id] = GuildView(summary, not guild.unavailable, tuple(entries), index)
         else:
-            guilds[guild.id] = replace(current, summary=summary, available=not guild.unavailable,
-                                       channels=tuple(entries), channel_index=index)
+            guilds[guild.id] = replace(
+                current,
+                summary=summary,
+                available=not guild.unavailable,
+                channels=tuple(entries),
+                channel_index=index,
+            )
         self._replace(guilds)
 
     def publish_availability(self, guild_id: int, available: bool) -> None:
@@ -199,7 +220,8 @@ class Publisher:
         task = self._rebuilding.get(guild.id)
         if task is None or task.done():
             self._rebuilding[guild.id] = asyncio.create_task(
-                self._rebuild(guild), name=f"membersense-snapshot-{guild.id}")
+                self._rebuild(guild), name=f"membersense-snapshot-{guild.id}"
+            )
 
     async def _rebuild(self, guild: discord.Guild) -> None:
         loop = asyncio.get_running_loop()
@@ -210,20 +232,32 @@ class Publisher:
             if members is None or view is None or not (members.complete or view.members):
                 return
             # One loop step copies references to immutable records: cheap even for 100 000.
-            records, version, roles = list(members.records.values()), members.version, \
-                role_names(guild)
+            records, version, roles = (
+                list(members.records.values()),
+                members.version,
+                role_names(guild),
+            )
             started = time.monotonic()
-            snapshot = await loop.run_in_executor(self._builder, build_snapshot, version,
-                                                  guild.id, records, roles)
+            snapshot = await loop.run_in_executor(
+                self._builder, build_snapshot, version, guild.id, records, roles
+            )
             elapsed = time.monotonic() - started
             current = self.view.guilds.get(guild.id)
             if current is None or self._closed:
                 return
             if current.members is None or current.members.version <= snapshot.version:
                 self._update(guild.id, members=snapshot)
-            log.debug("member snapshot built", extra={"fields": {
-                "token": self._label, "guild": guild.id, "members": len(snapshot),
-                "ms": round(elapsed * 1000, 1)}})
+            log.debug(
+                "member snapshot built",
+                extra={
+                    "fields": {
+                        "token": self._label,
+                        "guild": guild.id,
+                        "members": len(snapshot),
+                        "ms": round(elapsed * 1000, 1),
+                    }
+                },
+            )
             if guild.id in self._dirty:
                 await asyncio.sleep(min(elapsed, MAX_REBUILD_SPACING_S))
 

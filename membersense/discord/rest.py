@@ -69,8 +69,9 @@ def http_trace(on_response: ResponseListener) -> aiohttp.TraceConfig:
     """An aiohttp trace reporting each Discord response's status and rate-limit scope
     to *on_response*, and to :func:`bounded`."""
 
-    async def on_request_end(session: Any, context: Any, params: aiohttp.TraceRequestEndParams
-                             ) -> None:
+    async def on_request_end(
+        session: Any, context: Any, params: aiohttp.TraceRequestEndParams
+    ) -> None:
         response = params.response
         on_response(response.status, response.headers.get("X-RateLimit-Scope"))
         seen = _last_response.get()
@@ -82,8 +83,9 @@ def http_trace(on_response: ResponseListener) -> aiohttp.TraceConfig:
     return trace
 
 
-def error_from(exc: BaseException, *, not_found: type[DiscordError] = DiscordUnavailable
-               ) -> DiscordError:
+def error_from(
+    exc: BaseException, *, not_found: type[DiscordError] = DiscordUnavailable
+) -> DiscordError:
     """The :class:`DiscordError` for *exc*; logs anything unexpected by type only.
 
     *not_found* is what a 404 from Discord means in the caller's context, unless
@@ -116,12 +118,15 @@ def error_from(exc: BaseException, *, not_found: type[DiscordError] = DiscordUna
         if exc.status == 401:
             return InvalidToken("Discord no longer accepts this bot's token")
         if exc.status == 429:  # a 429 that is not a rate limit (Cloudflare): back off
-            return RateLimited("Discord refused the request; try again later",
-                               retry_after=_retry_after(exc.response))
+            return RateLimited(
+                "Discord refused the request; try again later",
+                retry_after=_retry_after(exc.response),
+            )
         if exc.status == 400:
             return InvalidMessage()
-        log.warning("Discord answered an unexpected status",
-                    extra={"fields": {"status": exc.status}})
+        log.warning(
+            "Discord answered an unexpected status", extra={"fields": {"status": exc.status}}
+        )
         return DiscordUnavailable("Discord rejected the request")
     if isinstance(exc, discord.GatewayNotFound):
         return DiscordUnavailable("Discord's gateway is unavailable")
@@ -141,8 +146,9 @@ def _retry_after(response: Any) -> float | None:
         return None
 
 
-async def bounded(operation: Awaitable[T], timeout: float, *,
-                  not_found: type[DiscordError] = DiscordUnavailable) -> T:
+async def bounded(
+    operation: Awaitable[T], timeout: float, *, not_found: type[DiscordError] = DiscordUnavailable
+) -> T:
     """Await *operation* for at most *timeout* seconds; every failure is a DiscordError."""
     seen: list[Any] = []
     token = _last_response.set(seen)
@@ -183,30 +189,43 @@ class RestOperations:
         self._http = http
         self._timeout = timeout
 
-    async def messages(self, channel_id: int, limit: int, before: int | None,
-                       after: int | None, around: int | None) -> list[dict[str, Any]]:
+    async def messages(
+        self, channel_id: int, limit: int, before: int | None, after: int | None, around: int | None
+    ) -> list[dict[str, Any]]:
         """Discord's JSON for up to *limit* messages of a channel."""
         http = await self._http()
-        return await bounded(compat.message_history(http, channel_id, limit, before=before,
-                                                    after=after, around=around),
-                             self._timeout, not_found=ChannelNotFound)
+        return await bounded(
+            compat.message_history(
+                http, channel_id, limit, before=before, after=after, around=around
+            ),
+            self._timeout,
+            not_found=ChannelNotFound,
+        )
 
     async def send_message(self, channel_id: int, body: Mapping[str, Any]) -> dict[str, Any]:
         """Post *body* (see :mod:`~membersense.discord.outgoing`) in a channel: the
         message's JSON (the earlier one, when Discord recognised a repeated nonce)."""
         http = await self._http()
-        return await bounded(compat.send_message(http, channel_id, body), self._timeout,
-                             not_found=ChannelNotFound)
+        return await bounded(
+            compat.send_message(http, channel_id, body), self._timeout, not_found=ChannelNotFound
+        )
 
-    async def edit_message(self, channel_id: int, message_id: int,
-                           body: Mapping[str, Any]) -> dict[str, Any]:
+    async def edit_message(
+        self, channel_id: int, message_id: int, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
         """Edit one of the bot's messages with *body*: the edited message's JSON."""
         http = await self._http()
-        return await bounded(compat.edit_message(http, channel_id, message_id, body),
-                             self._timeout, not_found=MessageNotFound)
+        return await bounded(
+            compat.edit_message(http, channel_id, message_id, body),
+            self._timeout,
+            not_found=MessageNotFound,
+        )
 
     async def delete_message(self, channel_id: int, message_id: int) -> None:
         """Delete a message (the bot's own, or any with Manage Messages)."""
         http = await self._http()
-        await bounded(compat.delete_message(http, channel_id, message_id), self._timeout,
-                      not_found=MessageNotFound)
+        await bounded(
+            compat.delete_message(http, channel_id, message_id),
+            self._timeout,
+            not_found=MessageNotFound,
+        )

@@ -84,9 +84,11 @@ def role_ids(roles: Iterable[str] | None) -> tuple[int, ...]:
     return tuple(int(r) for r in roles or ())
 
 
-def member_record(data: Mapping[str, Any], previous: MemberRecord | None = None,
-                  roles_of: Callable[[list[str] | None], tuple[int, ...]] = role_ids
-                  ) -> MemberRecord:
+def member_record(
+    data: Mapping[str, Any],
+    previous: MemberRecord | None = None,
+    roles_of: Callable[[list[str] | None], tuple[int, ...]] = role_ids,
+) -> MemberRecord:
     """A :class:`MemberRecord` from Discord's guild member JSON.
 
     *previous*, when given, supplies what a partial payload (a member update)
@@ -99,18 +101,20 @@ def member_record(data: Mapping[str, Any], previous: MemberRecord | None = None,
     if previous is not None:
         return _updated_record(previous, user, data, roles_of)
     discriminator = user.get("discriminator") or "0"
-    return _make_record((
-        int(user["id"]),
-        user.get("username") or "",
-        user.get("global_name"),
-        data.get("nick"),
-        user.get("avatar"),
-        data.get("avatar"),
-        _DISCRIMINATORS.get(discriminator, discriminator),
-        roles_of(data.get("roles")),
-        data.get("joined_at"),
-        user.get("bot") is True,
-    ))
+    return _make_record(
+        (
+            int(user["id"]),
+            user.get("username") or "",
+            user.get("global_name"),
+            data.get("nick"),
+            user.get("avatar"),
+            data.get("avatar"),
+            _DISCRIMINATORS.get(discriminator, discriminator),
+            roles_of(data.get("roles")),
+            data.get("joined_at"),
+            user.get("bot") is True,
+        )
+    )
 
 
 _make_record = MemberRecord._make
@@ -118,8 +122,12 @@ _make_record = MemberRecord._make
 _DISCRIMINATORS = {"0": "0"}
 
 
-def _updated_record(previous: MemberRecord, user: Mapping[str, Any], data: Mapping[str, Any],
-                    roles_of: Callable[[list[str] | None], tuple[int, ...]]) -> MemberRecord:
+def _updated_record(
+    previous: MemberRecord,
+    user: Mapping[str, Any],
+    data: Mapping[str, Any],
+    roles_of: Callable[[list[str] | None], tuple[int, ...]],
+) -> MemberRecord:
     changes: dict[str, Any] = {}
     for key in ("username", "global_name", "avatar"):
         if key in user:
@@ -158,8 +166,7 @@ class RoleNames:
         if names is None:
             known = [rid for rid in role_ids if rid in self._rank and rid != self._guild_id]
             known.sort(key=self._rank.__getitem__)
-            names = self._ranked[role_ids] = (*(self._names[rid] for rid in known),
-                                              self.everyone)
+            names = self._ranked[role_ids] = (*(self._names[rid] for rid in known), self.everyone)
         return names
 
     def color_of(self, role_ids: tuple[int, ...]) -> str | None:
@@ -167,8 +174,9 @@ class RoleNames:
         if role_ids in self._colored:
             return self._colored[role_ids]
         coloured = [rid for rid in role_ids if rid in self._colors]
-        color = (f"#{self._colors[min(coloured, key=self._rank.__getitem__)]:06x}"
-                 if coloured else None)
+        color = (
+            f"#{self._colors[min(coloured, key=self._rank.__getitem__)]:06x}" if coloured else None
+        )
         self._colored[role_ids] = color
         return color
 
@@ -184,8 +192,10 @@ def avatar_url(
     """The CDN URL of the avatar Discord shows: per-guild, else the user's, else a default one."""
     if guild_avatar and guild_id is not None:
         ext = "gif" if guild_avatar.startswith("a_") else "png"
-        return (f"{CDN_BASE}/guilds/{guild_id}/users/{user_id}/avatars/"
-                f"{guild_avatar}.{ext}?size={_AVATAR_SIZE}")
+        return (
+            f"{CDN_BASE}/guilds/{guild_id}/users/{user_id}/avatars/"
+            f"{guild_avatar}.{ext}?size={_AVATAR_SIZE}"
+        )
     if avatar:
         ext = "gif" if avatar.startswith("a_") else "png"
         return f"{CDN_BASE}/avatars/{user_id}/{avatar}.{ext}?size={_AVATAR_SIZE}"
@@ -230,8 +240,13 @@ def serialize_member(record: MemberRecord, roles: RoleNames, guild_id: int) -> d
         "id": str(record.id),
         "username": record.username,
         "displayName": record.nick or record.global_name or record.username,
-        "avatar": avatar_url(record.id, record.avatar, discriminator=record.discriminator,
-                             guild_id=guild_id, guild_avatar=record.guild_avatar),
+        "avatar": avatar_url(
+            record.id,
+            record.avatar,
+            discriminator=record.discriminator,
+            guild_id=guild_id,
+            guild_avatar=record.guild_avatar,
+        ),
         "roles": names,
         "role": names[0],
         "joinedAt": js_timestamp(record.joined_at),
@@ -276,6 +291,7 @@ def serialize_channel(channel: discord.abc.GuildChannel) -> dict[str, Any]:
 
 # -- messages ---------------------------------------------------------------
 
+
 def _epoch_ms(iso: str | None) -> int | None:
     if not iso:
         return None
@@ -295,8 +311,11 @@ def serialize_message(payload: Mapping[str, Any]) -> dict[str, Any]:
             "id": str(author_id),
             "username": author.get("username", ""),
             "name": author.get("global_name") or author.get("username", ""),
-            "avatar": avatar_url(author_id, author.get("avatar"),
-                                 discriminator=str(author.get("discriminator") or "0")),
+            "avatar": avatar_url(
+                author_id,
+                author.get("avatar"),
+                discriminator=str(author.get("discriminator") or "0"),
+            ),
         },
         "timestamp": _epoch_ms(payload.get("timestamp")),
         "editedTimestamp": _epoch_ms(payload.get("edited_timestamp")),

@@ -39,8 +39,12 @@ class GuildSummary:
 
     def to_json(self) -> dict[str, Any]:
         """The summary as the API shows it."""
-        return {"id": self.id, "name": self.name, "memberCount": self.member_count,
-                "iconURL": self.icon_url}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "memberCount": self.member_count,
+            "iconURL": self.icon_url,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +69,7 @@ class JsonDocument:
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
         data = memoryview(self.gzip)
         for start in range(0, len(data), _INFLATE_INPUT):
-            piece = inflater.decompress(data[start:start + _INFLATE_INPUT])
+            piece = inflater.decompress(data[start : start + _INFLATE_INPUT])
             if piece:
                 yield piece
         rest = inflater.flush()
@@ -110,25 +114,43 @@ class DiscordService(Protocol):
         """The bot's guilds now."""
         ...
 
-    def members(self, fingerprint: str, guild_id: int, *, limit: int | None = None,
-                after: int | None = None) -> JsonDocument:
+    def members(
+        self, fingerprint: str, guild_id: int, *, limit: int | None = None, after: int | None = None
+    ) -> JsonDocument:
         """Members of the guild ordered by user id; with *limit*, at most that many above *after*."""
         ...
 
-    def channels(self, fingerprint: str, guild_id: int, *,
-                 kind: ChannelKind = "text") -> list[dict[str, Any]]:
+    def channels(
+        self, fingerprint: str, guild_id: int, *, kind: ChannelKind = "text"
+    ) -> list[dict[str, Any]]:
         """The guild's channels of *kind*, in Discord's display order."""
         ...
 
-    def messages(self, fingerprint: str, guild_id: int, channel_id: int, *, limit: int = 100,
-                 before: int | None = None, after: int | None = None,
-                 around: int | None = None) -> list[dict[str, Any]]:
+    def messages(
+        self,
+        fingerprint: str,
+        guild_id: int,
+        channel_id: int,
+        *,
+        limit: int = 100,
+        before: int | None = None,
+        after: int | None = None,
+        around: int | None = None,
+    ) -> list[dict[str, Any]]:
         """Up to *limit* messages of a channel of the guild, newest first."""
         ...
 
-    def send_message(self, fingerprint: str, guild_id: int, channel_id: int, content: str, *,
-                     reply_to: int | None = None, allow_mentions: bool = False,
-                     idempotency_key: str | None = None) -> dict[str, Any]:
+    def send_message(
+        self,
+        fingerprint: str,
+        guild_id: int,
+        channel_id: int,
+        content: str,
+        *,
+        reply_to: int | None = None,
+        allow_mentions: bool = False,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
         """Post a message as the bot in a channel of the guild; it as ``messages`` shows it.
 
         Mentions ping no one unless *allow_mentions*; *reply_to* is a message of
@@ -137,13 +159,22 @@ class DiscordService(Protocol):
         """
         ...
 
-    def edit_message(self, fingerprint: str, guild_id: int, channel_id: int, message_id: int,
-                     content: str, *, allow_mentions: bool = False) -> dict[str, Any]:
+    def edit_message(
+        self,
+        fingerprint: str,
+        guild_id: int,
+        channel_id: int,
+        message_id: int,
+        content: str,
+        *,
+        allow_mentions: bool = False,
+    ) -> dict[str, Any]:
         """Replace the content of one of the bot's messages; the edited message."""
         ...
 
-    def delete_message(self, fingerprint: str, guild_id: int, channel_id: int,
-                       message_id: int) -> None:
+    def delete_message(
+        self, fingerprint: str, guild_id: int, channel_id: int, message_id: int
+    ) -> None:
         """Delete a message of the channel (the bot's own, or any with Manage Messages)."""
         ...
 

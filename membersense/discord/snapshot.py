@@ -76,27 +76,34 @@ class MemberSnapshot:
         body = self.document.body
         if body is not None:
             return JsonDocument(etag, body=b"".join((b"[", body[begin:stop], b"]")))
-        return JsonDocument(etag, body=b"".join((b"[", self._inflate(start, end, begin, stop),
-                                                 b"]")))
+        return JsonDocument(
+            etag, body=b"".join((b"[", self._inflate(start, end, begin, stop), b"]"))
+        )
 
     def _inflate(self, start: int, end: int, begin: int, stop: int) -> bytes:
         first, last = start // BLOCK_MEMBERS, (end - 1) // BLOCK_MEMBERS
         assert self.document.gzip is not None
-        compressed = memoryview(self.document.gzip)[self.blocks[first]:self.blocks[last + 1]]
+        compressed = memoryview(self.document.gzip)[self.blocks[first] : self.blocks[last + 1]]
         raw = zlib.decompressobj(-zlib.MAX_WBITS).decompress(compressed)
         # Block 0 starts at "[", every later one at the comma before its first member.
         origin = 0 if first == 0 else self.offsets[first * BLOCK_MEMBERS] - 1
-        return raw[begin - origin:stop - origin]
+        return raw[begin - origin : stop - origin]
 
     def fragments(self) -> Sequence[bytes]:
         """Every member's JSON, in id order (for tests and diagnostics)."""
         body = self.document.plain()
-        return [body[self.offsets[i]:self.offsets[i + 1] - 1] for i in range(len(self))]
+        return [body[self.offsets[i] : self.offsets[i + 1] - 1] for i in range(len(self))]
 
 
-def build_snapshot(version: int, guild_id: int, records: Iterable[MemberRecord],
-                   roles: RoleNames, *, level: int = GZIP_LEVEL,
-                   plain_limit: int = PLAIN_LIMIT) -> MemberSnapshot:
+def build_snapshot(
+    version: int,
+    guild_id: int,
+    records: Iterable[MemberRecord],
+    roles: RoleNames,
+    *,
+    level: int = GZIP_LEVEL,
+    plain_limit: int = PLAIN_LIMIT,
+) -> MemberSnapshot:
     """Serialize and compress *records* into a snapshot. Slow: run it off the loop."""
     members = sorted(records, key=itemgetter(0))
     ids = array("Q", (m.id for m in members))
@@ -109,8 +116,9 @@ def build_snapshot(version: int, guild_id: int, records: Iterable[MemberRecord],
     plain: list[bytes] | None = []
     raw_size = crc = 0
     for first in range(0, max(1, len(members)), BLOCK_MEMBERS):
-        fragments = [member_fragment(m, roles, guild_id)
-                     for m in members[first:first + BLOCK_MEMBERS]]
+        fragments = [
+            member_fragment(m, roles, guild_id) for m in members[first : first + BLOCK_MEMBERS]
+        ]
         raw_at = raw_size + 1  # past the "[" or the comma in front of each member
         for fragment in fragments:
             offsets.append(raw_at)
@@ -133,7 +141,9 @@ def build_snapshot(version: int, guild_id: int, records: Iterable[MemberRecord],
     blocks.append(position)
     compressed.append(deflate.flush(zlib.Z_FINISH))
     compressed.append(struct.pack("<II", crc, raw_size & 0xFFFFFFFF))
-    document = JsonDocument(digest.hexdigest(),
-                            body=b"".join(plain) if plain is not None else None,
-                            gzip=b"".join(compressed))
+    document = JsonDocument(
+        digest.hexdigest(),
+        body=b"".join(plain) if plain is not None else None,
+        gzip=b"".join(compressed),
+    )
     return MemberSnapshot(version, document, ids, offsets, blocks)

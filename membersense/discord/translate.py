@@ -67,8 +67,11 @@ class EventTranslator:
             return
         ids = data.get("ids") or ([data["id"]] if "id" in data else [])
         for message_id in ids:
-            self._publish(guild_id, "message.delete",
-                          {"id": str(message_id), "channelId": str(data.get("channel_id"))})
+            self._publish(
+                guild_id,
+                "message.delete",
+                {"id": str(message_id), "channelId": str(data.get("channel_id"))},
+            )
 
     # -- channels and the guild ----------------------------------------------------------
 

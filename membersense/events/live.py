@@ -100,8 +100,16 @@ class LiveEvents:
     stream's life. *heartbeat_s* and *wake_s* are there for tests.
     """
 
-    def __init__(self, bus: EventBus, tickets: TicketStore, *, cap: int, max_stream_s: float,
-                 heartbeat_s: float = HEARTBEAT_S, wake_s: float = WAKE_S) -> None:
+    def __init__(
+        self,
+        bus: EventBus,
+        tickets: TicketStore,
+        *,
+        cap: int,
+        max_stream_s: float,
+        heartbeat_s: float = HEARTBEAT_S,
+        wake_s: float = WAKE_S,
+    ) -> None:
         self.bus = bus
         self.tickets = tickets
         self.cap = cap
@@ -130,8 +138,10 @@ class LiveEvents:
             if self._closed:
                 raise ServiceClosed()
             if self._count >= self.cap:
-                raise ServiceUnavailable("Too many event streams are open; try again shortly",
-                                         retry_after=FULL_RETRY_AFTER_S)
+                raise ServiceUnavailable(
+                    "Too many event streams are open; try again shortly",
+                    retry_after=FULL_RETRY_AFTER_S,
+                )
             self._count += 1
             self._readers.setdefault(session_id, set()).add(reader)
         return reader
@@ -166,9 +176,15 @@ class LiveEvents:
 
     # -- reading -------------------------------------------------------------------------
 
-    def stream(self, reader: EventReader, topic: str, after: str, *,
-               refresh: Callable[[], SessionRecord | None],
-               clock: Callable[[], float] = time.monotonic) -> Iterator[bytes]:
+    def stream(
+        self,
+        reader: EventReader,
+        topic: str,
+        after: str,
+        *,
+        refresh: Callable[[], SessionRecord | None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> Iterator[bytes]:
         """The SSE body of one stream of *topic*, from the event after the id *after*.
 
         *refresh()* renews the session at each heartbeat; None ends the stream.
@@ -178,12 +194,20 @@ class LiveEvents:
         try:
             yield from self._frames(reader, topic, after, refresh, clock)
         except Exception as exc:  # past the headers no error page can be sent: end it, say why
-            log.error("an event stream failed: %s", type(exc).__name__,
-                      extra={"fields": {"session": reader.session_id[:6]}})
+            log.error(
+                "an event stream failed: %s",
+                type(exc).__name__,
+                extra={"fields": {"session": reader.session_id[:6]}},
+            )
 
-    def _frames(self, reader: EventReader, topic: str, after: str,
-                refresh: Callable[[], SessionRecord | None],
-                clock: Callable[[], float]) -> Iterator[bytes]:
+    def _frames(
+        self,
+        reader: EventReader,
+        topic: str,
+        after: str,
+        refresh: Callable[[], SessionRecord | None],
+        clock: Callable[[], float],
+    ) -> Iterator[bytes]:
         cursor = after
         started = clock()
         deadline, next_beat = started + self.max_stream_s, started + self.heartbeat_s
@@ -209,8 +233,9 @@ class LiveEvents:
             if frames:
                 yield b"".join(frames)
 
-    def poll(self, session_id: str, topic: str, after: str, *, wait: float,
-             limit: int = BATCH) -> Batch:
+    def poll(
+        self, session_id: str, topic: str, after: str, *, wait: float, limit: int = BATCH
+    ) -> Batch:
         """The events of *topic* after *after*, or a reset; waits up to *wait* seconds for
         the first one, holding a place under the cap meanwhile."""
         if wait <= 0:
@@ -221,8 +246,9 @@ class LiveEvents:
             cursor = after
             while True:
                 remaining = deadline - time.monotonic()
-                batch = self.bus.read(topic, cursor, limit=limit,
-                                      timeout=max(0.0, min(self.wake_s, remaining)))
+                batch = self.bus.read(
+                    topic, cursor, limit=limit, timeout=max(0.0, min(self.wake_s, remaining))
+                )
                 if batch.events or batch.reset or remaining <= self.wake_s or self._over(reader):
                     return batch
                 cursor = batch.cursor

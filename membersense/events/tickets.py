@@ -49,8 +49,9 @@ class MemoryTicketStore(TicketStore):
     *clock* is monotonic seconds (tests move a fake one).
     """
 
-    def __init__(self, *, ttl_s: float = TICKET_TTL_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, *, ttl_s: float = TICKET_TTL_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.ttl_s = ttl_s
         self._clock = clock
         self._lock = threading.Lock()

@@ -33,7 +33,7 @@ __all__ = ["ORIGINAL_SIZE", "add_cdn_routes"]
 
 #: Side of the "original" avatars and icons; larger ``size`` requests get this.
 ORIGINAL_SIZE = 256
-_SIZES = frozenset(2 ** n for n in range(4, 13))
+_SIZES = frozenset(2**n for n in range(4, 13))
 _IMAGE_TYPES = {"png": "image/png", "gif": "image/gif"}
 #: Attachments larger than this are drawn at this size at most (per side).
 _MAX_ATTACHMENT_SIDE = 4096
@@ -76,7 +76,9 @@ def _render(kind: str, seed: str, width: int, height: int, fmt: str) -> bytes:
 
 async def _picture(kind: str, seed: str, width: int, height: int, fmt: str) -> web.Response:
     # Large pictures take tens of milliseconds to make: not on the loop the gateway shares.
-    body = await asyncio.get_running_loop().run_in_executor(None, _render, kind, seed, width, height, fmt)
+    body = await asyncio.get_running_loop().run_in_executor(
+        None, _render, kind, seed, width, height, fmt
+    )
     return web.Response(body=body, content_type=_IMAGE_TYPES[fmt], headers=_HEADERS)
 
 
@@ -161,8 +163,10 @@ async def _attachment(request: web.Request) -> web.StreamResponse:
         width = min(int(attachment.get("width") or 640), _MAX_ATTACHMENT_SIDE)
         height = min(int(attachment.get("height") or 480), _MAX_ATTACHMENT_SIDE)
         return await _picture("attachment", str(attachment_id), width, height, "png")
-    text = (f"{attachment['filename']}: a file of the MemberSense Discord sandbox.\n"
-            "The sandbox keeps no uploaded bytes; its CDN answers every file with this stand-in.\n")
+    text = (
+        f"{attachment['filename']}: a file of the MemberSense Discord sandbox.\n"
+        "The sandbox keeps no uploaded bytes; its CDN answers every file with this stand-in.\n"
+    )
     return web.Response(text=text, content_type="text/plain", charset="utf-8", headers=_HEADERS)
 
 

@@ -63,8 +63,14 @@ class Control:
         return guild, channel
 
 
-def _str(body: dict[str, Any], key: str, *, required: bool = False, max_length: int = 100,
-         nullable: bool = True) -> str | None:
+def _str(
+    body: dict[str, Any],
+    key: str,
+    *,
+    required: bool = False,
+    max_length: int = 100,
+    nullable: bool = True,
+) -> str | None:
     if key not in body or (body[key] is None and nullable and not required):
         if required:
             raise InvalidFormBody(key, "BASE_TYPE_REQUIRED", "This field is required")
@@ -73,7 +79,9 @@ def _str(body: dict[str, Any], key: str, *, required: bool = False, max_length: 
     if not isinstance(value, str) or not value:
         raise InvalidFormBody(key, "BASE_TYPE_STRING", "Must be a non-empty string.")
     if len(value) > max_length:
-        raise InvalidFormBody(key, "BASE_TYPE_MAX_LENGTH", f"Must be {max_length} or fewer in length.")
+        raise InvalidFormBody(
+            key, "BASE_TYPE_MAX_LENGTH", f"Must be {max_length} or fewer in length."
+        )
     return value
 
 
@@ -88,7 +96,9 @@ def _role_ids(guild: Guild, raw: Any) -> list[int]:
         else:
             role = guild.role(parse_snowflake(item, f"roles.{i}"))
         if role is None or role.id == guild.id or role.managed:
-            raise InvalidFormBody(f"roles.{i}", "ROLE_INVALID", f"Unknown or unassignable role {item!r}.")
+            raise InvalidFormBody(
+                f"roles.{i}", "ROLE_INVALID", f"Unknown or unassignable role {item!r}."
+            )
         ids.append(role.id)
     return ids
 
@@ -96,7 +106,9 @@ def _role_ids(guild: Guild, raw: Any) -> list[int]:
 def _status(body: dict[str, Any]) -> str | None:
     status = body.get("status")
     if status is not None and status not in PRESENCE_STATUSES:
-        raise InvalidFormBody("status", "BASE_TYPE_CHOICES", f"Value must be one of {PRESENCE_STATUSES}.")
+        raise InvalidFormBody(
+            "status", "BASE_TYPE_CHOICES", f"Value must be one of {PRESENCE_STATUSES}."
+        )
     return status
 
 
@@ -118,12 +130,22 @@ async def add_member(ctl: Control) -> Any:
     username = _str(body, "username", required=True, max_length=32)
     assert username is not None
     if len(username) < 2 or username != username.lower() or ctl.world.username_taken(username):
-        raise InvalidFormBody("username", "USERNAME_INVALID", "Username is taken or not a valid username.")
+        raise InvalidFormBody(
+            "username", "USERNAME_INVALID", "Username is taken or not a valid username."
+        )
     roles = _role_ids(guild, body["roles"]) if "roles" in body else []
-    user = ctl.world.create_user(username, global_name=_str(body, "global_name", max_length=32),
-                                 avatar=_str(body, "avatar", max_length=40))
-    member = ctl.world.add_member(guild, user, roles=roles, nick=_str(body, "nick", max_length=32),
-                                  status=_status(body) or "online")
+    user = ctl.world.create_user(
+        username,
+        global_name=_str(body, "global_name", max_length=32),
+        avatar=_str(body, "avatar", max_length=40),
+    )
+    member = ctl.world.add_member(
+        guild,
+        user,
+        roles=roles,
+        nick=_str(body, "nick", max_length=32),
+        status=_status(body) or "online",
+    )
     return ctl.world.member_payload(guild, member)
 
 
@@ -144,8 +166,12 @@ async def update_member(ctl: Control) -> Any:
     if "username" in body:
         username = _str(body, "username", required=True, max_length=32)
         assert username is not None
-        if username != member.user.username and (username != username.lower() or ctl.world.username_taken(username)):
-            raise InvalidFormBody("username", "USERNAME_INVALID", "Username is taken or not a valid username.")
+        if username != member.user.username and (
+            username != username.lower() or ctl.world.username_taken(username)
+        ):
+            raise InvalidFormBody(
+                "username", "USERNAME_INVALID", "Username is taken or not a valid username."
+            )
         changes["username"] = username
     if "roles" in body:
         # Managed roles a member already has (a bot's own role, the booster role) stay.
@@ -186,16 +212,23 @@ async def create_channel(ctl: Control) -> Any:
     assert name is not None
     raw_type = body.get("type", CHANNEL_TEXT)
     kind = CHANNEL_TYPE_NAMES.get(raw_type, raw_type) if isinstance(raw_type, str) else raw_type
-    if not isinstance(kind, int) or isinstance(kind, bool) or kind not in CHANNEL_TYPE_NAMES.values():
-        raise InvalidFormBody("type", "BASE_TYPE_CHOICES", "Value must be one of text, voice, category (0, 2, 4).")
+    if (
+        not isinstance(kind, int)
+        or isinstance(kind, bool)
+        or kind not in CHANNEL_TYPE_NAMES.values()
+    ):
+        raise InvalidFormBody(
+            "type", "BASE_TYPE_CHOICES", "Value must be one of text, voice, category (0, 2, 4)."
+        )
     parent_id = None
     if body.get("parent_id") is not None:
         parent_id = parse_snowflake(body["parent_id"], "parent_id")
         parent = guild.channel(parent_id)
         if parent is None or parent.type != CHANNEL_CATEGORY or kind == CHANNEL_CATEGORY:
             raise InvalidFormBody("parent_id", "CHANNEL_PARENT_INVALID", "Category does not exist.")
-    channel = ctl.world.create_channel(guild, name=name, type=kind, parent_id=parent_id,
-                                       topic=_str(body, "topic", max_length=1024))
+    channel = ctl.world.create_channel(
+        guild, name=name, type=kind, parent_id=parent_id, topic=_str(body, "topic", max_length=1024)
+    )
     return ctl.world.channel_payload(channel)
 
 
@@ -232,7 +265,9 @@ def _message_content(body: dict[str, Any], *, required: bool) -> str | None:
         return None
     content = body.get("content")
     if not isinstance(content, str) or not 1 <= len(content) <= MAX_CONTENT:
-        raise InvalidFormBody("content", "BASE_TYPE_BAD_LENGTH", f"Must be between 1 and {MAX_CONTENT} in length.")
+        raise InvalidFormBody(
+            "content", "BASE_TYPE_BAD_LENGTH", f"Must be between 1 and {MAX_CONTENT} in length."
+        )
     return content
 
 
@@ -244,7 +279,11 @@ async def post_message(ctl: Control) -> Any:
     body = ctl.body
     content = _message_content(body, required=True)
     assert content is not None
-    author_id = parse_snowflake(body["author_id"], "author_id") if body.get("author_id") is not None else guild.owner_id
+    author_id = (
+        parse_snowflake(body["author_id"], "author_id")
+        if body.get("author_id") is not None
+        else guild.owner_id
+    )
     member = guild.members.get(author_id)
     if member is None:
         raise err.unknown_member()
@@ -256,8 +295,15 @@ async def post_message(ctl: Control) -> Any:
     users, roles, everyone = ctl.world.resolve_mentions(guild, content)
     if reference is not None and reference.author.id not in users:
         users.append(reference.author.id)
-    message = ctl.world.create_message(channel, member.user, content, reference=reference, mention_ids=users,
-                                       mention_role_ids=roles, mention_everyone=everyone)
+    message = ctl.world.create_message(
+        channel,
+        member.user,
+        content,
+        reference=reference,
+        mention_ids=users,
+        mention_role_ids=roles,
+        mention_everyone=everyone,
+    )
     return ctl.world.message_payload(message)
 
 
@@ -275,8 +321,13 @@ async def edit_message(ctl: Control) -> Any:
     content = _message_content(ctl.body, required=True)
     assert content is not None
     users, roles, everyone = ctl.world.resolve_mentions(guild, content)
-    ctl.world.edit_message(message, content=content, mention_ids=users, mention_role_ids=roles,
-                           mention_everyone=everyone)
+    ctl.world.edit_message(
+        message,
+        content=content,
+        mention_ids=users,
+        mention_role_ids=roles,
+        mention_everyone=everyone,
+    )
     return ctl.world.message_payload(message)
 
 
@@ -317,20 +368,41 @@ async def set_faults(ctl: Control) -> Any:
         raise InvalidFormBody("count", "NUMBER_TYPE_MIN", "count must be an integer >= 0.")
     status = body.get("status")
     if status is not None and status not in FAULT_STATUSES:
-        raise InvalidFormBody("status", "BASE_TYPE_CHOICES", f"status must be one of {FAULT_STATUSES} or null.")
+        raise InvalidFormBody(
+            "status", "BASE_TYPE_CHOICES", f"status must be one of {FAULT_STATUSES} or null."
+        )
     delay_ms = body.get("delay_ms", 0)
     if isinstance(delay_ms, bool) or not isinstance(delay_ms, int) or not 0 <= delay_ms <= 600_000:
-        raise InvalidFormBody("delay_ms", "NUMBER_TYPE_MAX", "delay_ms must be an integer 0-600000.")
+        raise InvalidFormBody(
+            "delay_ms", "NUMBER_TYPE_MAX", "delay_ms must be an integer 0-600000."
+        )
     retry_after = body.get("retry_after", 1.0)
-    if isinstance(retry_after, bool) or not isinstance(retry_after, (int, float)) or not 0 < retry_after <= 3600:
-        raise InvalidFormBody("retry_after", "NUMBER_TYPE_MAX", "retry_after must be a number of seconds 0-3600.")
+    if (
+        isinstance(retry_after, bool)
+        or not isinstance(retry_after, (int, float))
+        or not 0 < retry_after <= 3600
+    ):
+        raise InvalidFormBody(
+            "retry_after", "NUMBER_TYPE_MAX", "retry_after must be a number of seconds 0-3600."
+        )
     path = body.get("path")
     if path is not None and (not isinstance(path, str) or not path.startswith("/")):
-        raise InvalidFormBody("path", "BASE_TYPE_STRING", "path must be a glob starting with '/', e.g. /channels/*.")
+        raise InvalidFormBody(
+            "path", "BASE_TYPE_STRING", "path must be a glob starting with '/', e.g. /channels/*."
+        )
     if count and status is None and not delay_ms:
-        raise InvalidFormBody("status", "BASE_TYPE_REQUIRED", "A fault needs a status or a delay_ms.")
-    ctl.state.faults.add(Fault(status=status, remaining=count, path=path, delay_ms=delay_ms,
-                               retry_after=float(retry_after)))
+        raise InvalidFormBody(
+            "status", "BASE_TYPE_REQUIRED", "A fault needs a status or a delay_ms."
+        )
+    ctl.state.faults.add(
+        Fault(
+            status=status,
+            remaining=count,
+            path=path,
+            delay_ms=delay_ms,
+            retry_after=float(retry_after),
+        )
+    )
     return {"faults": ctl.state.faults.active()}
 
 
@@ -362,26 +434,28 @@ async def reset_limits(ctl: Control) -> Any:
     return {"reset": True}
 
 
-ROUTES = RouteTable([
-    Route("GET", "/state", state_summary),
-    Route("POST", "/guilds/{guild_id}/members", add_member),
-    Route("PATCH", "/guilds/{guild_id}/members/{user_id}", update_member),
-    Route("DELETE", "/guilds/{guild_id}/members/{user_id}", remove_member),
-    Route("POST", "/guilds/{guild_id}/channels", create_channel),
-    Route("PATCH", "/channels/{channel_id}", update_channel),
-    Route("DELETE", "/channels/{channel_id}", delete_channel),
-    Route("POST", "/channels/{channel_id}/messages", post_message),
-    Route("PATCH", "/channels/{channel_id}/messages/{message_id}", edit_message),
-    Route("DELETE", "/channels/{channel_id}/messages/{message_id}", delete_message),
-    Route("POST", "/gateway/drop", gateway_drop),
-    Route("POST", "/gateway/reconnect", gateway_reconnect),
-    Route("POST", "/gateway/invalidate", gateway_invalidate),
-    Route("GET", "/faults", list_faults),
-    Route("POST", "/faults", set_faults),
-    Route("DELETE", "/faults", clear_faults),
-    Route("POST", "/tokens/{token}/revoke", revoke_token),
-    Route("POST", "/ratelimits/reset", reset_limits),
-])
+ROUTES = RouteTable(
+    [
+        Route("GET", "/state", state_summary),
+        Route("POST", "/guilds/{guild_id}/members", add_member),
+        Route("PATCH", "/guilds/{guild_id}/members/{user_id}", update_member),
+        Route("DELETE", "/guilds/{guild_id}/members/{user_id}", remove_member),
+        Route("POST", "/guilds/{guild_id}/channels", create_channel),
+        Route("PATCH", "/channels/{channel_id}", update_channel),
+        Route("DELETE", "/channels/{channel_id}", delete_channel),
+        Route("POST", "/channels/{channel_id}/messages", post_message),
+        Route("PATCH", "/channels/{channel_id}/messages/{message_id}", edit_message),
+        Route("DELETE", "/channels/{channel_id}/messages/{message_id}", delete_message),
+        Route("POST", "/gateway/drop", gateway_drop),
+        Route("POST", "/gateway/reconnect", gateway_reconnect),
+        Route("POST", "/gateway/invalidate", gateway_invalidate),
+        Route("GET", "/faults", list_faults),
+        Route("POST", "/faults", set_faults),
+        Route("DELETE", "/faults", clear_faults),
+        Route("POST", "/tokens/{token}/revoke", revoke_token),
+        Route("POST", "/ratelimits/reset", reset_limits),
+    ]
+)
 
 
 async def handle_control(request: web.Request) -> web.StreamResponse:
@@ -392,8 +466,12 @@ async def handle_control(request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         body = decode_json(raw) if raw.strip() else {}
         if not isinstance(body, dict):
-            raise InvalidFormBody("", "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType")
-        result = await route.handler(Control(request=request, state=state, params=params, body=body))
+            raise InvalidFormBody(
+                "", "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType"
+            )
+        result = await route.handler(
+            Control(request=request, state=state, params=params, body=body)
+        )
     except ApiError as exc:
         return exc.response()
     except ValueError as exc:  # a world rule (e.g. a username clash) the checks above did not catch

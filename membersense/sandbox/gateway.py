@@ -102,7 +102,11 @@ class Connection:
     """
 
     def __init__(
-        self, ws: web.WebSocketResponse, request: web.Request, encoder: FrameEncoder, interval_s: float
+        self,
+        ws: web.WebSocketResponse,
+        request: web.Request,
+        encoder: FrameEncoder,
+        interval_s: float,
     ) -> None:
         self.ws = ws
         self.request = request
@@ -119,7 +123,9 @@ class Connection:
         self._last_heartbeat = self._loop.time()
         self._events_window = (self._loop.time(), 0)
         self._writer = asyncio.create_task(self._write_loop(), name="sandbox-gateway-writer")
-        self._watchdog = asyncio.create_task(self._watch_heartbeats(), name="sandbox-gateway-watchdog")
+        self._watchdog = asyncio.create_task(
+            self._watch_heartbeats(), name="sandbox-gateway-watchdog"
+        )
         self.finished = asyncio.Event()
 
     @property
@@ -253,7 +259,12 @@ class Gateway:
         conn = Connection(ws, request, encoder, self._interval_ms / 1000)
         self._connections.add(conn)
         self._counters["connections_opened"] += 1
-        conn.send(control_frame(Op.HELLO, {"heartbeat_interval": self._interval_ms, "_trace": ["membersense-sandbox"]}))
+        conn.send(
+            control_frame(
+                Op.HELLO,
+                {"heartbeat_interval": self._interval_ms, "_trace": ["membersense-sandbox"]},
+            )
+        )
         try:
             async for msg in ws:
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
@@ -276,9 +287,15 @@ class Gateway:
             return Close.INVALID_API_VERSION, "Invalid API version."
         encoding = query.get("encoding", "json")
         if encoding != "json":
-            return Close.DECODE_ERROR, f"encoding={encoding} is not supported by the sandbox; use encoding=json."
+            return (
+                Close.DECODE_ERROR,
+                f"encoding={encoding} is not supported by the sandbox; use encoding=json.",
+            )
         if encoder_for(query.get("compress")) is None:
-            return Close.UNKNOWN_ERROR, f"compress={query.get('compress')} is not supported by the sandbox."
+            return (
+                Close.UNKNOWN_ERROR,
+                f"compress={query.get('compress')} is not supported by the sandbox.",
+            )
         return None
 
     def _end_connection(self, conn: Connection) -> None:
@@ -287,7 +304,10 @@ class Gateway:
         if session is None or session.connection is not conn:
             return
         client_code = None if conn.sent_close is not None else conn.ws.close_code
-        ending = conn.sent_close in SESSION_ENDING_CLOSES or client_code in (Close.NORMAL, Close.GOING_AWAY)
+        ending = conn.sent_close in SESSION_ENDING_CLOSES or client_code in (
+            Close.NORMAL,
+            Close.GOING_AWAY,
+        )
         if ending:
             self._sessions.discard(session)
             session.connection = None
@@ -349,7 +369,12 @@ class Gateway:
         if bot is None:
             return
         intents = d.get("intents")
-        if isinstance(intents, bool) or not isinstance(intents, int) or intents < 0 or intents & ~KNOWN_INTENTS:
+        if (
+            isinstance(intents, bool)
+            or not isinstance(intents, int)
+            or intents < 0
+            or intents & ~KNOWN_INTENTS
+        ):
             self._counters["identify_rejected"] += 1
             conn.close_soon(Close.INVALID_INTENTS, "Invalid intent(s).")
             return
@@ -600,7 +625,9 @@ class Gateway:
     def stats(self) -> dict[str, Any]:
         """Counts for ``GET /_sandbox/state``: sockets, sessions and what the gateway did."""
         identified = [c for c in self._connections if c.session is not None]
-        by_bot: Counter[str] = Counter(str(c.session.bot.id) for c in identified if c.session is not None)
+        by_bot: Counter[str] = Counter(
+            str(c.session.bot.id) for c in identified if c.session is not None
+        )
         sessions = list(self._sessions)
         return {
             "connections": len(self._connections),

@@ -49,7 +49,9 @@ class MemberRequest:
         return self.user_ids is None and self.query == "" and self.limit == 0
 
 
-def parse_request(d: Any, *, close_invalid_payload: int, close_invalid_intents: int, intents: int) -> MemberRequest:
+def parse_request(
+    d: Any, *, close_invalid_payload: int, close_invalid_intents: int, intents: int
+) -> MemberRequest:
     """Validate an op 8 ``d`` against Discord's rules for a session with ``intents``."""
     if not isinstance(d, dict):
         raise BadRequest(close_invalid_payload, "Request Guild Members needs an object")
@@ -83,7 +85,9 @@ def parse_request(d: Any, *, close_invalid_payload: int, close_invalid_intents: 
 
     if user_ids is None and query == "" and not intents & INTENT_GUILD_MEMBERS:
         # Discord: "GUILD_MEMBERS intent is required to request the entire member list".
-        raise BadRequest(close_invalid_intents, "Requesting the member list needs the GUILD_MEMBERS intent")
+        raise BadRequest(
+            close_invalid_intents, "Requesting the member list needs the GUILD_MEMBERS intent"
+        )
 
     presences = d.get("presences") is True and bool(intents & INTENT_GUILD_PRESENCES)
     return MemberRequest(guild_id, query, limit, user_ids, presences, valid_nonce(d.get("nonce")))
@@ -127,7 +131,9 @@ def chunk_payloads(
             d["not_found"] = [str(u) for u in not_found] if index == 0 else []
         if request.presences:
             # Discord leaves offline members out of ``presences``.
-            d["presences"] = [world.presence_payload(guild, m) for m in part if m.status != "offline"]
+            d["presences"] = [
+                world.presence_payload(guild, m) for m in part if m.status != "offline"
+            ]
         if request.nonce is not None:
             d["nonce"] = request.nonce
         yield dumps(d)

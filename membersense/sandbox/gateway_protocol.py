@@ -35,7 +35,12 @@ class Op:
 
 #: Opcodes a client may send that the sandbox accepts and ignores (no state of theirs is modelled).
 IGNORED_CLIENT_OPS = frozenset(
-    {Op.PRESENCE_UPDATE, Op.VOICE_STATE_UPDATE, Op.REQUEST_SOUNDBOARD_SOUNDS, Op.REQUEST_CHANNEL_INFO}
+    {
+        Op.PRESENCE_UPDATE,
+        Op.VOICE_STATE_UPDATE,
+        Op.REQUEST_SOUNDBOARD_SOUNDS,
+        Op.REQUEST_CHANNEL_INFO,
+    }
 )
 
 
@@ -89,6 +94,7 @@ MAX_USER_IDS = 100
 #: Longest nonce Discord echoes; longer ones are dropped.
 MAX_NONCE_BYTES = 32
 
+
 def dumps(value: Any) -> str:
     """Compact JSON text, as Discord sends it.
 
@@ -141,7 +147,11 @@ def strip_message_content(message: dict[str, Any], bot_user_id: int) -> dict[str
 
 def _strip(message: dict[str, Any], bot_id: str, *, in_guild: bool) -> dict[str, Any]:
     referenced = message.get("referenced_message")
-    quoted = _strip(referenced, bot_id, in_guild=in_guild) if isinstance(referenced, dict) else referenced
+    quoted = (
+        _strip(referenced, bot_id, in_guild=in_guild)
+        if isinstance(referenced, dict)
+        else referenced
+    )
     author = message.get("author")
     visible = (
         not in_guild
@@ -229,7 +239,9 @@ class _ZstandardZstd:
         self._compressor = zstandard.ZstdCompressor().compressobj()
 
     def encode(self, data: bytes) -> bytes:
-        return self._compressor.compress(data) + self._compressor.flush(self._zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+        return self._compressor.compress(data) + self._compressor.flush(
+            self._zstandard.COMPRESSOBJ_FLUSH_BLOCK
+        )
 
 
 _ZSTD_FACTORY = _zstd_compressobj_factory()
@@ -244,7 +256,9 @@ class ZstdStreamEncoder:
 
     def __init__(self) -> None:
         if _ZSTD_FACTORY is None:
-            raise RuntimeError("zstd-stream needs Python 3.14's compression.zstd or the zstandard package")
+            raise RuntimeError(
+                "zstd-stream needs Python 3.14's compression.zstd or the zstandard package"
+            )
         self._stream = _ZSTD_FACTORY()
 
     def encode(self, text: str) -> bytes:

@@ -64,26 +64,85 @@ _NOUN = (
     "cactus wave orbit llama gecko pancake walrus"
 ).split()
 _TOPICS = (
-    "the release", "the new build", "tonight's stream", "the meetup", "my setup", "that bug", "the docs",
-    "the event", "the patch notes", "the playlist", "the art contest", "the roadmap", "the server rules",
-    "the weekly challenge", "the API", "the tutorial",
+    "the release",
+    "the new build",
+    "tonight's stream",
+    "the meetup",
+    "my setup",
+    "that bug",
+    "the docs",
+    "the event",
+    "the patch notes",
+    "the playlist",
+    "the art contest",
+    "the roadmap",
+    "the server rules",
+    "the weekly challenge",
+    "the API",
+    "the tutorial",
 )
 _OPENERS = (
-    "honestly", "ok so", "quick question:", "fwiw", "lol", "update:", "hey all,", "not gonna lie", "psa:",
-    "good morning!", "brb but", "random thought:",
+    "honestly",
+    "ok so",
+    "quick question:",
+    "fwiw",
+    "lol",
+    "update:",
+    "hey all,",
+    "not gonna lie",
+    "psa:",
+    "good morning!",
+    "brb but",
+    "random thought:",
 )
 _VERBS = (
-    "loved", "just tried", "can't get past", "finally fixed", "am reading", "keep thinking about",
-    "wrote up notes on", "have questions about", "shared a clip of", "am hyped for",
+    "loved",
+    "just tried",
+    "can't get past",
+    "finally fixed",
+    "am reading",
+    "keep thinking about",
+    "wrote up notes on",
+    "have questions about",
+    "shared a clip of",
+    "am hyped for",
 )
 _ENDINGS = (
-    "", "", "", " :)", " 🎉", " anyone else?", " thoughts?", " 👀", " haha", "!!", " (again)", " 🙏",
+    "",
+    "",
+    "",
+    " :)",
+    " 🎉",
+    " anyone else?",
+    " thoughts?",
+    " 👀",
+    " haha",
+    "!!",
+    " (again)",
+    " 🙏",
 )
 
 _TEXT_CHANNELS = (
-    "welcome", "announcements", "general", "off-topic", "introductions", "memes", "media", "help",
-    "feedback", "dev-chat", "showcase", "music", "gaming", "bot-commands", "events", "random", "resources",
-    "questions", "art", "pets",
+    "welcome",
+    "announcements",
+    "general",
+    "off-topic",
+    "introductions",
+    "memes",
+    "media",
+    "help",
+    "feedback",
+    "dev-chat",
+    "showcase",
+    "music",
+    "gaming",
+    "bot-commands",
+    "events",
+    "random",
+    "resources",
+    "questions",
+    "art",
+    "pets",
 )
 _CATEGORIES = ("Information", "General", "Community", "Projects")
 _VOICE_CHANNELS = ("General", "Gaming", "Music", "Study Room", "AFK")
@@ -98,8 +157,14 @@ _COSMETIC_ROLES = (
     ("Artist", 0xE67E22, False, False, 0),
     ("Developer", 0x3498DB, False, False, 0),
 )
-_MODERATOR_PERMS = (PERM_KICK_MEMBERS | PERM_BAN_MEMBERS | PERM_MANAGE_MESSAGES | PERM_MANAGE_NICKNAMES
-                    | PERM_VIEW_AUDIT_LOG | PERM_MENTION_EVERYONE)
+_MODERATOR_PERMS = (
+    PERM_KICK_MEMBERS
+    | PERM_BAN_MEMBERS
+    | PERM_MANAGE_MESSAGES
+    | PERM_MANAGE_NICKNAMES
+    | PERM_VIEW_AUDIT_LOG
+    | PERM_MENTION_EVERYONE
+)
 
 
 def build_world(config: SandboxConfig) -> World:
@@ -129,19 +194,38 @@ class _Generator:
         bots: dict[str, Bot] = {}
         for index, bot_spec in enumerate(self.spec.bots):
             created = ANCHOR_MS - rng.randint(200, 900) * _DAY_MS + rng.randint(0, _DAY_MS)
-            name = bot_spec.username or (_BOT_NAMES[index % len(_BOT_NAMES)]
-                                         + ("" if index < len(_BOT_NAMES) else str(index)))
-            user = User(id=self.ids.at(created), username=name, avatar=_hex(rng, 128),
-                        discriminator=f"{rng.randint(1, 9999):04d}", bot=True)
+            name = bot_spec.username or (
+                _BOT_NAMES[index % len(_BOT_NAMES)]
+                + ("" if index < len(_BOT_NAMES) else str(index))
+            )
+            user = User(
+                id=self.ids.at(created),
+                username=name,
+                avatar=_hex(rng, 128),
+                discriminator=f"{rng.randint(1, 9999):04d}",
+                bot=True,
+            )
             limit = bot_spec.session_start_limit
             if limit is None:
                 limit = self.config.session_start_limit
-            bots[bot_spec.token] = self.world.add_bot(Bot(
-                token=bot_spec.token, user=user, application_id=user.id, owner_id=0,
-                granted_intents=bot_spec.privileged_intents, session_start_total=limit,
-                session_starts_remaining=limit, verify_key=_hex(rng, 256)))
+            bots[bot_spec.token] = self.world.add_bot(
+                Bot(
+                    token=bot_spec.token,
+                    user=user,
+                    application_id=user.id,
+                    owner_id=0,
+                    granted_intents=bot_spec.privileged_intents,
+                    session_start_total=limit,
+                    session_starts_remaining=limit,
+                    verify_key=_hex(rng, 256),
+                )
+            )
         for guild_spec in self.spec.guilds:
-            tokens = guild_spec.bots if guild_spec.bots is not None else [b.token for b in self.spec.bots]
+            tokens = (
+                guild_spec.bots
+                if guild_spec.bots is not None
+                else [b.token for b in self.spec.bots]
+            )
             self._guild(guild_spec, [bots[t] for t in tokens])
         # An application's owner is the owner of the first guild its bot is in.
         for bot in bots.values():
@@ -185,15 +269,26 @@ class _Generator:
         avatar = None
         if rng.random() < 0.85:
             avatar = ("a_" if rng.random() < 0.04 else "") + _hex(rng, 128)
-        return self.world.add_user(User(id=self.ids.at(created_ms), username=username, global_name=global_name,
-                                        avatar=avatar))
+        return self.world.add_user(
+            User(
+                id=self.ids.at(created_ms),
+                username=username,
+                global_name=global_name,
+                avatar=avatar,
+            )
+        )
 
     # ------------------------------------------------------------------ guild
     def _guild(self, spec: GuildSpec, bots: list[Bot]) -> Guild:
         rng, ids = self.rng, self.ids
         created = ANCHOR_MS - rng.randint(500, 1500) * _DAY_MS
-        guild = Guild(id=ids.at(created), name=spec.name, owner_id=0, icon=_hex(rng, 128),
-                      description=f"{spec.name}: a generated guild of the MemberSense Discord sandbox.")
+        guild = Guild(
+            id=ids.at(created),
+            name=spec.name,
+            owner_id=0,
+            icon=_hex(rng, 128),
+            description=f"{spec.name}: a generated guild of the MemberSense Discord sandbox.",
+        )
         roles, bot_roles = self._roles(guild, created, bots)
         bot_role_ids = {r.id for r in bot_roles.values()}
         by_name = {r.name: r for r in roles if r.id not in bot_role_ids}
@@ -204,14 +299,28 @@ class _Generator:
         human_count = spec.members + len(spec.named_members)
         for index in range(human_count):
             account = rng.randint(1451606400000, created + 30 * _DAY_MS)  # 2016-01-01 ..
-            joined = created + 60_000 if index == 0 else rng.randint(max(created, account) + 60_000,
-                                                                     history_start - _DAY_MS)
+            joined = (
+                created + 60_000
+                if index == 0
+                else rng.randint(max(created, account) + 60_000, history_start - _DAY_MS)
+            )
             if index < len(spec.named_members):
                 named = spec.named_members[index]
-                user = self.world.add_user(User(id=ids.at(account), username=named.username,
-                                                global_name=named.global_name, avatar=_hex(rng, 128)))
-                member = Member(user=user, joined_ms=joined, nick=named.nick, status=named.status,
-                                roles=[by_name[n].id for n in named.roles])
+                user = self.world.add_user(
+                    User(
+                        id=ids.at(account),
+                        username=named.username,
+                        global_name=named.global_name,
+                        avatar=_hex(rng, 128),
+                    )
+                )
+                member = Member(
+                    user=user,
+                    joined_ms=joined,
+                    nick=named.nick,
+                    status=named.status,
+                    roles=[by_name[n].id for n in named.roles],
+                )
             else:
                 user = self._human(account)
                 member = Member(user=user, joined_ms=joined, status=self._status())
@@ -230,13 +339,19 @@ class _Generator:
             # A couple more admins and a few moderators, as real communities have.
             for member in entries[1:3]:
                 member.roles.append(by_name["Admin"].id)
-            for member in entries[3:3 + max(1, human_count // 100)]:
+            for member in entries[3 : 3 + max(1, human_count // 100)]:
                 member.roles.append(by_name["Moderator"].id)
         else:
             guild.owner_id = bots[0].id if bots else 0
         for index, bot in enumerate(bots):
-            entries.append(Member(user=bot.user, joined_ms=history_start - 5 * _DAY_MS + index * 60_000,
-                                  roles=[bot_roles[bot.id].id], status="online"))
+            entries.append(
+                Member(
+                    user=bot.user,
+                    joined_ms=history_start - 5 * _DAY_MS + index * 60_000,
+                    roles=[bot_roles[bot.id].id],
+                    status="online",
+                )
+            )
             guild.bots.add(bot.id)
         entries.sort(key=lambda m: m.joined_ms)
         guild.members = {m.user.id: m for m in entries}
@@ -252,7 +367,15 @@ class _Generator:
 
     def _status(self) -> str:
         roll = self.rng.random()
-        return "online" if roll < 0.2 else "idle" if roll < 0.28 else "dnd" if roll < 0.33 else "offline"
+        return (
+            "online"
+            if roll < 0.2
+            else "idle"
+            if roll < 0.28
+            else "dnd"
+            if roll < 0.33
+            else "offline"
+        )
 
     def _nick(self, user: User) -> str:
         rng = self.rng
@@ -271,27 +394,72 @@ class _Generator:
                 roles.append(by_name[name].id)
         return roles
 
-    def _roles(self, guild: Guild, created: int, bots: list[Bot]) -> tuple[list[Role], dict[int, Role]]:
+    def _roles(
+        self, guild: Guild, created: int, bots: list[Bot]
+    ) -> tuple[list[Role], dict[int, Role]]:
         """The guild's roles bottom-up, and each bot's managed role by bot id."""
         ids = self.ids
-        roles = [Role(id=guild.id, name="@everyone", position=0, permissions=DEFAULT_EVERYONE_PERMISSIONS)]
+        roles = [
+            Role(
+                id=guild.id, name="@everyone", position=0, permissions=DEFAULT_EVERYONE_PERMISSIONS
+            )
+        ]
         ladder: list[Role] = []
         for offset, (name, color, hoist, mentionable, perms) in enumerate(_COSMETIC_ROLES):
-            ladder.append(Role(id=ids.at(created + (offset + 1) * 1000), name=name, position=0, color=color,
-                               hoist=hoist, mentionable=mentionable, permissions=perms))
+            ladder.append(
+                Role(
+                    id=ids.at(created + (offset + 1) * 1000),
+                    name=name,
+                    position=0,
+                    color=color,
+                    hoist=hoist,
+                    mentionable=mentionable,
+                    permissions=perms,
+                )
+            )
         ladder.append(Role(id=ids.at(created + 10_000), name="Member", position=0, color=0x95A5A6))
-        ladder.append(Role(id=ids.at(created + 11_000), name="Server Booster", position=0, color=0xF47FFF,
-                           managed=True, tags={"premium_subscriber": None}))
+        ladder.append(
+            Role(
+                id=ids.at(created + 11_000),
+                name="Server Booster",
+                position=0,
+                color=0xF47FFF,
+                managed=True,
+                tags={"premium_subscriber": None},
+            )
+        )
         bot_roles: dict[int, Role] = {}
         for index, bot in enumerate(bots):
-            bot_roles[bot.id] = Role(id=ids.at(created + 20_000 + index), name=bot.user.username, position=0,
-                                     managed=True, tags={"bot_id": str(bot.id)},
-                                     permissions=self._bot_permissions(bot))
+            bot_roles[bot.id] = Role(
+                id=ids.at(created + 20_000 + index),
+                name=bot.user.username,
+                position=0,
+                managed=True,
+                tags={"bot_id": str(bot.id)},
+                permissions=self._bot_permissions(bot),
+            )
             ladder.append(bot_roles[bot.id])
-        ladder.append(Role(id=ids.at(created + 30_000), name="Moderator", position=0, color=0x3498DB, hoist=True,
-                           mentionable=True, permissions=_MODERATOR_PERMS))
-        ladder.append(Role(id=ids.at(created + 31_000), name="Admin", position=0, color=0xE74C3C, hoist=True,
-                           permissions=PERM_ADMINISTRATOR))
+        ladder.append(
+            Role(
+                id=ids.at(created + 30_000),
+                name="Moderator",
+                position=0,
+                color=0x3498DB,
+                hoist=True,
+                mentionable=True,
+                permissions=_MODERATOR_PERMS,
+            )
+        )
+        ladder.append(
+            Role(
+                id=ids.at(created + 31_000),
+                name="Admin",
+                position=0,
+                color=0xE74C3C,
+                hoist=True,
+                permissions=PERM_ADMINISTRATOR,
+            )
+        )
         for position, role in enumerate(ladder, start=1):
             role.position = position
         roles.extend(ladder)
@@ -304,26 +472,45 @@ class _Generator:
                 return bot_spec.permissions
         raise KeyError(bot.token)
 
-    def _channels(self, guild: Guild, spec: GuildSpec, created: int, by_name: dict[str, Role]) -> None:
+    def _channels(
+        self, guild: Guild, spec: GuildSpec, created: int, by_name: dict[str, Role]
+    ) -> None:
         ids = self.ids
         t = itertools.count(created + 100_000, 1000)
         channels: list[Channel] = []
         text_count = spec.channels
-        category_count = min(len(_CATEGORIES), max(1, math.ceil(text_count / 4))) if text_count else 0
-        categories = [Channel(id=ids.at(next(t)), guild_id=guild.id, type=CHANNEL_CATEGORY, name=name, position=i)
-                      for i, name in enumerate(_CATEGORIES[:category_count])]
+        category_count = (
+            min(len(_CATEGORIES), max(1, math.ceil(text_count / 4))) if text_count else 0
+        )
+        categories = [
+            Channel(
+                id=ids.at(next(t)), guild_id=guild.id, type=CHANNEL_CATEGORY, name=name, position=i
+            )
+            for i, name in enumerate(_CATEGORIES[:category_count])
+        ]
         channels.extend(categories)
         per_category = math.ceil(text_count / category_count) if category_count else 0
-        names = [(_TEXT_CHANNELS[i] if i < len(_TEXT_CHANNELS) else f"channel-{i + 1}") for i in range(text_count)]
+        names = [
+            (_TEXT_CHANNELS[i] if i < len(_TEXT_CHANNELS) else f"channel-{i + 1}")
+            for i in range(text_count)
+        ]
         # Extra restricted channels (scenario only) go last: (name, what @everyone is denied).
         restricted = [(n, PERM_VIEW_CHANNEL) for n in spec.hidden_channels]
         restricted += [(n, PERM_SEND_MESSAGES) for n in spec.read_only_channels]
         names += [n for n, _ in restricted]
         for index, name in enumerate(names):
-            parent = categories[min(index // per_category, category_count - 1)] if categories else None
-            channel = Channel(id=ids.at(next(t)), guild_id=guild.id, type=CHANNEL_TEXT, name=name, position=index,
-                              parent_id=None if parent is None else parent.id,
-                              topic=f"Talk about {name.replace('-', ' ')}." if index % 3 else None)
+            parent = (
+                categories[min(index // per_category, category_count - 1)] if categories else None
+            )
+            channel = Channel(
+                id=ids.at(next(t)),
+                guild_id=guild.id,
+                type=CHANNEL_TEXT,
+                name=name,
+                position=index,
+                parent_id=None if parent is None else parent.id,
+                topic=f"Talk about {name.replace('-', ' ')}." if index % 3 else None,
+            )
             if index >= text_count:
                 denied = restricted[index - text_count][1]
                 channel.overwrites = [
@@ -332,14 +519,29 @@ class _Generator:
                 ]
             channels.append(channel)
         if spec.voice_channels:
-            voice_category = Channel(id=ids.at(next(t)), guild_id=guild.id, type=CHANNEL_CATEGORY,
-                                     name="Voice Channels", position=len(categories))
+            voice_category = Channel(
+                id=ids.at(next(t)),
+                guild_id=guild.id,
+                type=CHANNEL_CATEGORY,
+                name="Voice Channels",
+                position=len(categories),
+            )
             channels.append(voice_category)
             for index in range(spec.voice_channels):
-                name = _VOICE_CHANNELS[index] if index < len(_VOICE_CHANNELS) else f"Voice {index + 1}"
-                channels.append(Channel(id=ids.at(next(t)), guild_id=guild.id, type=CHANNEL_VOICE, name=name,
-                                        position=index, parent_id=voice_category.id,
-                                        user_limit=0 if index % 2 == 0 else 10))
+                name = (
+                    _VOICE_CHANNELS[index] if index < len(_VOICE_CHANNELS) else f"Voice {index + 1}"
+                )
+                channels.append(
+                    Channel(
+                        id=ids.at(next(t)),
+                        guild_id=guild.id,
+                        type=CHANNEL_VOICE,
+                        name=name,
+                        position=index,
+                        parent_id=voice_category.id,
+                        user_limit=0 if index % 2 == 0 else 10,
+                    )
+                )
         guild.channels = channels
         first_text = next((c for c in channels if c.type == CHANNEL_TEXT), None)
         guild.system_channel_id = None if first_text is None else first_text.id
@@ -358,7 +560,9 @@ class _Generator:
             text = f"<@{mention.id}> {text}"
         return text
 
-    def _history(self, guild: Guild, channel: Channel, authors: list[User], count: int, roles: list[Role]) -> None:
+    def _history(
+        self, guild: Guild, channel: Channel, authors: list[User], count: int, roles: list[Role]
+    ) -> None:
         rng, ids = self.rng, self.ids
         start = ANCHOR_MS - _HISTORY_DAYS * _DAY_MS
         times = sorted(rng.randint(start, ANCHOR_MS - 60_000) for _ in range(count))
@@ -369,8 +573,13 @@ class _Generator:
         for when, author in zip(times, chosen, strict=True):
             roll = rng.random()
             mention = rng.choice(authors) if roll < 0.05 else None
-            message = Message(id=ids.at(when), channel_id=channel.id, guild_id=guild.id, author=author,
-                              content=self._content(mention))
+            message = Message(
+                id=ids.at(when),
+                channel_id=channel.id,
+                guild_id=guild.id,
+                author=author,
+                content=self._content(mention),
+            )
             if mention is not None:
                 message.mention_ids = [mention.id]
             if recent and rng.random() < 0.1:
@@ -393,26 +602,45 @@ class _Generator:
         attachment_id = self.ids.at(when)
         if rng.random() < 0.7:
             filename = f"image_{rng.randint(1000, 9999)}.png"
-            extra: dict[str, object] = {"content_type": "image/png", "width": rng.choice((640, 1280, 1920)),
-                                        "height": rng.choice((480, 720, 1080))}
+            extra: dict[str, object] = {
+                "content_type": "image/png",
+                "width": rng.choice((640, 1280, 1920)),
+                "height": rng.choice((480, 720, 1080)),
+            }
         else:
             filename = rng.choice(("notes.txt", "build.log", "config.yaml", "report.pdf"))
-            extra = {"content_type": {"txt": "text/plain; charset=utf-8", "log": "text/plain; charset=utf-8",
-                                      "yaml": "application/x-yaml", "pdf": "application/pdf"}[filename.rsplit(".", 1)[1]]}
+            extra = {
+                "content_type": {
+                    "txt": "text/plain; charset=utf-8",
+                    "log": "text/plain; charset=utf-8",
+                    "yaml": "application/x-yaml",
+                    "pdf": "application/pdf",
+                }[filename.rsplit(".", 1)[1]]
+            }
         # url and proxy_url are added as the message is served (they name the sandbox's CDN).
-        return {"id": str(attachment_id), "filename": filename, "size": rng.randint(2_000, 4_000_000), **extra}
+        return {
+            "id": str(attachment_id),
+            "filename": filename,
+            "size": rng.randint(2_000, 4_000_000),
+            **extra,
+        }
 
     def _link_embed(self, message: Message) -> None:
         rng = self.rng
         slug = f"{rng.choice(_ADJ)}-{rng.choice(_NOUN)}-{rng.randint(1, 999)}"
         url = f"https://example.com/posts/{slug}"
         message.content = f"{message.content} {url}"
-        message.embeds = [{"type": "article", "url": url, "title": slug.replace("-", " ").title(),
-                           "description": f"A post about {rng.choice(_TOPICS)}.",
-                           "provider": {"name": "Example"}}]
+        message.embeds = [
+            {
+                "type": "article",
+                "url": url,
+                "title": slug.replace("-", " ").title(),
+                "description": f"A post about {rng.choice(_TOPICS)}.",
+                "provider": {"name": "Example"},
+            }
+        ]
 
 
 def find_role(guild: Guild, name: str) -> Role | None:
     """The role named ``name`` (first match), or None."""
     return next((r for r in guild.roles if r.name == name), None)
-

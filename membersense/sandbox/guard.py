@@ -26,7 +26,9 @@ _BAN_PAGE = (
 class InvalidRequestGuard:
     """Counts invalid answers per client IP and bans IPs over the limit (``limit`` None: off)."""
 
-    def __init__(self, limit: int | None, window_s: float, ban_s: float, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, limit: int | None, window_s: float, ban_s: float, clock: Callable[[], float]
+    ) -> None:
         self.limit = limit
         self._window_s = window_s
         self._ban_s = ban_s
@@ -62,8 +64,12 @@ class InvalidRequestGuard:
 
     def ban_response(self, seconds_left: float) -> web.Response:
         """Cloudflare's ban page."""
-        return web.Response(status=429, text=_BAN_PAGE, content_type="text/html",
-                            headers={"Retry-After": str(max(1, math.ceil(seconds_left)))})
+        return web.Response(
+            status=429,
+            text=_BAN_PAGE,
+            content_type="text/html",
+            headers={"Retry-After": str(max(1, math.ceil(seconds_left)))},
+        )
 
     def reset(self) -> None:
         """Forget counts and bans."""
@@ -72,4 +78,7 @@ class InvalidRequestGuard:
 
     def stats(self) -> dict[str, object]:
         """Counts for ``/_sandbox/state``."""
-        return {"limit": self.limit, "banned": sorted(ip for ip in list(self._banned_until) if self.ban_remaining(ip))}
+        return {
+            "limit": self.limit,
+            "banned": sorted(ip for ip in list(self._banned_until) if self.ban_remaining(ip)),
+        }

@@ -28,13 +28,23 @@ RGB = tuple[int, int, int]
 
 #: Discord's six default avatar colours (blurple, grey, green, yellow, red, pink).
 DEFAULT_AVATAR_COLOURS: tuple[RGB, ...] = (
-    (0x58, 0x65, 0xF2), (0x75, 0x7E, 0x8A), (0x3B, 0xA5, 0x5C),
-    (0xFA, 0xA6, 0x1A), (0xED, 0x42, 0x45), (0xEB, 0x45, 0x9F),
+    (0x58, 0x65, 0xF2),
+    (0x75, 0x7E, 0x8A),
+    (0x3B, 0xA5, 0x5C),
+    (0xFA, 0xA6, 0x1A),
+    (0xED, 0x42, 0x45),
+    (0xEB, 0x45, 0x9F),
 )
 _WHITE: RGB = (0xFF, 0xFF, 0xFF)
 _BACKGROUND: RGB = (0xF2, 0xF3, 0xF5)
 #: A pale "Clyde"-like face for default avatars: 1 = white, on a 5x5 grid.
-_DEFAULT_FACE = ((0, 1, 1, 1, 0), (1, 0, 1, 0, 1), (1, 1, 1, 1, 1), (1, 0, 0, 0, 1), (0, 1, 1, 1, 0))
+_DEFAULT_FACE = (
+    (0, 1, 1, 1, 0),
+    (1, 0, 1, 0, 1),
+    (1, 1, 1, 1, 1),
+    (1, 0, 0, 0, 1),
+    (0, 1, 1, 1, 0),
+)
 
 
 class Picture:
@@ -53,7 +63,7 @@ def _digest(seed: str) -> bytes:
 
 
 def _colour(digest: bytes, offset: int, lightness: float, saturation: float) -> RGB:
-    hue = int.from_bytes(digest[offset:offset + 2], "big") / 65535
+    hue = int.from_bytes(digest[offset : offset + 2], "big") / 65535
     r, g, b = colorsys.hls_to_rgb(hue, lightness, saturation)
     return round(r * 255), round(g * 255), round(b * 255)
 
@@ -105,13 +115,17 @@ def attachment_picture(seed: str, width: int, height: int) -> Picture:
     band_height = -(-height // bands)
     rows: list[bytes] = []
     for band in range(bands):
-        row = b"".join(bytes([(digest[(band * columns + c) % len(digest)] + band) % len(palette)]) * column_width
-                       for c in range(columns))[:width]
+        row = b"".join(
+            bytes([(digest[(band * columns + c) % len(digest)] + band) % len(palette)])
+            * column_width
+            for c in range(columns)
+        )[:width]
         rows.extend([row] * min(band_height, height - len(rows)))
     return Picture(width, height, palette, rows)
 
 
 # -- PNG ---------------------------------------------------------------------
+
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
@@ -123,11 +137,17 @@ def encode_png(picture: Picture) -> bytes:
     palette = b"".join(bytes(colour) for colour in picture.palette)
     # Filter type 0 (none) before every row; repeated rows compress to almost nothing.
     raw = b"".join(b"\x00" + row for row in picture.rows)
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"PLTE", palette)
-            + _png_chunk(b"IDAT", zlib.compress(raw, 6)) + _png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"PLTE", palette)
+        + _png_chunk(b"IDAT", zlib.compress(raw, 6))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 # -- GIF ---------------------------------------------------------------------
+
 
 def _lzw(pixels: bytes, min_code_size: int) -> bytes:
     """GIF's variable-width LZW of *pixels*, packed into bytes least significant bit first."""
@@ -183,6 +203,16 @@ def encode_gif(picture: Picture) -> bytes:
     image = struct.pack("<BHHHHB", 0x2C, 0, 0, picture.width, picture.height, 0)
     min_code_size = max(2, bits)
     data = _lzw(b"".join(picture.rows), min_code_size)
-    blocks = b"".join(bytes([len(data[i:i + 255])]) + data[i:i + 255] for i in range(0, len(data), 255))
-    return (b"GIF89a" + screen + b"".join(bytes(c) for c in colours) + image
-            + bytes([min_code_size]) + blocks + b"\x00" + b";")
+    blocks = b"".join(
+        bytes([len(data[i : i + 255])]) + data[i : i + 255] for i in range(0, len(data), 255)
+    )
+    return (
+        b"GIF89a"
+        + screen
+        + b"".join(bytes(c) for c in colours)
+        + image
+        + bytes([min_code_size])
+        + blocks
+        + b"\x00"
+        + b";"
+    )

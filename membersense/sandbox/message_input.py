@@ -59,12 +59,16 @@ async def read_body(request: web.Request) -> tuple[dict[str, Any], list[Upload]]
             if name == "payload_json":
                 payload = decode_json(bytes(data))
             elif name.startswith("files[") or name == "file":
-                uploads.append(Upload(part.filename or "file", part.headers.get("Content-Type"), len(data)))
+                uploads.append(
+                    Upload(part.filename or "file", part.headers.get("Content-Type"), len(data))
+                )
     else:
         raw = await request.read()
         payload = decode_json(raw) if raw.strip() else {}
     if not isinstance(payload, dict):
-        raise InvalidFormBody("", "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType")
+        raise InvalidFormBody(
+            "", "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType"
+        )
     return payload, uploads
 
 
@@ -82,9 +86,13 @@ def content(body: dict[str, Any]) -> str | None:
     if content is None:
         return None
     if not isinstance(content, str):
-        raise InvalidFormBody("content", "BASE_TYPE_STRING", f'Could not interpret "{content}" as string.')
+        raise InvalidFormBody(
+            "content", "BASE_TYPE_STRING", f'Could not interpret "{content}" as string.'
+        )
     if len(content) > MAX_CONTENT:
-        raise InvalidFormBody("content", "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_CONTENT} or fewer in length.")
+        raise InvalidFormBody(
+            "content", "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_CONTENT} or fewer in length."
+        )
     return content
 
 
@@ -92,7 +100,9 @@ def _string(value: Any, path: str, max_length: int) -> str:
     if not isinstance(value, str):
         raise InvalidFormBody(path, "BASE_TYPE_STRING", f'Could not interpret "{value}" as string.')
     if len(value) > max_length:
-        raise InvalidFormBody(path, "BASE_TYPE_MAX_LENGTH", f"Must be {max_length} or fewer in length.")
+        raise InvalidFormBody(
+            path, "BASE_TYPE_MAX_LENGTH", f"Must be {max_length} or fewer in length."
+        )
     return value
 
 
@@ -106,7 +116,9 @@ def _url(value: Any, path: str) -> str:
 def embed(raw: Any, path: str) -> dict[str, Any]:
     """A rich embed as Discord stores it (known fields only, validated)."""
     if not isinstance(raw, dict):
-        raise InvalidFormBody(path, "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType")
+        raise InvalidFormBody(
+            path, "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType"
+        )
     embed: dict[str, Any] = {"type": "rich"}
     for key, limit in (("title", 256), ("description", 4096)):
         if raw.get(key) is not None:
@@ -118,7 +130,11 @@ def embed(raw: Any, path: str) -> dict[str, Any]:
     if raw.get("color") is not None:
         color = raw["color"]
         if isinstance(color, bool) or not isinstance(color, int) or not 0 <= color <= 0xFFFFFF:
-            raise InvalidFormBody(f"{path}.color", "NUMBER_TYPE_MAX", "int value should be less than or equal to 16777215.")
+            raise InvalidFormBody(
+                f"{path}.color",
+                "NUMBER_TYPE_MAX",
+                "int value should be less than or equal to 16777215.",
+            )
         embed["color"] = color
     for key in ("image", "thumbnail"):
         if isinstance(raw.get(key), dict) and raw[key].get("url") is not None:
@@ -136,17 +152,24 @@ def embed(raw: Any, path: str) -> dict[str, Any]:
     if raw.get("fields") is not None:
         fields = raw["fields"]
         if not isinstance(fields, list) or len(fields) > 25:
-            raise InvalidFormBody(f"{path}.fields", "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
+            raise InvalidFormBody(
+                f"{path}.fields", "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length."
+            )
         embed["fields"] = []
         for i, item in enumerate(fields):
             if not isinstance(item, dict):
-                raise InvalidFormBody(f"{path}.fields.{i}", "DICT_TYPE_CONVERT",
-                                      "Only dictionaries may be used in a DictType")
-            embed["fields"].append({
-                "name": _string(item.get("name"), f"{path}.fields.{i}.name", 256),
-                "value": _string(item.get("value"), f"{path}.fields.{i}.value", 1024),
-                "inline": bool(item.get("inline", False)),
-            })
+                raise InvalidFormBody(
+                    f"{path}.fields.{i}",
+                    "DICT_TYPE_CONVERT",
+                    "Only dictionaries may be used in a DictType",
+                )
+            embed["fields"].append(
+                {
+                    "name": _string(item.get("name"), f"{path}.fields.{i}.name", 256),
+                    "value": _string(item.get("value"), f"{path}.fields.{i}.value", 1024),
+                    "inline": bool(item.get("inline", False)),
+                }
+            )
     return embed
 
 
@@ -160,7 +183,9 @@ def embeds(body: dict[str, Any]) -> list[dict[str, Any]] | None:
     if not isinstance(raw, list):
         raise InvalidFormBody("embeds", "BASE_TYPE_LIST", "Must be an array.")
     if len(raw) > MAX_EMBEDS:
-        raise InvalidFormBody("embeds", "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_EMBEDS} or fewer in length.")
+        raise InvalidFormBody(
+            "embeds", "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_EMBEDS} or fewer in length."
+        )
     return [embed(e, f"embeds.{i}") for i, e in enumerate(raw)]
 
 
@@ -170,25 +195,42 @@ def allowed_mentions(body: dict[str, Any]) -> dict[str, Any] | None:
     if raw is None:
         return None
     if not isinstance(raw, dict):
-        raise InvalidFormBody("allowed_mentions", "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType")
+        raise InvalidFormBody(
+            "allowed_mentions", "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType"
+        )
     parse = raw.get("parse", [])
     if not isinstance(parse, list):
         raise InvalidFormBody("allowed_mentions.parse", "BASE_TYPE_LIST", "Must be an array.")
     for i, kind in enumerate(parse):
         if kind not in _ALLOWED_MENTION_TYPES:
-            raise InvalidFormBody(f"allowed_mentions.parse.{i}", "BASE_TYPE_CHOICES",
-                                  "Value must be one of ('everyone', 'roles', 'users').")
-    checked: dict[str, Any] = {"parse": list(parse), "replied_user": raw.get("replied_user") is True}
+            raise InvalidFormBody(
+                f"allowed_mentions.parse.{i}",
+                "BASE_TYPE_CHOICES",
+                "Value must be one of ('everyone', 'roles', 'users').",
+            )
+    checked: dict[str, Any] = {
+        "parse": list(parse),
+        "replied_user": raw.get("replied_user") is True,
+    }
     for kind in ("users", "roles"):
         ids = raw.get(kind, [])
         if not isinstance(ids, list):
             raise InvalidFormBody(f"allowed_mentions.{kind}", "BASE_TYPE_LIST", "Must be an array.")
         if len(ids) > 100:
-            raise InvalidFormBody(f"allowed_mentions.{kind}", "BASE_TYPE_MAX_LENGTH", "Must be 100 or fewer in length.")
-        checked[kind] = [parse_snowflake(v, f"allowed_mentions.{kind}.{i}") for i, v in enumerate(ids)]
+            raise InvalidFormBody(
+                f"allowed_mentions.{kind}",
+                "BASE_TYPE_MAX_LENGTH",
+                "Must be 100 or fewer in length.",
+            )
+        checked[kind] = [
+            parse_snowflake(v, f"allowed_mentions.{kind}.{i}") for i, v in enumerate(ids)
+        ]
         if checked[kind] and kind in parse:
-            raise InvalidFormBody("allowed_mentions", "MESSAGE_ALLOWED_MENTIONS_PARSE_EXCLUSIVE",
-                                  f'parse:["{kind}"] and {kind}: [ids...] are mutually exclusive.')
+            raise InvalidFormBody(
+                "allowed_mentions",
+                "MESSAGE_ALLOWED_MENTIONS_PARSE_EXCLUSIVE",
+                f'parse:["{kind}"] and {kind}: [ids...] are mutually exclusive.',
+            )
     return checked
 
 
@@ -198,14 +240,24 @@ def reference(body: dict[str, Any], channel: Channel) -> Message | None:
     if raw is None:
         return None
     if not isinstance(raw, dict):
-        raise InvalidFormBody("message_reference", "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType")
+        raise InvalidFormBody(
+            "message_reference", "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType"
+        )
     if raw.get("message_id") is None:
-        raise InvalidFormBody("message_reference.message_id", "BASE_TYPE_REQUIRED", "This field is required")
+        raise InvalidFormBody(
+            "message_reference.message_id", "BASE_TYPE_REQUIRED", "This field is required"
+        )
     message_id = parse_snowflake(raw["message_id"], "message_reference.message_id")
     fail = raw.get("fail_if_not_exists", True)
-    if raw.get("channel_id") is not None and parse_snowflake(raw["channel_id"], "message_reference.channel_id") != channel.id:
-        raise InvalidFormBody("message_reference", "REPLIES_CANNOT_REFERENCE_OTHER_CHANNEL",
-                              "Cannot reply to a message in a different channel")
+    if (
+        raw.get("channel_id") is not None
+        and parse_snowflake(raw["channel_id"], "message_reference.channel_id") != channel.id
+    ):
+        raise InvalidFormBody(
+            "message_reference",
+            "REPLIES_CANNOT_REFERENCE_OTHER_CHANNEL",
+            "Cannot reply to a message in a different channel",
+        )
     referenced = channel.messages.get(message_id)
     if referenced is None and fail is not False:
         raise InvalidFormBody("message_reference", "REPLIES_UNKNOWN_MESSAGE", "Unknown message")
@@ -244,17 +296,25 @@ def enforce_nonce(body: dict[str, Any]) -> bool:
     return value
 
 
-def attachments(uploads: list[Upload], body: dict[str, Any], world: World, channel: Channel) -> list[dict[str, Any]]:
+def attachments(
+    uploads: list[Upload], body: dict[str, Any], world: World, channel: Channel
+) -> list[dict[str, Any]]:
     """Attachment objects for uploaded files (``attachments[].description`` from the body is kept)."""
     meta: list[Any] = body["attachments"] if isinstance(body.get("attachments"), list) else []
     attachments = []
     for index, upload in enumerate(uploads):
         attachment_id = world.snowflakes.next()
         # url and proxy_url are added as the message is served (they name the sandbox's CDN).
-        item: dict[str, Any] = {"id": str(attachment_id), "filename": upload.filename, "size": upload.size}
+        item: dict[str, Any] = {
+            "id": str(attachment_id),
+            "filename": upload.filename,
+            "size": upload.size,
+        }
         if upload.content_type:
             item["content_type"] = upload.content_type
-        described = next((m for m in meta if isinstance(m, dict) and str(m.get("id")) == str(index)), None)
+        described = next(
+            (m for m in meta if isinstance(m, dict) and str(m.get("id")) == str(index)), None
+        )
         if described is not None and isinstance(described.get("description"), str):
             item["description"] = described["description"][:1024]
         attachments.append(item)

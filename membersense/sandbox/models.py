@@ -59,14 +59,28 @@ PERM_ALL = (1 << 51) - 1
 
 #: What @everyone may do in a fresh guild (the common subset of Discord's default).
 DEFAULT_EVERYONE_PERMISSIONS = (
-    PERM_CREATE_INSTANT_INVITE | PERM_ADD_REACTIONS | PERM_STREAM | PERM_VIEW_CHANNEL | PERM_SEND_MESSAGES
-    | PERM_EMBED_LINKS | PERM_ATTACH_FILES | PERM_READ_MESSAGE_HISTORY | PERM_USE_EXTERNAL_EMOJIS
-    | PERM_CONNECT | PERM_SPEAK | PERM_CHANGE_NICKNAME
+    PERM_CREATE_INSTANT_INVITE
+    | PERM_ADD_REACTIONS
+    | PERM_STREAM
+    | PERM_VIEW_CHANNEL
+    | PERM_SEND_MESSAGES
+    | PERM_EMBED_LINKS
+    | PERM_ATTACH_FILES
+    | PERM_READ_MESSAGE_HISTORY
+    | PERM_USE_EXTERNAL_EMOJIS
+    | PERM_CONNECT
+    | PERM_SPEAK
+    | PERM_CHANGE_NICKNAME
 )
 #: The permissions a sandbox bot's managed role carries (a typical read/post bot).
 DEFAULT_BOT_PERMISSIONS = (
-    PERM_VIEW_CHANNEL | PERM_SEND_MESSAGES | PERM_READ_MESSAGE_HISTORY | PERM_EMBED_LINKS
-    | PERM_ATTACH_FILES | PERM_ADD_REACTIONS | PERM_MANAGE_MESSAGES
+    PERM_VIEW_CHANNEL
+    | PERM_SEND_MESSAGES
+    | PERM_READ_MESSAGE_HISTORY
+    | PERM_EMBED_LINKS
+    | PERM_ATTACH_FILES
+    | PERM_ADD_REACTIONS
+    | PERM_MANAGE_MESSAGES
 )
 
 # Channel types.
@@ -226,8 +240,14 @@ class Channel:
             index = bisect.bisect_left(self.message_ids, message_id)
             del self.message_ids[index]
 
-    def history(self, limit: int, *, before: int | None = None, after: int | None = None,
-                around: int | None = None) -> list[Message]:
+    def history(
+        self,
+        limit: int,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        around: int | None = None,
+    ) -> list[Message]:
         """Up to ``limit`` messages, newest first, as Discord's Get Channel Messages returns them.
 
         ``before``/``after`` exclude the given id; ``after`` yields the ``limit`` messages
@@ -238,15 +258,15 @@ class Channel:
         if around is not None:
             newer = limit // 2
             pivot = bisect.bisect_right(ids, around)  # just past `around` itself
-            newer_ids = ids[pivot:pivot + newer]
-            older_ids = ids[max(0, pivot - (limit - len(newer_ids))):pivot]
+            newer_ids = ids[pivot : pivot + newer]
+            older_ids = ids[max(0, pivot - (limit - len(newer_ids))) : pivot]
             chosen = older_ids + newer_ids
         elif after is not None:
             start = bisect.bisect_right(ids, after)
-            chosen = ids[start:start + limit]
+            chosen = ids[start : start + limit]
         else:
             end = len(ids) if before is None else bisect.bisect_left(ids, before)
-            chosen = ids[max(0, end - limit):end]
+            chosen = ids[max(0, end - limit) : end]
         messages = self.messages
         return [messages[i] for i in reversed(chosen)]
 
@@ -337,7 +357,8 @@ class Guild:
         for member in self.members_sorted():
             user = member.user
             if user.username.casefold().startswith(needle) or (
-                    member.nick is not None and member.nick.casefold().startswith(needle)):
+                member.nick is not None and member.nick.casefold().startswith(needle)
+            ):
                 found.append(member)
                 if 0 < limit <= len(found):
                     break

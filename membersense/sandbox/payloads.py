@@ -28,7 +28,6 @@ def _iso_or_none(unix_ms: int | None) -> str | None:
     return None if unix_ms is None else iso_timestamp(unix_ms)
 
 
-
 class Payloads:
     """Serializers of users, members, roles, channels, messages, guilds and applications."""
 
@@ -63,10 +62,14 @@ class Payloads:
         if user.bot:
             data["bot"] = True
         if private:
-            data.update(mfa_enabled=False, locale="en-US", verified=True, email=None, premium_type=0)
+            data.update(
+                mfa_enabled=False, locale="en-US", verified=True, email=None, premium_type=0
+            )
         return data
 
-    def member_payload(self, guild: Guild, member: Member, *, with_user: bool = True) -> dict[str, Any]:
+    def member_payload(
+        self, guild: Guild, member: Member, *, with_user: bool = True
+    ) -> dict[str, Any]:
         """Discord's guild member object (``with_user=False``: the partial member of MESSAGE_CREATE)."""
         data: dict[str, Any] = {
             "avatar": member.avatar,
@@ -102,7 +105,11 @@ class Payloads:
             "id": str(role.id),
             "name": role.name,
             "color": role.color,
-            "colors": {"primary_color": role.color, "secondary_color": None, "tertiary_color": None},
+            "colors": {
+                "primary_color": role.color,
+                "secondary_color": None,
+                "tertiary_color": None,
+            },
             "hoist": role.hoist,
             "icon": None,
             "unicode_emoji": None,
@@ -167,7 +174,9 @@ class Payloads:
                 "guild_id": str(message.guild_id),
             }
             data["referenced_message"] = (
-                None if referenced is None else self._basic_message_payload(referenced, with_content=with_content)
+                None
+                if referenced is None
+                else self._basic_message_payload(referenced, with_content=with_content)
             )
         return data
 
@@ -176,9 +185,13 @@ class Payloads:
         data: dict[str, Any] = {
             "type": message.type,
             "content": message.content if with_content else "",
-            "mentions": [self.user_payload(users[uid]) for uid in message.mention_ids if uid in users],
+            "mentions": [
+                self.user_payload(users[uid]) for uid in message.mention_ids if uid in users
+            ],
             "mention_roles": [str(r) for r in message.mention_role_ids],
-            "attachments": [self.attachment_payload(message, a) for a in message.attachments] if with_content else [],
+            "attachments": [self.attachment_payload(message, a) for a in message.attachments]
+            if with_content
+            else [],
             "embeds": [dict(e) for e in message.embeds] if with_content else [],
             "timestamp": iso_timestamp(message.created_ms),
             "edited_timestamp": _iso_or_none(message.edited_ms),
@@ -227,7 +240,9 @@ class Payloads:
             "region": "deprecated",
             "afk_channel_id": None if guild.afk_channel_id is None else str(guild.afk_channel_id),
             "afk_timeout": 300,
-            "system_channel_id": None if guild.system_channel_id is None else str(guild.system_channel_id),
+            "system_channel_id": None
+            if guild.system_channel_id is None
+            else str(guild.system_channel_id),
             "system_channel_flags": 0,
             "widget_enabled": False,
             "widget_channel_id": None,
@@ -242,9 +257,13 @@ class Payloads:
             "max_video_channel_users": 25,
             "vanity_url_code": None,
             "premium_tier": guild.premium_tier,
-            "premium_subscription_count": sum(1 for m in guild.members.values() if m.premium_since_ms is not None),
+            "premium_subscription_count": sum(
+                1 for m in guild.members.values() if m.premium_since_ms is not None
+            ),
             "preferred_locale": guild.preferred_locale,
-            "rules_channel_id": None if guild.rules_channel_id is None else str(guild.rules_channel_id),
+            "rules_channel_id": None
+            if guild.rules_channel_id is None
+            else str(guild.rules_channel_id),
             "safety_alerts_channel_id": None,
             "public_updates_channel_id": None,
             "premium_progress_bar_enabled": False,
@@ -263,7 +282,9 @@ class Payloads:
         """Members that are not offline."""
         return sum(1 for m in guild.members.values() if m.status != "offline")
 
-    def guild_create_payload(self, guild: Guild, bot: Bot, *, large_threshold: int) -> dict[str, Any]:
+    def guild_create_payload(
+        self, guild: Guild, bot: Bot, *, large_threshold: int
+    ) -> dict[str, Any]:
         """The GUILD_CREATE ``d`` for ``bot``: members inline only when the guild is not large."""
         data = self.guild_payload(guild)
         count = guild.member_count
@@ -290,7 +311,9 @@ class Payloads:
         )
         return data
 
-    def my_guild_payload(self, guild: Guild, bot: Bot, *, with_counts: bool = False) -> dict[str, Any]:
+    def my_guild_payload(
+        self, guild: Guild, bot: Bot, *, with_counts: bool = False
+    ) -> dict[str, Any]:
         """A partial guild of ``GET /users/@me/guilds``."""
         member = guild.members.get(bot.id)
         perms = 0 if member is None else self.base_permissions(guild, member)

@@ -58,7 +58,9 @@ class RateLimitInfo:
         return headers
 
 
-def rate_limited_response(retry_after: float, *, scope: str, headers: dict[str, str] | None = None) -> web.Response:
+def rate_limited_response(
+    retry_after: float, *, scope: str, headers: dict[str, str] | None = None
+) -> web.Response:
     """Discord's 429 answer: JSON body with ``retry_after`` and ``global``, scope and Retry-After headers."""
     all_headers = dict(VIA_HEADER)
     if headers:
@@ -67,8 +69,12 @@ def rate_limited_response(retry_after: float, *, scope: str, headers: dict[str, 
     all_headers["X-RateLimit-Scope"] = scope
     if scope == "global":
         all_headers["X-RateLimit-Global"] = "true"
-    body = {"message": RATE_LIMITED_MESSAGE, "retry_after": round(retry_after, 3), "global": scope == "global",
-            "code": 0}
+    body = {
+        "message": RATE_LIMITED_MESSAGE,
+        "retry_after": round(retry_after, 3),
+        "global": scope == "global",
+        "code": 0,
+    }
     return json_response(body, 429, all_headers)
 
 
@@ -104,12 +110,15 @@ class RateLimiter:
         """The opaque ``X-RateLimit-Bucket`` of a route key like ``GET /guilds/{guild_id}``."""
         digest = self._hashes.get(route_key)
         if digest is None:
-            digest = self._hashes[route_key] = hashlib.md5(route_key.encode(), usedforsecurity=False).hexdigest()
+            digest = self._hashes[route_key] = hashlib.md5(
+                route_key.encode(), usedforsecurity=False
+            ).hexdigest()
         return digest
 
     def _limits(self, route_key: str) -> tuple[int, float]:
         return self._config.route_limits.get(
-            route_key, (self._config.rate_limit_per_route, self._config.rate_limit_window_s))
+            route_key, (self._config.rate_limit_per_route, self._config.rate_limit_window_s)
+        )
 
     def hit(self, identity: str, route_key: str, major: str) -> RateLimitInfo:
         """Count one request of ``identity`` (a bot or a client address) on ``route_key`` + ``major``."""
@@ -133,12 +142,21 @@ class RateLimiter:
             global_window.roll(now)
             if global_window.remaining <= 0:
                 retry = global_window.reset_at - now
-                return RateLimitInfo(window.limit, window.remaining, window.reset_at - now, bucket,
-                                     limited=True, retry_after=retry, scope="global")
+                return RateLimitInfo(
+                    window.limit,
+                    window.remaining,
+                    window.reset_at - now,
+                    bucket,
+                    limited=True,
+                    retry_after=retry,
+                    scope="global",
+                )
 
         if window.remaining <= 0:
             retry = window.reset_at - now
-            return RateLimitInfo(window.limit, 0, retry, bucket, limited=True, retry_after=retry, scope="user")
+            return RateLimitInfo(
+                window.limit, 0, retry, bucket, limited=True, retry_after=retry, scope="user"
+            )
         window.remaining -= 1
         if global_window is not None:
             global_window.remaining -= 1

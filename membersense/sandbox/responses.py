@@ -16,7 +16,9 @@ from aiohttp import web
 JSON_CONTENT_TYPE = "application/json"
 
 
-def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+def json_response(
+    body: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
     """A JSON answer with Discord's exact Content-Type."""
     data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     all_headers = {"Content-Type": JSON_CONTENT_TYPE}
@@ -28,7 +30,9 @@ def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | Non
 class ApiError(Exception):
     """An error answer in Discord's shape ``{"message", "code"[, "errors"]}``."""
 
-    def __init__(self, status: int, code: int, message: str, errors: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, status: int, code: int, message: str, errors: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -151,6 +155,10 @@ def invalid_json() -> ApiError:
 
 def server_error(status: int) -> ApiError:
     """A 5xx as Discord's edge answers it."""
-    reason = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
-              504: "Gateway Timeout"}.get(status, "Server Error")
+    reason = {
+        500: "Internal Server Error",
+        502: "Bad Gateway",
+        503: "Service Unavailable",
+        504: "Gateway Timeout",
+    }.get(status, "Server Error")
     return _error(status, 0, f"{status}: {reason}")

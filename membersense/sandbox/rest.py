@@ -40,7 +40,6 @@ from membersense.sandbox.world import World
 _log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class Call:
     """One authenticated REST call: the request, the sandbox state, the bot and the path parameters."""
@@ -75,11 +74,17 @@ class Call:
         try:
             value = int(raw)
         except ValueError:
-            raise InvalidFormBody(name, "NUMBER_TYPE_COERCE", f'Value "{raw}" is not int.') from None
+            raise InvalidFormBody(
+                name, "NUMBER_TYPE_COERCE", f'Value "{raw}" is not int.'
+            ) from None
         if value < minimum:
-            raise InvalidFormBody(name, "NUMBER_TYPE_MIN", f"int value should be greater than or equal to {minimum}.")
+            raise InvalidFormBody(
+                name, "NUMBER_TYPE_MIN", f"int value should be greater than or equal to {minimum}."
+            )
         if value > maximum:
-            raise InvalidFormBody(name, "NUMBER_TYPE_MAX", f"int value should be less than or equal to {maximum}.")
+            raise InvalidFormBody(
+                name, "NUMBER_TYPE_MAX", f"int value should be less than or equal to {maximum}."
+            )
         return value
 
     def query_snowflake(self, name: str) -> int | None:
@@ -167,8 +172,11 @@ async def get_gateway(call: Call) -> Any:
 
 async def get_gateway_bot(call: Call) -> Any:
     """GET /gateway/bot."""
-    return {"url": _gateway_url(call.request), "shards": 1,
-            "session_start_limit": call.world.session_start_limit_payload(call.me)}
+    return {
+        "url": _gateway_url(call.request),
+        "shards": 1,
+        "session_start_limit": call.world.session_start_limit_payload(call.me),
+    }
 
 
 async def get_my_guilds(call: Call) -> Any:
@@ -214,7 +222,7 @@ async def list_members(call: Call) -> Any:
     _require_members_intent(call)
     ordered = guild.members_sorted()
     start = bisect.bisect_right(ordered, after, key=lambda m: m.user.id)
-    return [call.world.member_payload(guild, m) for m in ordered[start:start + limit]]
+    return [call.world.member_payload(guild, m) for m in ordered[start : start + limit]]
 
 
 async def search_members(call: Call) -> Any:
@@ -223,7 +231,9 @@ async def search_members(call: Call) -> Any:
     if query is None:
         raise InvalidFormBody("query", "BASE_TYPE_REQUIRED", "This field is required")
     if not 1 <= len(query) <= 100:
-        raise InvalidFormBody("query", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length.")
+        raise InvalidFormBody(
+            "query", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length."
+        )
     limit = call.query_int("limit", 1, 1, 1000)
     guild = call.guild()
     _require_members_intent(call)
@@ -310,11 +320,26 @@ async def create_message(call: Call) -> Any:
             return call.world.message_payload(earlier)
     users, roles, everyone = call.world.resolve_mentions(guild, content, allowed)
     # A reply pings (and so lists in `mentions`) the replied-to author unless allowed_mentions says not to.
-    if reference is not None and reference.author.id not in users and (allowed is None or allowed["replied_user"]):
+    if (
+        reference is not None
+        and reference.author.id not in users
+        and (allowed is None or allowed["replied_user"])
+    ):
         users.append(reference.author.id)
-    message = call.world.create_message(channel, call.me.user, content, embeds=embeds, attachments=attachments,
-                                        reference=reference, mention_ids=users, mention_role_ids=roles,
-                                        mention_everyone=everyone, tts=tts, nonce=nonce, flags=flags)
+    message = call.world.create_message(
+        channel,
+        call.me.user,
+        content,
+        embeds=embeds,
+        attachments=attachments,
+        reference=reference,
+        mention_ids=users,
+        mention_role_ids=roles,
+        mention_everyone=everyone,
+        tts=tts,
+        nonce=nonce,
+        flags=flags,
+    )
     if enforce_nonce:
         call.world.remember_nonce(message)
     return call.world.message_payload(message)
@@ -348,39 +373,45 @@ async def delete_message(call: Call) -> Any:
     """DELETE /channels/{channel_id}/messages/{message_id} (others' messages need MANAGE_MESSAGES)."""
     guild, channel = _text_channel(call)
     message = call.message(channel)
-    if message.author.id != call.me.id and not call.permissions(guild, channel) & PERM_MANAGE_MESSAGES:
+    if (
+        message.author.id != call.me.id
+        and not call.permissions(guild, channel) & PERM_MANAGE_MESSAGES
+    ):
         raise err.missing_permissions()
     call.world.delete_message(message)
     return None
 
 
-ROUTES = RouteTable([
-    Route("GET", "/users/@me", get_me),
-    Route("GET", "/users/@me/guilds", get_my_guilds),
-    Route("GET", "/users/{user_id}", get_user),
-    Route("GET", "/oauth2/applications/@me", get_application),
-    Route("GET", "/applications/@me", get_application),
-    Route("GET", "/gateway", get_gateway, auth=False),
-    Route("GET", "/gateway/bot", get_gateway_bot),
-    Route("GET", "/guilds/{guild_id}", get_guild),
-    Route("GET", "/guilds/{guild_id}/channels", get_guild_channels),
-    Route("GET", "/guilds/{guild_id}/roles", get_guild_roles),
-    Route("GET", "/guilds/{guild_id}/members", list_members),
-    Route("GET", "/guilds/{guild_id}/members/search", search_members),
-    Route("GET", "/guilds/{guild_id}/members/{user_id}", get_member),
-    Route("GET", "/channels/{channel_id}", get_channel),
-    Route("GET", "/channels/{channel_id}/messages", list_messages),
-    Route("POST", "/channels/{channel_id}/messages", create_message),
-    Route("GET", "/channels/{channel_id}/messages/{message_id}", get_message),
-    Route("PATCH", "/channels/{channel_id}/messages/{message_id}", edit_message),
-    Route("DELETE", "/channels/{channel_id}/messages/{message_id}", delete_message),
-    Route("POST", "/channels/{channel_id}/typing", trigger_typing),
-])
+ROUTES = RouteTable(
+    [
+        Route("GET", "/users/@me", get_me),
+        Route("GET", "/users/@me/guilds", get_my_guilds),
+        Route("GET", "/users/{user_id}", get_user),
+        Route("GET", "/oauth2/applications/@me", get_application),
+        Route("GET", "/applications/@me", get_application),
+        Route("GET", "/gateway", get_gateway, auth=False),
+        Route("GET", "/gateway/bot", get_gateway_bot),
+        Route("GET", "/guilds/{guild_id}", get_guild),
+        Route("GET", "/guilds/{guild_id}/channels", get_guild_channels),
+        Route("GET", "/guilds/{guild_id}/roles", get_guild_roles),
+        Route("GET", "/guilds/{guild_id}/members", list_members),
+        Route("GET", "/guilds/{guild_id}/members/search", search_members),
+        Route("GET", "/guilds/{guild_id}/members/{user_id}", get_member),
+        Route("GET", "/channels/{channel_id}", get_channel),
+        Route("GET", "/channels/{channel_id}/messages", list_messages),
+        Route("POST", "/channels/{channel_id}/messages", create_message),
+        Route("GET", "/channels/{channel_id}/messages/{message_id}", get_message),
+        Route("PATCH", "/channels/{channel_id}/messages/{message_id}", edit_message),
+        Route("DELETE", "/channels/{channel_id}/messages/{message_id}", delete_message),
+        Route("POST", "/channels/{channel_id}/typing", trigger_typing),
+    ]
+)
 
 
 # ==================================================================== the one entry point
 #: The rate-limit bucket of requests that match no route.
 UNKNOWN_ROUTE_KEY = "* /{unknown}"
+
 
 def _token(request: web.Request) -> str | None:
     header = request.headers.get("Authorization", "")
@@ -408,8 +439,9 @@ async def handle_api(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _answer(request: web.Request, state: SandboxState, path: str,
-                  ip: str) -> tuple[web.StreamResponse, str | None]:
+async def _answer(
+    request: web.Request, state: SandboxState, path: str, ip: str
+) -> tuple[web.StreamResponse, str | None]:
     token = _token(request)
     bot = state.world.bot_for_token(token) if token is not None else None
     identity = f"bot:{bot.id}" if bot is not None else f"ip:{ip}"
@@ -419,11 +451,15 @@ async def _answer(request: web.Request, state: SandboxState, path: str,
         # Unknown routes and methods share one bucket, so even these answers carry the headers.
         info = state.ratelimits.hit(identity, UNKNOWN_ROUTE_KEY, "")
         if info.limited:
-            return rate_limited_response(info.retry_after, scope="user", headers=info.headers()), "user"
+            return rate_limited_response(
+                info.retry_after, scope="user", headers=info.headers()
+            ), "user"
         return _with_headers(exc.response(), info), None
     info = state.ratelimits.hit(identity, route.key, major_parameter(params))
     if info.limited:
-        return rate_limited_response(info.retry_after, scope=info.scope or "user", headers=info.headers()), info.scope
+        return rate_limited_response(
+            info.retry_after, scope=info.scope or "user", headers=info.headers()
+        ), info.scope
     if route.auth and bot is None:
         return _with_headers(err.unauthorized().response(), info), None
 
@@ -432,7 +468,9 @@ async def _answer(request: web.Request, state: SandboxState, path: str,
         if fault.delay_ms:
             await asyncio.sleep(fault.delay_ms / 1000)
         if fault.status == 429:
-            return rate_limited_response(fault.retry_after, scope="shared", headers=info.headers()), "shared"
+            return rate_limited_response(
+                fault.retry_after, scope="shared", headers=info.headers()
+            ), "shared"
         if fault.status is not None:
             return _with_headers(err.server_error(fault.status).response(), info), None
 

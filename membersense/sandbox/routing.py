@@ -23,9 +23,11 @@ _PARAM = re.compile(r"\{(\w+)\}")
 def _compile(template: str) -> re.Pattern[str]:
     pattern, last = [], 0
     for match in _PARAM.finditer(template):
-        pattern.append(re.escape(template[last:match.start()]))
+        pattern.append(re.escape(template[last : match.start()]))
         name = match.group(1)
-        pattern.append(rf"(?P<{name}>\d{{1,20}})" if name.endswith("_id") else rf"(?P<{name}>[^/]+)")
+        pattern.append(
+            rf"(?P<{name}>\d{{1,20}})" if name.endswith("_id") else rf"(?P<{name}>[^/]+)"
+        )
         last = match.end()
     pattern.append(re.escape(template[last:]))
     return re.compile("".join(pattern) + r"/?\Z")
@@ -65,7 +67,9 @@ class RouteTable:
                 continue
             path_known = True
             if route.method == method:
-                params = {k: int(v) if k.endswith("_id") else v for k, v in found.groupdict().items()}
+                params = {
+                    k: int(v) if k.endswith("_id") else v for k, v in found.groupdict().items()
+                }
                 return route, params
         raise method_not_allowed() if path_known else not_found()
 

@@ -42,8 +42,17 @@ from membersense.sandbox.models import (
 )
 
 #: Roles every generated guild has, usable in ``named_members[].roles``.
-ROLE_NAMES = ("Admin", "Moderator", "Member", "Server Booster", "Developer", "Artist", "Gamer", "Music Lover",
-              "Event Ping")
+ROLE_NAMES = (
+    "Admin",
+    "Moderator",
+    "Member",
+    "Server Booster",
+    "Developer",
+    "Artist",
+    "Gamer",
+    "Music Lover",
+    "Event Ping",
+)
 
 
 class ScenarioError(ValueError):
@@ -110,14 +119,24 @@ def spec_from_config(config: SandboxConfig) -> WorldSpec:
     return WorldSpec(
         seed=config.seed,
         bots=[BotSpec(token=t) for t in config.effective_tokens],
-        guilds=[GuildSpec(name="MemberSense Sandbox", members=config.members, channels=config.channels,
-                          messages=config.messages)],
+        guilds=[
+            GuildSpec(
+                name="MemberSense Sandbox",
+                members=config.members,
+                channels=config.channels,
+                messages=config.messages,
+            )
+        ],
     )
 
 
 def _int(value: Any, where: str, *, minimum: int = 0, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (
-            maximum is not None and value > maximum):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
         bound = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
         raise ScenarioError(f"{where}: must be an integer {bound}")
     return value
@@ -149,23 +168,33 @@ def _list(value: Any, where: str) -> list[Any]:
 def _intents(value: Any, where: str) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         if value & ~PRIVILEGED_INTENTS or value < 0:
-            raise ScenarioError(f"{where}: only privileged intent bits (1<<1, 1<<8, 1<<15) can be granted")
+            raise ScenarioError(
+                f"{where}: only privileged intent bits (1<<1, 1<<8, 1<<15) can be granted"
+            )
         return value
     bits = 0
     for i, name in enumerate(_list(value, where)):
         if name not in PRIVILEGED_INTENT_NAMES:
-            raise ScenarioError(f"{where}[{i}]: must be one of {', '.join(PRIVILEGED_INTENT_NAMES)}")
+            raise ScenarioError(
+                f"{where}[{i}]: must be one of {', '.join(PRIVILEGED_INTENT_NAMES)}"
+            )
         bits |= PRIVILEGED_INTENT_NAMES[name]
     return bits
 
 
 def _bot(raw: Any, where: str) -> BotSpec:
-    obj = _object(raw, where, {"token", "username", "privileged_intents", "permissions", "session_start_limit"})
+    obj = _object(
+        raw,
+        where,
+        {"token", "username", "privileged_intents", "permissions", "session_start_limit"},
+    )
     token = _str(obj.get("token"), f"{where}.token")
     assert token is not None
     if any(c.isspace() for c in token):
         raise ScenarioError(f"{where}.token: must not contain whitespace")
-    spec = BotSpec(token=token, username=_str(obj.get("username"), f"{where}.username", optional=True))
+    spec = BotSpec(
+        token=token, username=_str(obj.get("username"), f"{where}.username", optional=True)
+    )
     if "privileged_intents" in obj:
         spec.privileged_intents = _intents(obj["privileged_intents"], f"{where}.privileged_intents")
     if "permissions" in obj:
@@ -184,9 +213,11 @@ def _named_member(raw: Any, where: str) -> NamedMemberSpec:
     assert username is not None
     if not 2 <= len(username) <= 32:
         raise ScenarioError(f"{where}.username: must be 2-32 characters")
-    spec = NamedMemberSpec(username=username,
-                           global_name=_str(obj.get("global_name"), f"{where}.global_name", optional=True),
-                           nick=_str(obj.get("nick"), f"{where}.nick", optional=True))
+    spec = NamedMemberSpec(
+        username=username,
+        global_name=_str(obj.get("global_name"), f"{where}.global_name", optional=True),
+        nick=_str(obj.get("nick"), f"{where}.nick", optional=True),
+    )
     for i, role in enumerate(_list(obj.get("roles", []), f"{where}.roles")):
         if role not in ROLE_NAMES:
             raise ScenarioError(f"{where}.roles[{i}]: must be one of {', '.join(ROLE_NAMES)}")
@@ -199,8 +230,21 @@ def _named_member(raw: Any, where: str) -> NamedMemberSpec:
 
 
 def _guild(raw: Any, where: str, config: SandboxConfig, tokens: list[str]) -> GuildSpec:
-    obj = _object(raw, where, {"name", "members", "channels", "voice_channels", "messages", "bots",
-                               "hidden_channels", "read_only_channels", "named_members"})
+    obj = _object(
+        raw,
+        where,
+        {
+            "name",
+            "members",
+            "channels",
+            "voice_channels",
+            "messages",
+            "bots",
+            "hidden_channels",
+            "read_only_channels",
+            "named_members",
+        },
+    )
     name = _str(obj.get("name", "Sandbox Guild"), f"{where}.name")
     assert name is not None
     spec = GuildSpec(

@@ -64,7 +64,9 @@ def create_app(state: SandboxState) -> web.Application:
     # /api/v10 first: under the bare /api alias, "v10/..." would otherwise be taken as the path.
     app.router.add_route("*", "/api/v10/{tail:.*}", handle_api)
     app.router.add_route("*", "/api/{tail:.*}", handle_api)
-    app.router.add_route("GET", "/ws", state.gateway.handle if state.gateway is not None else _gateway_unavailable)
+    app.router.add_route(
+        "GET", "/ws", state.gateway.handle if state.gateway is not None else _gateway_unavailable
+    )
     app.router.add_route("*", "/_sandbox/{tail:.*}", handle_control)
     add_cdn_routes(app)
     return app
@@ -118,8 +120,10 @@ class RunningSandbox:
 
     def ready_line(self) -> str:
         """The one line the CLI prints once listening."""
-        return (f"sandbox ready api={self.api_url} gateway={self.gateway_url} cdn={self.cdn_url} "
-                f"tokens={','.join(self.tokens)}")
+        return (
+            f"sandbox ready api={self.api_url} gateway={self.gateway_url} cdn={self.cdn_url} "
+            f"tokens={','.join(self.tokens)}"
+        )
 
     async def stop(self) -> None:
         """Close gateway sockets cleanly, then the HTTP server.  Idempotent."""
@@ -131,8 +135,9 @@ class RunningSandbox:
         await self.runner.cleanup()
 
 
-async def start_sandbox(config: SandboxConfig, *, access_log: bool = False,
-                        sock: socket.socket | None = None) -> RunningSandbox:
+async def start_sandbox(
+    config: SandboxConfig, *, access_log: bool = False, sock: socket.socket | None = None
+) -> RunningSandbox:
     """Build the world of ``config`` and serve it on the running loop (port 0: a free port).
 
     With *sock* (a bound socket, e.g. one ``membersense demo`` bound before starting
@@ -141,18 +146,25 @@ async def start_sandbox(config: SandboxConfig, *, access_log: bool = False,
     world = build_world(config)
     gateway = load_gateway(world, config)
     state = SandboxState.create(world, config, gateway)
-    runner = web.AppRunner(create_app(state), access_log=_log if access_log else None, handle_signals=False)
+    runner = web.AppRunner(
+        create_app(state), access_log=_log if access_log else None, handle_signals=False
+    )
     await runner.setup()
     try:
-        site: web.BaseSite = (web.SockSite(runner, sock) if sock is not None
-                              else web.TCPSite(runner, config.host, config.port))
+        site: web.BaseSite = (
+            web.SockSite(runner, sock)
+            if sock is not None
+            else web.TCPSite(runner, config.host, config.port)
+        )
         await site.start()
     except BaseException:
         if gateway is not None:
             await gateway.close()
         await runner.cleanup()
         raise
-    host, port = runner.addresses[0][:2] if sock is not None else (config.host, runner.addresses[0][1])
+    host, port = (
+        runner.addresses[0][:2] if sock is not None else (config.host, runner.addresses[0][1])
+    )
     running = RunningSandbox(state, runner, host, port)
     # Set before the loop runs a request: every attachment URL names this server.
     world.cdn_base = running.cdn_url

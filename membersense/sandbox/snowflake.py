@@ -15,7 +15,12 @@ _UTC = _dt.UTC
 
 def make_snowflake(unix_ms: int, *, worker: int = 0, process: int = 0, increment: int = 0) -> int:
     """Build the snowflake for ``unix_ms`` (milliseconds since 1970) and the low bits."""
-    return ((unix_ms - DISCORD_EPOCH_MS) << 22) | ((worker & 31) << 17) | ((process & 31) << 12) | (increment & 4095)
+    return (
+        ((unix_ms - DISCORD_EPOCH_MS) << 22)
+        | ((worker & 31) << 17)
+        | ((process & 31) << 12)
+        | (increment & 4095)
+    )
 
 
 def snowflake_ms(snowflake: int) -> int:

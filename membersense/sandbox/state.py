@@ -27,15 +27,21 @@ class SandboxState:
     gateway: Any | None = None
 
     @classmethod
-    def create(cls, world: World, config: SandboxConfig, gateway: Any | None = None) -> SandboxState:
+    def create(
+        cls, world: World, config: SandboxConfig, gateway: Any | None = None
+    ) -> SandboxState:
         """The state with fresh services configured from ``config``."""
         return cls(
             world=world,
             config=config,
             ratelimits=RateLimiter(config),
             faults=FaultInjector(),
-            guard=InvalidRequestGuard(config.invalid_request_limit, config.invalid_request_window_s,
-                                      config.invalid_request_ban_s, config.clock),
+            guard=InvalidRequestGuard(
+                config.invalid_request_limit,
+                config.invalid_request_window_s,
+                config.invalid_request_ban_s,
+                config.clock,
+            ),
             gateway=gateway,
         )
 

@@ -35,7 +35,18 @@ from membersense.sandbox.models import (
 from membersense.sandbox.payloads import Payloads
 from membersense.sandbox.snowflake import SnowflakeFactory, now_ms
 
-__all__ = ["Bot", "Channel", "EventHub", "Guild", "Member", "Message", "Role", "User", "World", "WorldEvent"]
+__all__ = [
+    "Bot",
+    "Channel",
+    "EventHub",
+    "Guild",
+    "Member",
+    "Message",
+    "Role",
+    "User",
+    "World",
+    "WorldEvent",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -199,7 +210,9 @@ class World(Payloads):
         if bot.session_window_start is None:
             reset_after = 0
         else:
-            reset_after = int((bot.session_window_start + self.config.session_start_reset_s - now) * 1000)
+            reset_after = int(
+                (bot.session_window_start + self.config.session_start_reset_s - now) * 1000
+            )
         return {
             "total": bot.session_start_total,
             "remaining": bot.session_starts_remaining,
@@ -246,30 +259,70 @@ class World(Payloads):
         return perms
 
     # ------------------------------------------------------------------ changes (dispatched)
-    def _publish(self, name: str, guild_id: int | None, data: dict[str, Any], intent: int,
-                 bot_id: int | None = None) -> None:
-        self.events.publish(WorldEvent(name=name, guild_id=guild_id, data=data, intent=intent, bot_id=bot_id))
+    def _publish(
+        self,
+        name: str,
+        guild_id: int | None,
+        data: dict[str, Any],
+        intent: int,
+        bot_id: int | None = None,
+    ) -> None:
+        self.events.publish(
+            WorldEvent(name=name, guild_id=guild_id, data=data, intent=intent, bot_id=bot_id)
+        )
 
     def _member_event_data(self, guild: Guild, member: Member) -> dict[str, Any]:
         data = self.member_payload(guild, member)
         data["guild_id"] = str(guild.id)
         return data
 
-    def create_user(self, username: str, *, global_name: str | None = None, avatar: str | None = None,
-                    bot: bool = False) -> User:
+    def create_user(
+        self,
+        username: str,
+        *,
+        global_name: str | None = None,
+        avatar: str | None = None,
+        bot: bool = False,
+    ) -> User:
         """Make and register a new user with a snowflake for now."""
-        return self.add_user(User(id=self.snowflakes.next(), username=username, global_name=global_name,
-                                  avatar=avatar, bot=bot, discriminator="0000" if bot else "0"))
+        return self.add_user(
+            User(
+                id=self.snowflakes.next(),
+                username=username,
+                global_name=global_name,
+                avatar=avatar,
+                bot=bot,
+                discriminator="0000" if bot else "0",
+            )
+        )
 
-    def add_member(self, guild: Guild, user: User, *, roles: Iterable[int] = (), nick: str | None = None,
-                   status: str = "offline") -> Member:
+    def add_member(
+        self,
+        guild: Guild,
+        user: User,
+        *,
+        roles: Iterable[int] = (),
+        nick: str | None = None,
+        status: str = "offline",
+    ) -> Member:
         """``user`` joins ``guild`` now (GUILD_MEMBER_ADD)."""
         if user.id in guild.members:
             raise ValueError("already a member")
-        member = Member(user=user, joined_ms=now_ms(), roles=list(dict.fromkeys(roles)), nick=nick, status=status)
+        member = Member(
+            user=user,
+            joined_ms=now_ms(),
+            roles=list(dict.fromkeys(roles)),
+            nick=nick,
+            status=status,
+        )
         guild.members[user.id] = member
         guild.members_changed()
-        self._publish("GUILD_MEMBER_ADD", guild.id, self._member_event_data(guild, member), INTENT_GUILD_MEMBERS)
+        self._publish(
+            "GUILD_MEMBER_ADD",
+            guild.id,
+            self._member_event_data(guild, member),
+            INTENT_GUILD_MEMBERS,
+        )
         return member
 
     def update_member(self, guild: Guild, member: Member, **changes: Any) -> Member:
@@ -291,24 +344,39 @@ class World(Payloads):
                 setattr(member, key, value)
             else:
                 raise ValueError(f"cannot change {key!r}")
-        self._publish("GUILD_MEMBER_UPDATE", guild.id, self._member_event_data(guild, member), INTENT_GUILD_MEMBERS)
+        self._publish(
+            "GUILD_MEMBER_UPDATE",
+            guild.id,
+            self._member_event_data(guild, member),
+            INTENT_GUILD_MEMBERS,
+        )
         return member
 
     def set_presence(self, guild: Guild, member: Member, status: str) -> Member:
         """Change a member's status ("online", "idle", "dnd", "offline") (PRESENCE_UPDATE)."""
         member.status = status
-        self._publish("PRESENCE_UPDATE", guild.id, self.presence_payload(guild, member), INTENT_GUILD_PRESENCES)
+        self._publish(
+            "PRESENCE_UPDATE",
+            guild.id,
+            self.presence_payload(guild, member),
+            INTENT_GUILD_PRESENCES,
+        )
         return member
 
     def remove_member(self, guild: Guild, member: Member) -> None:
         """``member`` leaves ``guild`` (GUILD_MEMBER_REMOVE); their messages stay."""
         del guild.members[member.user.id]
         guild.members_changed()
-        self._publish("GUILD_MEMBER_REMOVE", guild.id,
-                      {"guild_id": str(guild.id), "user": self.user_payload(member.user)}, INTENT_GUILD_MEMBERS)
+        self._publish(
+            "GUILD_MEMBER_REMOVE",
+            guild.id,
+            {"guild_id": str(guild.id), "user": self.user_payload(member.user)},
+            INTENT_GUILD_MEMBERS,
+        )
 
-    def resolve_mentions(self, guild: Guild, content: str,
-                         allowed_mentions: dict[str, Any] | None = None) -> tuple[list[int], list[int], bool]:
+    def resolve_mentions(
+        self, guild: Guild, content: str, allowed_mentions: dict[str, Any] | None = None
+    ) -> tuple[list[int], list[int], bool]:
         """User ids, role ids and @everyone that ``content`` mentions, filtered by ``allowed_mentions``.
 
         ``allowed_mentions`` must already be validated (see rest.py).
@@ -325,35 +393,65 @@ class World(Payloads):
         users: list[int] = []
         for match in _USER_MENTION.finditer(content):
             uid = int(match.group(1))
-            if uid in self.users and uid not in users and (
-                    "users" in parse or (only_users is not None and uid in only_users)):
+            if (
+                uid in self.users
+                and uid not in users
+                and ("users" in parse or (only_users is not None and uid in only_users))
+            ):
                 users.append(uid)
         roles: list[int] = []
         for match in _ROLE_MENTION.finditer(content):
             rid = int(match.group(1))
-            if guild.role(rid) is not None and rid not in roles and (
-                    "roles" in parse or (only_roles is not None and rid in only_roles)):
+            if (
+                guild.role(rid) is not None
+                and rid not in roles
+                and ("roles" in parse or (only_roles is not None and rid in only_roles))
+            ):
                 roles.append(rid)
         everyone = "everyone" in parse and ("@everyone" in content or "@here" in content)
         return users, roles, everyone
 
-    def create_message(self, channel: Channel, author: User, content: str, *,
-                       embeds: Iterable[dict[str, Any]] = (), attachments: Iterable[dict[str, Any]] = (),
-                       reference: Message | None = None, mention_ids: Iterable[int] = (),
-                       mention_role_ids: Iterable[int] = (), mention_everyone: bool = False,
-                       tts: bool = False, nonce: int | str | None = None, flags: int = 0) -> Message:
+    def create_message(
+        self,
+        channel: Channel,
+        author: User,
+        content: str,
+        *,
+        embeds: Iterable[dict[str, Any]] = (),
+        attachments: Iterable[dict[str, Any]] = (),
+        reference: Message | None = None,
+        mention_ids: Iterable[int] = (),
+        mention_role_ids: Iterable[int] = (),
+        mention_everyone: bool = False,
+        tts: bool = False,
+        nonce: int | str | None = None,
+        flags: int = 0,
+    ) -> Message:
         """Post a message now (MESSAGE_CREATE)."""
         message = Message(
-            id=self.snowflakes.next(), channel_id=channel.id, guild_id=channel.guild_id, author=author,
-            content=content, type=MESSAGE_REPLY if reference is not None else 0,
+            id=self.snowflakes.next(),
+            channel_id=channel.id,
+            guild_id=channel.guild_id,
+            author=author,
+            content=content,
+            type=MESSAGE_REPLY if reference is not None else 0,
             reference_id=None if reference is None else reference.id,
-            attachments=list(attachments), embeds=list(embeds), mention_ids=list(mention_ids),
-            mention_role_ids=list(mention_role_ids), mention_everyone=mention_everyone, tts=tts,
-            nonce=nonce, flags=flags,
+            attachments=list(attachments),
+            embeds=list(embeds),
+            mention_ids=list(mention_ids),
+            mention_role_ids=list(mention_role_ids),
+            mention_everyone=mention_everyone,
+            tts=tts,
+            nonce=nonce,
+            flags=flags,
         )
         channel.add_message(message)
-        self._publish("MESSAGE_CREATE", channel.guild_id, self.message_dispatch_payload(message),
-                      INTENT_GUILD_MESSAGES)
+        self._publish(
+            "MESSAGE_CREATE",
+            channel.guild_id,
+            self.message_dispatch_payload(message),
+            INTENT_GUILD_MESSAGES,
+        )
         return message
 
     def message_by_nonce(self, author: User, nonce: int | str) -> Message | None:
@@ -379,10 +477,17 @@ class World(Payloads):
         self._nonces.pop(key, None)  # re-inserted last: the dict stays oldest first
         self._nonces[key] = (self.clock(), message)
 
-    def edit_message(self, message: Message, *, content: str | None = None,
-                     embeds: Iterable[dict[str, Any]] | None = None,
-                     mention_ids: Iterable[int] | None = None, mention_role_ids: Iterable[int] | None = None,
-                     mention_everyone: bool | None = None, flags: int | None = None) -> Message:
+    def edit_message(
+        self,
+        message: Message,
+        *,
+        content: str | None = None,
+        embeds: Iterable[dict[str, Any]] | None = None,
+        mention_ids: Iterable[int] | None = None,
+        mention_role_ids: Iterable[int] | None = None,
+        mention_everyone: bool | None = None,
+        flags: int | None = None,
+    ) -> Message:
         """Edit a message now (MESSAGE_UPDATE with the full message)."""
         if content is not None:
             message.content = content
@@ -397,8 +502,12 @@ class World(Payloads):
         if flags is not None:
             message.flags = flags
         message.edited_ms = max(now_ms(), message.created_ms + 1)
-        self._publish("MESSAGE_UPDATE", message.guild_id, self.message_dispatch_payload(message),
-                      INTENT_GUILD_MESSAGES)
+        self._publish(
+            "MESSAGE_UPDATE",
+            message.guild_id,
+            self.message_dispatch_payload(message),
+            INTENT_GUILD_MESSAGES,
+        )
         return message
 
     def delete_message(self, message: Message) -> None:
@@ -406,18 +515,40 @@ class World(Payloads):
         channel = self.channel(message.channel_id)
         if channel is not None:
             channel.remove_message(message.id)
-        self._publish("MESSAGE_DELETE", message.guild_id,
-                      {"id": str(message.id), "channel_id": str(message.channel_id),
-                       "guild_id": str(message.guild_id)}, INTENT_GUILD_MESSAGES)
+        self._publish(
+            "MESSAGE_DELETE",
+            message.guild_id,
+            {
+                "id": str(message.id),
+                "channel_id": str(message.channel_id),
+                "guild_id": str(message.guild_id),
+            },
+            INTENT_GUILD_MESSAGES,
+        )
 
-    def create_channel(self, guild: Guild, *, name: str, type: int = CHANNEL_TEXT, parent_id: int | None = None,
-                       topic: str | None = None, position: int | None = None) -> Channel:
+    def create_channel(
+        self,
+        guild: Guild,
+        *,
+        name: str,
+        type: int = CHANNEL_TEXT,
+        parent_id: int | None = None,
+        topic: str | None = None,
+        position: int | None = None,
+    ) -> Channel:
         """Create a channel (CHANNEL_CREATE)."""
         if position is None:
             same_kind = [c.position for c in guild.channels if c.type == type]
             position = max(same_kind, default=-1) + 1
-        channel = Channel(id=self.snowflakes.next(), guild_id=guild.id, type=type, name=name, position=position,
-                          parent_id=parent_id, topic=topic if type == CHANNEL_TEXT else None)
+        channel = Channel(
+            id=self.snowflakes.next(),
+            guild_id=guild.id,
+            type=type,
+            name=name,
+            position=position,
+            parent_id=parent_id,
+            topic=topic if type == CHANNEL_TEXT else None,
+        )
         guild.channels.append(channel)
         self._channels[channel.id] = channel
         self._publish("CHANNEL_CREATE", guild.id, self.channel_payload(channel), INTENT_GUILDS)
@@ -429,7 +560,9 @@ class World(Payloads):
             if key not in ("name", "topic", "position", "parent_id", "nsfw", "rate_limit_per_user"):
                 raise ValueError(f"cannot change {key!r}")
             setattr(channel, key, value)
-        self._publish("CHANNEL_UPDATE", channel.guild_id, self.channel_payload(channel), INTENT_GUILDS)
+        self._publish(
+            "CHANNEL_UPDATE", channel.guild_id, self.channel_payload(channel), INTENT_GUILDS
+        )
         return channel
 
     def delete_channel(self, channel: Channel) -> None:

@@ -23,5 +23,14 @@ from membersense.sessions.store import (
     StoreUnavailable,
 )
 
-__all__ = ["ID_LENGTH", "Caps", "LoginRefused", "MemorySessionStore", "Refusal",
-           "SessionManager", "SessionRecord", "SessionStore", "StoreUnavailable"]
+__all__ = [
+    "ID_LENGTH",
+    "Caps",
+    "LoginRefused",
+    "MemorySessionStore",
+    "Refusal",
+    "SessionManager",
+    "SessionRecord",
+    "SessionStore",
+    "StoreUnavailable",
+]

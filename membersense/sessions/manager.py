@@ -56,8 +56,15 @@ class SessionManager:
     may have to act for any session).
     """
 
-    def __init__(self, store: SessionStore, discord: DiscordService, *, caps: Caps,
-                 cleanup_interval: float, seal: Callable[[str], str] | None = None) -> None:
+    def __init__(
+        self,
+        store: SessionStore,
+        discord: DiscordService,
+        *,
+        caps: Caps,
+        cleanup_interval: float,
+        seal: Callable[[str], str] | None = None,
+    ) -> None:
         self.store = store
         self.discord = discord
         self.caps = caps
@@ -85,10 +92,15 @@ class SessionManager:
         Raises :class:`LoginRefused` when a cap is reached or the server is
         closing, and the Discord service's errors.
         """
-        pending = SessionRecord(id=generate(size=ID_LENGTH), fingerprint=fingerprint(token),
-                                guild_ids=(), created_at=time.time(), last_activity=0.0,
-                                client=client,
-                                sealed_token=self._seal(token) if self._seal else None)
+        pending = SessionRecord(
+            id=generate(size=ID_LENGTH),
+            fingerprint=fingerprint(token),
+            guild_ids=(),
+            created_at=time.time(),
+            last_activity=0.0,
+            client=client,
+            sealed_token=self._seal(token) if self._seal else None,
+        )
         refusal = self.store.open(pending, self.caps)
         if refusal is not None:
             raise LoginRefused(refusal)
@@ -101,8 +113,10 @@ class SessionManager:
         if record is None:  # closed while logging in: the server is shutting down
             raise LoginRefused(Refusal.CLOSED)
         self._start_sweeper()
-        log.info("session opened", extra={"fields": {"session": record.short_id,
-                                                      "token": record.fingerprint}})
+        log.info(
+            "session opened",
+            extra={"fields": {"session": record.short_id, "token": record.fingerprint}},
+        )
         return record, bot
 
     def authenticate(self, session_id: str) -> SessionRecord | None:
@@ -148,19 +162,26 @@ class SessionManager:
         # Called by the store, on whatever thread removed the session (in Redis mode also
         # for one another process ended: that one logged it).
         if not record.pending and reason != ENDED_ELSEWHERE:
-            log.info("session closed", extra={"fields": {"session": record.short_id,
-                                                          "reason": reason}})
+            log.info(
+                "session closed", extra={"fields": {"session": record.short_id, "reason": reason}}
+            )
         try:
             self.discord.release(record.fingerprint)
         except Exception as exc:  # the session is gone either way; say what failed
-            log.warning("releasing a bot failed: %s", type(exc).__name__,
-                        extra={"fields": {"token": record.fingerprint}})
+            log.warning(
+                "releasing a bot failed: %s",
+                type(exc).__name__,
+                extra={"fields": {"token": record.fingerprint}},
+            )
         for listener in self._end_listeners:
             try:
                 listener(record, reason)
             except Exception as exc:  # one listener's failure must not stop the others
-                log.warning("a session end listener failed: %s", type(exc).__name__,
-                            extra={"fields": {"session": record.short_id}})
+                log.warning(
+                    "a session end listener failed: %s",
+                    type(exc).__name__,
+                    extra={"fields": {"session": record.short_id}},
+                )
 
     def _start_sweeper(self) -> None:
         with self._lock:

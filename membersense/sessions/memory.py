@@ -28,8 +28,14 @@ class MemorySessionStore(SessionStore):
     tests pass a fake one to expire sessions without sleeping).
     """
 
-    def __init__(self, *, idle_timeout: float, pending_timeout: float,
-                 clock: Clock = time.monotonic, on_end: EndListener | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        idle_timeout: float,
+        pending_timeout: float,
+        clock: Clock = time.monotonic,
+        on_end: EndListener | None = None,
+    ) -> None:
         self.idle_timeout = idle_timeout
         self.pending_timeout = pending_timeout
         self._clock = clock
@@ -95,8 +101,9 @@ class MemorySessionStore(SessionStore):
             record = self._records.get(session_id)
             if record is None:
                 return None
-            record = dataclasses.replace(record, guild_ids=guild_ids, pending=False,
-                                         last_activity=self._clock())
+            record = dataclasses.replace(
+                record, guild_ids=guild_ids, pending=False, last_activity=self._clock()
+            )
             self._records[session_id] = record
             return record
 
@@ -128,8 +135,11 @@ class MemorySessionStore(SessionStore):
         with self._lock:
             if not self._per_token.get(fingerprint):
                 return []
-            ids = [r.id for r in self._records.values()
-                   if r.fingerprint == fingerprint and not r.pending]
+            ids = [
+                r.id
+                for r in self._records.values()
+                if r.fingerprint == fingerprint and not r.pending
+            ]
             removed = [r for r in map(self._remove, ids) if r is not None]
         self._ended(removed, reason)
         return removed

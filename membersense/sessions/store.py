@@ -20,8 +20,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-__all__ = ["ENDED_ELSEWHERE", "ID_LENGTH", "Caps", "EndListener", "Refusal", "SessionRecord", "SessionStore",
-           "StoreUnavailable", "valid_session_id"]
+__all__ = [
+    "ENDED_ELSEWHERE",
+    "ID_LENGTH",
+    "Caps",
+    "EndListener",
+    "Refusal",
+    "SessionRecord",
+    "SessionStore",
+    "StoreUnavailable",
+    "valid_session_id",
+]
 
 #: Length of a session id (nanoid's default).
 ID_LENGTH = 21

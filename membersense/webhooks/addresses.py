@@ -27,8 +27,15 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 from yarl import URL
 
-__all__ = ["MAX_URL_LENGTH", "BlockedAddress", "GuardedResolver", "check_literal",
-           "check_url", "forbidden", "resolve_checked"]
+__all__ = [
+    "MAX_URL_LENGTH",
+    "BlockedAddress",
+    "GuardedResolver",
+    "check_literal",
+    "check_url",
+    "forbidden",
+    "resolve_checked",
+]
 
 #: The longest URL a subscription may have.
 MAX_URL_LENGTH = 2048
@@ -64,15 +71,21 @@ def forbidden(address: str | IPAddress) -> bool:
         inner = _embedded_ipv4(ip)
         if inner is not None and forbidden(inner):
             return True
-    return (not ip.is_global or ip.is_multicast or ip.is_private or ip.is_loopback
-            or ip.is_link_local or ip.is_reserved or ip.is_unspecified)
+    return (
+        not ip.is_global
+        or ip.is_multicast
+        or ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_reserved
+        or ip.is_unspecified
+    )
 
 
 def check_url(raw: object) -> URL:
     """A webhook URL, parsed; ``ValueError`` with a message for the client otherwise."""
     if not isinstance(raw, str) or not raw or len(raw) > MAX_URL_LENGTH:
-        raise ValueError(f"url must be an http or https URL of at most {MAX_URL_LENGTH} "
-                         "characters")
+        raise ValueError(f"url must be an http or https URL of at most {MAX_URL_LENGTH} characters")
     try:
         url = URL(raw)
         host, port = url.host, url.port  # yarl checks the port when asked for it
@@ -112,8 +125,9 @@ class GuardedResolver(AbstractResolver):
     def __init__(self) -> None:
         self._inner = ThreadedResolver()
 
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         """The host's addresses, all of them allowed; :class:`BlockedAddress` otherwise."""
         results = await self._inner.resolve(host, port, family)
         if any(forbidden(result["host"]) for result in results):

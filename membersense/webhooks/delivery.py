@@ -97,9 +97,15 @@ class Deliverer:
     tests.
     """
 
-    def __init__(self, store: SubscriptionStore, policy: DeliveryPolicy, *,
-                 touch: Callable[[str], object], draw: Callable[[], float] = random.random,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        store: SubscriptionStore,
+        policy: DeliveryPolicy,
+        *,
+        touch: Callable[[str], object],
+        draw: Callable[[], float] = random.random,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.store = store
         self.policy = policy
         self._touch = touch
@@ -115,8 +121,11 @@ class Deliverer:
     def pending(self, subscription_id: str) -> int:
         """Events waiting in a subscription's outbox (the one being delivered included)."""
         outbox = self._outboxes.get(subscription_id)
-        return 0 if outbox is None else outbox.queue.qsize() + (outbox.task is not None
-                                                                 and not outbox.task.done())
+        return (
+            0
+            if outbox is None
+            else outbox.queue.qsize() + (outbox.task is not None and not outbox.task.done())
+        )
 
     def enqueue(self, subscription: Subscription, event: Event) -> None:
         """Deliver *event* to *subscription* after the events already queued for it."""
@@ -126,22 +135,33 @@ class Deliverer:
         if outbox is None:
             outbox = self._outboxes[subscription.id] = _Outbox()
         if outbox.queue.qsize() >= self.policy.max_pending:
-            self.store.update(subscription.id, disabled=True, last_error=(
-                f"{self.policy.max_pending} events were waiting: the receiver is too slow"))
-            log.warning("webhook disabled: its receiver fell behind",
-                        extra={"fields": {"webhook": subscription.id}})
+            self.store.update(
+                subscription.id,
+                disabled=True,
+                last_error=(
+                    f"{self.policy.max_pending} events were waiting: the receiver is too slow"
+                ),
+            )
+            log.warning(
+                "webhook disabled: its receiver fell behind",
+                extra={"fields": {"webhook": subscription.id}},
+            )
             self.stop(subscription.id)
             return
         outbox.queue.put_nowait(event)
         if outbox.task is None or outbox.task.done():
             outbox.task = asyncio.get_running_loop().create_task(
-                self._work(subscription.id, outbox), name=f"membersense-webhook-{subscription.id}")
+                self._work(subscription.id, outbox), name=f"membersense-webhook-{subscription.id}"
+            )
 
     def stop(self, subscription_id: str) -> None:
         """Drop a subscription's outbox (it was deleted, disabled, or its session ended)."""
         outbox = self._outboxes.pop(subscription_id, None)
-        if outbox is not None and outbox.task is not None and outbox.task is not \
-                asyncio.current_task():
+        if (
+            outbox is not None
+            and outbox.task is not None
+            and outbox.task is not asyncio.current_task()
+        ):
             outbox.task.cancel()
 
     async def close(self) -> None:
@@ -168,17 +188,21 @@ class Deliverer:
                 return
             error = await self._deliver(subscription, event)
             if error is None:
-                self.store.update(subscription_id, failures=0, last_delivery_at=time.time(),
-                                  cursor=event.id)
+                self.store.update(
+                    subscription_id, failures=0, last_delivery_at=time.time(), cursor=event.id
+                )
                 self._touch_session(subscription, outbox)
                 continue
             failures = subscription.failures + 1
             disabled = failures >= self.policy.disable_after
-            self.store.update(subscription_id, failures=failures, last_error=error,
-                              disabled=disabled)
+            self.store.update(
+                subscription_id, failures=failures, last_error=error, disabled=disabled
+            )
             if disabled:
-                log.warning("webhook disabled after failed deliveries",
-                            extra={"fields": {"webhook": subscription_id, "failures": failures}})
+                log.warning(
+                    "webhook disabled after failed deliveries",
+                    extra={"fields": {"webhook": subscription_id, "failures": failures}},
+                )
                 self.stop(subscription_id)
                 return
 
@@ -207,17 +231,23 @@ class Deliverer:
                 break
         if outcome.error is None:
             return None
-        return (f"{outcome.error} (after {self.policy.max_attempts} tries)" if outcome.again
-                else outcome.error)
+        return (
+            f"{outcome.error} (after {self.policy.max_attempts} tries)"
+            if outcome.again
+            else outcome.error
+        )
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
             connector = aiohttp.TCPConnector(
                 resolver=None if self.policy.allow_private else GuardedResolver(),
                 use_dns_cache=False,  # each new connection resolves (and is checked) again
-                limit=100, limit_per_host=10)
-            self._session = aiohttp.ClientSession(connector=connector, trust_env=False,
-                                                  headers={"User-Agent": USER_AGENT})
+                limit=100,
+                limit_per_host=10,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector, trust_env=False, headers={"User-Agent": USER_AGENT}
+            )
         return self._session
 
     async def _try(self, subscription: Subscription, event: Event, body: bytes) -> _Outcome:
@@ -233,9 +263,13 @@ class Deliverer:
         try:
             if not self.policy.allow_private:  # aiohttp resolves names only: check the rest
                 check_literal(URL(subscription.url).host or "")
-            async with self._http().post(subscription.url, data=body, headers=headers,
-                                         allow_redirects=False,
-                                         timeout=aiohttp.ClientTimeout(total=timeout)) as answer:
+            async with self._http().post(
+                subscription.url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as answer:
                 status = answer.status
         except BlockedAddress:
             return _Outcome(BLOCKED)
@@ -252,4 +286,3 @@ class Deliverer:
         if 300 <= status < 400:
             return _Outcome(f"answered {status}: redirects are not followed")
         return _Outcome(f"answered {status}", again=status >= 500 or status == 429)
-

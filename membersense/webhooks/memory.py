@@ -11,8 +11,7 @@ from membersense.webhooks.store import Subscription, SubscriptionStore
 __all__ = ["MemorySubscriptionStore"]
 
 #: The fields :meth:`MemorySubscriptionStore.update` may change.
-_DELIVERY_FIELDS = frozenset({"disabled", "failures", "last_error", "last_delivery_at",
-                              "cursor"})
+_DELIVERY_FIELDS = frozenset({"disabled", "failures", "last_error", "last_delivery_at", "cursor"})
 
 
 class MemorySubscriptionStore(SubscriptionStore):
@@ -74,8 +73,10 @@ class MemorySubscriptionStore(SubscriptionStore):
         # Under the lock.
         record = self._records.pop(subscription_id, None)
         if record is not None:
-            for index, key in ((self._by_session, record.session_id),
-                               (self._by_topic, record.topic)):
+            for index, key in (
+                (self._by_session, record.session_id),
+                (self._by_topic, record.topic),
+            ):
                 ids = index.get(key)
                 if ids is not None:
                     ids.pop(subscription_id, None)

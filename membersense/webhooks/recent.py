@@ -34,8 +34,13 @@ class RecentEvents:
     """Each topic's events of the last *window_s* seconds (see the module docstring); safe
     from any thread. *clock* is wall-clock seconds, as event timestamps are."""
 
-    def __init__(self, *, window_s: float = WINDOW_S, per_topic: int = PER_TOPIC,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        window_s: float = WINDOW_S,
+        per_topic: int = PER_TOPIC,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.window_s = window_s
         self.per_topic = per_topic
         self._clock = clock

@@ -72,9 +72,16 @@ class Webhooks:
     active (the session store's ``get``).
     """
 
-    def __init__(self, settings: Settings, bus: EventBus, store: SubscriptionStore, *,
-                 bridge: Bridge | None, touch: Callable[[str], object],
-                 recent: RecentEvents | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        bus: EventBus,
+        store: SubscriptionStore,
+        *,
+        bridge: Bridge | None,
+        touch: Callable[[str], object],
+        recent: RecentEvents | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         #: Events published here lately, which late-known subscriptions begin with.
@@ -84,11 +91,13 @@ class Webhooks:
         self._begun: dict[str, set[str]] = {}
         self._own_bridge = bridge is None
         self.bridge = bridge if bridge is not None else Bridge("membersense-webhooks")
-        policy = DeliveryPolicy(timeout_s=settings.webhook_timeout_s,
-                                max_attempts=settings.webhook_max_attempts,
-                                disable_after=settings.webhook_disable_after,
-                                allow_private=settings.webhook_allow_private,
-                                touch_every_s=min(30.0, settings.session_timeout_s / 4))
+        policy = DeliveryPolicy(
+            timeout_s=settings.webhook_timeout_s,
+            max_attempts=settings.webhook_max_attempts,
+            disable_after=settings.webhook_disable_after,
+            allow_private=settings.webhook_allow_private,
+            touch_every_s=min(30.0, settings.session_timeout_s / 4),
+        )
         self.deliverer = Deliverer(store, policy, touch=touch)
         self.bridge.add_stop_hook(self.deliverer.close)
         self._unsubscribe = bus.subscribe(self._on_event)
@@ -98,8 +107,9 @@ class Webhooks:
 
     # -- the API (request threads) --------------------------------------------------------
 
-    def register(self, session: SessionRecord, guild_id: int, topic: str, url: Any,
-                 events: Any) -> Subscription:
+    def register(
+        self, session: SessionRecord, guild_id: int, topic: str, url: Any, events: Any
+    ) -> Subscription:
         """A new subscription of *session* to *topic*: 400 for a bad or refused URL or event
         list, 429 past ``MAX_WEBHOOKS_PER_SESSION``."""
         try:
@@ -112,23 +122,40 @@ class Webhooks:
             raise _too_many(limit)
         if not self.settings.webhook_allow_private:
             self._check_destination(parsed)
-        subscription = Subscription(id=generate(size=21), session_id=session.id, topic=topic,
-                                    guild_id=str(guild_id), url=str(parsed), events=wanted,
-                                    secret=new_secret(), created_at=time.time())
+        subscription = Subscription(
+            id=generate(size=21),
+            session_id=session.id,
+            topic=topic,
+            guild_id=str(guild_id),
+            url=str(parsed),
+            events=wanted,
+            secret=new_secret(),
+            created_at=time.time(),
+        )
         if not self.store.add(subscription, limit=limit):
             raise _too_many(limit)
         if any(s.id == subscription.id for s in self.store.of_topic(topic)):
             self.begin([subscription])  # this process delivers it (else the one that does)
-        log.info("webhook registered", extra={"fields": {
-            "webhook": subscription.id, "session": session.short_id, "events": len(wanted)}})
+        log.info(
+            "webhook registered",
+            extra={
+                "fields": {
+                    "webhook": subscription.id,
+                    "session": session.short_id,
+                    "events": len(wanted),
+                }
+            },
+        )
         return subscription
 
     def _check_destination(self, url: URL) -> None:
         try:
             self.bridge.call(resolve_checked, url, timeout=RESOLVE_TIMEOUT_S)
         except BlockedAddress:
-            raise BadRequest("url must not lead to a loopback, private, link-local, multicast "
-                             "or reserved address") from None
+            raise BadRequest(
+                "url must not lead to a loopback, private, link-local, multicast "
+                "or reserved address"
+            ) from None
         except (BridgeClosed, BridgeForked):
             raise ServiceClosed() from None
         except (OSError, TimeoutError):
@@ -148,8 +175,11 @@ class Webhooks:
         self._stop([subscription_id])
         return True
 
-    def resume(self, subscriptions: list[Subscription],
-               since: Callable[[str, str | None, int], list[Event] | None]) -> None:
+    def resume(
+        self,
+        subscriptions: list[Subscription],
+        since: Callable[[str, str | None, int], list[Event] | None],
+    ) -> None:
         """Deliver, first, what these subscriptions' receivers have not had yet.
 
         Redis mode's new owner of a bot calls this (off the loop) before it connects:
@@ -161,11 +191,14 @@ class Webhooks:
         for subscription in subscriptions:
             if subscription.disabled:
                 continue
-            missed = since(subscription.topic, subscription.cursor,
-                           int(subscription.created_at * 1000))
+            missed = since(
+                subscription.topic, subscription.cursor, int(subscription.created_at * 1000)
+            )
             if missed is None:
-                log.warning("a webhook missed events that are no longer kept",
-                            extra={"fields": {"webhook": subscription.id}})
+                log.warning(
+                    "a webhook missed events that are no longer kept",
+                    extra={"fields": {"webhook": subscription.id}},
+                )
                 missed = []
             batches.append((subscription, [e for e in missed if subscription.wants(e.type)]))
         if batches:
@@ -185,8 +218,7 @@ class Webhooks:
         their deliveries begin with the events of their topic it published since they were
         made (see the module docstring). Any thread."""
         # Only those that missed something: the others begin with their first event.
-        missed = [s for s in subscriptions
-                  if self.recent.since(s.topic, int(s.created_at * 1000))]
+        missed = [s for s in subscriptions if self.recent.since(s.topic, int(s.created_at * 1000))]
         if not missed:
             return
         if self.bridge.in_loop_thread():
@@ -211,9 +243,11 @@ class Webhooks:
                     begun.add(subscription.id)
                     new.append(subscription)
         for subscription in new:
-            for event in self.recent.since(subscription.topic,
-                                           int(subscription.created_at * 1000),
-                                           until=until.id if until is not None else None):
+            for event in self.recent.since(
+                subscription.topic,
+                int(subscription.created_at * 1000),
+                until=until.id if until is not None else None,
+            ):
                 if subscription.wants(event.type):
                     self.deliverer.enqueue(subscription, event)
 
@@ -272,8 +306,10 @@ class Webhooks:
         try:
             self.bridge.call(self._dispatch_async, event, timeout=_HANDOFF_TIMEOUT_S)
         except (BridgeClosed, BridgeForked, TimeoutError):
-            log.warning("an event could not be handed to the webhook deliverer",
-                        extra={"fields": {"event": event.type}})
+            log.warning(
+                "an event could not be handed to the webhook deliverer",
+                extra={"fields": {"event": event.type}},
+            )
 
     async def _dispatch_async(self, event: Event) -> None:
         self.dispatch(event)
@@ -285,7 +321,8 @@ class Webhooks:
         subscriptions = self.store.of_topic(event.topic)
         with self._begun_lock:  # forget the ones gone, so this stays as small as the topic's
             self._begun.setdefault(event.topic, set()).intersection_update(
-                s.id for s in subscriptions)
+                s.id for s in subscriptions
+            )
         self._begin(subscriptions, until=event)
         for subscription in subscriptions:
             if subscription.wants(event.type):
@@ -293,12 +330,16 @@ class Webhooks:
 
 
 def _event_types(raw: Any) -> tuple[str, ...]:
-    if (not isinstance(raw, list) or not raw
-            or not all(isinstance(e, str) and e in EVENT_TYPES for e in raw)):
+    if (
+        not isinstance(raw, list)
+        or not raw
+        or not all(isinstance(e, str) and e in EVENT_TYPES for e in raw)
+    ):
         raise BadRequest(f"events must be a non-empty list of: {', '.join(EVENT_TYPES)}")
     return tuple(dict.fromkeys(raw))
 
 
 def _too_many(limit: int) -> TooManyRequests:
     return TooManyRequests(
-        f"Too many webhooks for this session (at most {limit}): delete one first")
+        f"Too many webhooks for this session (at most {limit}): delete one first"
+    )

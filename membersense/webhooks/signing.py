@@ -32,8 +32,15 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
-def verify(secret: str, timestamp: str, signature_header: str, body: bytes, *,
-           now: float | None = None, tolerance_s: float = TOLERANCE_S) -> bool:
+def verify(
+    secret: str,
+    timestamp: str,
+    signature_header: str,
+    body: bytes,
+    *,
+    now: float | None = None,
+    tolerance_s: float = TOLERANCE_S,
+) -> bool:
     """Whether a delivery's headers sign *body* with *secret*, recently enough."""
     try:
         sent = int(timestamp)

@@ -62,8 +62,9 @@ class Subscription:
             "active": not self.disabled,
             "failures": self.failures,
             "lastError": self.last_error,
-            "lastDeliveryAt": (int(self.last_delivery_at * 1000)
-                               if self.last_delivery_at is not None else None),
+            "lastDeliveryAt": (
+                int(self.last_delivery_at * 1000) if self.last_delivery_at is not None else None
+            ),
         }
 
 

@@ -23,8 +23,14 @@ from tests.servers import ROOT, GunicornServer
 
 CHROMIUM = Path(os.environ.get("MEMBERSENSE_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 ARTIFACTS = ROOT / "test-artifacts"
 TOKEN = "browser-test-token"
@@ -37,13 +43,17 @@ def browser() -> Iterator[Any]:
     """Chromium for one module: Playwright's sync API keeps an event loop running in this
     thread while it is open, and later tests' ``asyncio.run()`` must find none."""
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/install-system-packages as root "
-                    "(make test does) to install Debian's chromium", pytrace=False)
+        pytest.fail(
+            f"{CHROMIUM} is missing: run scripts/install-system-packages as root "
+            "(make test does) to install Debian's chromium",
+            pytrace=False,
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-                                             headless=True)
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
         yield browser
         browser.close()
 
@@ -63,8 +73,14 @@ def context(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
 def sandbox_config() -> SandboxConfig:
     # Logins after a logout ask for the member list again: a short cooldown between two such
     # requests (Discord: 30 s) keeps them from waiting.
-    return SandboxConfig(port=0, members=400, channels=6, messages=120, tokens=(TOKEN,),
-                         member_request_cooldown_s=0.5)
+    return SandboxConfig(
+        port=0,
+        members=400,
+        channels=6,
+        messages=120,
+        tokens=(TOKEN,),
+        member_request_cooldown_s=0.5,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -81,13 +97,20 @@ def app_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def app_url(sandbox: SandboxServer, app_env: dict[str, str],
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def app_url(
+    sandbox: SandboxServer, app_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     log = tmp_path_factory.mktemp("browser") / "gunicorn.log"
-    server = GunicornServer({
-        "DISCORD_API_BASE": sandbox.api_url, "DISCORD_GATEWAY_URL": sandbox.gateway_url,
-        "DISCORD_CDN_BASE": sandbox.cdn_url, "RATE_LIMIT_MAX_REQUESTS": "100000", **app_env,
-    }, log_path=log).start()
+    server = GunicornServer(
+        {
+            "DISCORD_API_BASE": sandbox.api_url,
+            "DISCORD_GATEWAY_URL": sandbox.gateway_url,
+            "DISCORD_CDN_BASE": sandbox.cdn_url,
+            "RATE_LIMIT_MAX_REQUESTS": "100000",
+            **app_env,
+        },
+        log_path=log,
+    ).start()
     yield server.base_url
     server.stop()
 

@@ -50,18 +50,33 @@ class Watch:
 
     def api_requests(self, method: str, path: str) -> list[Any]:
         """Requests the page made of *path* (``/api/...``, query string ignored)."""
-        return [r for r in self.requests
-                if r.method == method and re.search(rf"//[^/]+{re.escape(path)}(\?|$)", r.url)]
+        return [
+            r
+            for r in self.requests
+            if r.method == method and re.search(rf"//[^/]+{re.escape(path)}(\?|$)", r.url)
+        ]
 
-    def assert_clean(self, *, errors: tuple[str, ...] = (), console: tuple[str, ...] = (),
-                     failed: tuple[str, ...] = ()) -> None:
+    def assert_clean(
+        self,
+        *,
+        errors: tuple[str, ...] = (),
+        console: tuple[str, ...] = (),
+        failed: tuple[str, ...] = (),
+    ) -> None:
         """Nothing went wrong, but the error answers, console errors and failed requests that
         match one of the given regular expressions (a test that provokes them says which)."""
-        failed_here = [f for f in self.failed
-                       if not STREAM.match(f) and not any(re.search(p, f) for p in failed)]
+        failed_here = [
+            f
+            for f in self.failed
+            if not STREAM.match(f) and not any(re.search(p, f) for p in failed)
+        ]
         assert failed_here == [], self.failed
-        assert [e for e in self.errors if not any(re.search(p, e) for p in errors)] == [], self.errors
-        assert [c for c in self.console if not any(re.search(p, c) for p in console)] == [], self.console
+        assert [e for e in self.errors if not any(re.search(p, e) for p in errors)] == [], (
+            self.errors
+        )
+        assert [c for c in self.console if not any(re.search(p, c) for p in console)] == [], (
+            self.console
+        )
         assert self.dialogs == [], self.dialogs
 
 
@@ -124,5 +139,6 @@ def inside_the_viewport(page: Any, selector: str) -> None:
 def no_broken_images(page: Any) -> None:
     broken = page.evaluate(
         "[...document.images].filter(i => i.getAttribute('src') && i.complete && i.naturalWidth === 0)"
-        ".map(i => i.src)")
+        ".map(i => i.src)"
+    )
     assert broken == []

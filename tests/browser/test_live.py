@@ -35,8 +35,15 @@ BOT_NAME = "Dashboard Bot"
 SCENARIO = {
     "seed": 0,
     "bots": [{"token": TOKEN, "username": BOT_NAME}],
-    "guilds": [{"name": "MemberSense Sandbox", "members": 150, "channels": 4, "messages": 60,
-                "read_only_channels": ["staff-news"]}],
+    "guilds": [
+        {
+            "name": "MemberSense Sandbox",
+            "members": 150,
+            "channels": 4,
+            "messages": 60,
+            "read_only_channels": ["staff-news"],
+        }
+    ],
 }
 
 _names = itertools.count()
@@ -70,12 +77,15 @@ def world(app_url: str, control: Control) -> Iterator[dict[str, Any]]:
     """Ids to act on, and a session of this test process (kept for the module: the pages'
     logins share its gateway connection)."""
     http = requests.Session()
-    session = http.post(f"{app_url}/api/auth/login", json={"token": TOKEN}, timeout=60).json()["sessionId"]
+    session = http.post(f"{app_url}/api/auth/login", json={"token": TOKEN}, timeout=60).json()[
+        "sessionId"
+    ]
     auth = {"Authorization": session}
     members = http.get(f"{app_url}/api/members", headers=auth, timeout=30).json()
     channels = http.get(f"{app_url}/api/channels", headers=auth, timeout=30).json()
     yield {
-        "session": session, "http": http,
+        "session": session,
+        "http": http,
         "guild": control.guild_id("MemberSense Sandbox"),
         "general": next(c["id"] for c in channels if c["name"] == "general"),
         "read_only": next(c["id"] for c in channels if c["name"] == "staff-news"),
@@ -91,28 +101,34 @@ def sandbox_messages(sandbox: SandboxServer, channel: str) -> list[dict[str, Any
     def read() -> list[dict[str, Any]]:
         found = sandbox.world.channel(int(channel))
         assert found is not None
-        return [{"id": str(m.id), "content": m.content, "nonce": m.nonce, "author": m.author.username}
-                for m in (found.messages[i] for i in found.message_ids)]
+        return [
+            {"id": str(m.id), "content": m.content, "nonce": m.nonce, "author": m.author.username}
+            for m in (found.messages[i] for i in found.message_ids)
+        ]
 
     return sandbox.run(read)
 
 
 def post(control: Control, world: dict[str, Any], channel: str, content: str) -> str:
     """A member posts in *channel* (in Discord); the message id."""
-    return control.request("POST", f"/channels/{channel}/messages", author_id=world["author"],
-                           content=content)["id"]
+    return control.request(
+        "POST", f"/channels/{channel}/messages", author_id=world["author"], content=content
+    )["id"]
 
 
 def shown(page: Any, text: str) -> int:
     """How many messages on the page read *text*."""
     return page.evaluate(
         "(t) => [...document.querySelectorAll('#message-list .text')].filter(n => n.textContent === t).length",
-        text)
+        text,
+    )
 
 
 def wait_shown(page: Any, text: str) -> None:
     page.wait_for_function(
-        "(t) => [...document.querySelectorAll('#message-list .text')].some(n => n.textContent === t)", arg=text)
+        "(t) => [...document.querySelectorAll('#message-list .text')].some(n => n.textContent === t)",
+        arg=text,
+    )
 
 
 def member_count(page: Any) -> int:
@@ -125,8 +141,13 @@ def stream_urls(watch: Watch) -> list[dict[str, list[str]]]:
 
 
 def test_a_message_sent_from_the_dashboard_is_posted_once_and_shown_once(
-        context: Any, app_url: str, world: dict[str, Any], sandbox: SandboxServer,
-        control: Control, artifacts: Path) -> None:
+    context: Any,
+    app_url: str,
+    world: dict[str, Any],
+    sandbox: SandboxServer,
+    control: Control,
+    artifacts: Path,
+) -> None:
     page = context.new_page()
     watch = Watch(page)
     log_in(page, app_url)
@@ -156,7 +177,8 @@ def test_a_message_sent_from_the_dashboard_is_posted_once_and_shown_once(
 
 
 def test_members_messages_and_channels_change_live_without_a_reload(
-        context: Any, app_url: str, world: dict[str, Any], control: Control, artifacts: Path) -> None:
+    context: Any, app_url: str, world: dict[str, Any], control: Control, artifacts: Path
+) -> None:
     page = context.new_page()
     watch = Watch(page)
     log_in(page, app_url)
@@ -166,21 +188,35 @@ def test_members_messages_and_channels_change_live_without_a_reload(
 
     # A member joins, changes name, leaves: the count, the list and its search follow.
     username = unique("newbie")
-    joined = control.request("POST", f"/guilds/{world['guild']}/members", username=username,
-                             global_name="Newbie Live", roles=["Gamer"])
+    joined = control.request(
+        "POST",
+        f"/guilds/{world['guild']}/members",
+        username=username,
+        global_name="Newbie Live",
+        roles=["Gamer"],
+    )
     member_id = joined["user"]["id"]
-    page.wait_for_function(f"() => document.querySelector('#member-count').textContent === '{before + 1} members'")
-    page.wait_for_function("(n) => document.querySelector('#members-status').textContent === `${n} of ${n} members`",
-                           arg=before + 1)
+    page.wait_for_function(
+        f"() => document.querySelector('#member-count').textContent === '{before + 1} members'"
+    )
+    page.wait_for_function(
+        "(n) => document.querySelector('#members-status').textContent === `${n} of ${n} members`",
+        arg=before + 1,
+    )
     page.fill("#member-search", username)
     page.wait_for_selector(f"#member-list li[data-member-id='{member_id}']")
-    assert page.text_content(f"#member-list li[data-member-id='{member_id}'] strong") == "Newbie Live"
+    assert (
+        page.text_content(f"#member-list li[data-member-id='{member_id}'] strong") == "Newbie Live"
+    )
     control.request("PATCH", f"/guilds/{world['guild']}/members/{member_id}", nick="Renamed Live")
     page.wait_for_function(
-        f"() => document.querySelector(\"#member-list li[data-member-id='{member_id}'] strong\")?.textContent === 'Renamed Live'")
+        f"() => document.querySelector(\"#member-list li[data-member-id='{member_id}'] strong\")?.textContent === 'Renamed Live'"
+    )
     control.request("DELETE", f"/guilds/{world['guild']}/members/{member_id}")
-    page.wait_for_function("() => document.querySelector('#members-status').textContent === "
-                           "'No member matches the search and role filter.'")
+    page.wait_for_function(
+        "() => document.querySelector('#members-status').textContent === "
+        "'No member matches the search and role filter.'"
+    )
     assert member_count(page) == before
     page.fill("#member-search", "")
 
@@ -191,8 +227,12 @@ def test_members_messages_and_channels_change_live_without_a_reload(
     assert page.text_content(f"#message-{message} .text") == XSS
     assert page.locator("#message-list img[src='x']").count() == 0
     page.screenshot(path=str(artifacts / "messages-live.png"))
-    control.request("PATCH", f"/channels/{world['general']}/messages/{message}", content="edited live")
-    page.wait_for_function(f"() => document.querySelector('#message-{message} .text')?.textContent === 'edited live'")
+    control.request(
+        "PATCH", f"/channels/{world['general']}/messages/{message}", content="edited live"
+    )
+    page.wait_for_function(
+        f"() => document.querySelector('#message-{message} .text')?.textContent === 'edited live'"
+    )
     assert page.locator(f"#message-{message} .edited").count() == 1
     control.request("DELETE", f"/channels/{world['general']}/messages/{message}")
     page.wait_for_selector(f"#message-{message}", state="detached")
@@ -205,7 +245,9 @@ def test_members_messages_and_channels_change_live_without_a_reload(
     page.wait_for_selector(f"{button}.unread")
     assert "(new messages)" in page.text_content(button)
     control.request("PATCH", f"/channels/{room}", name="renamed-room")
-    page.wait_for_function(f"() => document.querySelector(\"{button}\")?.textContent.includes('renamed-room')")
+    page.wait_for_function(
+        f"() => document.querySelector(\"{button}\")?.textContent.includes('renamed-room')"
+    )
     control.request("DELETE", f"/channels/{room}")
     page.wait_for_selector(button, state="detached")
 
@@ -215,8 +257,12 @@ def test_members_messages_and_channels_change_live_without_a_reload(
 
 
 def event_cursor(world: dict[str, Any], app_url: str) -> str:
-    response = world["http"].get(f"{app_url}/api/events/poll", params={"wait": 0},
-                                 headers={"Authorization": world["session"]}, timeout=30)
+    response = world["http"].get(
+        f"{app_url}/api/events/poll",
+        params={"wait": 0},
+        headers={"Authorization": world["session"]},
+        timeout=30,
+    )
     assert response.status_code == 200, response.text
     return response.headers["X-Event-Cursor"]
 
@@ -225,17 +271,24 @@ def wait_for_event(world: dict[str, Any], app_url: str, after: str, message_id: 
     """Until MemberSense's event buffer holds the message.create of *message_id*."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        response = world["http"].get(f"{app_url}/api/events/poll", params={"after": after, "wait": 5},
-                                     headers={"Authorization": world["session"]}, timeout=30)
+        response = world["http"].get(
+            f"{app_url}/api/events/poll",
+            params={"after": after, "wait": 5},
+            headers={"Authorization": world["session"]},
+            timeout=30,
+        )
         assert response.status_code == 200, response.text
-        if any(e["type"] == "message.create" and e["data"]["id"] == message_id for e in response.json()):
+        if any(
+            e["type"] == "message.create" and e["data"]["id"] == message_id for e in response.json()
+        ):
             return
         after = response.headers["X-Event-Cursor"]
     raise AssertionError(f"message {message_id} never reached the event buffer")
 
 
 def test_the_stream_reopens_with_a_new_ticket_and_misses_nothing(
-        context: Any, app_url: str, world: dict[str, Any], control: Control) -> None:
+    context: Any, app_url: str, world: dict[str, Any], control: Control
+) -> None:
     """The server ends each stream after STREAM_SECONDS (as after 270 s by default): the page
     asks for a new one-time ticket and resumes from the last event it saw. A message posted
     while no stream is open (held between two streams here) still arrives."""
@@ -279,19 +332,24 @@ def test_the_stream_reopens_with_a_new_ticket_and_misses_nothing(
 
 
 def test_sending_where_the_bot_may_not_post_says_so_and_turns_the_box_off(
-        context: Any, app_url: str, world: dict[str, Any], sandbox: SandboxServer,
-        artifacts: Path) -> None:
+    context: Any, app_url: str, world: dict[str, Any], sandbox: SandboxServer, artifacts: Path
+) -> None:
     page = context.new_page()
     watch = Watch(page)
     log_in(page, app_url)
     page.click("#tab-channels")
     page.click(f".channel[data-channel-id='{world['read_only']}']")
-    page.wait_for_function("() => !document.querySelector('#messages-status').textContent.startsWith('Loading')")
+    page.wait_for_function(
+        "() => !document.querySelector('#messages-status').textContent.startsWith('Loading')"
+    )
     before = sandbox_messages(sandbox, world["read_only"])
     page.fill("#send-text", "may I?")
     page.click("#send-button")
     page.wait_for_selector("#send-note", state="visible")
-    assert page.text_content("#send-note") == "Cannot send here: the bot has no permission to post in #staff-news."
+    assert (
+        page.text_content("#send-note")
+        == "Cannot send here: the bot has no permission to post in #staff-news."
+    )
     assert page.get_attribute("#send-note", "role") == "alert"
     assert page.is_disabled("#send-text") and page.is_disabled("#send-button")
     assert sandbox_messages(sandbox, world["read_only"]) == before
@@ -313,7 +371,8 @@ def test_sending_where_the_bot_may_not_post_says_so_and_turns_the_box_off(
 
 
 def test_a_send_retried_after_a_lost_answer_or_a_504_posts_once(
-        context: Any, app_url: str, world: dict[str, Any], sandbox: SandboxServer) -> None:
+    context: Any, app_url: str, world: dict[str, Any], sandbox: SandboxServer
+) -> None:
     """The first answer is lost after MemberSense posted the message (the connection drops);
     the second message's first answer is a 504. The page retries each with its key."""
     page = context.new_page()
@@ -327,8 +386,11 @@ def test_a_send_retried_after_a_lost_answer_or_a_504_posts_once(
             route.abort("connectionreset")  # ...and its answer never reaches the page
         elif len(keys) == 3:
             route.fetch()
-            route.fulfill(status=504, content_type="application/json",
-                          body=json.dumps({"error": "Discord did not respond in time"}))
+            route.fulfill(
+                status=504,
+                content_type="application/json",
+                body=json.dumps({"error": "Discord did not respond in time"}),
+            )
         else:
             route.continue_()
 
@@ -348,14 +410,17 @@ def test_a_send_retried_after_a_lost_answer_or_a_504_posts_once(
     assert len(keys) == 4 and keys[0] == keys[1] and keys[2] == keys[3] and keys[0] != keys[2]
     assert shown(page, first) == 1 and shown(page, second) == 1
     page.click("#logout")
-    watch.assert_clean(errors=(r"^504 POST \S+/api/messages$",),
-                       console=(FAILED_LOAD, "Failed to load resource: net::ERR_CONNECTION_RESET"),
-                       failed=(r"^POST \S+/api/messages net::ERR_CONNECTION_RESET$",))
+    watch.assert_clean(
+        errors=(r"^504 POST \S+/api/messages$",),
+        console=(FAILED_LOAD, "Failed to load resource: net::ERR_CONNECTION_RESET"),
+        failed=(r"^POST \S+/api/messages net::ERR_CONNECTION_RESET$",),
+    )
     assert len(watch.failed) == 1 + len([f for f in watch.failed if "/api/events?" in f])
 
 
 def test_a_session_ended_elsewhere_ends_the_page_and_its_requests(
-        context: Any, app_url: str) -> None:
+    context: Any, app_url: str
+) -> None:
     page = context.new_page()
     watch = Watch(page)
     log_in(page, app_url)
@@ -371,26 +436,37 @@ def test_a_session_ended_elsewhere_ends_the_page_and_its_requests(
     asked = len(watch.api_requests("POST", "/api/events/ticket"))
     page.wait_for_timeout((STREAM_SECONDS + 2) * 1000)  # a stream would have been reopened by now
     assert len(watch.api_requests("POST", "/api/events/ticket")) == asked
-    assert [r.url for r in watch.requests if "/api/" in r.url and r.url.endswith("/api/events")] == []
+    assert [
+        r.url for r in watch.requests if "/api/" in r.url and r.url.endswith("/api/events")
+    ] == []
     watch.assert_clean(errors=(r"^401 POST \S+/api/events/ticket$",), console=(FAILED_LOAD,))
     assert watch.errors == [f"401 POST {app_url}/api/events/ticket"]
 
 
 def test_a_host_that_refuses_streams_gets_the_long_poll(
-        context: Any, app_url: str, world: dict[str, Any], control: Control) -> None:
+    context: Any, app_url: str, world: dict[str, Any], control: Control
+) -> None:
     """A stream answered 503 (a proxy that will not hold it, here): the page long-polls the
     real server with wait=25 and shows what happens as fast."""
     page = context.new_page()
     watch = Watch(page)
-    page.route(lambda url: "/api/events?" in url, lambda route: route.fulfill(
-        status=503, content_type="application/json", headers={"Retry-After": "5"},
-        body=json.dumps({"error": "Too many event streams are open; try again shortly"})))
+    page.route(
+        lambda url: "/api/events?" in url,
+        lambda route: route.fulfill(
+            status=503,
+            content_type="application/json",
+            headers={"Retry-After": "5"},
+            body=json.dumps({"error": "Too many event streams are open; try again shortly"}),
+        ),
+    )
     log_in(page, app_url)
     live(page, "polling")
     assert page.text_content("#live-text") == "Live (polling)"
     before = member_count(page)
     control.request("POST", f"/guilds/{world['guild']}/members", username=unique("poller"))
-    page.wait_for_function(f"() => document.querySelector('#member-count').textContent === '{before + 1} members'")
+    page.wait_for_function(
+        f"() => document.querySelector('#member-count').textContent === '{before + 1} members'"
+    )
     polls = [parse_qs(urlsplit(r.url).query) for r in watch.api_requests("GET", "/api/events/poll")]
     assert any(p.get("wait") == ["25"] and "after" in p for p in polls)
     page.click("#logout")
@@ -400,36 +476,47 @@ def test_a_host_that_refuses_streams_gets_the_long_poll(
 @pytest.fixture(scope="module")
 def crowded_url(sandbox: SandboxServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """MemberSense with no room for a stream or a waiting long-poll (MAX_EVENT_STREAMS=0)."""
-    server = GunicornServer({
-        "DISCORD_API_BASE": sandbox.api_url, "DISCORD_GATEWAY_URL": sandbox.gateway_url,
-        "DISCORD_CDN_BASE": sandbox.cdn_url, "RATE_LIMIT_MAX_REQUESTS": "100000",
-        "MAX_EVENT_STREAMS": "0",
-    }, log_path=tmp_path_factory.mktemp("crowded") / "gunicorn.log").start()
+    server = GunicornServer(
+        {
+            "DISCORD_API_BASE": sandbox.api_url,
+            "DISCORD_GATEWAY_URL": sandbox.gateway_url,
+            "DISCORD_CDN_BASE": sandbox.cdn_url,
+            "RATE_LIMIT_MAX_REQUESTS": "100000",
+            "MAX_EVENT_STREAMS": "0",
+        },
+        log_path=tmp_path_factory.mktemp("crowded") / "gunicorn.log",
+    ).start()
     yield server.base_url
     server.stop()
 
 
 def test_a_server_without_room_for_streams_is_polled_without_waiting(
-        context: Any, crowded_url: str, world: dict[str, Any], control: Control,
-        artifacts: Path) -> None:
+    context: Any, crowded_url: str, world: dict[str, Any], control: Control, artifacts: Path
+) -> None:
     """The per-process cap refuses the stream and the waiting long-poll (503): the page polls
     at once every few seconds (which holds no place) and still sees what happens."""
     page = context.new_page()
     watch = Watch(page)
     log_in(page, crowded_url)
     open_channel(page, world["general"])
-    page.wait_for_function("() => document.querySelector('#live-text').textContent === "
-                           "'Live (polling: the server is busy)'")
+    page.wait_for_function(
+        "() => document.querySelector('#live-text').textContent === "
+        "'Live (polling: the server is busy)'"
+    )
     message = post(control, world, world["general"], unique("while the server is busy "))
     page.wait_for_selector(f"#message-{message}", timeout=30_000)
     page.screenshot(path=str(artifacts / "messages-polling.png"))
     polls = [parse_qs(urlsplit(r.url).query) for r in watch.api_requests("GET", "/api/events/poll")]
     assert any(p.get("wait") == ["0"] and "after" in p for p in polls)
     page.click("#logout")
-    watch.assert_clean(errors=(r"^503 GET \S+/api/events(/poll)?\?",), console=(FAILED_LOAD, "EventSource"))
+    watch.assert_clean(
+        errors=(r"^503 GET \S+/api/events(/poll)?\?",), console=(FAILED_LOAD, "EventSource")
+    )
 
 
-def test_a_guild_update_changes_the_server_card(context: Any, app_url: str, world: dict[str, Any]) -> None:
+def test_a_guild_update_changes_the_server_card(
+    context: Any, app_url: str, world: dict[str, Any]
+) -> None:
     """The sandbox cannot rename its guild, so the first stream here is made up: it carries a
     ``guild.update`` in the shape the API sends (and a malformed frame, which is skipped);
     the page then reconnects to the real server and reads the members again, only if they
@@ -437,9 +524,16 @@ def test_a_guild_update_changes_the_server_card(context: Any, app_url: str, worl
     page = context.new_page()
     watch = Watch(page)
     served: list[str] = []
-    renamed = {"id": world["guild"], "name": "Renamed <b>Guild</b>", "memberCount": 7, "iconURL": None}
-    body = ("event: message.create\ndata: {not json\n\n"
-            f"event: guild.update\ndata: {json.dumps(renamed)}\n\n")
+    renamed = {
+        "id": world["guild"],
+        "name": "Renamed <b>Guild</b>",
+        "memberCount": 7,
+        "iconURL": None,
+    }
+    body = (
+        "event: message.create\ndata: {not json\n\n"
+        f"event: guild.update\ndata: {json.dumps(renamed)}\n\n"
+    )
 
     def stream(route: Any) -> None:
         served.append(route.request.url)
@@ -450,11 +544,15 @@ def test_a_guild_update_changes_the_server_card(context: Any, app_url: str, worl
 
     page.route(lambda url: "/api/events?" in url, stream)
     log_in(page, app_url)
-    page.wait_for_function("() => document.querySelector('#server-name').textContent === 'Renamed <b>Guild</b>'")
+    page.wait_for_function(
+        "() => document.querySelector('#server-name').textContent === 'Renamed <b>Guild</b>'"
+    )
     assert page.text_content("#member-count") == "7 members"
     assert not page.is_visible("#server-icon") and page.locator(".bar b").count() == 0
-    page.wait_for_function("() => performance.getEntriesByType('resource')"
-                           ".filter(e => e.name.endsWith('/api/members')).length === 2")
+    page.wait_for_function(
+        "() => performance.getEntriesByType('resource')"
+        ".filter(e => e.name.endsWith('/api/members')).length === 2"
+    )
     revalidated = watch.api_requests("GET", "/api/members")[-1]
     assert revalidated.headers.get("if-none-match")
     assert revalidated.response().status == 304
@@ -471,7 +569,8 @@ def test_a_guild_update_changes_the_server_card(context: Any, app_url: str, worl
 
 
 def test_an_end_from_a_server_going_away_keeps_a_valid_session(
-        context: Any, app_url: str, world: dict[str, Any], control: Control) -> None:
+    context: Any, app_url: str, world: dict[str, Any], control: Control
+) -> None:
     """A server shutting down ends its streams with ``event: end`` too (made up here): the
     page asks for a new ticket, which it gets while the session is valid, and stays."""
     page = context.new_page()
@@ -481,16 +580,22 @@ def test_an_end_from_a_server_going_away_keeps_a_valid_session(
     def stream(route: Any) -> None:
         served.append(route.request.url)
         if len(served) == 1:
-            route.fulfill(status=200, content_type="text/event-stream",
-                          body='event: end\ndata: {"reason":"session ended"}\n\n')
+            route.fulfill(
+                status=200,
+                content_type="text/event-stream",
+                body='event: end\ndata: {"reason":"session ended"}\n\n',
+            )
         else:
             route.continue_()
 
     page.route(lambda url: "/api/events?" in url, stream)
     log_in(page, app_url)
     open_channel(page, world["general"])
-    page.wait_for_function("(n) => performance.getEntriesByType('resource')"
-                           ".filter(e => e.name.includes('/api/events?ticket=')).length >= n", arg=2)
+    page.wait_for_function(
+        "(n) => performance.getEntriesByType('resource')"
+        ".filter(e => e.name.includes('/api/events?ticket=')).length >= n",
+        arg=2,
+    )
     live(page)
     assert page.is_visible("#logout") and page.text_content("#notice") == ""
     message = post(control, world, world["general"], unique("after a server went away "))
@@ -498,8 +603,10 @@ def test_an_end_from_a_server_going_away_keeps_a_valid_session(
     page.click("#logout")
     watch.assert_clean()
 
-def test_a_reset_reads_everything_again(context: Any, app_url: str, world: dict[str, Any],
-                                        control: Control) -> None:
+
+def test_a_reset_reads_everything_again(
+    context: Any, app_url: str, world: dict[str, Any], control: Control
+) -> None:
     """The bot's gateway session is invalidated (op 9) and starts anew: events of the old one
     may be lost, so the stream sends ``reset`` and the page reads members, channels and the
     open channel's messages again, then goes on live. (Last in the module: it reconnects
@@ -511,17 +618,27 @@ def test_a_reset_reads_everything_again(context: Any, app_url: str, world: dict[
     live(page)
 
     def reads() -> tuple[int, int, int]:
-        return (len(watch.api_requests("GET", "/api/members")),
-                len(watch.api_requests("GET", "/api/channels")),
-                len(watch.api_requests("GET", "/api/messages")))
+        return (
+            len(watch.api_requests("GET", "/api/members")),
+            len(watch.api_requests("GET", "/api/channels")),
+            len(watch.api_requests("GET", "/api/messages")),
+        )
 
     before = reads()
     control.request("POST", "/gateway/invalidate")
     deadline = time.monotonic() + 30
-    while not all(after > first for after, first in zip(reads(), before, strict=True)) and time.monotonic() < deadline:
+    while (
+        not all(after > first for after, first in zip(reads(), before, strict=True))
+        and time.monotonic() < deadline
+    ):
         page.wait_for_timeout(200)
-    assert all(after > first for after, first in zip(reads(), before, strict=True)), (before, reads())
-    page.wait_for_function("(n) => document.querySelectorAll('#member-list li.member').length === n", arg=100)
+    assert all(after > first for after, first in zip(reads(), before, strict=True)), (
+        before,
+        reads(),
+    )
+    page.wait_for_function(
+        "(n) => document.querySelectorAll('#member-list li.member').length === n", arg=100
+    )
     page.wait_for_selector("#message-list li.message")
     message = post(control, world, world["general"], unique("after the reset "))
     page.wait_for_selector(f"#message-{message}")

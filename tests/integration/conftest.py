@@ -57,9 +57,9 @@ BASE_ENV = {
 def start_sandbox(tmp: Path, main_members: int = 1000, **config: Any) -> SandboxServer:
     """A sandbox serving :func:`tests.integration.support.scenario` (fast member-request cooldown)."""
     options: dict[str, Any] = {"member_request_cooldown_s": MEMBER_REQUEST_COOLDOWN_S, **config}
-    return SandboxServer(SandboxConfig(port=0, scenario=write_scenario(tmp / "world.json",
-                                                                       main_members),
-                                       **options)).start()
+    return SandboxServer(
+        SandboxConfig(port=0, scenario=write_scenario(tmp / "world.json", main_members), **options)
+    ).start()
 
 
 class MemberSense:
@@ -67,9 +67,15 @@ class MemberSense:
 
     def __init__(self, sandbox: SandboxServer, log_path: Path, **env: str) -> None:
         self.sandbox = sandbox
-        self.server = GunicornServer({**BASE_ENV, "DISCORD_API_BASE": sandbox.api_url,
-                                      "DISCORD_GATEWAY_URL": sandbox.gateway_url, **env},
-                                     log_path=log_path)
+        self.server = GunicornServer(
+            {
+                **BASE_ENV,
+                "DISCORD_API_BASE": sandbox.api_url,
+                "DISCORD_GATEWAY_URL": sandbox.gateway_url,
+                **env,
+            },
+            log_path=log_path,
+        )
         self.api: Api | None = None
         self.control = Control(sandbox.base_url)
 
@@ -114,11 +120,17 @@ class Cluster:
         self.instances: list[MemberSense] = []
 
     def start(self, workers: int = 2, **env: str) -> MemberSense:
-        settings = {"REDIS_URL": self.url, "SESSION_SECRET": SECRET,
-                    "REDIS_KEY_PREFIX": self.prefix, "WEB_CONCURRENCY": str(workers),
-                    "BOT_LEASE_TIME": str(int(LEASE_S * 1000)), **env}
-        instance = MemberSense(self.sandbox, self.tmp / f"instance-{len(self.instances)}.log",
-                               **settings)
+        settings = {
+            "REDIS_URL": self.url,
+            "SESSION_SECRET": SECRET,
+            "REDIS_KEY_PREFIX": self.prefix,
+            "WEB_CONCURRENCY": str(workers),
+            "BOT_LEASE_TIME": str(int(LEASE_S * 1000)),
+            **env,
+        }
+        instance = MemberSense(
+            self.sandbox, self.tmp / f"instance-{len(self.instances)}.log", **settings
+        )
         self.instances.append(instance)
         return instance.start()
 
@@ -167,8 +179,9 @@ def sandbox(module_tmp: Path) -> Iterator[SandboxServer]:
 
 
 @pytest.fixture(scope="module")
-def membersense_factory(sandbox: SandboxServer, module_tmp: Path
-                        ) -> Iterator[Callable[..., MemberSense]]:
+def membersense_factory(
+    sandbox: SandboxServer, module_tmp: Path
+) -> Iterator[Callable[..., MemberSense]]:
     """``make(**env)`` starts MemberSense under gunicorn; all are stopped at the module's end."""
     made: list[MemberSense] = []
 

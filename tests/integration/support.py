@@ -54,9 +54,11 @@ def log_records(log: str) -> list[dict[str, Any]]:
 
 def logged(log: str, message: str, **fields: Any) -> bool:
     """Whether *log* holds a record with *message* and each of *fields* at that value."""
-    return any(record.get("message") == message
-               and all(record.get(key) == value for key, value in fields.items())
-               for record in log_records(log))
+    return any(
+        record.get("message") == message
+        and all(record.get(key) == value for key, value in fields.items())
+        for record in log_records(log)
+    )
 
 
 def scenario(main_members: int = MAIN_GUILD_MEMBERS) -> dict[str, Any]:
@@ -72,13 +74,23 @@ def scenario(main_members: int = MAIN_GUILD_MEMBERS) -> dict[str, Any]:
             {"token": DISCORD_SHAPED_TOKEN, "username": "Shaped Bot"},
         ],
         "guilds": [
-            {"name": "Alpha", "members": main_members, "channels": 4, "messages": 150,
-             "bots": [MAIN_TOKEN, SECOND_TOKEN, NO_INTENTS_TOKEN, MULTI_TOKEN],
-             "hidden_channels": ["staff-only"]},
+            {
+                "name": "Alpha",
+                "members": main_members,
+                "channels": 4,
+                "messages": 150,
+                "bots": [MAIN_TOKEN, SECOND_TOKEN, NO_INTENTS_TOKEN, MULTI_TOKEN],
+                "hidden_channels": ["staff-only"],
+            },
             {"name": "Beta", "members": 20, "channels": 2, "messages": 5, "bots": [MULTI_TOKEN]},
             # A guild of its own, so the member counts of the others stay as they are.
-            {"name": "Gamma", "members": 10, "channels": 1, "messages": 5,
-             "bots": [DISCORD_SHAPED_TOKEN]},
+            {
+                "name": "Gamma",
+                "members": 10,
+                "channels": 1,
+                "messages": 5,
+                "bots": [DISCORD_SHAPED_TOKEN],
+            },
         ],
     }
 
@@ -88,8 +100,13 @@ def write_scenario(path: Path, main_members: int = MAIN_GUILD_MEMBERS) -> str:
     return str(path)
 
 
-def wait_until(check: Callable[[], T], *, timeout: float = 10.0, what: str = "condition",
-               interval: float = 0.02) -> T:
+def wait_until(
+    check: Callable[[], T],
+    *,
+    timeout: float = 10.0,
+    what: str = "condition",
+    interval: float = 0.02,
+) -> T:
     """Poll *check* until it returns something truthy (returned) or *timeout* passes."""
     deadline = time.monotonic() + timeout
     while True:
@@ -120,13 +137,19 @@ class Api:
         return response.json()["sessionId"]
 
     def logout(self, session_id: str) -> requests.Response:
-        return self.http.post(f"{self.base_url}/api/auth/logout",
-                              headers={"Authorization": session_id}, timeout=30)
+        return self.http.post(
+            f"{self.base_url}/api/auth/logout", headers={"Authorization": session_id}, timeout=30
+        )
 
-    def get(self, path: str, session_id: str, headers: dict[str, str] | None = None,
-            **params: Any) -> requests.Response:
-        return self.http.get(f"{self.base_url}{path}", params=params, timeout=60,
-                             headers={"Authorization": session_id, **(headers or {})})
+    def get(
+        self, path: str, session_id: str, headers: dict[str, str] | None = None, **params: Any
+    ) -> requests.Response:
+        return self.http.get(
+            f"{self.base_url}{path}",
+            params=params,
+            timeout=60,
+            headers={"Authorization": session_id, **(headers or {})},
+        )
 
 
 class Control:
@@ -173,33 +196,38 @@ def newcomer() -> str:
 
 def general(api: Api, session: str) -> str:
     """A text channel of the session's guild that the bot can read."""
-    return next(c["id"] for c in api.get("/api/channels", session).json()
-                if c["name"] != "staff-only")
+    return next(
+        c["id"] for c in api.get("/api/channels", session).json() if c["name"] != "staff-only"
+    )
 
 
 def call(api: Api, method: str, path: str, session: str, **kwargs: Any) -> requests.Response:
     """``METHOD path`` on *api* with the session (``headers``, ``json``, ``params`` as requests')."""
     headers = {"Authorization": session, **kwargs.pop("headers", {})}
-    return api.http.request(method, f"{api.base_url}{path}", headers=headers, timeout=60,
-                            **kwargs)
+    return api.http.request(method, f"{api.base_url}{path}", headers=headers, timeout=60, **kwargs)
 
 
 @contextmanager
-def stream(api: Api, session: str, *, read_timeout: float = 30.0,
-           **headers: str) -> Iterator[FrameReader]:
+def stream(
+    api: Api, session: str, *, read_timeout: float = 30.0, **headers: str
+) -> Iterator[FrameReader]:
     """An open event stream (its first comment already read: the stream is established).
 
     A read that waits longer than *read_timeout* seconds raises.
     """
-    response = api.http.get(f"{api.base_url}/api/events", stream=True,
-                            timeout=(10, read_timeout),
-                            headers={"Authorization": session, **headers})
+    response = api.http.get(
+        f"{api.base_url}/api/events",
+        stream=True,
+        timeout=(10, read_timeout),
+        headers={"Authorization": session, **headers},
+    )
     try:
         assert response.status_code == 200, response.text
         assert response.headers["Content-Type"].startswith("text/event-stream")
         # Every frame is checked against the Event schema of the document the server serves.
-        frames = FrameReader(response.iter_content(chunk_size=None),
-                             check=served_contract(api.base_url).check_frame)
+        frames = FrameReader(
+            response.iter_content(chunk_size=None), check=served_contract(api.base_url).check_frame
+        )
         assert next(frames).comments == ["connected"]
         yield frames
     finally:
@@ -219,14 +247,22 @@ def sandbox_messages(sandbox: SandboxServer, channel: str) -> list[dict[str, Any
 
     def read() -> list[dict[str, Any]]:
         found = sandbox.world.channel(int(channel))
-        return [{"id": str(m.id), "content": m.content, "nonce": m.nonce,
-                 "mentions": list(m.mention_ids), "author": m.author.username}
-                for m in (found.messages[i] for i in found.message_ids)]
+        return [
+            {
+                "id": str(m.id),
+                "content": m.content,
+                "nonce": m.nonce,
+                "mentions": list(m.mention_ids),
+                "author": m.author.username,
+            }
+            for m in (found.messages[i] for i in found.message_ids)
+        ]
 
     return sandbox.run(read)
 
 
 # -- a process's resources, from /proc ------------------------------------------
+
 
 def children(pid: int) -> list[int]:
     """The child processes of *pid* (a gunicorn master's workers)."""
@@ -236,6 +272,7 @@ def children(pid: int) -> list[int]:
 
 def worker_pid(master_pid: int) -> int:
     """The (single) gunicorn worker of *master_pid*."""
+
     def child() -> int | None:
         path = Path(f"/proc/{master_pid}/task/{master_pid}/children")
         children = path.read_text().split() if path.exists() else []

@@ -53,7 +53,9 @@ def test_login_answers_like_the_original(api: Api, control: Control) -> None:
     assert body["serverName"] == "Alpha"
     assert body["memberCount"] == MAIN_GUILD_MEMBERS + MAIN_BOTS
     assert body["guildId"] == control.guild_id("Alpha")
-    assert body["iconURL"] is None or body["iconURL"].startswith("https://cdn.discordapp.com/icons/")
+    assert body["iconURL"] is None or body["iconURL"].startswith(
+        "https://cdn.discordapp.com/icons/"
+    )
     assert "guilds" not in body
 
 
@@ -109,8 +111,17 @@ def test_members_are_the_whole_guild_sorted_by_id(api: Api) -> None:
     ids = [int(m["id"]) for m in members]
     assert ids == sorted(ids)
     for member in members:
-        assert set(member) == {"id", "username", "displayName", "avatar", "roles", "role",
-                               "joinedAt", "bot", "roleColor"}
+        assert set(member) == {
+            "id",
+            "username",
+            "displayName",
+            "avatar",
+            "roles",
+            "role",
+            "joinedAt",
+            "bot",
+            "roleColor",
+        }
         assert member["role"] == member["roles"][0]
         assert member["roles"][-1] == "@everyone"
         assert member["avatar"].startswith("https://cdn.discordapp.com/")
@@ -150,8 +161,9 @@ def test_etag_answers_304_until_a_member_joins(api: Api, control: Control) -> No
     assert again.status_code == 304 and again.content == b""
 
     alpha = control.guild_id("Alpha")
-    added = control.request("POST", f"/guilds/{alpha}/members", username="newcomer_zed",
-                            global_name="Zed")
+    added = control.request(
+        "POST", f"/guilds/{alpha}/members", username="newcomer_zed", global_name="Zed"
+    )
 
     def joined():
         response = api.get("/api/members", session, headers={"If-None-Match": etag})
@@ -164,13 +176,19 @@ def test_etag_answers_304_until_a_member_joins(api: Api, control: Control) -> No
     assert len(changed.json()) == len(first.json()) + 1
 
     control.request("PATCH", f"/guilds/{alpha}/members/{added['user']['id']}", nick="Zeddy")
-    wait_until(lambda: any(m.get("displayName") == "Zeddy"
-                           for m in api.get("/api/members", session).json()),
-               what="the nickname to show")
+    wait_until(
+        lambda: any(
+            m.get("displayName") == "Zeddy" for m in api.get("/api/members", session).json()
+        ),
+        what="the nickname to show",
+    )
     control.request("DELETE", f"/guilds/{alpha}/members/{added['user']['id']}")
-    wait_until(lambda: added["user"]["id"] not in {m["id"] for m in
-                                                   api.get("/api/members", session).json()},
-               what="the member to leave")
+    wait_until(
+        lambda: (
+            added["user"]["id"] not in {m["id"] for m in api.get("/api/members", session).json()}
+        ),
+        what="the member to leave",
+    )
 
 
 def test_channels_by_kind(api: Api) -> None:
@@ -207,8 +225,17 @@ def test_messages_newest_first_with_each_cursor(api: Api) -> None:
     ids = _ids(newest)
     assert ids == sorted(ids, reverse=True)
     first = page[0]
-    assert set(first) == {"id", "channelId", "content", "author", "timestamp", "editedTimestamp",
-                          "attachments", "embeds", "replyTo"}
+    assert set(first) == {
+        "id",
+        "channelId",
+        "content",
+        "author",
+        "timestamp",
+        "editedTimestamp",
+        "attachments",
+        "embeds",
+        "replyTo",
+    }
     assert set(first["author"]) == {"id", "username", "name", "avatar"}
     assert isinstance(first["timestamp"], int) and first["timestamp"] > 1_400_000_000_000
     assert any(m["content"] for m in page)  # MESSAGE_CONTENT granted
@@ -238,8 +265,7 @@ def test_message_errors_are_404_403_and_400(api: Api, control: Control) -> None:
     beta_channel = api.get("/api/channels", multi, guildId=beta).json()[0]["id"]
     assert api.get("/api/messages", session, channelId=beta_channel).status_code == 404
     assert api.get("/api/messages", multi, channelId=beta_channel).status_code == 404
-    assert api.get("/api/messages", multi, channelId=beta_channel,
-                   guildId=beta).status_code == 200
+    assert api.get("/api/messages", multi, channelId=beta_channel, guildId=beta).status_code == 200
     hidden = [c for c in api.get("/api/channels", session).json() if c["name"] == "staff-only"]
     assert hidden, "the scenario has a hidden channel"
     forbidden = api.get("/api/messages", session, channelId=hidden[0]["id"])
@@ -264,7 +290,8 @@ def test_no_token_reaches_the_logs(app_server: MemberSense, api: Api) -> None:
 
 
 def test_no_token_reaches_the_logs_even_at_debug(
-        membersense_factory: Callable[..., MemberSense]) -> None:
+    membersense_factory: Callable[..., MemberSense],
+) -> None:
     # discord.py logs every gateway payload and HTTP request at DEBUG. A token shaped
     # like Discord's must never reach any log record: not even redacted (the filter
     # that blanks token-shaped text is a last line of defence, not the reason).
@@ -280,8 +307,10 @@ def test_no_token_reaches_the_logs_even_at_debug(
     assert api.logout(session).status_code == 200
     wait_until(lambda: "session closed" in server.server.log(), what="the logout to be logged")
     log = server.server.log()
-    assert any(record["severity"] == "DEBUG" and record["logger"].startswith("discord.")
-               for record in log_records(log))  # it was that loud
+    assert any(
+        record["severity"] == "DEBUG" and record["logger"].startswith("discord.")
+        for record in log_records(log)
+    )  # it was that loud
     assert DISCORD_SHAPED_TOKEN not in log
     assert DISCORD_SHAPED_TOKEN.split(".")[0] not in log  # nor any part of it
     assert "[redacted]" not in log
@@ -294,10 +323,15 @@ def test_the_whole_list_is_sent_gzipped_to_clients_that_accept_it(api: Api) -> N
     plain = api.get("/api/members", session, headers={"Accept-Encoding": "identity"})
     assert zipped.headers["Content-Encoding"] == "gzip"
     assert "Content-Encoding" not in plain.headers
-    assert "Accept-Encoding" in zipped.headers["Vary"] and "Accept-Encoding" in plain.headers["Vary"]
+    assert (
+        "Accept-Encoding" in zipped.headers["Vary"] and "Accept-Encoding" in plain.headers["Vary"]
+    )
     assert int(zipped.headers["Content-Length"]) * 3 < int(plain.headers["Content-Length"])
     assert zipped.json() == plain.json()  # requests decompresses
     assert zipped.headers["ETag"] != plain.headers["ETag"]
-    again = api.get("/api/members", session, headers={"Accept-Encoding": "gzip",
-                                                       "If-None-Match": zipped.headers["ETag"]})
+    again = api.get(
+        "/api/members",
+        session,
+        headers={"Accept-Encoding": "gzip", "If-None-Match": zipped.headers["ETag"]},
+    )
     assert again.status_code == 304

@@ -25,7 +25,8 @@ DELAY_S = DISCORD_TIMEOUT_S * 2 / 3
 
 
 def test_history_reads_cannot_take_the_threads(
-        membersense_factory: Callable[..., MemberSense]) -> None:
+    membersense_factory: Callable[..., MemberSense],
+) -> None:
     server = membersense_factory(THREADS=str(THREADS))
     api = server.api
     assert api is not None
@@ -33,16 +34,18 @@ def test_history_reads_cannot_take_the_threads(
     try:
         channel = api.get("/api/channels", session).json()[0]["id"]
         assert api.get("/api/members", session).status_code == 200  # cached from now on
-        server.control.request("POST", "/faults", count=READERS * 2, path="/channels/*",
-                               delay_ms=int(DELAY_S * 1000))
+        server.control.request(
+            "POST", "/faults", count=READERS * 2, path="/channels/*", delay_ms=int(DELAY_S * 1000)
+        )
         url = f"{server.server.base_url}/api/messages"
         answers: list[tuple[float, requests.Response]] = []
         lock = threading.Lock()
         started = time.monotonic()
 
         def read() -> None:
-            response = requests.get(url, params={"channelId": channel}, timeout=30,
-                                    headers={"Authorization": session})
+            response = requests.get(
+                url, params={"channelId": channel}, timeout=30, headers={"Authorization": session}
+            )
             with lock:
                 answers.append((time.monotonic() - started, response))
 
@@ -70,7 +73,8 @@ def test_history_reads_cannot_take_the_threads(
             assert at < stuck_until
             assert response.headers["Retry-After"] == "1"
             assert response.json()["error"] == (
-                "Too many message reads waiting on Discord; try again shortly")
+                "Too many message reads waiting on Discord; try again shortly"
+            )
     finally:
         server.control.request("DELETE", "/faults")
         api.logout(session)

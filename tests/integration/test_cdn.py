@@ -18,7 +18,8 @@ def _loads_as_image(url: str) -> None:
 
 
 def test_avatars_icons_and_attachments_come_from_the_configured_cdn(
-        sandbox: SandboxServer, membersense_factory: Callable[..., MemberSense]) -> None:
+    sandbox: SandboxServer, membersense_factory: Callable[..., MemberSense]
+) -> None:
     cdn = sandbox.cdn_url
     server = membersense_factory(DISCORD_CDN_BASE=cdn)
     assert server.api is not None
@@ -32,7 +33,7 @@ def test_avatars_icons_and_attachments_come_from_the_configured_cdn(
         # Uploaded, per-guild, default and animated avatars alike: a sample of each kind.
         kinds: dict[str, str] = {}
         for member in members:
-            path = member["avatar"][len(cdn):]
+            path = member["avatar"][len(cdn) :]
             kind = path.split("/")[1] + (".gif" if ".gif" in path else "")
             kinds.setdefault(kind, member["avatar"])
         assert {"avatars", "embed"} <= set(kinds)
@@ -55,4 +56,3 @@ def test_avatars_icons_and_attachments_come_from_the_configured_cdn(
         server.api.logout(session)
     page = requests.get(f"{server.server.base_url}/", timeout=10)
     assert f"img-src 'self' data: {cdn};" in page.headers["Content-Security-Policy"]
-

@@ -20,14 +20,19 @@ WINDOW_S = 600  # Discord's window, which MemberSense counts over
 
 @pytest.fixture(scope="module")
 def sandbox(module_tmp: Path) -> Iterator[SandboxServer]:
-    server = start_sandbox(module_tmp, main_members=50, invalid_request_limit=SANDBOX_LIMIT,
-                           invalid_request_ban_s=WINDOW_S)
+    server = start_sandbox(
+        module_tmp,
+        main_members=50,
+        invalid_request_limit=SANDBOX_LIMIT,
+        invalid_request_ban_s=WINDOW_S,
+    )
     yield server
     server.stop()
 
 
 def test_junk_logins_never_get_the_server_banned(
-        membersense_factory: Callable[..., MemberSense]) -> None:
+    membersense_factory: Callable[..., MemberSense],
+) -> None:
     server = membersense_factory(DISCORD_INVALID_REQUEST_LIMIT=str(BUDGET), TRUSTED_PROXIES="1")
     api, control = server.api, server.control
     assert api is not None
@@ -36,12 +41,17 @@ def test_junk_logins_never_get_the_server_banned(
         return bool(control.state()["invalid_request_guard"]["banned"])
 
     def junk_login(token: str, attacker: int):
-        return api.http.post(f"{api.base_url}/api/auth/login", json={"token": token},
-                             headers={"X-Forwarded-For": f"203.0.113.{attacker}"}, timeout=30)
+        return api.http.post(
+            f"{api.base_url}/api/auth/login",
+            json={"token": token},
+            headers={"X-Forwarded-For": f"203.0.113.{attacker}"},
+            timeout=30,
+        )
 
     session = api.login(MAIN_TOKEN)
-    channel = next(c["id"] for c in api.get("/api/channels", session).json()
-                   if c["name"] != "staff-only")
+    channel = next(
+        c["id"] for c in api.get("/api/channels", session).json() if c["name"] != "staff-only"
+    )
     assert api.get("/api/messages", session, channelId=channel, limit=2).status_code == 200
 
     # The same junk token from many addresses: Discord is asked once.

@@ -73,7 +73,8 @@ def sandbox(module_tmp: Path) -> Iterator[SandboxServer]:
 
 
 def test_the_api_survives_fuzzing_and_keeps_its_contract(
-        membersense_factory: Callable[..., MemberSense], module_tmp: Path) -> None:
+    membersense_factory: Callable[..., MemberSense], module_tmp: Path
+) -> None:
     server = membersense_factory(**FUZZ_ENV)
     api = server.api
     assert api is not None
@@ -83,22 +84,43 @@ def test_the_api_survives_fuzzing_and_keeps_its_contract(
     base_url = server.server.base_url
     report = module_tmp / "schemathesis"
     command = [
-        str(VENV_BIN / "schemathesis"), "--config-file", str(ROOT / "tests/schemathesis.toml"),
-        "--no-color", "run", f"{base_url}/api/openapi.json", "--url", base_url,
-        "--seed", os.environ.get("FUZZ_SEED", "8"),
-        "--max-examples", os.environ.get("FUZZ_MAX_EXAMPLES", "25"),
-        "--max-time", os.environ.get("FUZZ_MAX_TIME", "120"),
-        "--checks", "all", "--exclude-checks",
+        str(VENV_BIN / "schemathesis"),
+        "--config-file",
+        str(ROOT / "tests/schemathesis.toml"),
+        "--no-color",
+        "run",
+        f"{base_url}/api/openapi.json",
+        "--url",
+        base_url,
+        "--seed",
+        os.environ.get("FUZZ_SEED", "8"),
+        "--max-examples",
+        os.environ.get("FUZZ_MAX_EXAMPLES", "25"),
+        "--max-time",
+        os.environ.get("FUZZ_MAX_TIME", "120"),
+        "--checks",
+        "all",
+        "--exclude-checks",
         "use_after_free,ensure_resource_availability,object_level_authorization",
-        "--report", "junit,har", "--report-dir", str(report),
+        "--report",
+        "junit,har",
+        "--report-dir",
+        str(report),
     ]
     for operation in SKIPPED_OPERATIONS:
         command += ["--exclude-name", operation]  # schemathesis names them "METHOD /path"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "FUZZ_BASE_URL": base_url,
-           "FUZZ_SESSION": shared, "FUZZ_BOT_TOKEN": MAIN_TOKEN, "FUZZ_CHANNEL": channel,
-           "FUZZ_METRICS_TOKEN": METRICS_TOKEN}
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=600, check=False)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "FUZZ_BASE_URL": base_url,
+        "FUZZ_SESSION": shared,
+        "FUZZ_BOT_TOKEN": MAIN_TOKEN,
+        "FUZZ_CHANNEL": channel,
+        "FUZZ_METRICS_TOKEN": METRICS_TOKEN,
+    }
+    result = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
     output = result.stdout + result.stderr
     (module_tmp / "schemathesis.log").write_text(output)
     assert result.returncode == 0, output[-20000:]
@@ -108,15 +130,21 @@ def test_the_api_survives_fuzzing_and_keeps_its_contract(
     (junit,) = report.glob("junit-*.xml")
     tested = {case.get("name") for case in ElementTree.parse(junit).iter("testcase")}
     document = api.http.get(f"{base_url}/api/openapi.json", timeout=10).json()
-    documented = {f"{method.upper()} {path}" for path, item in document["paths"].items()
-                  for method in item}
+    documented = {
+        f"{method.upper()} {path}" for path, item in document["paths"].items() for method in item
+    }
     assert documented - tested == {*SKIPPED_OPERATIONS, "GET /api/openapi.json"}, tested
     log = server.server.log()
-    access = [record["message"] for record in log_records(log)
-              if record.get("logger") == "membersense.access"]
+    access = [
+        record["message"]
+        for record in log_records(log)
+        if record.get("logger") == "membersense.access"
+    ]
     assert len(access) > 100  # the check below reads the access log it means to
     for operation in SKIPPED_OPERATIONS:
-        assert [line for line in access if re.fullmatch(rf"{re.escape(operation)} \d{{3}}", line)] == []
+        assert [
+            line for line in access if re.fullmatch(rf"{re.escape(operation)} \d{{3}}", line)
+        ] == []
     # The shared session lived through it all, with no webhook for a private address.
     assert api.get("/api/members", shared, limit=1).status_code == 200
     webhooks = api.get("/api/webhooks", shared).json()

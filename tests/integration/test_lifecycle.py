@@ -30,7 +30,8 @@ CLOUD_RUN_GRACE_S = 10.0
 
 
 def test_one_gateway_connection_per_token_closed_by_the_last_logout(
-        app_server: MemberSense, api: Api, control: Control) -> None:
+    app_server: MemberSense, api: Api, control: Control
+) -> None:
     # Sockets are counted here; threads and tasks, which gunicorn's growing request
     # pool makes hard to count from outside, in test_local_discord (in-process).
     worker, port = app_server.worker, app_server.sandbox.port
@@ -54,7 +55,8 @@ def test_one_gateway_connection_per_token_closed_by_the_last_logout(
 
 
 def test_a_new_connection_within_the_member_request_cooldown_logs_in_at_once(
-        api: Api, control: Control) -> None:
+    api: Api, control: Control
+) -> None:
     api.logout(api.login(MAIN_TOKEN))
     wait_until(lambda: control.connections_of("Main Bot") == 0, what="the gateway to close")
     limited = control.gateway()["member_requests_rate_limited"]
@@ -62,8 +64,10 @@ def test_a_new_connection_within_the_member_request_cooldown_logs_in_at_once(
     session = api.login(MAIN_TOKEN)  # Discord answers its member request with RATE_LIMITED
     elapsed = time.monotonic() - started
     try:
-        wait_until(lambda: control.gateway()["member_requests_rate_limited"] == limited + 1,
-                   what="the member request to be rate limited")
+        wait_until(
+            lambda: control.gateway()["member_requests_rate_limited"] == limited + 1,
+            what="the member request to be rate limited",
+        )
         # Answered as soon as the guilds were known: neither the cooldown (2 s) nor the
         # login's own timeout (15 s) was waited for.
         assert elapsed < MEMBER_REQUEST_COOLDOWN_S
@@ -71,15 +75,17 @@ def test_a_new_connection_within_the_member_request_cooldown_logs_in_at_once(
         if first.status_code == 503:  # still loading: it says when to come back
             assert first.json()["error"] == "The member list is still loading; try again shortly"
             assert 1 <= int(first.headers["Retry-After"]) <= MEMBER_REQUEST_COOLDOWN_S + 1
-        members = wait_until(lambda: (r := api.get("/api/members", session)).status_code == 200
-                             and r.json(), timeout=LOGIN_TIMEOUT_S, what="the members")
+        members = wait_until(
+            lambda: (r := api.get("/api/members", session)).status_code == 200 and r.json(),
+            timeout=LOGIN_TIMEOUT_S,
+            what="the members",
+        )
         assert len(members) > 1000
     finally:
         api.logout(session)
 
 
-def test_reads_survive_a_gateway_drop_and_the_session_resumes(
-        api: Api, control: Control) -> None:
+def test_reads_survive_a_gateway_drop_and_the_session_resumes(api: Api, control: Control) -> None:
     session = api.login(MAIN_TOKEN)
     before = api.get("/api/members", session)
     resumed = control.gateway()["resumed"]
@@ -89,9 +95,10 @@ def test_reads_survive_a_gateway_drop_and_the_session_resumes(
     wait_until(lambda: control.gateway()["resumed"] == resumed + 1, what="RESUMED")
     alpha = control.guild_id("Alpha")
     added = control.request("POST", f"/guilds/{alpha}/members", username="after_the_drop")
-    wait_until(lambda: added["user"]["id"] in {m["id"] for m in
-                                               api.get("/api/members", session).json()},
-               what="a member added after the resume to show")
+    wait_until(
+        lambda: added["user"]["id"] in {m["id"] for m in api.get("/api/members", session).json()},
+        what="a member added after the resume to show",
+    )
     api.logout(session)
 
 
@@ -109,8 +116,11 @@ def test_reads_survive_an_invalidated_session(api: Api, control: Control) -> Non
     api.http.close()
     alpha = control.guild_id("Alpha")
     added = control.request("POST", f"/guilds/{alpha}/members", username="after_invalidate")
-    wait_until(lambda: len(api.get("/api/members", session).json()) == len(before) + 1,
-               timeout=15, what="the member list to be reloaded with the newcomer")
+    wait_until(
+        lambda: len(api.get("/api/members", session).json()) == len(before) + 1,
+        timeout=15,
+        what="the member list to be reloaded with the newcomer",
+    )
     assert added["user"]["id"] in {m["id"] for m in api.get("/api/members", session).json()}
     api.logout(session)
 
@@ -118,8 +128,9 @@ def test_reads_survive_an_invalidated_session(api: Api, control: Control) -> Non
 @pytest.fixture
 def channel_session(api: Api) -> tuple[str, str]:
     session = api.login(MAIN_TOKEN)
-    channel = next(c["id"] for c in api.get("/api/channels", session).json()
-                   if c["name"] != "staff-only")
+    channel = next(
+        c["id"] for c in api.get("/api/channels", session).json() if c["name"] != "staff-only"
+    )
     return session, channel
 
 
@@ -142,11 +153,13 @@ def test_discord_5xx_is_a_502(api: Api, control: Control, channel_session) -> No
     assert api.get("/api/messages", session, channelId=channel, limit=5).status_code == 200
 
 
-def test_a_long_discord_rate_limit_is_a_503_with_retry_after(api: Api, control: Control,
-                                                             channel_session) -> None:
+def test_a_long_discord_rate_limit_is_a_503_with_retry_after(
+    api: Api, control: Control, channel_session
+) -> None:
     session, channel = channel_session
-    control.request("POST", "/faults", status=429, count=1, retry_after=60,
-                    path="/channels/*/messages")
+    control.request(
+        "POST", "/faults", status=429, count=1, retry_after=60, path="/channels/*/messages"
+    )
     started = time.monotonic()
     response = api.get("/api/messages", session, channelId=channel, limit=5)
     assert response.status_code == 503
@@ -156,17 +169,20 @@ def test_a_long_discord_rate_limit_is_a_503_with_retry_after(api: Api, control: 
     assert time.monotonic() - started < DISCORD_TIMEOUT_S - 0.5
     # A short one is waited out.
     control.request("DELETE", "/faults")
-    control.request("POST", "/faults", status=429, count=1, retry_after=0.3,
-                    path="/channels/*/messages")
+    control.request(
+        "POST", "/faults", status=429, count=1, retry_after=0.3, path="/channels/*/messages"
+    )
     assert api.get("/api/messages", session, channelId=channel, limit=5).status_code == 200
 
 
-def test_a_discord_slower_than_the_timeout_is_a_504(api: Api, control: Control,
-                                                    channel_session) -> None:
+def test_a_discord_slower_than_the_timeout_is_a_504(
+    api: Api, control: Control, channel_session
+) -> None:
     session, channel = channel_session
     delay_s = 4 * DISCORD_TIMEOUT_S
-    control.request("POST", "/faults", delay_ms=int(delay_s * 1000), count=1,
-                    path="/channels/*/messages")
+    control.request(
+        "POST", "/faults", delay_ms=int(delay_s * 1000), count=1, path="/channels/*/messages"
+    )
     started = time.monotonic()
     response = api.get("/api/messages", session, channelId=channel, limit=5)
     elapsed = time.monotonic() - started
@@ -178,15 +194,18 @@ def test_a_discord_slower_than_the_timeout_is_a_504(api: Api, control: Control,
     assert api.get("/api/members", session, limit=2).status_code == 200
 
 
-def test_a_revoked_token_ends_its_sessions(app_server: MemberSense, api: Api,
-                                           control: Control) -> None:
+def test_a_revoked_token_ends_its_sessions(
+    app_server: MemberSense, api: Api, control: Control
+) -> None:
     session = api.login(SECOND_TOKEN)
     assert api.get("/api/members", session, limit=1).status_code == 200
     control.request("POST", f"/tokens/{SECOND_TOKEN}/revoke")
     # The session ends with its bot's connection: its next request is a 401 and
     # it no longer holds a MAX_CONCURRENT_USERS slot.
-    wait_until(lambda: api.get("/api/members", session, limit=1).status_code == 401,
-               what="reads to be refused")
+    wait_until(
+        lambda: api.get("/api/members", session, limit=1).status_code == 401,
+        what="reads to be refused",
+    )
     response = api.get("/api/channels", session)
     assert response.status_code == 401
     assert response.json() == {"error": "Unauthorized"}
@@ -198,22 +217,26 @@ def test_a_revoked_token_ends_its_sessions(app_server: MemberSense, api: Api,
 
 
 def test_logins_past_max_concurrent_users_are_a_503_until_one_logs_out(
-        membersense_factory: Callable[..., MemberSense]) -> None:
+    membersense_factory: Callable[..., MemberSense],
+) -> None:
     server = membersense_factory(MAX_CONCURRENT_USERS="1")
     api = server.api
     assert api is not None
     session = api.login(MAIN_TOKEN)
     refused = api.post_login(MAIN_TOKEN)
     assert refused.status_code == 503
-    assert refused.json() == {"error": "Maximum number of concurrent users reached",
-                              "retryAfter": 60}
+    assert refused.json() == {
+        "error": "Maximum number of concurrent users reached",
+        "retryAfter": 60,
+    }
     assert api.get("/api/members", session, limit=1).status_code == 200
     assert api.logout(session).status_code == 200
     api.logout(api.login(MAIN_TOKEN))  # the slot is free again
 
 
 def test_idle_sessions_expire_and_close_their_connection(
-        membersense_factory: Callable[..., MemberSense]) -> None:
+    membersense_factory: Callable[..., MemberSense],
+) -> None:
     server = membersense_factory(SESSION_TIMEOUT="1000", CLEANUP_INTERVAL="200")
     api, control = server.api, server.control
     assert api is not None
@@ -221,14 +244,18 @@ def test_idle_sessions_expire_and_close_their_connection(
     assert control.gateway()["connections_by_bot"]  # connected
     worker = server.worker
     assert sockets_to(worker, server.sandbox.port) >= 1
-    wait_until(lambda: sockets_to(worker, server.sandbox.port) == 0, timeout=10,
-               what="the idle session's connection to close")
+    wait_until(
+        lambda: sockets_to(worker, server.sandbox.port) == 0,
+        timeout=10,
+        what="the idle session's connection to close",
+    )
     assert api.get("/api/members", session).status_code == 401
     assert "expired idle sessions" in server.server.log()
 
 
 def test_sigterm_closes_sessions_and_connections(
-        membersense_factory: Callable[..., MemberSense]) -> None:
+    membersense_factory: Callable[..., MemberSense],
+) -> None:
     server = membersense_factory()
     api, control = server.api, server.control
     assert api is not None
@@ -244,7 +271,8 @@ def test_sigterm_closes_sessions_and_connections(
 
 
 def test_without_a_gateway_url_the_one_discord_names_is_used(
-        membersense_factory: Callable[..., MemberSense], control: Control) -> None:
+    membersense_factory: Callable[..., MemberSense], control: Control
+) -> None:
     # DISCORD_API_BASE alone points MemberSense at another Discord: the gateway
     # comes from its GET /gateway/bot, never discord.py's built-in wss://gateway.discord.gg.
     server = membersense_factory(DISCORD_GATEWAY_URL="")
@@ -268,11 +296,17 @@ def test_a_reconnect_discord_refuses_for_a_while_is_a_warning_not_an_error(tmp_p
         sandbox.stop()
 
         def entries() -> list[dict]:
-            return [json.loads(line) for line in server.server.log().splitlines()
-                    if line.startswith("{")]
+            return [
+                json.loads(line)
+                for line in server.server.log().splitlines()
+                if line.startswith("{")
+            ]
 
-        wait_until(lambda: any(e["message"].startswith("Attempting a reconnect") for e in entries()),
-                   timeout=30, what="discord.py to retry the gateway")
+        wait_until(
+            lambda: any(e["message"].startswith("Attempting a reconnect") for e in entries()),
+            timeout=30,
+            what="discord.py to retry the gateway",
+        )
         server.api.logout(session)
     finally:
         server.stop()

@@ -14,7 +14,8 @@ def _plain(text: str) -> bool:
 
 
 def test_member_lists_and_message_contents_stay_out_of_a_debug_log(
-        membersense_factory: Callable[..., MemberSense]) -> None:
+    membersense_factory: Callable[..., MemberSense],
+) -> None:
     server = membersense_factory(LOG_LEVEL="DEBUG")
     api = server.api
     assert api is not None
@@ -25,8 +26,10 @@ def test_member_lists_and_message_contents_stay_out_of_a_debug_log(
     api.logout(session)
     wait_until(lambda: "session closed" in server.server.log(), what="the logout to be logged")
     log = server.server.log()
-    assert any(record["severity"] == "DEBUG" and record["logger"] == "discord.gateway"
-               for record in log_records(log))
+    assert any(
+        record["severity"] == "DEBUG" and record["logger"] == "discord.gateway"
+        for record in log_records(log)
+    )
     assert "[payload omitted]" in log  # what stood where the payloads were
     names = [m["username"] for m in members if _plain(m["username"])]
     contents = [m["content"] for m in messages if _plain(m["content"])]

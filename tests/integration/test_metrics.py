@@ -19,7 +19,8 @@ def scrape(server: MemberSense) -> str:
 
 
 def test_gateway_connections_discord_answers_and_sessions(
-        membersense_factory: Callable[..., MemberSense]) -> None:
+    membersense_factory: Callable[..., MemberSense],
+) -> None:
     server = membersense_factory(METRICS_PUBLIC="1")
     api = server.api
     assert api is not None
@@ -34,18 +35,26 @@ def test_gateway_connections_discord_answers_and_sessions(
     assert value(during, "membersense_sessions_active") == 2
     # The login's REST calls and the history read, as Discord (the sandbox) answered them.
     answered = value(during, "membersense_discord_responses_total", status="200") - value(
-        before, "membersense_discord_responses_total", status="200")
+        before, "membersense_discord_responses_total", status="200"
+    )
     assert answered >= 3
     assert api.logout(first).status_code == 200
     assert value(scrape(server), "membersense_gateway_connections") == 1
     assert api.logout(second).status_code == 200
-    after = wait_until(lambda: (text := scrape(server)) and value(
-        text, "membersense_gateway_connections") == 0 and text, what="the connection to close")
+    after = wait_until(
+        lambda: (
+            (text := scrape(server))
+            and value(text, "membersense_gateway_connections") == 0
+            and text
+        ),
+        what="the connection to close",
+    )
     assert value(after, "membersense_sessions_active") == 0
 
 
 def test_discord_refusals_are_counted_by_status(
-        membersense_factory: Callable[..., MemberSense]) -> None:
+    membersense_factory: Callable[..., MemberSense],
+) -> None:
     server = membersense_factory(METRICS_PUBLIC="1")
     api = server.api
     assert api is not None

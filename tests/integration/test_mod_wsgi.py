@@ -35,13 +35,16 @@ SHUTDOWN_TIMEOUT_S = 8
 
 
 def env_for(sandbox: SandboxServer, **extra: str) -> dict[str, str]:
-    return {**BASE_ENV, "DISCORD_API_BASE": sandbox.api_url,
-            "DISCORD_GATEWAY_URL": sandbox.gateway_url, **extra}
+    return {
+        **BASE_ENV,
+        "DISCORD_API_BASE": sandbox.api_url,
+        "DISCORD_GATEWAY_URL": sandbox.gateway_url,
+        **extra,
+    }
 
 
 @pytest.fixture
-def apache_factory(sandbox: SandboxServer, tmp_path: Path
-                   ) -> Iterator[Callable[..., ApacheServer]]:
+def apache_factory(sandbox: SandboxServer, tmp_path: Path) -> Iterator[Callable[..., ApacheServer]]:
     """``make(variant=None, **env)`` builds an Apache (not started); all are stopped afterwards."""
     made: list[ApacheServer] = []
 
@@ -76,11 +79,10 @@ def test_the_api_end_to_end_through_apache(apache: ApacheServer) -> None:
     assert "Traceback" not in apache.log()
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGWINCH],
-                         ids=["stop", "graceful-stop"])
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGWINCH], ids=["stop", "graceful-stop"])
 def test_stopping_apache_closes_every_session_and_discord_connection(
-        apache_factory: Callable[..., ApacheServer], sandbox: SandboxServer,
-        stop: signal.Signals) -> None:
+    apache_factory: Callable[..., ApacheServer], sandbox: SandboxServer, stop: signal.Signals
+) -> None:
     server = apache_factory().start()
     control = Control(sandbox.base_url)
     try:
@@ -101,7 +103,8 @@ def test_stopping_apache_closes_every_session_and_discord_connection(
 
 
 def test_stop_with_a_login_in_flight_still_closes_the_discord_connection(
-        apache_factory: Callable[..., ApacheServer], sandbox: SandboxServer) -> None:
+    apache_factory: Callable[..., ApacheServer], sandbox: SandboxServer
+) -> None:
     server = apache_factory(LOGIN_TIMEOUT="30000").start()
     control = Control(sandbox.base_url)
     # Discord stalls the login's first call for longer than the whole stop takes.
@@ -110,16 +113,21 @@ def test_stop_with_a_login_in_flight_still_closes_the_discord_connection(
 
     def log_in() -> None:
         try:
-            answers.append(requests.post(f"{server.base_url}/api/auth/login",
-                                         json={"token": MAIN_TOKEN}, timeout=40))
+            answers.append(
+                requests.post(
+                    f"{server.base_url}/api/auth/login", json={"token": MAIN_TOKEN}, timeout=40
+                )
+            )
         except requests.RequestException as exc:
             answers.append(exc)
 
     login = threading.Thread(target=log_in)
     login.start()
     try:
-        wait_until(lambda: not control.request("GET", "/faults")["faults"],
-                   what="the login to reach the stalled call")
+        wait_until(
+            lambda: not control.request("GET", "/faults")["faults"],
+            what="the login to reach the stalled call",
+        )
         # Apache gives its children ~10 s to finish (the one serving the login does not),
         # then stops the daemon, which must itself be done within its shutdown-timeout.
         assert server.stop(signal.SIGTERM, timeout=30) == 0
@@ -132,8 +140,9 @@ def test_stop_with_a_login_in_flight_still_closes_the_discord_connection(
     # shutdown event), closed after IN_FLIGHT_GRACE_S, ending the login's wait on Discord,
     # rather than being aborted at its shutdown-timeout with the wait still under way.
     assert len(answers) == 1
-    assert isinstance(answers[0], requests.ConnectionError) or \
-        answers[0].json() == {"error": "Server is shutting down"}
+    assert isinstance(answers[0], requests.ConnectionError) or answers[0].json() == {
+        "error": "Server is shutting down"
+    }
     log = server.log()
     assert logged(log, "closed bot connections", count=1), log
     assert "Aborting process" not in log, log
@@ -142,15 +151,18 @@ def test_stop_with_a_login_in_flight_still_closes_the_discord_connection(
 
 def with_processes(count: int) -> Callable[[str], str]:
     """deploy/mod_wsgi.conf with processes=*count* on its daemon (tests of the app's refusal)."""
+
     def variant(text: str) -> str:
         daemon = "WSGIDaemonProcess membersense threads=8"
         assert text.count(daemon) == 1
         return text.replace(daemon, f"WSGIDaemonProcess membersense processes={count} threads=8")
+
     return variant
 
 
 def test_several_daemon_processes_are_refused_at_start_up(
-        apache_factory: Callable[..., ApacheServer]) -> None:
+    apache_factory: Callable[..., ApacheServer],
+) -> None:
     server = apache_factory(variant=with_processes(2))
     server.launch()
     line = f"membersense: {MULTIPROCESS_REFUSAL} (this one runs 2)"
@@ -169,14 +181,16 @@ def test_several_daemon_processes_are_refused_at_start_up(
 
 
 def test_naming_one_process_makes_mod_wsgi_say_multiprocess(
-        apache_factory: Callable[..., ApacheServer]) -> None:
+    apache_factory: Callable[..., ApacheServer],
+) -> None:
     # Why deploy/mod_wsgi.conf leaves processes= out: given at all, even as 1, mod_wsgi
     # sets wsgi.multiprocess, and memory mode answers 503.
     server = apache_factory(variant=with_processes(1))
     server.launch()
     wait_for_port(server.port)
-    response = wait_until(lambda: _answer(server.base_url + "/api/members"), timeout=60,
-                          what="an answer")[0]
+    response = wait_until(
+        lambda: _answer(server.base_url + "/api/members"), timeout=60, what="an answer"
+    )[0]
     assert response.status_code == 503
     assert response.json()["error"] == MULTIPROCESS_REFUSAL
     assert server.stop() == 0

@@ -73,9 +73,14 @@ def test_gzip_member_lists_pass_through_byte_for_byte(api: Api, upstream: Member
     try:
         direct = Api(upstream.server.base_url)
         through, straight = (
-            client.http.get(f"{client.base_url}/api/members", stream=True, timeout=30,
-                            headers={"Authorization": session, "Accept-Encoding": "gzip"})
-            for client in (api, direct))
+            client.http.get(
+                f"{client.base_url}/api/members",
+                stream=True,
+                timeout=30,
+                headers={"Authorization": session, "Accept-Encoding": "gzip"},
+            )
+            for client in (api, direct)
+        )
         bodies = [r.raw.read(decode_content=False) for r in (through, straight)]
         direct.close()
     finally:
@@ -93,8 +98,9 @@ def test_membersense_errors_pass_through_untouched(api: Api, sandbox: SandboxSer
     # replace errors nginx makes itself.
     session = api.login()
     control = Control(sandbox.base_url)
-    channel = next(c["id"] for c in api.get("/api/channels", session).json()
-                   if c["name"] != "staff-only")
+    channel = next(
+        c["id"] for c in api.get("/api/channels", session).json() if c["name"] != "staff-only"
+    )
     control.request("POST", "/faults", status=500, count=50, path="/channels/*")
     try:
         response = api.get("/api/messages", session, channelId=channel, limit=1)
@@ -110,14 +116,21 @@ def test_membersense_errors_pass_through_untouched(api: Api, sandbox: SandboxSer
 @pytest.mark.parametrize(
     ("request_kwargs", "status", "error"),
     [
-        ({"method": "POST", "url": "/api/auth/login", "data": b"x" * 70_000}, 413,
-         "Request Entity Too Large"),
-        ({"method": "GET", "url": "/_ah/health", "headers": {"X-Big": "a" * 9000}}, 400,
-         "Bad Request"),
+        (
+            {"method": "POST", "url": "/api/auth/login", "data": b"x" * 70_000},
+            413,
+            "Request Entity Too Large",
+        ),
+        (
+            {"method": "GET", "url": "/_ah/health", "headers": {"X-Big": "a" * 9000}},
+            400,
+            "Bad Request",
+        ),
     ],
 )
-def test_requests_nginx_refuses_get_json(nginx: NginxServer, request_kwargs: dict,
-                                         status: int, error: str) -> None:
+def test_requests_nginx_refuses_get_json(
+    nginx: NginxServer, request_kwargs: dict, status: int, error: str
+) -> None:
     kwargs = dict(request_kwargs)
     url = nginx.base_url + kwargs.pop("url")
     response = requests.request(url=url, timeout=10, **kwargs)
@@ -126,8 +139,9 @@ def test_requests_nginx_refuses_get_json(nginx: NginxServer, request_kwargs: dic
     assert response.json() == {"error": error}
 
 
-def test_membersense_down_is_a_json_502(membersense_factory: Callable[..., MemberSense],
-                                        module_tmp: Path) -> None:
+def test_membersense_down_is_a_json_502(
+    membersense_factory: Callable[..., MemberSense], module_tmp: Path
+) -> None:
     backend = membersense_factory(TRUSTED_PROXIES="1")
     front = nginx_in_front(backend.server.port, module_tmp / "nginx-502").start()
     try:
@@ -142,8 +156,9 @@ def test_membersense_down_is_a_json_502(membersense_factory: Callable[..., Membe
 
 
 def _get(port: int, path: str, source: str, headers: dict[str, str] | None = None) -> int:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10,
-                                            source_address=(source, 0))
+    connection = http.client.HTTPConnection(
+        "127.0.0.1", port, timeout=10, source_address=(source, 0)
+    )
     try:
         connection.request("GET", path, headers=headers or {})
         return connection.getresponse().status
@@ -152,13 +167,16 @@ def _get(port: int, path: str, source: str, headers: dict[str, str] | None = Non
 
 
 def test_the_rate_limit_keys_on_the_client_nginx_saw(
-        membersense_factory: Callable[..., MemberSense], module_tmp: Path) -> None:
+    membersense_factory: Callable[..., MemberSense], module_tmp: Path
+) -> None:
     backend = membersense_factory(TRUSTED_PROXIES="1", RATE_LIMIT_MAX_REQUESTS="5")
     front = nginx_in_front(backend.server.port, module_tmp / "nginx-ratelimit").start()
     try:
         # A client sending a new X-Forwarded-For each time is still one client...
-        spoofed = [_get(front.port, "/api/channels", "127.0.0.1",
-                        {"X-Forwarded-For": f"203.0.113.{n}"}) for n in range(6)]
+        spoofed = [
+            _get(front.port, "/api/channels", "127.0.0.1", {"X-Forwarded-For": f"203.0.113.{n}"})
+            for n in range(6)
+        ]
         # ...and a client at another address has a budget of its own.
         other = _get(front.port, "/api/channels", "127.0.0.2")
     finally:
@@ -231,6 +249,7 @@ def test_the_shipped_file_keeps_its_promises() -> None:
 
 def test_only_the_marked_lines_change() -> None:
     site = nginx_site(1234, 5678, Path("/tmp/x.log"))
-    changed = [(a, b) for a, b in zip(NGINX_CONF.splitlines(), site.splitlines(), strict=True)
-               if a != b]
+    changed = [
+        (a, b) for a, b in zip(NGINX_CONF.splitlines(), site.splitlines(), strict=True) if a != b
+    ]
     assert len(changed) == 3 and all("# <-" in before for before, _ in changed)

@@ -95,6 +95,7 @@ def receiver(a: MemberSense, session: str) -> Iterator[Receiver]:
 
 # -- helpers ---------------------------------------------------------------------------------
 
+
 def number(event_id: str | None) -> int:
     """The event number of a bus id (``"<epoch>.<n>"``)."""
     assert event_id is not None
@@ -119,8 +120,9 @@ def frames_until(frames: FrameReader, match: Callable[[Frame], bool]) -> list[Fr
 def consecutive(frames: list[Frame]) -> bool:
     """Whether the frames' ids are one epoch's numbers without a gap or a repeat."""
     numbers = [number(f.id) for f in frames]
-    return (len({epoch(f.id) for f in frames}) == 1
-            and numbers == list(range(numbers[0], numbers[0] + len(numbers))))
+    return len({epoch(f.id) for f in frames}) == 1 and numbers == list(
+        range(numbers[0], numbers[0] + len(numbers))
+    )
 
 
 def owned_by(cluster: Cluster, instance: MemberSense) -> bool:
@@ -151,9 +153,15 @@ def redis_events(cluster: Cluster, topic: str) -> list[dict[str, Any]]:
         entries = client.xrange(cluster.keys.stream(topic))
     finally:
         client.close()
-    return [{"id": fields[b"i"].decode(), "type": fields[b"t"].decode(),
-             "timestamp": int(fields[b"ts"]), "data": json.loads(fields[b"d"])}
-            for _, fields in entries]
+    return [
+        {
+            "id": fields[b"i"].decode(),
+            "type": fields[b"t"].decode(),
+            "timestamp": int(fields[b"ts"]),
+            "data": json.loads(fields[b"d"]),
+        }
+        for _, fields in entries
+    ]
 
 
 def stream_epoch(cluster: Cluster, topic: str) -> bytes | None:
@@ -166,9 +174,10 @@ def stream_epoch(cluster: Cluster, topic: str) -> bytes | None:
 
 # -- streams, tickets, long-polls, sending ----------------------------------------------------
 
+
 def test_a_stream_on_b_gets_the_events_of_as_connection_in_order_and_resumes_on_a(
-        cluster: Cluster, a: MemberSense, b: MemberSense, session: str,
-        control: Control) -> None:
+    cluster: Cluster, a: MemberSense, b: MemberSense, session: str, control: Control
+) -> None:
     assert owned_by(cluster, a)  # no process of B holds the bot's gateway connection
     api_a, api_b = api_of(a), api_of(b)
     channel = general(api_b, session)
@@ -177,8 +186,9 @@ def test_a_stream_on_b_gets_the_events_of_as_connection_in_order_and_resumes_on_
         added = control.request("POST", f"/guilds/{alpha}/members", username=newcomer())
         member = added["user"]["id"]
         posted = post(control, channel, "seen on B", author_id=member)
-        control.request("PATCH", f"/channels/{channel}/messages/{posted['id']}",
-                        content="edited, seen on B")
+        control.request(
+            "PATCH", f"/channels/{channel}/messages/{posted['id']}", content="edited, seen on B"
+        )
         seen = frames_until(frames, lambda f: f.event == "message.update")
     assert consecutive(seen)
     wanted = [f for f in seen if f.event in ("member.join", "message.create", "message.update")]
@@ -193,29 +203,35 @@ def test_a_stream_on_b_gets_the_events_of_as_connection_in_order_and_resumes_on_
     later = post(control, channel, "said while away", author_id=member)
     last = seen[-1].id or ""
     with stream(api_a, session, **{"Last-Event-ID": last}) as frames:
-        resumed = frames_until(frames, lambda f: f.event == "message.create"
-                               and f.json()["id"] == later["id"])
+        resumed = frames_until(
+            frames, lambda f: f.event == "message.create" and f.json()["id"] == later["id"]
+        )
     assert consecutive(seen + resumed)  # nothing lost, nothing twice, no reset
     assert [f.event for f in resumed if (f.event or "").startswith("message.")] == [
-        "message.delete", "message.create"]
+        "message.delete",
+        "message.create",
+    ]
     assert resumed[0].json() == {"id": posted["id"], "channelId": channel}
 
 
 def test_a_ticket_from_a_opens_one_stream_on_b(
-        a: MemberSense, b: MemberSense, session: str, control: Control) -> None:
+    a: MemberSense, b: MemberSense, session: str, control: Control
+) -> None:
     api_a, api_b = api_of(a), api_of(b)
     issued = call(api_a, "POST", "/api/events/ticket", session)
     assert issued.status_code == 201
     ticket = issued.json()["ticket"]
     channel = general(api_b, session)
-    with api_b.http.get(f"{api_b.base_url}/api/events?ticket={ticket}", stream=True,
-                        timeout=(10, 30)) as response:
+    with api_b.http.get(
+        f"{api_b.base_url}/api/events?ticket={ticket}", stream=True, timeout=(10, 30)
+    ) as response:
         assert response.status_code == 200
         frames = FrameReader(response.iter_content(chunk_size=None))
         assert next(frames).comments == ["connected"]
         posted = post(control, channel, "for the ticket holder")
-        frames_until(frames, lambda f: f.event == "message.create"
-                     and f.json()["id"] == posted["id"])
+        frames_until(
+            frames, lambda f: f.event == "message.create" and f.json()["id"] == posted["id"]
+        )
     # Used: on no instance does it open anything again.
     for api in (api_a, api_b):
         again = api.http.get(f"{api.base_url}/api/events?ticket={ticket}", timeout=10)
@@ -224,8 +240,8 @@ def test_a_ticket_from_a_opens_one_stream_on_b(
 
 
 def test_a_long_poll_on_b_returns_an_event_of_as_connection(
-        cluster: Cluster, a: MemberSense, b: MemberSense, session: str,
-        control: Control) -> None:
+    cluster: Cluster, a: MemberSense, b: MemberSense, session: str, control: Control
+) -> None:
     assert owned_by(cluster, a)
     api_b = api_of(b)
     channel = general(api_b, session)
@@ -247,24 +263,37 @@ def test_a_long_poll_on_b_returns_an_event_of_as_connection(
 
 
 def test_a_message_sent_through_b_reaches_discord_once_and_the_stream(
-        a: MemberSense, b: MemberSense, session: str, control: Control,
-        sandbox: SandboxServer) -> None:
+    a: MemberSense, b: MemberSense, session: str, control: Control, sandbox: SandboxServer
+) -> None:
     api_a, api_b = api_of(a), api_of(b)
     channel = general(api_b, session)
     content = f"sent through B {time.time_ns()}"
     key = {"Idempotency-Key": f"through-b-{time.time_ns()}"}
     with stream(api_a, session) as frames:
-        sent = call(api_b, "POST", "/api/messages", session,
-                    json={"channelId": channel, "content": content}, headers=key)
+        sent = call(
+            api_b,
+            "POST",
+            "/api/messages",
+            session,
+            json={"channelId": channel, "content": content},
+            headers=key,
+        )
         assert sent.status_code == 201, sent.text
         message = sent.json()
         # The client retries on the other instance (a timeout, say): the same message.
-        retried = call(api_a, "POST", "/api/messages", session,
-                       json={"channelId": channel, "content": content}, headers=key)
+        retried = call(
+            api_a,
+            "POST",
+            "/api/messages",
+            session,
+            json={"channelId": channel, "content": content},
+            headers=key,
+        )
         assert retried.status_code == 201 and retried.json()["id"] == message["id"]
         marker = post(control, channel, "after the sent one")
-        read = frames_until(frames, lambda f: f.event == "message.create"
-                            and f.json()["id"] == marker["id"])
+        read = frames_until(
+            frames, lambda f: f.event == "message.create" and f.json()["id"] == marker["id"]
+        )
     created = [f for f in read if f.event == "message.create" and f.json()["id"] == message["id"]]
     assert [f.json() for f in created] == [message]
     copies = [m for m in sandbox_messages(sandbox, channel) if m["content"] == content]
@@ -273,9 +302,15 @@ def test_a_message_sent_through_b_reaches_discord_once_and_the_stream(
 
 # -- webhooks ---------------------------------------------------------------------------------
 
+
 def test_a_webhook_registered_on_b_is_delivered_once_by_a_listed_and_deleted_there(
-        cluster: Cluster, a: MemberSense, b: MemberSense, session: str, control: Control,
-        receiver: Receiver) -> None:
+    cluster: Cluster,
+    a: MemberSense,
+    b: MemberSense,
+    session: str,
+    control: Control,
+    receiver: Receiver,
+) -> None:
     assert owned_by(cluster, a)
     api_a, api_b = api_of(a), api_of(b)
     channel = general(api_b, session)
@@ -286,21 +321,30 @@ def test_a_webhook_registered_on_b_is_delivered_once_by_a_listed_and_deleted_the
         hook = register(api_b, session, main_url, ["member.join", "message.create"])
         # Right away: events that come before the owner hears of the webhook count too.
         added = control.request("POST", f"/guilds/{alpha}/members", username=newcomer())
-        posts = [post(control, channel, f"hook {n}", author_id=added["user"]["id"])
-                 for n in range(3)]
-        read = frames_until(frames, lambda f: f.event == "message.create"
-                            and f.json()["id"] == posts[-1]["id"])
+        posts = [
+            post(control, channel, f"hook {n}", author_id=added["user"]["id"]) for n in range(3)
+        ]
+        read = frames_until(
+            frames, lambda f: f.event == "message.create" and f.json()["id"] == posts[-1]["id"]
+        )
     events = [f for f in read if f.event in ("member.join", "message.create")]
     assert len(events) == 4
-    wait_until(lambda: len(deliveries_to(receiver, main_url)) >= len(events), timeout=15,
-               what="a delivery of every event")
+    wait_until(
+        lambda: len(deliveries_to(receiver, main_url)) >= len(events),
+        timeout=15,
+        what="a delivery of every event",
+    )
     # One more (the last of the outbox): once it is in, any duplicate would be too.
     marker = post(control, channel, "marker")
-    wait_until(lambda: any(d.json()["data"]["id"] == marker["id"]
-                           for d in deliveries_to(receiver, main_url)),
-               what="the marker's delivery")
-    delivered = [d for d in deliveries_to(receiver, main_url)
-                 if d.json()["data"]["id"] != marker["id"]]
+    wait_until(
+        lambda: any(
+            d.json()["data"]["id"] == marker["id"] for d in deliveries_to(receiver, main_url)
+        ),
+        what="the marker's delivery",
+    )
+    delivered = [
+        d for d in deliveries_to(receiver, main_url) if d.json()["data"]["id"] != marker["id"]
+    ]
     assert [d.json()["id"] for d in delivered] == [f.id for f in events]  # each once, in order
     assert [d.json()["data"] for d in delivered] == [f.json() for f in events]
     assert all(d.signed_with(hook["secret"]) for d in delivered)
@@ -321,16 +365,25 @@ def test_a_webhook_registered_on_b_is_delivered_once_by_a_listed_and_deleted_the
     joined = control.request("POST", f"/guilds/{alpha}/members", username=newcomer())
     post(control, channel, "after the delete")
     # The other webhook gets the join: the deleted one would have had it by then.
-    wait_until(lambda: any(d.json()["data"]["id"] == joined["user"]["id"]
-                           for d in deliveries_to(receiver, other_url)),
-               what="the other webhook's delivery")
+    wait_until(
+        lambda: any(
+            d.json()["data"]["id"] == joined["user"]["id"]
+            for d in deliveries_to(receiver, other_url)
+        ),
+        what="the other webhook's delivery",
+    )
     time.sleep(0.5)  # and the message right after it
     assert len(deliveries_to(receiver, main_url)) == before
 
 
 def test_logout_on_a_ends_a_stream_on_b_and_the_sessions_webhooks(
-        cluster: Cluster, a: MemberSense, b: MemberSense, session: str, control: Control,
-        receiver: Receiver) -> None:
+    cluster: Cluster,
+    a: MemberSense,
+    b: MemberSense,
+    session: str,
+    control: Control,
+    receiver: Receiver,
+) -> None:
     api_a, api_b = api_of(a), api_of(b)
     leaving = api_a.login(MAIN_TOKEN)
     leaving_url, staying_url = f"{receiver.url}?session=leaving", f"{receiver.url}?session=staying"
@@ -348,19 +401,26 @@ def test_logout_on_a_ends_a_stream_on_b_and_the_sessions_webhooks(
         assert not client.exists(cluster.keys.session_webhooks(leaving))
     finally:
         client.close()
-    joined = control.request("POST", f"/guilds/{control.guild_id('Alpha')}/members",
-                             username=newcomer())
-    wait_until(lambda: any(d.json()["data"]["id"] == joined["user"]["id"]
-                           for d in deliveries_to(receiver, staying_url)),
-               what="the staying session's delivery")
+    joined = control.request(
+        "POST", f"/guilds/{control.guild_id('Alpha')}/members", username=newcomer()
+    )
+    wait_until(
+        lambda: any(
+            d.json()["data"]["id"] == joined["user"]["id"]
+            for d in deliveries_to(receiver, staying_url)
+        ),
+        what="the staying session's delivery",
+    )
     time.sleep(0.5)
     assert deliveries_to(receiver, leaving_url) == []
 
 
 # -- failover ---------------------------------------------------------------------------------
 
-def _webhooks_survive(cluster: Cluster, session: str, receiver: Receiver,
-                      stop: Callable[[int], None]) -> None:
+
+def _webhooks_survive(
+    cluster: Cluster, session: str, receiver: Receiver, stop: Callable[[int], None]
+) -> None:
     """Register a webhook, *stop(pid)* the bot's owner amid a burst of events, produce
     events while nobody owns the bot and once another process does, then check what
     the receiver got against what the bot's stream holds."""
@@ -392,25 +452,34 @@ def _webhooks_survive(cluster: Cluster, session: str, receiver: Receiver,
         # grace, then it closes and releases the lease at once).
         gap_member = control.request("POST", f"/guilds/{alpha}/members", username=newcomer())
         post(control, channel, "in the gap")
-        wait_until(lambda: cluster.owner_pid(MAIN_TOKEN) not in (None, owner)
-                   and stream_epoch(cluster, topic) not in (None, old_epoch),
-                   timeout=TAKEOVER_S, what="another process to take the bot over")
+        wait_until(
+            lambda: (
+                cluster.owner_pid(MAIN_TOKEN) not in (None, owner)
+                and stream_epoch(cluster, topic) not in (None, old_epoch)
+            ),
+            timeout=TAKEOVER_S,
+            what="another process to take the bot over",
+        )
         after = [post(control, channel, f"after the takeover {n}") for n in range(3)]
         after_member = control.request("POST", f"/guilds/{alpha}/members", username=newcomer())
         # Readers of the stream are told that events may be missing: a reset, then on.
-        read = frames_until(frames, lambda f: f.event == "message.create"
-                            and f.json()["id"] == after[-1]["id"])
+        read = frames_until(
+            frames, lambda f: f.event == "message.create" and f.json()["id"] == after[-1]["id"]
+        )
     assert "reset" in [f.event for f in read]
     assert control.connections_of("Main Bot") == 1
 
     def published() -> list[dict[str, Any]]:
-        return [e for e in redis_events(cluster, topic)
-                if e["type"] in WANTED and e["timestamp"] >= hook["createdAt"]]
+        return [
+            e
+            for e in redis_events(cluster, topic)
+            if e["type"] in WANTED and e["timestamp"] >= hook["createdAt"]
+        ]
 
     def all_delivered() -> bool:
-        return (set(delivered_ids()) >= {e["id"] for e in published()}
-                and delivered_data_ids() >= {m["id"] for m in after}
-                | {after_member["user"]["id"]})
+        return set(delivered_ids()) >= {e["id"] for e in published()} and delivered_data_ids() >= {
+            m["id"] for m in after
+        } | {after_member["user"]["id"]}
 
     wait_until(all_delivered, timeout=30, what="every published event to be delivered")
     time.sleep(0.5)  # any duplicate still on its way
@@ -425,18 +494,21 @@ def _webhooks_survive(cluster: Cluster, session: str, receiver: Receiver,
     # What the burst got published was delivered; the gap's member shows in the state.
     published_messages = {e["data"]["id"] for e in events if e["type"] == "message.create"}
     assert {m["id"] for m in burst if m["id"] in published_messages} <= delivered_data_ids()
-    wait_until(lambda: any(m["id"] == gap_member["user"]["id"]
-                           for m in api.get("/api/members", session).json()),
-               what="the member who joined in the gap")
+    wait_until(
+        lambda: any(
+            m["id"] == gap_member["user"]["id"] for m in api.get("/api/members", session).json()
+        ),
+        what="the member who joined in the gap",
+    )
 
 
 def test_webhook_deliveries_survive_a_killed_owner(
-        cluster: Cluster, a: MemberSense, b: MemberSense, session: str,
-        receiver: Receiver) -> None:
+    cluster: Cluster, a: MemberSense, b: MemberSense, session: str, receiver: Receiver
+) -> None:
     _webhooks_survive(cluster, session, receiver, lambda pid: os.kill(pid, signal.SIGKILL))
 
 
 def test_webhook_deliveries_survive_an_owner_stopped_with_sigterm(
-        cluster: Cluster, a: MemberSense, b: MemberSense, session: str,
-        receiver: Receiver) -> None:
+    cluster: Cluster, a: MemberSense, b: MemberSense, session: str, receiver: Receiver
+) -> None:
     _webhooks_survive(cluster, session, receiver, lambda pid: os.kill(pid, signal.SIGTERM))

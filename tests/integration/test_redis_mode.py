@@ -54,8 +54,9 @@ def test_two_instances_share_sessions_state_and_one_gateway_connection(cluster: 
     api_a, api_b, control = api_of(a), api_of(b), a.control
     session = api_a.login(MAIN_TOKEN)
     try:
-        channel = next(c["id"] for c in api_b.get("/api/channels", session).json()
-                       if c["name"] != "staff-only")
+        channel = next(
+            c["id"] for c in api_b.get("/api/channels", session).json() if c["name"] != "staff-only"
+        )
         for _ in range(6):  # several requests: both workers of B answer some
             assert len(members_of(api_b, session)) > 1000
             # History comes from B's own REST client (B connects no bot).
@@ -71,8 +72,10 @@ def test_two_instances_share_sessions_state_and_one_gateway_connection(cluster: 
         added = control.request("POST", f"/guilds/{guild}/members", username="cluster_newbie")
 
         def everywhere() -> bool:
-            return all(any(m["id"] == added["user"]["id"] for m in members_of(api, second))
-                       for api in (api_a, api_b, api_a, api_b, api_a, api_b))
+            return all(
+                any(m["id"] == added["user"]["id"] for m in members_of(api, second))
+                for api in (api_a, api_b, api_a, api_b, api_a, api_b)
+            )
 
         wait_until(everywhere, timeout=LEASE_S, what="the new member on every worker")
 
@@ -86,8 +89,9 @@ def test_two_instances_share_sessions_state_and_one_gateway_connection(cluster: 
 
 
 def test_one_rate_limit_budget_across_instances(cluster: Cluster) -> None:
-    a, b = (cluster.start(RATE_LIMIT_MAX_REQUESTS="10", RATE_LIMIT_WINDOW="60000")
-            for _ in range(2))
+    a, b = (
+        cluster.start(RATE_LIMIT_MAX_REQUESTS="10", RATE_LIMIT_WINDOW="60000") for _ in range(2)
+    )
     statuses = []
     for n in range(12):
         api = api_of(a if n % 2 else b)
@@ -98,13 +102,13 @@ def test_one_rate_limit_budget_across_instances(cluster: Cluster) -> None:
 
 def test_the_cap_holds_under_concurrent_logins_across_instances(cluster: Cluster) -> None:
     # Logins may all wait on Discord at once here: the cap, not the login bulkhead, decides.
-    a, b = (cluster.start(MAX_CONCURRENT_USERS="10", MAX_CONCURRENT_LOGINS="32")
-            for _ in range(2))
+    a, b = (cluster.start(MAX_CONCURRENT_USERS="10", MAX_CONCURRENT_LOGINS="32") for _ in range(2))
     urls = [api_of(a).base_url, api_of(b).base_url]
 
     def login(n: int) -> int:
-        return requests.post(f"{urls[n % 2]}/api/auth/login", json={"token": MULTI_TOKEN},
-                             timeout=60).status_code
+        return requests.post(
+            f"{urls[n % 2]}/api/auth/login", json={"token": MULTI_TOKEN}, timeout=60
+        ).status_code
 
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         statuses = list(pool.map(login, range(30)))
@@ -134,16 +138,23 @@ def test_a_killed_owner_is_replaced_within_the_lease_time(cluster: Cluster) -> N
     api = api_of(survivor)
     # Reads go on from the last published state meanwhile.
     assert api.get("/api/members", session).status_code == 200
-    wait_until(lambda: control.connections_of("Second Bot") == 1
-               and cluster.owner_of([survivor]) is survivor,
-               timeout=LEASE_S + 10, what="the survivor to take the bot over")
+    wait_until(
+        lambda: (
+            control.connections_of("Second Bot") == 1 and cluster.owner_of([survivor]) is survivor
+        ),
+        timeout=LEASE_S + 10,
+        what="the survivor to take the bot over",
+    )
     took_over = time.monotonic() - killed
     assert took_over < LEASE_S + 5, took_over
     # Fresh data: a member added now shows through the new owner.
     guild = control.guild_id("Alpha")
     added = control.request("POST", f"/guilds/{guild}/members", username="after_the_kill")
-    wait_until(lambda: any(m["id"] == added["user"]["id"] for m in members_of(api, session)),
-               timeout=10, what="fresh members from the new owner")
+    wait_until(
+        lambda: any(m["id"] == added["user"]["id"] for m in members_of(api, session)),
+        timeout=10,
+        what="fresh members from the new owner",
+    )
     assert control.connections_of("Second Bot") == 1
     api.logout(session)
 
@@ -157,22 +168,27 @@ def test_a_stopping_owner_hands_over_at_once(cluster: Cluster) -> None:
     survivor = b if owner is a else a
     stopped = time.monotonic()
     assert owner.server.stop() == 0  # SIGTERM: the lease is released, not left to expire
-    wait_until(lambda: cluster.owner_of([survivor]) is survivor, timeout=LEASE_S + 10,
-               what="the survivor to take over")
+    wait_until(
+        lambda: cluster.owner_of([survivor]) is survivor,
+        timeout=LEASE_S + 10,
+        what="the survivor to take over",
+    )
     assert time.monotonic() - stopped < LONG_LEASE_S / 2
     assert owner.control.connections_of("Main Bot") == 1
     assert len(members_of(api_of(survivor), session)) > 1000
     api_of(survivor).logout(session)
 
 
-def test_the_last_logout_anywhere_closes_the_connection_after_the_linger(
-        cluster: Cluster) -> None:
+def test_the_last_logout_anywhere_closes_the_connection_after_the_linger(cluster: Cluster) -> None:
     a, b = (cluster.start(CONNECTION_LINGER="500") for _ in range(2))
     session = api_of(a).login(MULTI_TOKEN)
     assert a.control.connections_of("Multi Bot") == 1
     api_of(b).logout(session)
-    wait_until(lambda: a.control.connections_of("Multi Bot") == 0, timeout=LEASE_S + 5,
-               what="the owner to close the unused connection")
+    wait_until(
+        lambda: a.control.connections_of("Multi Bot") == 0,
+        timeout=LEASE_S + 5,
+        what="the owner to close the unused connection",
+    )
     client = redis.Redis.from_url(cluster.url)
     try:
         # Member lists and message contents go with the bot's last session.
@@ -212,8 +228,9 @@ def test_no_redis_key_or_value_holds_a_token(cluster: Cluster) -> None:
         api_of(a).logout(session)
 
 
-def test_redis_mode_needs_a_session_secret(sandbox: SandboxServer, module_tmp: Path,
-                                           redis_url: str) -> None:
+def test_redis_mode_needs_a_session_secret(
+    sandbox: SandboxServer, module_tmp: Path, redis_url: str
+) -> None:
     instance = MemberSense(sandbox, module_tmp / "no-secret.log", REDIS_URL=redis_url)
     with pytest.raises(RuntimeError):
         instance.start()
@@ -232,10 +249,16 @@ def _refused(response: requests.Response) -> tuple[requests.Response] | None:
 
 
 def test_redis_trouble_is_a_503_then_service_resumes_with_the_same_sessions(
-        sandbox: SandboxServer, module_tmp: Path, tmp_path: Path) -> None:
+    sandbox: SandboxServer, module_tmp: Path, tmp_path: Path
+) -> None:
     own = RedisServer(data_dir=tmp_path).start()  # keeps what it has on disk (AOF)
-    instance = MemberSense(sandbox, module_tmp / "outage.log", REDIS_URL=own.url,
-                           SESSION_SECRET=SECRET, WEB_CONCURRENCY="1").start()
+    instance = MemberSense(
+        sandbox,
+        module_tmp / "outage.log",
+        REDIS_URL=own.url,
+        SESSION_SECRET=SECRET,
+        WEB_CONCURRENCY="1",
+    ).start()
     api = api_of(instance)
     try:
         session = api.login(MAIN_TOKEN)
@@ -244,8 +267,11 @@ def test_redis_trouble_is_a_503_then_service_resumes_with_the_same_sessions(
         # Until this process's notice listener sees its connection drop (milliseconds), a
         # request may still be answered from the process's own copies (the cached session,
         # the snapshot it owns); from then on every request that needs Redis is refused.
-        (refused,) = wait_until(lambda: _refused(api.get("/api/members", session)), timeout=5,
-                                what="a request to find Redis gone")
+        (refused,) = wait_until(
+            lambda: _refused(api.get("/api/members", session)),
+            timeout=5,
+            what="a request to find Redis gone",
+        )
         assert refused.json()["error"] == "Session store unavailable"
         assert int(refused.headers["Retry-After"]) >= 1
         assert api.post_login(MAIN_TOKEN).status_code == 503
@@ -253,11 +279,13 @@ def test_redis_trouble_is_a_503_then_service_resumes_with_the_same_sessions(
         not_ready = api.http.get(f"{api.base_url}/_ah/ready", timeout=5)
         assert not_ready.status_code == 503 and "Retry-After" in not_ready.headers
         own.start()  # the same data directory
-        wait_until(lambda: api.get("/api/members", session).status_code == 200, timeout=15,
-                   what="service to resume")
+        wait_until(
+            lambda: api.get("/api/members", session).status_code == 200,
+            timeout=15,
+            what="service to resume",
+        )
         assert api.http.get(f"{api.base_url}/_ah/ready", timeout=5).status_code == 200
         assert api.logout(session).status_code == 200
     finally:
         instance.stop()
         own.stop()
-

@@ -36,9 +36,9 @@ def timed_login(server: MemberSense) -> tuple[str, float]:
 
 
 def test_relogin_right_after_logout_is_instant_while_the_connection_lingers(
-        sandbox: SandboxServer, module_tmp: Path) -> None:
-    server = MemberSense(sandbox, module_tmp / "linger.log",
-                         CONNECTION_LINGER="60000").start()
+    sandbox: SandboxServer, module_tmp: Path
+) -> None:
+    server = MemberSense(sandbox, module_tmp / "linger.log", CONNECTION_LINGER="60000").start()
     try:
         assert server.api is not None
         session, first = timed_login(server)
@@ -57,7 +57,8 @@ def test_relogin_right_after_logout_is_instant_while_the_connection_lingers(
 
 
 def test_relogin_after_a_server_restart_answers_at_once_and_members_follow(
-        sandbox: SandboxServer, module_tmp: Path) -> None:
+    sandbox: SandboxServer, module_tmp: Path
+) -> None:
     # A new process has no connection to reuse: its member request falls inside the
     # cooldown the previous process started. (MemberSense would previously wait for it,
     # and answer 504 after LOGIN_TIMEOUT.)
@@ -76,8 +77,10 @@ def test_relogin_after_a_server_restart_answers_at_once_and_members_follow(
         limited = after.control.gateway()["member_requests_rate_limited"]
         session, elapsed = timed_login(after)
         assert elapsed <= RELOGIN_S, elapsed
-        wait_until(lambda: after.control.gateway()["member_requests_rate_limited"] > limited,
-                   what="Discord to refuse the member request")
+        wait_until(
+            lambda: after.control.gateway()["member_requests_rate_limited"] > limited,
+            what="Discord to refuse the member request",
+        )
         loading = after.api.get("/api/members", session)
         assert loading.status_code == 503
         assert loading.json()["error"] == "The member list is still loading; try again shortly"
@@ -85,10 +88,14 @@ def test_relogin_after_a_server_restart_answers_at_once_and_members_follow(
         # Channels and messages do not wait for members.
         assert after.api.get("/api/channels", session).status_code == 200
         members = wait_until(
-            lambda: (r := after.api.get("/api/members", session)).status_code == 200  # type: ignore[union-attr]
-            and r.json(), timeout=DISCORD_COOLDOWN_S + LOGIN_TIMEOUT_S, interval=0.5,
-            what="the members after Discord's cooldown")
+            lambda: (
+                (r := after.api.get("/api/members", session)).status_code == 200  # type: ignore[union-attr]
+                and r.json()
+            ),
+            timeout=DISCORD_COOLDOWN_S + LOGIN_TIMEOUT_S,
+            interval=0.5,
+            what="the members after Discord's cooldown",
+        )
         assert len(members) > 1000
     finally:
         after.stop()
-

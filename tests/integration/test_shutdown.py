@@ -14,18 +14,26 @@ from tests.integration.support import MAIN_TOKEN, wait_until
 
 
 def test_sigterm_cuts_a_stalled_login_short_and_exits_well_inside_the_grace(
-        membersense_factory: Callable[..., MemberSense]) -> None:
+    membersense_factory: Callable[..., MemberSense],
+) -> None:
     server = membersense_factory(LOGIN_TIMEOUT="30000")
     control = server.control
     # Discord takes 10 s (more than gunicorn's 8 s graceful timeout) to answer the login's first call.
     control.request("POST", "/faults", count=1, path="/users/@me", delay_ms=10000)
     answers: list[requests.Response] = []
-    login = threading.Thread(target=lambda: answers.append(requests.post(
-        f"{server.server.base_url}/api/auth/login", json={"token": MAIN_TOKEN}, timeout=40)))
+    login = threading.Thread(
+        target=lambda: answers.append(
+            requests.post(
+                f"{server.server.base_url}/api/auth/login", json={"token": MAIN_TOKEN}, timeout=40
+            )
+        )
+    )
     login.start()
     try:
-        wait_until(lambda: not control.request("GET", "/faults")["faults"],
-                   what="the login to reach the stalled call")
+        wait_until(
+            lambda: not control.request("GET", "/faults")["faults"],
+            what="the login to reach the stalled call",
+        )
         started = time.monotonic()
         assert server.server.stop(timeout=20) == 0
         elapsed = time.monotonic() - started

@@ -31,8 +31,12 @@ FAILED_APP = 22
 
 
 def env_for(sandbox: SandboxServer, **extra: str) -> dict[str, str]:
-    return {**BASE_ENV, "DISCORD_API_BASE": sandbox.api_url,
-            "DISCORD_GATEWAY_URL": sandbox.gateway_url, **extra}
+    return {
+        **BASE_ENV,
+        "DISCORD_API_BASE": sandbox.api_url,
+        "DISCORD_GATEWAY_URL": sandbox.gateway_url,
+        **extra,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +63,11 @@ def test_the_api_end_to_end_through_nginx_and_uwsgi(nginx: NginxServer, uwsgi: U
         api.close()
     log = uwsgi.log()
     # The client nginx saw (TRUSTED_PROXIES=1).
-    assert {record.get("remote_addr") for record in log_records(log)
-            if record.get("logger") == "membersense.access"} == {"127.0.0.1"}
+    assert {
+        record.get("remote_addr")
+        for record in log_records(log)
+        if record.get("logger") == "membersense.access"
+    } == {"127.0.0.1"}
     assert "GET /api/members?" not in log  # uWSGI's own request log (with queries) is off
 
 
@@ -76,8 +83,9 @@ def test_one_client_request_after_another_without_nginx(uwsgi: UwsgiServer) -> N
         api.close()
 
 
-def test_sigterm_closes_every_session_and_discord_connection(sandbox: SandboxServer,
-                                                             module_tmp: Path) -> None:
+def test_sigterm_closes_every_session_and_discord_connection(
+    sandbox: SandboxServer, module_tmp: Path
+) -> None:
     server = UwsgiServer(env_for(sandbox), module_tmp / "uwsgi-stop.log").start()
     control = Control(sandbox.base_url)
     try:
@@ -114,26 +122,47 @@ def assert_refused_in_one_line(server: UwsgiServer, line: str, exit_code: int | 
         assert "KeyboardInterrupt" in log, log
 
 
-def test_several_processes_are_refused_at_start_up(sandbox: SandboxServer,
-                                                   module_tmp: Path) -> None:
-    server = UwsgiServer(env_for(sandbox), module_tmp / "uwsgi-two.log",
-                         args=("--ini", str(DEPLOY / "uwsgi.ini"), "--processes", "2"))
-    assert_refused_in_one_line(server, f"membersense: {MULTIPROCESS_REFUSAL} (this one runs 2)",
-                               FAILED_APP)
+def test_several_processes_are_refused_at_start_up(
+    sandbox: SandboxServer, module_tmp: Path
+) -> None:
+    server = UwsgiServer(
+        env_for(sandbox),
+        module_tmp / "uwsgi-two.log",
+        args=("--ini", str(DEPLOY / "uwsgi.ini"), "--processes", "2"),
+    )
+    assert_refused_in_one_line(
+        server, f"membersense: {MULTIPROCESS_REFUSAL} (this one runs 2)", FAILED_APP
+    )
 
 
 def test_debian_uwsgi_without_enable_threads_is_refused_at_start_up(
-        sandbox: SandboxServer, module_tmp: Path) -> None:
+    sandbox: SandboxServer, module_tmp: Path
+) -> None:
     binary = debian_uwsgi()
     port = free_port()
-    server = UwsgiServer(env_for(sandbox), module_tmp / "debian-no-threads.log", binary=binary,
-                         port=port,
-                         args=("--http-socket", f"127.0.0.1:{port}", "--master", "--need-app",
-                               "--lazy-apps", "--chdir", str(ROOT), "--module", "wsgi:app"))
+    server = UwsgiServer(
+        env_for(sandbox),
+        module_tmp / "debian-no-threads.log",
+        binary=binary,
+        port=port,
+        args=(
+            "--http-socket",
+            f"127.0.0.1:{port}",
+            "--master",
+            "--need-app",
+            "--lazy-apps",
+            "--chdir",
+            str(ROOT),
+            "--module",
+            "wsgi:app",
+        ),
+    )
     assert_refused_in_one_line(
-        server, "membersense: uWSGI runs no Python threads here, so MemberSense's Discord bridge "
-                "(a thread) would never run: set enable-threads = true (see deploy/uwsgi.ini)",
-        None)  # 2.0.21 exits 22 or 0, as its worker and master race
+        server,
+        "membersense: uWSGI runs no Python threads here, so MemberSense's Discord bridge "
+        "(a thread) would never run: set enable-threads = true (see deploy/uwsgi.ini)",
+        None,
+    )  # 2.0.21 exits 22 or 0, as its worker and master race
 
 
 def test_debian_uwsgi_runs_the_shipped_ini(sandbox: SandboxServer, module_tmp: Path) -> None:
@@ -150,8 +179,11 @@ def test_debian_uwsgi_runs_the_shipped_ini(sandbox: SandboxServer, module_tmp: P
 
 def test_the_shipped_file_keeps_its_promises() -> None:
     """What the tests above do not reach: options without a quick observable effect."""
-    options = {line.split("=", 1)[0].strip(): line.split("=", 1)[1].strip()
-               for line in UWSGI_INI.splitlines() if "=" in line and not line.startswith(";")}
+    options = {
+        line.split("=", 1)[0].strip(): line.split("=", 1)[1].strip()
+        for line in UWSGI_INI.splitlines()
+        if "=" in line and not line.startswith(";")
+    }
     assert options["processes"] == "1"  # memory mode
     assert options["lazy-apps"] == "true"  # the app (and its threads) made in the worker
     assert options["single-interpreter"] == "true"

@@ -15,7 +15,13 @@ from membersense.sandbox.server import SandboxServer
 TEST_TOKEN = "sandbox-test-token"
 
 #: Small worlds start fast; tests that need size ask for it.
-SMALL_WORLD: dict[str, Any] = {"port": 0, "members": 50, "channels": 3, "messages": 30, "tokens": (TEST_TOKEN,)}
+SMALL_WORLD: dict[str, Any] = {
+    "port": 0,
+    "members": 50,
+    "channels": 3,
+    "messages": 30,
+    "tokens": (TEST_TOKEN,),
+}
 
 
 @pytest.fixture
@@ -66,13 +72,17 @@ class RestClient:
         self.server = server
         self.token = token
 
-    def request(self, method: str, path: str, *, token: str | None = None, **kwargs: Any) -> requests.Response:
+    def request(
+        self, method: str, path: str, *, token: str | None = None, **kwargs: Any
+    ) -> requests.Response:
         """``METHOD /api/v10{path}`` with ``Authorization: Bot <token>`` (the client's token by default)."""
         headers = dict(kwargs.pop("headers", {}) or {})
         auth = token if token is not None else self.token
         if auth is not None and "Authorization" not in headers:
             headers["Authorization"] = f"Bot {auth}"
-        return self.session.request(method, self.server.api_url + path, headers=headers, timeout=30, **kwargs)
+        return self.session.request(
+            method, self.server.api_url + path, headers=headers, timeout=30, **kwargs
+        )
 
     def get(self, path: str, **kwargs: Any) -> requests.Response:
         return self.request("GET", path, **kwargs)
@@ -88,7 +98,9 @@ class RestClient:
 
     def control(self, method: str, path: str, body: Any = None) -> requests.Response:
         """``METHOD /_sandbox{path}`` with a JSON body."""
-        return self.session.request(method, self.server.base_url + "/_sandbox" + path, json=body, timeout=30)
+        return self.session.request(
+            method, self.server.base_url + "/_sandbox" + path, json=body, timeout=30
+        )
 
 
 @pytest.fixture

@@ -15,7 +15,13 @@ from typing import Any
 import aiohttp
 
 ALL_INTENTS = 53608447  # every intent discord.py knows (discord.Intents.all().value)
-GUILDS, GUILD_MEMBERS, GUILD_PRESENCES, GUILD_MESSAGES, MESSAGE_CONTENT = 1, 1 << 1, 1 << 8, 1 << 9, 1 << 15
+GUILDS, GUILD_MEMBERS, GUILD_PRESENCES, GUILD_MESSAGES, MESSAGE_CONTENT = (
+    1,
+    1 << 1,
+    1 << 8,
+    1 << 9,
+    1 << 15,
+)
 
 
 class Closed(Exception):
@@ -33,7 +39,9 @@ class RawGateway:
     Use as ``async with RawGateway.connect(url) as gw:``.
     """
 
-    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse, compressed: bool) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse, compressed: bool
+    ) -> None:
         self.session = session
         self.ws = ws
         self.compressed = compressed
@@ -42,7 +50,9 @@ class RawGateway:
         self.seq: int | None = None
 
     @classmethod
-    def connect(cls, url: str, *, compress: bool = False, query: dict[str, str] | None = None) -> _Connector:
+    def connect(
+        cls, url: str, *, compress: bool = False, query: dict[str, str] | None = None
+    ) -> _Connector:
         """Open ``url`` with ``v=10&encoding=json`` (and ``compress=zlib-stream`` when asked)."""
         params = {"v": "10", "encoding": "json"}
         if compress:
@@ -69,7 +79,11 @@ class RawGateway:
             elif msg.type is aiohttp.WSMsgType.TEXT:
                 assert not self.compressed, "text frame on a zlib-stream connection"
                 text = msg.data
-            elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+            elif msg.type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSING,
+                aiohttp.WSMsgType.CLOSED,
+            ):
                 code = self.ws.close_code
                 raise Closed(None if code == 1006 else code, str(msg.extra or ""))
             elif msg.type is aiohttp.WSMsgType.ERROR:
@@ -104,11 +118,22 @@ class RawGateway:
         assert payload["op"] == 10, payload
         return payload
 
-    async def identify(self, token: str, intents: int = ALL_INTENTS, **extra: Any) -> tuple[dict, list[dict]]:
+    async def identify(
+        self, token: str, intents: int = ALL_INTENTS, **extra: Any
+    ) -> tuple[dict, list[dict]]:
         """HELLO, IDENTIFY, READY and the GUILD_CREATEs; returns (READY d, [GUILD_CREATE d])."""
         await self.hello()
-        await self.send({"op": 2, "d": {"token": token, "intents": intents,
-                                        "properties": {"os": "linux", "browser": "test", "device": "test"}, **extra}})
+        await self.send(
+            {
+                "op": 2,
+                "d": {
+                    "token": token,
+                    "intents": intents,
+                    "properties": {"os": "linux", "browser": "test", "device": "test"},
+                    **extra,
+                },
+            }
+        )
         ready = await self.recv()
         assert ready["t"] == "READY", ready
         guilds = []
@@ -133,7 +158,9 @@ class RawGateway:
 
 
 class _Connector:
-    def __init__(self, cls: type[RawGateway], url: str, params: dict[str, str], compress: bool) -> None:
+    def __init__(
+        self, cls: type[RawGateway], url: str, params: dict[str, str], compress: bool
+    ) -> None:
         self._args = (cls, url, params, compress)
         self._gw: RawGateway | None = None
 
@@ -174,7 +201,9 @@ def point_discordpy_at(server: Any) -> None:
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(server.gateway_url)
 
 
-async def run_client(client: Any, token: str, body: Callable[[], Awaitable[Any]], timeout: float = 30.0) -> Any:
+async def run_client(
+    client: Any, token: str, body: Callable[[], Awaitable[Any]], timeout: float = 30.0
+) -> Any:
     """Start ``client`` with ``token``, run ``body()`` while it runs, then close it.
 
     Whatever ``client.start`` raised (e.g. ConnectionClosed 4004) propagates.
@@ -182,7 +211,9 @@ async def run_client(client: Any, token: str, body: Callable[[], Awaitable[Any]]
     start = asyncio.create_task(client.start(token))
     try:
         body_task = asyncio.create_task(body())
-        done, _ = await asyncio.wait({start, body_task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {start, body_task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
         if body_task in done:
             return body_task.result()
         body_task.cancel()

@@ -20,7 +20,9 @@ READY_WAIT = 0.2
 
 
 def _client(intents: discord.Intents | None = None, **options: Any) -> discord.Client:
-    return discord.Client(intents=intents or discord.Intents.all(), guild_ready_timeout=READY_WAIT, **options)
+    return discord.Client(
+        intents=intents or discord.Intents.all(), guild_ready_timeout=READY_WAIT, **options
+    )
 
 
 async def _identify_at_once(shard_id: int | None, *, initial: bool = False) -> None:
@@ -51,7 +53,9 @@ def test_login_ready_and_guild_state(server):
         assert client.application_flags.gateway_guild_members_limited
         (g,) = client.guilds
         assert g.id == guild.id and g.name == guild.name
-        assert g.member_count == 51 and g.chunked and len(g.members) == 51  # inline: 51 <= large_threshold 250
+        assert (
+            g.member_count == 51 and g.chunked and len(g.members) == 51
+        )  # inline: 51 <= large_threshold 250
         assert g.me.id == bot.id
         assert {c.id for c in g.channels} == {c.id for c in guild.channels}
         assert {r.id for r in g.roles} == {r.id for r in guild.roles}
@@ -67,8 +71,11 @@ def test_chunking_a_10000_member_guild(sandbox_factory, point_discord):
     client = _client()
 
     async def body():
-        guild = await poll(lambda: client.guilds[0] if client.guilds and client.guilds[0].chunked else None,
-                           timeout=20, interval=0.005)
+        guild = await poll(
+            lambda: client.guilds[0] if client.guilds and client.guilds[0].chunked else None,
+            timeout=20,
+            interval=0.005,
+        )
         assert len(guild.members) == guild.member_count == 10_001
         assert guild.large
         await client.wait_until_ready()
@@ -88,8 +95,11 @@ def test_query_members_over_the_gateway(server):
         some = [m for m in guild.members if not m.bot][:2]
         prefix = some[0].name[:3]
         found = await guild.query_members(prefix, limit=5)
-        assert found and all(m.name.lower().startswith(prefix.lower())
-                             or (m.nick or "").lower().startswith(prefix.lower()) for m in found)
+        assert found and all(
+            m.name.lower().startswith(prefix.lower())
+            or (m.nick or "").lower().startswith(prefix.lower())
+            for m in found
+        )
         by_id = await guild.query_members(user_ids=[m.id for m in some])
         assert {m.id for m in by_id} == {m.id for m in some}
 
@@ -104,6 +114,7 @@ def test_every_dispatch_arrives_as_its_discordpy_event(server):
         guild = client.guilds[0]
         channel = next(c for c in guild.text_channels)
         async with aiohttp.ClientSession() as http:
+
             async def call(method: str, path: str, payload: Any = None) -> Any:
                 return await control(http, server, method, path, payload)
 
@@ -113,43 +124,84 @@ def test_every_dispatch_arrives_as_its_discordpy_event(server):
                 result = await action()
                 return await waiter, result
 
-            member, added = await expect("member_join", lambda: call("POST", f"/guilds/{guild.id}/members",
-                                                                     {"username": "dpy.joiner", "nick": "Joiner"}))
-            assert member.id == int(added["user"]["id"]) and member.nick == "Joiner" and member.guild == guild
+            member, added = await expect(
+                "member_join",
+                lambda: call(
+                    "POST",
+                    f"/guilds/{guild.id}/members",
+                    {"username": "dpy.joiner", "nick": "Joiner"},
+                ),
+            )
+            assert (
+                member.id == int(added["user"]["id"])
+                and member.nick == "Joiner"
+                and member.guild == guild
+            )
             assert guild.get_member(member.id) is member
 
-            (before, after), _ = await expect("member_update", lambda: call(
-                "PATCH", f"/guilds/{guild.id}/members/{member.id}", {"nick": "Renamed"}))
+            (before, after), _ = await expect(
+                "member_update",
+                lambda: call(
+                    "PATCH", f"/guilds/{guild.id}/members/{member.id}", {"nick": "Renamed"}
+                ),
+            )
             assert (before.nick, after.nick) == ("Joiner", "Renamed")
 
-            message, posted = await expect("message", lambda: call(
-                "POST", f"/channels/{channel.id}/messages",
-                {"content": "hello discord.py", "author_id": str(member.id)}))
+            message, posted = await expect(
+                "message",
+                lambda: call(
+                    "POST",
+                    f"/channels/{channel.id}/messages",
+                    {"content": "hello discord.py", "author_id": str(member.id)},
+                ),
+            )
             assert message.id == int(posted["id"]) and message.content == "hello discord.py"
             assert message.author.id == member.id and message.channel == channel
 
-            (old, new), _ = await expect("message_edit", lambda: call(
-                "PATCH", f"/channels/{channel.id}/messages/{message.id}", {"content": "edited"}))
-            assert (old.content, new.content) == ("hello discord.py", "edited") and new.edited_at is not None
+            (old, new), _ = await expect(
+                "message_edit",
+                lambda: call(
+                    "PATCH", f"/channels/{channel.id}/messages/{message.id}", {"content": "edited"}
+                ),
+            )
+            assert (old.content, new.content) == (
+                "hello discord.py",
+                "edited",
+            ) and new.edited_at is not None
 
-            deleted, _ = await expect("message_delete", lambda: call(
-                "DELETE", f"/channels/{channel.id}/messages/{message.id}"))
+            deleted, _ = await expect(
+                "message_delete",
+                lambda: call("DELETE", f"/channels/{channel.id}/messages/{message.id}"),
+            )
             assert deleted.id == message.id
 
-            removed, _ = await expect("member_remove", lambda: call(
-                "DELETE", f"/guilds/{guild.id}/members/{member.id}"))
+            removed, _ = await expect(
+                "member_remove", lambda: call("DELETE", f"/guilds/{guild.id}/members/{member.id}")
+            )
             assert removed.id == member.id and guild.get_member(member.id) is None
 
-            created, payload = await expect("guild_channel_create", lambda: call(
-                "POST", f"/guilds/{guild.id}/channels", {"name": "dpy-new", "topic": "fresh"}))
-            assert created.id == int(payload["id"]) and created.name == "dpy-new" and created.topic == "fresh"
+            created, payload = await expect(
+                "guild_channel_create",
+                lambda: call(
+                    "POST", f"/guilds/{guild.id}/channels", {"name": "dpy-new", "topic": "fresh"}
+                ),
+            )
+            assert (
+                created.id == int(payload["id"])
+                and created.name == "dpy-new"
+                and created.topic == "fresh"
+            )
             assert isinstance(created, discord.TextChannel)
 
-            (before_ch, after_ch), _ = await expect("guild_channel_update", lambda: call(
-                "PATCH", f"/channels/{created.id}", {"name": "dpy-renamed"}))
+            (before_ch, after_ch), _ = await expect(
+                "guild_channel_update",
+                lambda: call("PATCH", f"/channels/{created.id}", {"name": "dpy-renamed"}),
+            )
             assert (before_ch.name, after_ch.name) == ("dpy-new", "dpy-renamed")
 
-            gone, _ = await expect("guild_channel_delete", lambda: call("DELETE", f"/channels/{created.id}"))
+            gone, _ = await expect(
+                "guild_channel_delete", lambda: call("DELETE", f"/channels/{created.id}")
+            )
             assert gone.id == created.id and guild.get_channel(created.id) is None
 
     asyncio.run(run_client(client, TEST_TOKEN, body))
@@ -163,7 +215,9 @@ def test_message_content_is_empty_without_the_intent(server):
         channel = client.guilds[0].text_channels[0]
         waiter = asyncio.ensure_future(client.wait_for("message", timeout=10))
         async with aiohttp.ClientSession() as http:
-            await control(http, server, "POST", f"/channels/{channel.id}/messages", {"content": "hidden"})
+            await control(
+                http, server, "POST", f"/channels/{channel.id}/messages", {"content": "hidden"}
+            )
         message = await waiter
         assert message.content == "" and message.channel == channel
 
@@ -263,8 +317,14 @@ def test_revoked_token_closes_4004(server):
 
 def test_privileged_intents_not_granted_raise(tmp_path, sandbox_factory, point_discord):
     scenario = tmp_path / "no-privileges.json"
-    scenario.write_text(json.dumps({"bots": [{"token": TEST_TOKEN, "privileged_intents": ["MESSAGE_CONTENT"]}],
-                                    "guilds": [{"name": "G", "members": 3, "channels": 1, "messages": 0}]}))
+    scenario.write_text(
+        json.dumps(
+            {
+                "bots": [{"token": TEST_TOKEN, "privileged_intents": ["MESSAGE_CONTENT"]}],
+                "guilds": [{"name": "G", "members": 3, "channels": 1, "messages": 0}],
+            }
+        )
+    )
     server = sandbox_factory(scenario=str(scenario))
     point_discord(server)
 

@@ -25,15 +25,34 @@ NAMED = [
 def members_world(tmp_path, sandbox_factory):
     """A 2 500-member guild (3 chunks) the test bot is in, a small one, and a fake clock."""
     scenario = tmp_path / "members.json"
-    scenario.write_text(json.dumps({
-        "bots": [{"token": TEST_TOKEN}, {"token": "other-token"}, {"token": "no-members-token",
-                                                                   "privileged_intents": []}],
-        "guilds": [
-            {"name": "Big", "members": 2500, "channels": 1, "messages": 0, "named_members": NAMED,
-             "bots": [TEST_TOKEN, "no-members-token"]},
-            {"name": "Small", "members": 5, "channels": 1, "messages": 0, "bots": [TEST_TOKEN, "other-token"]},
-        ],
-    }))
+    scenario.write_text(
+        json.dumps(
+            {
+                "bots": [
+                    {"token": TEST_TOKEN},
+                    {"token": "other-token"},
+                    {"token": "no-members-token", "privileged_intents": []},
+                ],
+                "guilds": [
+                    {
+                        "name": "Big",
+                        "members": 2500,
+                        "channels": 1,
+                        "messages": 0,
+                        "named_members": NAMED,
+                        "bots": [TEST_TOKEN, "no-members-token"],
+                    },
+                    {
+                        "name": "Small",
+                        "members": 5,
+                        "channels": 1,
+                        "messages": 0,
+                        "bots": [TEST_TOKEN, "other-token"],
+                    },
+                ],
+            }
+        )
+    )
     clock = FakeClock()
     server = sandbox_factory(scenario=str(scenario), clock=clock)
     big, small = server.run(lambda: list(server.world.guilds))
@@ -58,11 +77,19 @@ def test_all_members_arrive_in_chunks_of_1000(members_world):
         async with RawGateway.connect(server.gateway_url, compress=True) as gw:
             await gw.identify(TEST_TOKEN, ALL_INTENTS)
             seq = gw.seq
-            await gw.send({"op": 8, "d": {"guild_id": str(big), "query": "", "limit": 0, "nonce": "n-1"}})
+            await gw.send(
+                {"op": 8, "d": {"guild_id": str(big), "query": "", "limit": 0, "nonce": "n-1"}}
+            )
             chunks = await _chunks(gw)
             assert [len(c["members"]) for c in chunks] == [1000, 1000, len(expected) - 2000]
-            assert [(c["chunk_index"], c["chunk_count"]) for c in chunks] == [(0, 3), (1, 3), (2, 3)]
-            assert {c["nonce"] for c in chunks} == {"n-1"} and {c["guild_id"] for c in chunks} == {str(big)}
+            assert [(c["chunk_index"], c["chunk_count"]) for c in chunks] == [
+                (0, 3),
+                (1, 3),
+                (2, 3),
+            ]
+            assert {c["nonce"] for c in chunks} == {"n-1"} and {c["guild_id"] for c in chunks} == {
+                str(big)
+            }
             assert all("not_found" not in c and "presences" not in c for c in chunks)
             ids = [m["user"]["id"] for c in chunks for m in c["members"]]
             assert len(ids) == len(set(ids)) and set(ids) == expected
@@ -77,7 +104,10 @@ def test_full_list_is_rate_limited_per_guild_per_bot_for_30_seconds(members_worl
     server, clock, big, small = members_world
 
     async def body():
-        async with RawGateway.connect(server.gateway_url) as gw, RawGateway.connect(server.gateway_url) as other:
+        async with (
+            RawGateway.connect(server.gateway_url) as gw,
+            RawGateway.connect(server.gateway_url) as other,
+        ):
             await gw.identify(TEST_TOKEN, ALL_INTENTS)
             await other.identify("other-token", ALL_INTENTS)
             everyone = {"guild_id": str(small), "query": "", "limit": 0}
@@ -88,14 +118,21 @@ def test_full_list_is_rate_limited_per_guild_per_bot_for_30_seconds(members_worl
             await gw.send({"op": 8, "d": {**everyone, "nonce": "second"}})
             limited = await gw.recv()
             assert (limited["op"], limited["t"]) == (0, "RATE_LIMITED")
-            assert limited["d"] == {"opcode": 8, "retry_after": 17.5,
-                                    "meta": {"guild_id": str(small), "nonce": "second"}}
+            assert limited["d"] == {
+                "opcode": 8,
+                "retry_after": 17.5,
+                "meta": {"guild_id": str(small), "nonce": "second"},
+            }
             assert await gw.sync() == []  # and no chunks
 
             # Other requests are not limited: a query, another guild, another bot.
-            await gw.send({"op": 8, "d": {"guild_id": str(small), "query": "z", "limit": 10, "nonce": "q"}})
+            await gw.send(
+                {"op": 8, "d": {"guild_id": str(small), "query": "z", "limit": 10, "nonce": "q"}}
+            )
             assert (await _chunks(gw))[0]["nonce"] == "q"
-            await gw.send({"op": 8, "d": {"guild_id": str(big), "query": "", "limit": 0, "nonce": "big"}})
+            await gw.send(
+                {"op": 8, "d": {"guild_id": str(big), "query": "", "limit": 0, "nonce": "big"}}
+            )
             assert len(await _chunks(gw)) == 3
             await other.send({"op": 8, "d": {**everyone, "nonce": "other-bot"}})
             assert (await _chunks(other))[0]["nonce"] == "other-bot"
@@ -109,27 +146,37 @@ def test_full_list_is_rate_limited_per_guild_per_bot_for_30_seconds(members_worl
 
 def test_query_is_a_case_insensitive_prefix_of_username_or_nick(members_world):
     server, _, big, _ = members_world
-    initials = server.run(lambda: [m.user.username[0] for m in server.world.guild(big).members.values()])
+    initials = server.run(
+        lambda: [m.user.username[0] for m in server.world.guild(big).members.values()]
+    )
     common = max(set(initials), key=initials.count)  # a prefix matching well over 100 members
     assert initials.count(common) > 100
 
     async def body():
         async with RawGateway.connect(server.gateway_url) as gw:
             await gw.identify(TEST_TOKEN, ALL_INTENTS)
-            await gw.send({"op": 8, "d": {"guild_id": big, "query": "ZE", "limit": 50, "nonce": "q"}})
+            await gw.send(
+                {"op": 8, "d": {"guild_id": big, "query": "ZE", "limit": 50, "nonce": "q"}}
+            )
             (chunk,) = await _chunks(gw)
             found = {(m["user"]["username"], m["nick"]) for m in chunk["members"]}
             assert {("zelda", None), ("zeno", None), ("quiet.zed", "Zed")} <= found
-            assert all(u.lower().startswith("ze") or (n or "").lower().startswith("ze") for u, n in found)
+            assert all(
+                u.lower().startswith("ze") or (n or "").lower().startswith("ze") for u, n in found
+            )
             assert (chunk["chunk_index"], chunk["chunk_count"]) == (0, 1)
 
             for limit, most in ((2, 2), (0, 100), (500, 100)):
-                await gw.send({"op": 8, "d": {"guild_id": str(big), "query": common.upper(), "limit": limit}})
+                await gw.send(
+                    {"op": 8, "d": {"guild_id": str(big), "query": common.upper(), "limit": limit}}
+                )
                 (chunk,) = await _chunks(gw)
                 assert len(chunk["members"]) == most, limit
                 assert "nonce" not in chunk
 
-            await gw.send({"op": 8, "d": {"guild_id": str(big), "query": "no-such-prefix-xyz", "limit": 5}})
+            await gw.send(
+                {"op": 8, "d": {"guild_id": str(big), "query": "no-such-prefix-xyz", "limit": 5}}
+            )
             (chunk,) = await _chunks(gw)
             assert chunk["members"] == [] and chunk["chunk_count"] == 1
 
@@ -156,15 +203,27 @@ def test_user_ids_with_not_found(members_world):
     async def body():
         async with RawGateway.connect(server.gateway_url) as gw:
             await gw.identify(TEST_TOKEN, ALL_INTENTS)
-            await gw.send({"op": 8, "d": {"guild_id": str(big), "user_ids": known + ["1234", "5678"],
-                                          "nonce": "ids"}})
+            await gw.send(
+                {
+                    "op": 8,
+                    "d": {
+                        "guild_id": str(big),
+                        "user_ids": known + ["1234", "5678"],
+                        "nonce": "ids",
+                    },
+                }
+            )
             (chunk,) = await _chunks(gw)
             assert [m["user"]["id"] for m in chunk["members"]] == known
             assert chunk["not_found"] == ["1234", "5678"] and chunk["nonce"] == "ids"
 
-            await gw.send({"op": 8, "d": {"guild_id": str(big), "user_ids": known[0]}})  # one id, not a list
+            await gw.send(
+                {"op": 8, "d": {"guild_id": str(big), "user_ids": known[0]}}
+            )  # one id, not a list
             (chunk,) = await _chunks(gw)
-            assert [m["user"]["id"] for m in chunk["members"]] == known[:1] and chunk["not_found"] == []
+            assert [m["user"]["id"] for m in chunk["members"]] == known[:1] and chunk[
+                "not_found"
+            ] == []
 
             many = server.run(lambda: [str(u) for u in list(server.world.guild(big).members)[:150]])
             await gw.send({"op": 8, "d": {"guild_id": str(big), "user_ids": many}})
@@ -176,8 +235,13 @@ def test_user_ids_with_not_found(members_world):
 
 def test_presences_need_the_intent_and_leave_offline_members_out(members_world):
     server, _, big, _ = members_world
-    ids = server.run(lambda: {m.user.username: str(m.user.id) for m in server.world.guild(big).members.values()
-                              if m.user.username in ("zelda", "zeno", "quiet.zed")})
+    ids = server.run(
+        lambda: {
+            m.user.username: str(m.user.id)
+            for m in server.world.guild(big).members.values()
+            if m.user.username in ("zelda", "zeno", "quiet.zed")
+        }
+    )
 
     async def body():
         request = {"guild_id": str(big), "user_ids": sorted(ids.values()), "presences": True}
@@ -202,7 +266,9 @@ def test_long_nonces_are_not_echoed(members_world):
     async def body():
         async with RawGateway.connect(server.gateway_url) as gw:
             await gw.identify(TEST_TOKEN, ALL_INTENTS)
-            await gw.send({"op": 8, "d": {"guild_id": str(small), "query": "", "limit": 0, "nonce": "x" * 33}})
+            await gw.send(
+                {"op": 8, "d": {"guild_id": str(small), "query": "", "limit": 0, "nonce": "x" * 33}}
+            )
             (chunk,) = await _chunks(gw)
             assert "nonce" not in chunk
 
@@ -228,8 +294,19 @@ def test_member_list_without_guild_members_intent(members_world):
     async def body():
         async with RawGateway.connect(server.gateway_url) as gw:
             await gw.identify("no-members-token", GUILDS)
-            guild = str(server.run(lambda: next(iter(server.world.guilds_of(
-                server.world.bot_for_token("no-members-token")))).id))
+            guild = str(
+                server.run(
+                    lambda: (
+                        next(
+                            iter(
+                                server.world.guilds_of(
+                                    server.world.bot_for_token("no-members-token")
+                                )
+                            )
+                        ).id
+                    )
+                )
+            )
             # A prefix query and user_ids work without GUILD_MEMBERS ...
             await gw.send({"op": 8, "d": {"guild_id": guild, "query": "a", "limit": 3}})
             assert len(await _chunks(gw)) == 1
@@ -251,8 +328,15 @@ def test_member_list_without_guild_members_intent(members_world):
         {"guild_id": "1", "user_ids": ["x"]},
         "not an object",
     ],
-    ids=["no-query-or-ids", "two-guilds", "bad-guild-id", "negative-limit", "query-not-string", "bad-user-id",
-         "not-object"],
+    ids=[
+        "no-query-or-ids",
+        "two-guilds",
+        "bad-guild-id",
+        "negative-limit",
+        "query-not-string",
+        "bad-user-id",
+        "not-object",
+    ],
 )
 def test_malformed_requests_close_4001(sandbox, d):
     async def body():

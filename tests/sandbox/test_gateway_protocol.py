@@ -33,13 +33,22 @@ def _scenario(tmp_path, document):
 @pytest.fixture
 def intents_world(tmp_path, sandbox_factory):
     """Two guilds; ``full-token`` has every privileged intent, ``plain-token`` none."""
-    scenario = _scenario(tmp_path, {
-        "bots": [{"token": "full-token"}, {"token": "plain-token", "privileged_intents": []}],
-        "guilds": [
-            {"name": "Alpha", "members": 8, "channels": 1, "messages": 0},
-            {"name": "Beta", "members": 4, "channels": 1, "messages": 0, "bots": ["full-token"]},
-        ],
-    })
+    scenario = _scenario(
+        tmp_path,
+        {
+            "bots": [{"token": "full-token"}, {"token": "plain-token", "privileged_intents": []}],
+            "guilds": [
+                {"name": "Alpha", "members": 8, "channels": 1, "messages": 0},
+                {
+                    "name": "Beta",
+                    "members": 4,
+                    "channels": 1,
+                    "messages": 0,
+                    "bots": ["full-token"],
+                },
+            ],
+        },
+    )
     return sandbox_factory(scenario=scenario)
 
 
@@ -48,8 +57,12 @@ def test_hello_then_heartbeat_ack(sandbox, compress):
     async def body():
         async with RawGateway.connect(sandbox.gateway_url, compress=compress) as gw:
             hello = await gw.hello()
-            assert hello == {"t": None, "s": None, "op": 10, "d": {"heartbeat_interval": 41250,
-                                                                   "_trace": ["membersense-sandbox"]}}
+            assert hello == {
+                "t": None,
+                "s": None,
+                "op": 10,
+                "d": {"heartbeat_interval": 41250, "_trace": ["membersense-sandbox"]},
+            }
             for _ in range(3):
                 await gw.send({"op": 1, "d": None})
                 assert await gw.recv() == {"t": None, "s": None, "op": 11, "d": None}
@@ -59,10 +72,13 @@ def test_hello_then_heartbeat_ack(sandbox, compress):
 
 def test_zlib_stream_is_one_stream_flushed_per_message(sandbox):
     """Each binary frame ends with Z_SYNC_FLUSH and only inflates with the previous frames' context."""
+
     async def body():
         async with RawGateway.connect(sandbox.gateway_url, compress=True) as gw:
             frames = []
-            await gw.send({"op": 2, "d": {"token": TEST_TOKEN, "intents": GUILDS, "properties": {}}})
+            await gw.send(
+                {"op": 2, "d": {"token": TEST_TOKEN, "intents": GUILDS, "properties": {}}}
+            )
             for _ in range(3):  # HELLO, READY, GUILD_CREATE
                 msg = await gw.ws.receive(timeout=5)
                 frames.append(bytes(msg.data))
@@ -84,8 +100,9 @@ def test_zstd_stream(sandbox):
     import zstandard
 
     async def body():
-        async with RawGateway.connect(sandbox.gateway_url, query={"v": "10", "encoding": "json",
-                                                                  "compress": "zstd-stream"}) as gw:
+        async with RawGateway.connect(
+            sandbox.gateway_url, query={"v": "10", "encoding": "json", "compress": "zstd-stream"}
+        ) as gw:
             stream = zstandard.ZstdDecompressor().decompressobj()  # one stream per connection
             hello = await gw.ws.receive(timeout=5)
             assert hello.type.name == "BINARY"
@@ -122,9 +139,17 @@ def test_ready_and_guild_create(sandbox):
     async def body():
         async with RawGateway.connect(sandbox.gateway_url) as gw:
             await gw.hello()
-            await gw.send({"op": 2, "d": {"token": TEST_TOKEN, "intents": GUILDS | GUILD_MEMBERS,
-                                          "properties": {"os": "linux", "browser": "t", "device": "t"},
-                                          "large_threshold": 250}})
+            await gw.send(
+                {
+                    "op": 2,
+                    "d": {
+                        "token": TEST_TOKEN,
+                        "intents": GUILDS | GUILD_MEMBERS,
+                        "properties": {"os": "linux", "browser": "t", "device": "t"},
+                        "large_threshold": 250,
+                    },
+                }
+            )
             ready = await gw.recv()
             assert (ready["op"], ready["t"], ready["s"]) == (0, "READY", 1)
             d = ready["d"]
@@ -135,7 +160,10 @@ def test_ready_and_guild_create(sandbox):
             assert d["guilds"] == [{"id": str(guild.id), "unavailable": True}]
             assert len(d["session_id"]) == 32
             assert d["resume_gateway_url"] == sandbox.gateway_url
-            assert d["application"] == {"id": str(bot.application_id), "flags": bot.application_flags}
+            assert d["application"] == {
+                "id": str(bot.application_id),
+                "flags": bot.application_flags,
+            }
             assert "shard" not in d
 
             created = await gw.recv()
@@ -174,8 +202,16 @@ def test_large_guild_sends_only_the_bots_own_member(sandbox):
         ({"token": TEST_TOKEN, "intents": GUILDS, "shard": [2, 2]}, 4010),
         ({"token": TEST_TOKEN, "intents": GUILDS, "shard": [0]}, 4010),
     ],
-    ids=["unknown-token", "token-not-string", "no-intents", "unknown-bit", "reserved-bit", "negative",
-         "shard-out-of-range", "shard-malformed"],
+    ids=[
+        "unknown-token",
+        "token-not-string",
+        "no-intents",
+        "unknown-bit",
+        "reserved-bit",
+        "negative",
+        "shard-out-of-range",
+        "shard-malformed",
+    ],
 )
 def test_identify_errors_close_the_socket(sandbox, identify, code):
     async def body():
@@ -192,9 +228,20 @@ def test_privileged_intent_not_granted_closes_4014(intents_world):
         for intents in (GUILD_MEMBERS, 1 << 8, MESSAGE_CONTENT):
             async with RawGateway.connect(intents_world.gateway_url) as gw:
                 await gw.hello()
-                await gw.send({"op": 2, "d": {"token": "plain-token", "intents": GUILDS | intents, "properties": {}}})
+                await gw.send(
+                    {
+                        "op": 2,
+                        "d": {
+                            "token": "plain-token",
+                            "intents": GUILDS | intents,
+                            "properties": {},
+                        },
+                    }
+                )
                 assert (await gw.expect_close()).code == 4014
-        async with RawGateway.connect(intents_world.gateway_url) as gw:  # unprivileged intents are fine
+        async with RawGateway.connect(
+            intents_world.gateway_url
+        ) as gw:  # unprivileged intents are fine
             await gw.identify("plain-token", GUILDS | GUILD_MESSAGES)
 
     asyncio.run(body())
@@ -211,8 +258,15 @@ def test_privileged_intent_not_granted_closes_4014(intents_world):
         ('{"op": "1"}', 4002),
         ('{"op": 1, "d": "' + "x" * 5000 + '"}', 4002),
     ],
-    ids=["members-before-identify", "presence-before-identify", "unknown-op", "not-json", "not-object",
-         "op-not-int", "oversized"],
+    ids=[
+        "members-before-identify",
+        "presence-before-identify",
+        "unknown-op",
+        "not-json",
+        "not-object",
+        "op-not-int",
+        "oversized",
+    ],
 )
 def test_bad_payloads_close_the_socket(sandbox, send, code):
     async def body():
@@ -228,7 +282,9 @@ def test_second_identify_closes_4005(sandbox):
     async def body():
         async with RawGateway.connect(sandbox.gateway_url) as gw:
             await gw.identify(TEST_TOKEN, GUILDS)
-            await gw.send({"op": 2, "d": {"token": TEST_TOKEN, "intents": GUILDS, "properties": {}}})
+            await gw.send(
+                {"op": 2, "d": {"token": TEST_TOKEN, "intents": GUILDS, "properties": {}}}
+            )
             assert (await gw.expect_close()).code == 4005
 
     asyncio.run(body())
@@ -238,7 +294,9 @@ def test_presence_and_voice_updates_are_accepted(sandbox):
     async def body():
         async with RawGateway.connect(sandbox.gateway_url) as gw:
             await gw.identify(TEST_TOKEN, GUILDS)
-            await gw.send({"op": 3, "d": {"since": None, "activities": [], "status": "idle", "afk": False}})
+            await gw.send(
+                {"op": 3, "d": {"since": None, "activities": [], "status": "idle", "afk": False}}
+            )
             assert await gw.sync() == []  # still open, nothing but the ACK came back
 
     asyncio.run(body())
@@ -268,7 +326,12 @@ def test_client_event_rate_limit_closes_4008(sandbox):
         async with RawGateway.connect(sandbox.gateway_url) as gw:
             await gw.identify(TEST_TOKEN, GUILDS)
             for _ in range(125):
-                await gw.send({"op": 3, "d": {"since": None, "activities": [], "status": "online", "afk": False}})
+                await gw.send(
+                    {
+                        "op": 3,
+                        "d": {"since": None, "activities": [], "status": "online", "afk": False},
+                    }
+                )
             assert (await gw.expect_close()).code == 4008
 
     asyncio.run(body())
@@ -282,7 +345,9 @@ def test_session_start_budget_answers_invalid_session(sandbox_factory, rest_clie
             await gw.identify(TEST_TOKEN, GUILDS)
         async with RawGateway.connect(server.gateway_url) as gw:
             await gw.hello()
-            await gw.send({"op": 2, "d": {"token": TEST_TOKEN, "intents": GUILDS, "properties": {}}})
+            await gw.send(
+                {"op": 2, "d": {"token": TEST_TOKEN, "intents": GUILDS, "properties": {}}}
+            )
             assert await gw.recv() == {"t": None, "s": None, "op": 9, "d": False}
 
     asyncio.run(body())
@@ -292,8 +357,14 @@ def test_session_start_budget_answers_invalid_session(sandbox_factory, rest_clie
 
 
 def test_shards_split_guilds_and_events(tmp_path, sandbox_factory):
-    scenario = _scenario(tmp_path, {"guilds": [{"name": f"G{i}", "members": 3, "channels": 1, "messages": 0}
-                                               for i in range(6)]})
+    scenario = _scenario(
+        tmp_path,
+        {
+            "guilds": [
+                {"name": f"G{i}", "members": 3, "channels": 1, "messages": 0} for i in range(6)
+            ]
+        },
+    )
     server = sandbox_factory(scenario=scenario)
     guild_ids = server.run(lambda: list(server.world.guilds))
     # The smallest shard count that spreads these guilds over more than one shard.

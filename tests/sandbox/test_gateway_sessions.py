@@ -17,7 +17,9 @@ def _guild_id(server: Any) -> int:
     return server.run(lambda: next(iter(server.world.guilds)))
 
 
-async def _resume(server: Any, session_id: str, seq: int | None, token: str = TEST_TOKEN) -> RawGateway:
+async def _resume(
+    server: Any, session_id: str, seq: int | None, token: str = TEST_TOKEN
+) -> RawGateway:
     """Open a socket and send RESUME; the caller reads the answer and closes it."""
     gw = await RawGateway.connect(server.gateway_url).__aenter__()
     await gw.hello()
@@ -48,16 +50,27 @@ def test_resume_replays_missed_dispatches_in_order(sandbox):
             await gw.ws.close(code=4000)  # not 1000/1001: the session stays resumable
             await _add_member(gw, sandbox, guild_id, "latecomer")
             channel = sandbox.run(lambda: sandbox.world.guild(guild_id).channels[-1].id)
-            text = sandbox.run(lambda: next(c.id for c in sandbox.world.guild(guild_id).channels if c.type == 0))
+            text = sandbox.run(
+                lambda: next(c.id for c in sandbox.world.guild(guild_id).channels if c.type == 0)
+            )
             await control(gw, sandbox, "PATCH", f"/channels/{channel}", {"name": "renamed"})
-            await control(gw, sandbox, "POST", f"/channels/{text}/messages", {"content": "while you were away"})
+            await control(
+                gw,
+                sandbox,
+                "POST",
+                f"/channels/{text}/messages",
+                {"content": "while you were away"},
+            )
 
             resumed = await _resume(sandbox, ready["session_id"], seq)
             try:
                 got = [await resumed.recv() for _ in range(4)]
                 assert [(p["t"], p["s"]) for p in got] == [
-                    ("GUILD_MEMBER_ADD", seq + 1), ("CHANNEL_UPDATE", seq + 2),
-                    ("MESSAGE_CREATE", seq + 3), ("RESUMED", seq + 4)]
+                    ("GUILD_MEMBER_ADD", seq + 1),
+                    ("CHANNEL_UPDATE", seq + 2),
+                    ("MESSAGE_CREATE", seq + 3),
+                    ("RESUMED", seq + 4),
+                ]
                 assert got[0]["d"]["user"]["username"] == "latecomer"
                 assert got[2]["d"]["content"] == "while you were away"
                 # The session goes on numbering from there.
@@ -115,8 +128,14 @@ def test_resume_refusals(sandbox_factory, tmp_path):
     import json
 
     scenario = tmp_path / "two-bots.json"
-    scenario.write_text(json.dumps({"bots": [{"token": TEST_TOKEN}, {"token": "second-token"}],
-                                    "guilds": [{"name": "G", "members": 5, "channels": 1, "messages": 0}]}))
+    scenario.write_text(
+        json.dumps(
+            {
+                "bots": [{"token": TEST_TOKEN}, {"token": "second-token"}],
+                "guilds": [{"name": "G", "members": 5, "channels": 1, "messages": 0}],
+            }
+        )
+    )
     server = sandbox_factory(scenario=str(scenario))
 
     async def body():
@@ -137,7 +156,12 @@ def test_resume_refusals(sandbox_factory, tmp_path):
                     if isinstance(expected, int):
                         assert (await resumed.expect_close()).code == expected, what
                     else:
-                        assert await resumed.recv() == {"t": None, "s": None, "op": 9, "d": False}, what
+                        assert await resumed.recv() == {
+                            "t": None,
+                            "s": None,
+                            "op": 9,
+                            "d": False,
+                        }, what
                 finally:
                     await resumed.close()
             # 4007 ended the session: even a correct RESUME is refused now.
@@ -169,7 +193,9 @@ def test_sessions_expire_after_the_resume_window(sandbox_factory):
                 seq = gw.seq
                 await sandbox_drop(gw, server)
             # The server notices the drop on its own loop; wait until the session is detached.
-            await poll(lambda: server.run(lambda: server.state.gateway.stats())["resumable_sessions"] == 1)
+            await poll(
+                lambda: server.run(lambda: server.state.gateway.stats())["resumable_sessions"] == 1
+            )
             clock.advance(wait)
             resumed = await _resume(server, ready["session_id"], seq)
             try:
@@ -223,7 +249,12 @@ def test_resume_on_an_identified_socket_closes_4005(sandbox):
     async def body():
         async with RawGateway.connect(sandbox.gateway_url) as gw:
             ready, _ = await gw.identify(TEST_TOKEN, ALL_INTENTS)
-            await gw.send({"op": 6, "d": {"token": TEST_TOKEN, "session_id": ready["session_id"], "seq": gw.seq}})
+            await gw.send(
+                {
+                    "op": 6,
+                    "d": {"token": TEST_TOKEN, "session_id": ready["session_id"], "seq": gw.seq},
+                }
+            )
             assert (await gw.expect_close()).code == 4005
 
     asyncio.run(body())
@@ -253,7 +284,9 @@ def test_control_invalidate_sends_op9_and_forgets_the_session(sandbox):
             assert await gw.recv() == {"t": None, "s": None, "op": 9, "d": False}
             await _expect_resume_refused(sandbox, ready["session_id"], gw.seq)
             # The invalidated socket may identify again.
-            await gw.send({"op": 2, "d": {"token": TEST_TOKEN, "intents": ALL_INTENTS, "properties": {}}})
+            await gw.send(
+                {"op": 2, "d": {"token": TEST_TOKEN, "intents": ALL_INTENTS, "properties": {}}}
+            )
             assert (await gw.recv_dispatch("READY"))["d"]["session_id"] != ready["session_id"]
 
     asyncio.run(body())

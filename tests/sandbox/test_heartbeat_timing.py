@@ -25,8 +25,9 @@ INTERVAL_MS = 150
 BEATS = 25
 
 
-def test_discordpy_never_reads_an_ack_before_it_noted_sending_the_heartbeat(sandbox_factory, point_discord,
-                                                                            monkeypatch) -> None:
+def test_discordpy_never_reads_an_ack_before_it_noted_sending_the_heartbeat(
+    sandbox_factory, point_discord, monkeypatch
+) -> None:
     server = sandbox_factory(members=5, channels=1, messages=0, heartbeat_interval_ms=INTERVAL_MS)
     point_discord(server)
     sends: list[float] = []
@@ -58,11 +59,15 @@ def test_discordpy_never_reads_an_ack_before_it_noted_sending_the_heartbeat(sand
     # With an instant ACK most are read too early (20 of 25 here). The round trip leaves
     # discord.py's keep-alive thread 40 ms to note its send; only a box loaded far past
     # its cores starves the thread that long, as it could against Discord.
-    assert len(stale) <= BEATS // 10, f"{len(stale)} of {len(acks)} ACKs were read before discord.py noted the send"
+    assert len(stale) <= BEATS // 10, (
+        f"{len(stale)} of {len(acks)} ACKs were read before discord.py noted the send"
+    )
 
 
 @pytest.mark.parametrize("delay_ms", [0, 300])
-def test_a_heartbeat_is_acked_after_the_configured_round_trip(sandbox_factory, delay_ms: int) -> None:
+def test_a_heartbeat_is_acked_after_the_configured_round_trip(
+    sandbox_factory, delay_ms: int
+) -> None:
     server = sandbox_factory(heartbeat_ack_delay_ms=delay_ms)
 
     async def body() -> None:

@@ -51,7 +51,10 @@ def _int64(value: object) -> bool:
 def _date_time(value: object) -> bool:
     if not isinstance(value, str):
         return True
-    return bool(_RFC3339.match(value)) and dt.datetime.fromisoformat(value.replace("Z", "+00:00")).tzinfo is not None
+    return (
+        bool(_RFC3339.match(value))
+        and dt.datetime.fromisoformat(value.replace("Z", "+00:00")).tzinfo is not None
+    )
 
 
 @_formats.checks("uri")
@@ -83,7 +86,8 @@ class OpenApi:
 
     def __post_init__(self) -> None:
         self.registry = Registry().with_resource(
-            DOC_URI, Resource.from_contents(self.doc, default_specification=DRAFT202012))
+            DOC_URI, Resource.from_contents(self.doc, default_specification=DRAFT202012)
+        )
         self._templates = []
         for template in self.doc["paths"]:
             regex = re.compile("^" + re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(template)) + "$")
@@ -129,20 +133,31 @@ class OpenApi:
 
     def check_request_body(self, method: str, template: str, body: Any) -> None:
         """Validate a JSON request body against the operation's ``application/json`` schema."""
-        pointer = _pointer("paths", template, method.lower(), "requestBody", "content",
-                           "application/json", "schema")
+        pointer = _pointer(
+            "paths",
+            template,
+            method.lower(),
+            "requestBody",
+            "content",
+            "application/json",
+            "schema",
+        )
         ref = f"{DOC_URI}#{urllib.parse.quote(pointer, safe='/~@')}"
-        validator = Draft202012Validator({"$ref": ref}, registry=self.registry, format_checker=_formats)
+        validator = Draft202012Validator(
+            {"$ref": ref}, registry=self.registry, format_checker=_formats
+        )
         errors = sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path))
         assert not errors, "\n".join(
-            f"{method} {template}: {'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:10])
+            f"{method} {template}: {'/'.join(map(str, e.absolute_path))}: {e.message}"
+            for e in errors[:10]
+        )
 
     def check(self, response: requests.Response, api_url: str) -> Any:
         """Validate one answer of the sandbox; returns its decoded JSON body (None for 204)."""
         path = urllib.parse.urlsplit(response.url).path
         prefix = urllib.parse.urlsplit(api_url).path
         assert path.startswith(prefix), path
-        path = path[len(prefix):]
+        path = path[len(prefix) :]
         method = response.request.method or "GET"
         template = self.template_for(path)
         status = response.status_code
@@ -157,10 +172,14 @@ class OpenApi:
             self.undocumented.add((method, template or path, status))
             return body
         ref = f"{DOC_URI}#{urllib.parse.quote(pointer, safe='/~@')}"
-        validator = Draft202012Validator({"$ref": ref}, registry=self.registry, format_checker=_formats)
+        validator = Draft202012Validator(
+            {"$ref": ref}, registry=self.registry, format_checker=_formats
+        )
         errors = sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path))
         assert not errors, "\n".join(
-            f"{method} {path} {status}: {'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:10])
+            f"{method} {path} {status}: {'/'.join(map(str, e.absolute_path))}: {e.message}"
+            for e in errors[:10]
+        )
         return body
 
 
@@ -174,8 +193,15 @@ SCENARIO = {
         {"token": BARE, "privileged_intents": [], "permissions": "66560"},
     ],
     "guilds": [
-        {"name": "Main", "members": 120, "channels": 3, "messages": 150, "bots": [MAIN, BARE],
-         "hidden_channels": ["staff-only"], "read_only_channels": ["news"]},
+        {
+            "name": "Main",
+            "members": 120,
+            "channels": 3,
+            "messages": 150,
+            "bots": [MAIN, BARE],
+            "hidden_channels": ["staff-only"],
+            "read_only_channels": ["news"],
+        },
         {"name": "Elsewhere", "members": 10, "channels": 1, "messages": 5, "bots": [OTHER]},
     ],
 }
@@ -260,31 +286,74 @@ def test_every_endpoint_answer_validates(world_sandbox, rest_client):
 
     # Writes: plain, embeds + reply + mentions + nonce, multipart upload, edit, delete, typing.
     sent = ok(client.post(f"/channels/{text}/messages", json={"content": "hello sandbox"}))
-    rich = ok(client.post(f"/channels/{text}/messages", json={
-        "content": f"<@{ids['member']}> look", "nonce": "abc123", "tts": False,
-        "message_reference": {"message_id": ids["human_message"]},
-        "allowed_mentions": {"parse": ["users"], "replied_user": True},
-        "embeds": [{"title": "Report", "description": "All green", "url": "https://example.com/r", "color": 0x2ECC71,
-                    "timestamp": "2025-01-01T00:00:00+00:00", "fields": [{"name": "a", "value": "b", "inline": True}],
-                    "footer": {"text": "sandbox", "icon_url": "https://example.com/i.png"},
-                    "author": {"name": "bot", "url": "https://example.com"},
-                    "image": {"url": "https://example.com/img.png"},
-                    "thumbnail": {"url": "https://example.com/t.png"}}]}))
-    assert rich["referenced_message"]["id"] == str(ids["human_message"]) and rich["nonce"] == "abc123"
+    rich = ok(
+        client.post(
+            f"/channels/{text}/messages",
+            json={
+                "content": f"<@{ids['member']}> look",
+                "nonce": "abc123",
+                "tts": False,
+                "message_reference": {"message_id": ids["human_message"]},
+                "allowed_mentions": {"parse": ["users"], "replied_user": True},
+                "embeds": [
+                    {
+                        "title": "Report",
+                        "description": "All green",
+                        "url": "https://example.com/r",
+                        "color": 0x2ECC71,
+                        "timestamp": "2025-01-01T00:00:00+00:00",
+                        "fields": [{"name": "a", "value": "b", "inline": True}],
+                        "footer": {"text": "sandbox", "icon_url": "https://example.com/i.png"},
+                        "author": {"name": "bot", "url": "https://example.com"},
+                        "image": {"url": "https://example.com/img.png"},
+                        "thumbnail": {"url": "https://example.com/t.png"},
+                    }
+                ],
+            },
+        )
+    )
+    assert (
+        rich["referenced_message"]["id"] == str(ids["human_message"]) and rich["nonce"] == "abc123"
+    )
     # An idempotent send (enforce_nonce) and its repeat, which answers with the same message.
-    once = ok(client.post(f"/channels/{text}/messages", json={
-        "content": "once", "nonce": "idem-1", "enforce_nonce": True, "allowed_mentions": {"parse": []}}))
-    assert ok(client.post(f"/channels/{text}/messages", json={
-        "content": "once", "nonce": "idem-1", "enforce_nonce": True}))["id"] == once["id"]
-    upload = ok(client.post(f"/channels/{text}/messages", data={"payload_json": json.dumps({"content": "file"})},
-                            files={"files[0]": ("report.txt", b"hello world", "text/plain")}))
+    once = ok(
+        client.post(
+            f"/channels/{text}/messages",
+            json={
+                "content": "once",
+                "nonce": "idem-1",
+                "enforce_nonce": True,
+                "allowed_mentions": {"parse": []},
+            },
+        )
+    )
+    assert (
+        ok(
+            client.post(
+                f"/channels/{text}/messages",
+                json={"content": "once", "nonce": "idem-1", "enforce_nonce": True},
+            )
+        )["id"]
+        == once["id"]
+    )
+    upload = ok(
+        client.post(
+            f"/channels/{text}/messages",
+            data={"payload_json": json.dumps({"content": "file"})},
+            files={"files[0]": ("report.txt", b"hello world", "text/plain")},
+        )
+    )
     assert upload["attachments"][0]["size"] == 11
     ok(client.patch(f"/channels/{text}/messages/{sent['id']}", json={"content": "edited"}))
     ok(client.delete(f"/channels/{text}/messages/{upload['id']}"), 204)
     ok(client.post(f"/channels/{text}/typing"), 204)
     # A reply whose referenced message is gone: referenced_message is null.
-    reply = ok(client.post(f"/channels/{text}/messages",
-                           json={"content": "re", "message_reference": {"message_id": sent["id"]}}))
+    reply = ok(
+        client.post(
+            f"/channels/{text}/messages",
+            json={"content": "re", "message_reference": {"message_id": sent["id"]}},
+        )
+    )
     ok(client.delete(f"/channels/{text}/messages/{sent['id']}"), 204)
     assert ok(client.get(f"/channels/{text}/messages/{reply['id']}"))["referenced_message"] is None
     # Deleting a member's message (the bot has MANAGE_MESSAGES).
@@ -318,20 +387,38 @@ def test_every_endpoint_answer_validates(world_sandbox, rest_client):
     fails(client.post(f"/channels/{ids['category']}/messages", json={"content": "x"}), 400, 50008)
     fails(client.post(f"/channels/{ids['read_only']}/messages", json={"content": "x"}), 403, 50013)
     fails(bare.delete(f"/channels/{text}/messages/{ids['messages'][5]}"), 403, 50013)
-    fails(client.patch(f"/channels/{text}/messages/{ids['messages'][6]}", json={"content": "x"}), 403, 50005)
+    fails(
+        client.patch(f"/channels/{text}/messages/{ids['messages'][6]}", json={"content": "x"}),
+        403,
+        50005,
+    )
     fails(client.post(f"/channels/{text}/messages", json={}), 400, 50006)
-    fails(client.post(f"/channels/{text}/messages", data=b"{nope",
-                      headers={"Content-Type": "application/json"}), 400, 50109)
+    fails(
+        client.post(
+            f"/channels/{text}/messages",
+            data=b"{nope",
+            headers={"Content-Type": "application/json"},
+        ),
+        400,
+        50109,
+    )
     for query in ("limit=0", "limit=1001", "limit=x", "after=abc"):
         fails(client.get(f"/guilds/{g}/members?{query}"), 400, 50035)
     fails(client.get(f"/guilds/{g}?with_counts=maybe"), 400, 50035)
     fails(client.get(f"/channels/{text}/messages?limit=101"), 400, 50035)
     fails(client.get(f"/guilds/{g}/members/search"), 400, 50035)
-    for body in ({"content": "x" * 2001}, {"content": 5}, [1, 2], {"embeds": [{"title": 7}]},
-                 {"embeds": [{}] * 11}, {"content": "x", "message_reference": {"message_id": "1"}},
-                 {"content": "x", "allowed_mentions": {"parse": ["users"], "users": ["1"]}},
-                 {"content": "x", "allowed_mentions": {"parse": ["nobody"]}},
-                 {"content": "x", "nonce": "n" * 26}, {"content": "x", "nonce": "n", "enforce_nonce": 1}):
+    for body in (
+        {"content": "x" * 2001},
+        {"content": 5},
+        [1, 2],
+        {"embeds": [{"title": 7}]},
+        {"embeds": [{}] * 11},
+        {"content": "x", "message_reference": {"message_id": "1"}},
+        {"content": "x", "allowed_mentions": {"parse": ["users"], "users": ["1"]}},
+        {"content": "x", "allowed_mentions": {"parse": ["nobody"]}},
+        {"content": "x", "nonce": "n" * 26},
+        {"content": "x", "nonce": "n", "enforce_nonce": 1},
+    ):
         fails(client.post(f"/channels/{text}/messages", json=body), 400, 50035)
 
     # Every error answer so far has a schema in the document (its 4XX entry).
@@ -349,12 +436,20 @@ def test_rate_limit_and_fault_answers_validate(sandbox_factory, rest_client):
     assert body["global"] is False and body["retry_after"] > 0
 
     for status in (429, 500, 502, 503, 504):
-        assert client.control("POST", "/faults", {"status": status, "count": 1, "path": "/gateway/bot",
-                                                  "retry_after": 0.5}).status_code == 200
+        assert (
+            client.control(
+                "POST",
+                "/faults",
+                {"status": status, "count": 1, "path": "/gateway/bot", "retry_after": 0.5},
+            ).status_code
+            == 200
+        )
         failed = client.get("/gateway/bot")
         assert failed.status_code == status
         assert set(api.check(failed, server.api_url)) >= {"message", "code"}
     # Discord's document describes 429 (RatelimitedResponse) but no 5xx bodies at all; the
     # sandbox still answers them in Discord's {"message", "code"} shape.
     assert api.undocumented == {("GET", "/gateway/bot", s) for s in (500, 502, 503, 504)}
-    assert api.check(client.get("/gateway/bot"), server.api_url)["url"].startswith("ws://")  # faults are spent
+    assert api.check(client.get("/gateway/bot"), server.api_url)["url"].startswith(
+        "ws://"
+    )  # faults are spent

@@ -27,9 +27,15 @@ def ids_of(server: SandboxServer) -> dict:
     def read() -> dict:
         guild = next(iter(server.world.guilds.values()))
         text = [c for c in guild.channels if c.type == 0]
-        return {"guild": guild.id, "text": text[0].id, "text2": text[-1].id, "owner": guild.owner_id,
-                "messages": list(text[0].message_ids), "member_ids": sorted(guild.members),
-                "bot": server.world.bot_for_token(TEST_TOKEN).id}
+        return {
+            "guild": guild.id,
+            "text": text[0].id,
+            "text2": text[-1].id,
+            "owner": guild.owner_id,
+            "messages": list(text[0].message_ids),
+            "member_ids": sorted(guild.members),
+            "bot": server.world.bot_for_token(TEST_TOKEN).id,
+        }
 
     return server.run(read)
 
@@ -46,8 +52,10 @@ def test_sandbox_server_lifecycle_and_run():
         assert server.gateway_url == f"ws://127.0.0.1:{server.port}/ws"
         assert server.tokens == ["t1", "t2"]
         assert server.cdn_url == server.base_url
-        assert server.ready_line == (f"sandbox ready api={server.api_url} gateway={server.gateway_url} "
-                                     f"cdn={server.cdn_url} tokens=t1,t2")
+        assert server.ready_line == (
+            f"sandbox ready api={server.api_url} gateway={server.gateway_url} "
+            f"cdn={server.cdn_url} tokens=t1,t2"
+        )
         assert server.run(lambda: server.world.guilds and 42) == 42
 
         async def coroutine_fn() -> str:
@@ -68,7 +76,9 @@ def test_demo_token_and_api_alias(sandbox_factory, rest_client):
     assert server.tokens == [DEMO_TOKEN]
     client = rest_client(server, token=DEMO_TOKEN)
     v10 = client.get("/users/@me")
-    alias = client.session.get(server.base_url + "/api/users/@me", headers={"Authorization": f"Bot {DEMO_TOKEN}"})
+    alias = client.session.get(
+        server.base_url + "/api/users/@me", headers={"Authorization": f"Bot {DEMO_TOKEN}"}
+    )
     assert v10.status_code == alias.status_code == 200
     assert v10.json() == alias.json()
 
@@ -82,8 +92,13 @@ def test_start_failure_is_raised(tmp_path):
 def test_authentication(sandbox, rest_client):
     client = rest_client(sandbox)
     assert client.get("/users/@me").status_code == 200
-    for header in ({}, {"Authorization": "wrong"}, {"Authorization": f"Bearer {TEST_TOKEN}"},
-                   {"Authorization": "Bot nope"}, {"Authorization": f"bot {TEST_TOKEN}"}):
+    for header in (
+        {},
+        {"Authorization": "wrong"},
+        {"Authorization": f"Bearer {TEST_TOKEN}"},
+        {"Authorization": "Bot nope"},
+        {"Authorization": f"bot {TEST_TOKEN}"},
+    ):
         response = client.session.get(sandbox.api_url + "/users/@me", headers=header)
         assert response.status_code == 401
         assert response.json() == {"message": "401: Unauthorized", "code": 0}
@@ -93,14 +108,24 @@ def test_authentication(sandbox, rest_client):
 
 def test_exact_json_content_type_and_discord_headers(sandbox, rest_client):
     client = rest_client(sandbox)
-    for response in (client.get("/users/@me"), client.get("/channels/1"), client.get("/nope"),
-                     client.delete("/users/@me"), client.get("/users/@me", token="bad")):
+    for response in (
+        client.get("/users/@me"),
+        client.get("/channels/1"),
+        client.get("/nope"),
+        client.delete("/users/@me"),
+        client.get("/users/@me", token="bad"),
+    ):
         assert response.headers["Content-Type"] == "application/json"
         assert response.headers["Via"] == "1.1 google"
         assert "X-RateLimit-Bucket" in response.headers  # on every answer, errors included
     ok = client.get("/users/@me")
-    for header in ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "X-RateLimit-Reset-After",
-                   "X-RateLimit-Bucket"):
+    for header in (
+        "X-RateLimit-Limit",
+        "X-RateLimit-Remaining",
+        "X-RateLimit-Reset",
+        "X-RateLimit-Reset-After",
+        "X-RateLimit-Bucket",
+    ):
         assert header in ok.headers
     assert float(ok.headers["X-RateLimit-Reset"]) > time.time() - 1
     assert client.get("/nope").json() == {"message": "404: Not Found", "code": 0}
@@ -114,10 +139,14 @@ def test_buckets_are_per_route_and_major_parameter(sandbox, rest_client):
     a2 = client.get(f"/channels/{ids['text']}")
     b1 = client.get(f"/channels/{ids['text2']}")
     other = client.get(f"/channels/{ids['text']}/messages?limit=1")
-    assert a1.headers["X-RateLimit-Bucket"] == b1.headers["X-RateLimit-Bucket"]  # one bucket hash per route
+    assert (
+        a1.headers["X-RateLimit-Bucket"] == b1.headers["X-RateLimit-Bucket"]
+    )  # one bucket hash per route
     assert a1.headers["X-RateLimit-Bucket"] != other.headers["X-RateLimit-Bucket"]
     assert int(a2.headers["X-RateLimit-Remaining"]) == int(a1.headers["X-RateLimit-Remaining"]) - 1
-    assert b1.headers["X-RateLimit-Remaining"] == a1.headers["X-RateLimit-Remaining"]  # its own major parameter
+    assert (
+        b1.headers["X-RateLimit-Remaining"] == a1.headers["X-RateLimit-Remaining"]
+    )  # its own major parameter
     assert a1.headers["X-RateLimit-Limit"] == "50"
 
 
@@ -144,7 +173,9 @@ def test_guild_reads(sandbox, rest_client):
     assert guilds[0]["approximate_member_count"] == 51
     guild = client.get(f"/guilds/{ids['guild']}").json()
     assert "approximate_member_count" not in guild
-    assert client.get(f"/guilds/{ids['guild']}?with_counts=1").json()["approximate_member_count"] == 51
+    assert (
+        client.get(f"/guilds/{ids['guild']}?with_counts=1").json()["approximate_member_count"] == 51
+    )
     roles = client.get(f"/guilds/{ids['guild']}/roles").json()
     assert roles[0]["id"] == str(ids["guild"]) and roles == guild["roles"]
     channels = client.get(f"/guilds/{ids['guild']}/channels").json()
@@ -176,9 +207,18 @@ def test_member_search(sandbox, rest_client):
     ids = ids_of(sandbox)
     owner = client.get(f"/guilds/{ids['guild']}/members/{ids['owner']}").json()
     prefix = owner["user"]["username"][:2].upper()
-    found = client.get(f"/guilds/{ids['guild']}/members/search", params={"query": prefix, "limit": 1000}).json()
+    found = client.get(
+        f"/guilds/{ids['guild']}/members/search", params={"query": prefix, "limit": 1000}
+    ).json()
     assert owner["user"]["id"] in [m["user"]["id"] for m in found]
-    assert len(client.get(f"/guilds/{ids['guild']}/members/search", params={"query": "a", "limit": 2}).json()) <= 2
+    assert (
+        len(
+            client.get(
+                f"/guilds/{ids['guild']}/members/search", params={"query": "a", "limit": 2}
+            ).json()
+        )
+        <= 2
+    )
 
 
 def test_message_history_cursors(sandbox, rest_client):
@@ -189,9 +229,15 @@ def test_message_history_cursors(sandbox, rest_client):
     newest = client.get(channel).json()
     assert [m["id"] for m in newest] == all_ids[::-1][:50]  # default limit 50 > the 30 there are
     assert [m["id"] for m in client.get(channel + "?limit=5").json()] == all_ids[-5:][::-1]
-    assert [m["id"] for m in client.get(f"{channel}?limit=5&before={all_ids[10]}").json()] == all_ids[5:10][::-1]
-    assert [m["id"] for m in client.get(f"{channel}?limit=5&after={all_ids[10]}").json()] == all_ids[11:16][::-1]
-    assert [m["id"] for m in client.get(f"{channel}?limit=5&around={all_ids[10]}").json()] == all_ids[8:13][::-1]
+    assert [
+        m["id"] for m in client.get(f"{channel}?limit=5&before={all_ids[10]}").json()
+    ] == all_ids[5:10][::-1]
+    assert [
+        m["id"] for m in client.get(f"{channel}?limit=5&after={all_ids[10]}").json()
+    ] == all_ids[11:16][::-1]
+    assert [
+        m["id"] for m in client.get(f"{channel}?limit=5&around={all_ids[10]}").json()
+    ] == all_ids[8:13][::-1]
     one = client.get(f"{channel}/{all_ids[3]}").json()
     assert one["id"] == all_ids[3] and one["channel_id"] == str(ids["text"])
 
@@ -202,7 +248,11 @@ def test_send_edit_delete_round_trip(sandbox, rest_client):
     ids = ids_of(sandbox)
     channel = f"/channels/{ids['text']}/messages"
     sent = client.post(channel, json={"content": "hello", "nonce": 12345}).json()
-    assert sent["content"] == "hello" and sent["nonce"] == 12345 and sent["author"]["id"] == str(ids["bot"])
+    assert (
+        sent["content"] == "hello"
+        and sent["nonce"] == 12345
+        and sent["author"]["id"] == str(ids["bot"])
+    )
     assert int(sent["id"]) > ids["messages"][-1]
     assert client.get(channel + "?limit=1").json()[0]["id"] == sent["id"]
     assert client.get(f"/channels/{ids['text']}").json()["last_message_id"] == sent["id"]
@@ -221,19 +271,38 @@ def test_reply_mentions_and_allowed_mentions(sandbox, rest_client):
     ids = ids_of(sandbox)
     channel = f"/channels/{ids['text']}/messages"
     target = client.get(f"{channel}/{ids['messages'][-1]}").json()
-    reply = client.post(channel, json={"content": f"hi <@{ids['owner']}>",
-                                       "message_reference": {"message_id": target["id"]}}).json()
+    reply = client.post(
+        channel,
+        json={
+            "content": f"hi <@{ids['owner']}>",
+            "message_reference": {"message_id": target["id"]},
+        },
+    ).json()
     assert reply["type"] == 19 and reply["referenced_message"]["id"] == target["id"]
-    assert reply["message_reference"] == {"type": 0, "channel_id": str(ids["text"]), "message_id": target["id"],
-                                          "guild_id": str(ids["guild"])}
+    assert reply["message_reference"] == {
+        "type": 0,
+        "channel_id": str(ids["text"]),
+        "message_id": target["id"],
+        "guild_id": str(ids["guild"]),
+    }
     mentioned = {u["id"] for u in reply["mentions"]}
     assert {str(ids["owner"]), target["author"]["id"]} <= mentioned
-    quiet = client.post(channel, json={"content": f"hi <@{ids['owner']}>",
-                                       "message_reference": {"message_id": target["id"]},
-                                       "allowed_mentions": {"parse": []}}).json()
+    quiet = client.post(
+        channel,
+        json={
+            "content": f"hi <@{ids['owner']}>",
+            "message_reference": {"message_id": target["id"]},
+            "allowed_mentions": {"parse": []},
+        },
+    ).json()
     assert quiet["mentions"] == []
-    missing = client.post(channel, json={"content": "x", "message_reference": {"message_id": "1",
-                                                                             "fail_if_not_exists": False}})
+    missing = client.post(
+        channel,
+        json={
+            "content": "x",
+            "message_reference": {"message_id": "1", "fail_if_not_exists": False},
+        },
+    )
     assert missing.status_code == 200 and "message_reference" not in missing.json()
 
 
@@ -245,24 +314,34 @@ def test_enforce_nonce_returns_the_earlier_message_for_a_few_minutes(sandbox_fac
     client = rest_client(server)
     ids = ids_of(server)
     channel = f"/channels/{ids['text']}/messages"
-    first = client.post(channel, json={"content": "once", "nonce": "retry-1", "enforce_nonce": True})
+    first = client.post(
+        channel, json={"content": "once", "nonce": "retry-1", "enforce_nonce": True}
+    )
     assert first.status_code == 200
-    again = client.post(channel, json={"content": "once", "nonce": "retry-1", "enforce_nonce": True})
+    again = client.post(
+        channel, json={"content": "once", "nonce": "retry-1", "enforce_nonce": True}
+    )
     assert again.json()["id"] == first.json()["id"]
     # Without enforce_nonce, or with another nonce, a nonce is only echoed back.
     plain = client.post(channel, json={"content": "once", "nonce": "retry-1"}).json()
-    other = client.post(channel, json={"content": "once", "nonce": "retry-2", "enforce_nonce": True}).json()
+    other = client.post(
+        channel, json={"content": "once", "nonce": "retry-2", "enforce_nonce": True}
+    ).json()
     assert len({first.json()["id"], plain["id"], other["id"]}) == 3
     history = client.get(f"{channel}?limit=10").json()
     assert [m["id"] for m in history].count(first.json()["id"]) == 1
     assert sum(m.get("nonce") == "retry-1" for m in history) == 2  # the first and the plain one
     # A deleted message is not returned again.
     assert client.delete(f"{channel}/{other['id']}").status_code == 204
-    renewed = client.post(channel, json={"content": "once", "nonce": "retry-2", "enforce_nonce": True}).json()
+    renewed = client.post(
+        channel, json={"content": "once", "nonce": "retry-2", "enforce_nonce": True}
+    ).json()
     assert renewed["id"] != other["id"]
     # After the window, the same nonce posts anew.
     clock.now += NONCE_WINDOW_S
-    later = client.post(channel, json={"content": "once", "nonce": "retry-1", "enforce_nonce": True}).json()
+    later = client.post(
+        channel, json={"content": "once", "nonce": "retry-1", "enforce_nonce": True}
+    ).json()
     assert later["id"] != first.json()["id"]
     bad = client.post(channel, json={"content": "x", "nonce": "n", "enforce_nonce": "yes"}).json()
     assert bad["code"] == 50035 and "enforce_nonce" in bad["errors"]
@@ -274,15 +353,25 @@ def test_validation_errors_name_the_field(sandbox, rest_client):
     channel = f"/channels/{ids['text']}/messages"
     too_long = client.post(channel, json={"content": "x" * 2001}).json()
     assert too_long["code"] == 50035 and too_long["message"] == "Invalid Form Body"
-    assert too_long["errors"]["content"]["_errors"][0]["message"] == "Must be 2000 or fewer in length."
+    assert (
+        too_long["errors"]["content"]["_errors"][0]["message"] == "Must be 2000 or fewer in length."
+    )
     assert client.post(channel, json={"content": "x" * 2000}).status_code == 200
     bad_embed = client.post(channel, json={"embeds": [{"title": "ok"}, {"title": 5}]}).json()
     assert "title" in bad_embed["errors"]["embeds"]["1"]
     limit = client.get(f"/guilds/{ids['guild']}/members?limit=1001").json()
-    assert limit["errors"]["limit"]["_errors"][0]["message"] == "int value should be less than or equal to 1000."
+    assert (
+        limit["errors"]["limit"]["_errors"][0]["message"]
+        == "int value should be less than or equal to 1000."
+    )
     assert client.get(f"{channel}?limit=0").json()["errors"]["limit"]
     assert client.get(f"{channel}?before=abc").json()["errors"]["before"]
-    assert client.post(channel, data=b"nope", headers={"Content-Type": "application/json"}).json()["code"] == 50109
+    assert (
+        client.post(channel, data=b"nope", headers={"Content-Type": "application/json"}).json()[
+            "code"
+        ]
+        == 50109
+    )
     assert client.post(channel, json={"embeds": [{"title": "embed only"}]}).status_code == 200
 
 
@@ -290,24 +379,39 @@ def test_multipart_upload(sandbox, rest_client):
     client = rest_client(sandbox)
     ids = ids_of(sandbox)
     payload = {"content": "see attached", "attachments": [{"id": 0, "description": "a log"}]}
-    sent = client.post(f"/channels/{ids['text']}/messages", data={"payload_json": json.dumps(payload)},
-                       files={"files[0]": ("build.log", b"x" * 1234, "text/plain")}).json()
+    sent = client.post(
+        f"/channels/{ids['text']}/messages",
+        data={"payload_json": json.dumps(payload)},
+        files={"files[0]": ("build.log", b"x" * 1234, "text/plain")},
+    ).json()
     (attachment,) = sent["attachments"]
     assert attachment["filename"] == "build.log" and attachment["size"] == 1234
     assert attachment["content_type"] == "text/plain" and attachment["description"] == "a log"
 
 
-def test_members_need_the_privileged_intent_and_guilds_need_membership(sandbox_factory, rest_client, tmp_path):
-    scenario = {"bots": [{"token": "a"}, {"token": "b", "privileged_intents": []}],
-                "guilds": [{"name": "A", "members": 3, "channels": 1, "messages": 1, "bots": ["a"]},
-                           {"name": "B", "members": 3, "channels": 1, "messages": 1, "bots": ["b"]}]}
+def test_members_need_the_privileged_intent_and_guilds_need_membership(
+    sandbox_factory, rest_client, tmp_path
+):
+    scenario = {
+        "bots": [{"token": "a"}, {"token": "b", "privileged_intents": []}],
+        "guilds": [
+            {"name": "A", "members": 3, "channels": 1, "messages": 1, "bots": ["a"]},
+            {"name": "B", "members": 3, "channels": 1, "messages": 1, "bots": ["b"]},
+        ],
+    }
     path = tmp_path / "s.json"
     path.write_text(json.dumps(scenario), encoding="utf-8")
     server = sandbox_factory(scenario=str(path), tokens=())
     a, b = rest_client(server, token="a"), rest_client(server, token="b")
-    guild_a, guild_b = (g["id"] for g in (a.get("/users/@me/guilds").json()[0], b.get("/users/@me/guilds").json()[0]))
+    guild_a, guild_b = (
+        g["id"]
+        for g in (a.get("/users/@me/guilds").json()[0], b.get("/users/@me/guilds").json()[0])
+    )
     assert a.get(f"/guilds/{guild_a}/members?limit=10").status_code == 200
-    assert b.get(f"/guilds/{guild_b}/members?limit=10").json() == {"message": "Missing Access", "code": 50001}
+    assert b.get(f"/guilds/{guild_b}/members?limit=10").json() == {
+        "message": "Missing Access",
+        "code": 50001,
+    }
     assert b.get(f"/guilds/{guild_b}/members/{b.get('/users/@me').json()['id']}").status_code == 200
     assert a.get(f"/guilds/{guild_b}").json() == {"message": "Missing Access", "code": 50001}
     channel_b = b.get(f"/guilds/{guild_b}/channels").json()[0]["id"]
@@ -327,7 +431,9 @@ def test_route_bucket_429_then_recovers_on_the_clock(sandbox_factory, rest_clien
     assert body["message"] == "You are being rate limited." and body["global"] is False
     assert 0 < body["retry_after"] <= 10
     assert third.headers["X-RateLimit-Scope"] == "user" and third.headers["Retry-After"] == "10"
-    assert third.headers["Via"] == "1.1 google" and third.headers["Content-Type"] == "application/json"
+    assert (
+        third.headers["Via"] == "1.1 google" and third.headers["Content-Type"] == "application/json"
+    )
     assert client.get("/gateway/bot").status_code == 200  # other routes are unaffected
     clock.now += 10
     assert client.get("/users/@me").status_code == 200
@@ -336,18 +442,28 @@ def test_route_bucket_429_then_recovers_on_the_clock(sandbox_factory, rest_clien
 def test_global_limit(sandbox_factory, rest_client):
     server = sandbox_factory(clock=FakeClock(), global_rate_limit=3)
     client = rest_client(server)
-    statuses = [client.get(path).status_code for path in ("/users/@me", "/gateway/bot", "/users/@me/guilds")]
+    statuses = [
+        client.get(path).status_code for path in ("/users/@me", "/gateway/bot", "/users/@me/guilds")
+    ]
     limited = client.get("/oauth2/applications/@me")
     assert statuses == [200, 200, 200] and limited.status_code == 429
     assert limited.json()["global"] is True
-    assert limited.headers["X-RateLimit-Global"] == "true" and limited.headers["X-RateLimit-Scope"] == "global"
+    assert (
+        limited.headers["X-RateLimit-Global"] == "true"
+        and limited.headers["X-RateLimit-Scope"] == "global"
+    )
 
 
 # ------------------------------------------------------------------ faults
 def test_faults_fail_then_clear(sandbox, rest_client):
     client = rest_client(sandbox)
     ids = ids_of(sandbox)
-    assert client.control("POST", "/faults", {"status": 500, "count": 2, "path": "/channels/*"}).status_code == 200
+    assert (
+        client.control(
+            "POST", "/faults", {"status": 500, "count": 2, "path": "/channels/*"}
+        ).status_code
+        == 200
+    )
     assert client.get("/users/@me").status_code == 200  # not matching the glob
     failed = [client.get(f"/channels/{ids['text']}") for _ in range(2)]
     assert [r.status_code for r in failed] == [500, 500]
@@ -388,7 +504,9 @@ def test_invalid_request_guard_bans_like_cloudflare(sandbox_factory, rest_client
     assert banned.headers["Content-Type"].startswith("text/html") and "1015" in banned.text
     assert "Via" not in banned.headers and "X-RateLimit-Bucket" not in banned.headers
     assert int(banned.headers["Retry-After"]) == 30
-    assert client.control("GET", "/state").json()["invalid_request_guard"]["banned"] == ["127.0.0.1"]
+    assert client.control("GET", "/state").json()["invalid_request_guard"]["banned"] == [
+        "127.0.0.1"
+    ]
     clock.now += 31
     assert client.get("/users/@me").status_code == 200
 
@@ -415,22 +533,44 @@ def test_cli_prints_one_ready_line_serves_and_stops_on_signal(stop_signal):
     import subprocess
     import sys
 
-    command = [sys.executable, "-m", "membersense.sandbox", "--port", "0", "--members", "20", "--channels", "1",
-               "--messages", "2", "--token", "cli-a", "--token", "cli-b", "--seed", "5"]
+    command = [
+        sys.executable,
+        "-m",
+        "membersense.sandbox",
+        "--port",
+        "0",
+        "--members",
+        "20",
+        "--channels",
+        "1",
+        "--messages",
+        "2",
+        "--token",
+        "cli-a",
+        "--token",
+        "cli-b",
+        "--seed",
+        "5",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()
         match = __import__("re").fullmatch(
             r"sandbox ready api=(http://127\.0\.0\.1:(\d+)/api/v10) gateway=ws://127\.0\.0\.1:(\d+)/ws "
-            r"cdn=http://127\.0\.0\.1:(\d+) tokens=cli-a,cli-b\n", line)
+            r"cdn=http://127\.0\.0\.1:(\d+) tokens=cli-a,cli-b\n",
+            line,
+        )
         assert match, line
         api, port, ws_port, cdn_port = match.groups()
         assert port == ws_port == cdn_port and int(port) > 0
         with requests.Session() as http:
             me = http.get(api + "/users/@me", headers={"Authorization": "Bot cli-b"}, timeout=10)
             assert me.status_code == 200
-            guilds = http.get(api + "/users/@me/guilds?with_counts=true", headers={"Authorization": "Bot cli-a"},
-                              timeout=10).json()
+            guilds = http.get(
+                api + "/users/@me/guilds?with_counts=true",
+                headers={"Authorization": "Bot cli-a"},
+                timeout=10,
+            ).json()
             assert guilds[0]["approximate_member_count"] == 22
         process.send_signal(getattr(signal, stop_signal))
         out, err = process.communicate(timeout=20)
@@ -450,9 +590,20 @@ def test_cli_reports_bad_input(tmp_path, capsys):
     with pytest.raises(SystemExit) as bad_limit:
         main(["--rate-limit", "lots"])
     assert bad_limit.value.code == 2
-    args = build_parser().parse_args(["--rate-limit", "5/2", "--route-limit",
-                                      "POST /channels/{channel_id}/messages=5/5", "--invalid-request-limit", "100",
-                                      "--heartbeat-interval", "1000", "--global-rate-limit", "50"])
+    args = build_parser().parse_args(
+        [
+            "--rate-limit",
+            "5/2",
+            "--route-limit",
+            "POST /channels/{channel_id}/messages=5/5",
+            "--invalid-request-limit",
+            "100",
+            "--heartbeat-interval",
+            "1000",
+            "--global-rate-limit",
+            "50",
+        ]
+    )
     config = config_from_args(args)
     assert (config.rate_limit_per_route, config.rate_limit_window_s) == (5, 2.0)
     assert config.route_limits == {"POST /channels/{channel_id}/messages": (5, 5.0)}

@@ -23,9 +23,16 @@ def world_ids(server: SandboxServer) -> dict[str, Any]:
     def read() -> dict[str, Any]:
         guild = next(iter(server.world.guilds.values()))
         text = next(c for c in guild.channels if c.type == 0)
-        return {"guild": guild.id, "name": guild.name, "count": guild.member_count, "text": text.id,
-                "messages": list(text.message_ids), "member_ids": sorted(guild.members),
-                "owner": guild.owner_id, "bot": server.world.bot_for_token(TEST_TOKEN).id}
+        return {
+            "guild": guild.id,
+            "name": guild.name,
+            "count": guild.member_count,
+            "text": text.id,
+            "messages": list(text.message_ids),
+            "member_ids": sorted(guild.members),
+            "owner": guild.owner_id,
+            "bot": server.world.bot_for_token(TEST_TOKEN).id,
+        }
 
     return server.run(read)
 
@@ -94,7 +101,11 @@ def test_guild_members_and_channels(pointed):
         owner = await guild.fetch_member(ids["owner"])
         assert owner.id == ids["owner"] and owner.guild_permissions.administrator
         channels = await guild.fetch_channels()
-        assert {type(c) for c in channels} == {discord.TextChannel, discord.VoiceChannel, discord.CategoryChannel}
+        assert {type(c) for c in channels} == {
+            discord.TextChannel,
+            discord.VoiceChannel,
+            discord.CategoryChannel,
+        }
         channel = await client.fetch_channel(ids["text"])
         assert isinstance(channel, discord.TextChannel) and channel.category_id is not None
         with pytest.raises(discord.NotFound) as unknown:
@@ -113,13 +124,19 @@ def test_history_with_every_cursor(pointed):
         channel = await client.fetch_channel(ids["text"])
         newest = [m.id async for m in channel.history(limit=None)]
         assert newest == all_ids[::-1]  # three pages of 100 with `before`
-        assert [m.id async for m in channel.history(limit=20, oldest_first=True)] == all_ids[:20]  # from the start
+        assert [m.id async for m in channel.history(limit=20, oldest_first=True)] == all_ids[
+            :20
+        ]  # from the start
         before = discord.Object(all_ids[100])
-        assert [m.id async for m in channel.history(limit=30, before=before)] == all_ids[70:100][::-1]
+        assert [m.id async for m in channel.history(limit=30, before=before)] == all_ids[70:100][
+            ::-1
+        ]
         after = discord.Object(all_ids[100])
         assert [m.id async for m in channel.history(limit=130, after=after)] == all_ids[101:231]
         around = discord.Object(all_ids[100])
-        assert [m.id async for m in channel.history(limit=11, around=around)] == all_ids[95:106][::-1]
+        assert [m.id async for m in channel.history(limit=11, around=around)] == all_ids[95:106][
+            ::-1
+        ]
         since = (await channel.fetch_message(all_ids[200])).created_at
         assert [m.id async for m in channel.history(limit=None, after=since)] == all_ids[201:]
         message = await channel.fetch_message(all_ids[-1])
@@ -134,7 +151,9 @@ def test_send_reply_edit_delete(pointed):
 
     async def body(client: discord.Client) -> None:
         channel = await client.fetch_channel(ids["text"])
-        sent = await channel.send("hello from discord.py", embed=discord.Embed(title="t", description="d"))
+        sent = await channel.send(
+            "hello from discord.py", embed=discord.Embed(title="t", description="d")
+        )
         assert sent.content == "hello from discord.py" and sent.embeds[0].title == "t"
         assert sent.author.id == ids["bot"]
         target = await channel.fetch_message(ids["messages"][-1])
@@ -153,8 +172,13 @@ def test_send_reply_edit_delete(pointed):
             await channel.send("x" * 2001)
         assert too_long.value.status == 400 and too_long.value.code == 50035
         assert "In content: Must be 2000 or fewer in length." in str(too_long.value)
-        file_message = await channel.send("with file", file=discord.File(__file__, filename="test.py"))
-        assert file_message.attachments[0].filename == "test.py" and file_message.attachments[0].size > 0
+        file_message = await channel.send(
+            "with file", file=discord.File(__file__, filename="test.py")
+        )
+        assert (
+            file_message.attachments[0].filename == "test.py"
+            and file_message.attachments[0].size > 0
+        )
         async with channel.typing():
             pass
 
@@ -164,15 +188,29 @@ def test_send_reply_edit_delete(pointed):
 def test_forbidden_and_not_found(pointed, tmp_path):
     import json
 
-    scenario = {"bots": [{"token": "a"}, {"token": "b"}],
-                "guilds": [{"name": "A", "members": 3, "channels": 1, "messages": 1, "bots": ["a"],
-                            "read_only_channels": ["news"]},
-                           {"name": "B", "members": 3, "channels": 1, "messages": 1, "bots": ["b"]}]}
+    scenario = {
+        "bots": [{"token": "a"}, {"token": "b"}],
+        "guilds": [
+            {
+                "name": "A",
+                "members": 3,
+                "channels": 1,
+                "messages": 1,
+                "bots": ["a"],
+                "read_only_channels": ["news"],
+            },
+            {"name": "B", "members": 3, "channels": 1, "messages": 1, "bots": ["b"]},
+        ],
+    }
     path = tmp_path / "s.json"
     path.write_text(json.dumps(scenario), encoding="utf-8")
     server = pointed(scenario=str(path), tokens=())
     guild_b = server.run(lambda: list(server.world.guilds)[1])
-    news = server.run(lambda: next(c.id for g in server.world.guilds.values() for c in g.channels if c.name == "news"))
+    news = server.run(
+        lambda: next(
+            c.id for g in server.world.guilds.values() for c in g.channels if c.name == "news"
+        )
+    )
 
     async def body(client: discord.Client) -> None:
         with pytest.raises(discord.Forbidden) as forbidden:
@@ -211,7 +249,9 @@ def test_discordpy_retries_injected_429_and_500(pointed, rest_client, caplog):
     server = pointed()
     ids = world_ids(server)
     control = rest_client(server)
-    control.control("POST", "/faults", {"status": 429, "count": 2, "path": "/channels/*", "retry_after": 0.1})
+    control.control(
+        "POST", "/faults", {"status": 429, "count": 2, "path": "/channels/*", "retry_after": 0.1}
+    )
     control.control("POST", "/faults", {"status": 500, "count": 1, "path": "/guilds/*"})
 
     async def body(client: discord.Client) -> None:

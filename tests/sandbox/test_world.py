@@ -41,7 +41,9 @@ class FakeClock:
 
 
 def small_world(**overrides: object) -> World:
-    config = SandboxConfig(**{"members": 40, "channels": 3, "messages": 30, "tokens": ("tok-a",), **overrides})
+    config = SandboxConfig(
+        **{"members": 40, "channels": 3, "messages": 30, "tokens": ("tok-a",), **overrides}
+    )
     return build_world(config)
 
 
@@ -119,7 +121,12 @@ def test_ten_thousand_members_generate_and_serialize():
 def test_ids_are_unique_snowflakes_in_the_past():
     world = small_world()
     guild = only_guild(world)
-    ids = [guild.id] + [r.id for r in guild.roles[1:]] + [c.id for c in guild.channels] + list(world.users)
+    ids = (
+        [guild.id]
+        + [r.id for r in guild.roles[1:]]
+        + [c.id for c in guild.channels]
+        + list(world.users)
+    )
     for channel in guild.channels:
         ids.extend(channel.message_ids)
     assert len(ids) == len(set(ids))
@@ -175,8 +182,10 @@ def test_members_sorted_and_search():
     target = ordered[17].user.username
     found = guild.search_members(target[:3].upper(), 0)
     assert target in [m.user.username for m in found]
-    assert all(m.user.username.startswith(target[:3]) or (m.nick or "").lower().startswith(target[:3])
-               for m in found)
+    assert all(
+        m.user.username.startswith(target[:3]) or (m.nick or "").lower().startswith(target[:3])
+        for m in found
+    )
     assert len(guild.search_members("", 7)) == 7
     assert len(guild.search_members("", 0)) == guild.member_count
     assert guild.search_members("zzzz-no-such", 10) == []
@@ -192,15 +201,21 @@ def test_tokens_and_revocation():
     world.events.subscribe(seen.append)
     world.revoke_token(bot)
     assert world.bot_for_token("tok-a") is None
-    assert seen == [WorldEvent(name="TOKEN_REVOKED", guild_id=None, data={}, intent=0, bot_id=bot.id)]
+    assert seen == [
+        WorldEvent(name="TOKEN_REVOKED", guild_id=None, data={}, intent=0, bot_id=bot.id)
+    ]
 
 
 def test_session_start_limit_spends_and_resets_with_the_clock():
     clock = FakeClock()
     world = small_world(session_start_limit=2, clock=clock)
     bot = world.bot_for_token("tok-a")
-    assert world.session_start_limit_payload(bot) == {"total": 2, "remaining": 2, "reset_after": 0,
-                                                       "max_concurrency": 1}
+    assert world.session_start_limit_payload(bot) == {
+        "total": 2,
+        "remaining": 2,
+        "reset_after": 0,
+        "max_concurrency": 1,
+    }
     assert world.spend_identify(bot) and world.spend_identify(bot)
     assert not world.spend_identify(bot)
     clock.now += 3600
@@ -217,8 +232,19 @@ def test_payload_shapes_match_discord():
     bot = world.bot_for_token("tok-a")
     member = guild.members[guild.owner_id]
     payload = world.member_payload(guild, member)
-    assert set(payload) >= {"user", "nick", "avatar", "roles", "joined_at", "premium_since", "deaf", "mute",
-                            "flags", "pending", "communication_disabled_until"}
+    assert set(payload) >= {
+        "user",
+        "nick",
+        "avatar",
+        "roles",
+        "joined_at",
+        "premium_since",
+        "deaf",
+        "mute",
+        "flags",
+        "pending",
+        "communication_disabled_until",
+    }
     assert all(isinstance(r, str) for r in payload["roles"])
     assert dt.datetime.fromisoformat(payload["joined_at"]).tzinfo is not None
     assert "user" not in world.member_payload(guild, member, with_user=False)
@@ -250,11 +276,18 @@ def test_guild_create_inlines_members_only_below_the_large_threshold():
 def test_message_payload_without_content():
     world = small_world(members=60, messages=200)
     channel = text_channels(only_guild(world))[0]
-    message = next(channel.messages[i] for i in channel.message_ids if channel.messages[i].attachments)
+    message = next(
+        channel.messages[i] for i in channel.message_ids if channel.messages[i].attachments
+    )
     full = world.message_payload(message)
     bare = world.message_payload(message, with_content=False)
     assert full["content"] and full["attachments"]
-    assert bare["content"] == "" and bare["attachments"] == [] and bare["embeds"] == [] and bare["components"] == []
+    assert (
+        bare["content"] == ""
+        and bare["attachments"] == []
+        and bare["embeds"] == []
+        and bare["components"] == []
+    )
     assert bare["id"] == full["id"] and bare["author"] == full["author"]
 
 
@@ -272,7 +305,9 @@ def test_changes_are_dispatched_with_discord_shapes():
     member = world.add_member(guild, user)
     world.update_member(guild, member, nick="Newbie")
     channel = text_channels(guild)[0]
-    message = world.create_message(channel, user, f"hi <@{guild.owner_id}>", mention_ids=[guild.owner_id])
+    message = world.create_message(
+        channel, user, f"hi <@{guild.owner_id}>", mention_ids=[guild.owner_id]
+    )
     world.edit_message(message, content="hello")
     world.delete_message(message)
     world.remove_member(guild, member)
@@ -280,11 +315,24 @@ def test_changes_are_dispatched_with_discord_shapes():
     world.delete_channel(created)
 
     names = [e.name for e in events]
-    assert names == ["GUILD_MEMBER_ADD", "GUILD_MEMBER_UPDATE", "MESSAGE_CREATE", "MESSAGE_UPDATE",
-                     "MESSAGE_DELETE", "GUILD_MEMBER_REMOVE", "CHANNEL_CREATE", "CHANNEL_DELETE"]
+    assert names == [
+        "GUILD_MEMBER_ADD",
+        "GUILD_MEMBER_UPDATE",
+        "MESSAGE_CREATE",
+        "MESSAGE_UPDATE",
+        "MESSAGE_DELETE",
+        "GUILD_MEMBER_REMOVE",
+        "CHANNEL_CREATE",
+        "CHANNEL_DELETE",
+    ]
     intents = [e.intent for e in events]
-    assert intents == [INTENT_GUILD_MEMBERS] * 2 + [INTENT_GUILD_MESSAGES] * 3 + [INTENT_GUILD_MEMBERS] + [
-        INTENT_GUILDS] * 2
+    assert (
+        intents
+        == [INTENT_GUILD_MEMBERS] * 2
+        + [INTENT_GUILD_MESSAGES] * 3
+        + [INTENT_GUILD_MEMBERS]
+        + [INTENT_GUILDS] * 2
+    )
     assert all(e.guild_id == guild.id for e in events)
     add, update, create, edit, delete, remove, ch_create, ch_delete = (e.data for e in events)
     assert add["guild_id"] == str(guild.id) and add["user"]["username"] == "newcomer"
@@ -325,7 +373,11 @@ def test_mentions_follow_allowed_mentions():
     content = f"<@{owner}> <@!{owner}> <@&{role.id}> @everyone <@1>"
     assert world.resolve_mentions(guild, content) == ([owner], [role.id], True)
     assert world.resolve_mentions(guild, content, {"parse": []}) == ([], [], False)
-    assert world.resolve_mentions(guild, content, {"parse": [], "users": [str(owner)]}) == ([owner], [], False)
+    assert world.resolve_mentions(guild, content, {"parse": [], "users": [str(owner)]}) == (
+        [owner],
+        [],
+        False,
+    )
     assert world.resolve_mentions(guild, content, {"parse": ["roles"]}) == ([], [role.id], False)
 
 
@@ -336,9 +388,17 @@ SCENARIO = {
         {"token": "beta", "privileged_intents": []},
     ],
     "guilds": [
-        {"name": "Alpha HQ", "members": 5, "channels": 2, "messages": 3, "bots": ["alpha"],
-         "hidden_channels": ["staff-only"],
-         "named_members": [{"username": "alice", "global_name": "Alice", "roles": ["Moderator"]}]},
+        {
+            "name": "Alpha HQ",
+            "members": 5,
+            "channels": 2,
+            "messages": 3,
+            "bots": ["alpha"],
+            "hidden_channels": ["staff-only"],
+            "named_members": [
+                {"username": "alice", "global_name": "Alice", "roles": ["Moderator"]}
+            ],
+        },
         {"name": "Shared", "members": 8, "channels": 1, "voice_channels": 0, "messages": 0},
     ],
 }
@@ -379,10 +439,16 @@ def build_world_from_scenario(raw: dict, config: SandboxConfig) -> World:
         ({"guilds": []}, "guilds"),
         ({"guilds": [{"members": -1}]}, "guilds[0].members"),
         ({"guilds": [{"bots": ["nope"]}]}, "guilds[0].bots[0]"),
-        ({"bots": [{"token": "a", "privileged_intents": ["GUILDS"]}], "guilds": [{}]}, "bots[0].privileged_intents[0]"),
+        (
+            {"bots": [{"token": "a", "privileged_intents": ["GUILDS"]}], "guilds": [{}]},
+            "bots[0].privileged_intents[0]",
+        ),
         ({"bots": [{"token": "a"}, {"token": "a"}], "guilds": [{}]}, "bots"),
         ({"guilds": [{"colour": 1}]}, "guilds[0]: unknown key(s) colour"),
-        ({"guilds": [{"named_members": [{"username": "x", "roles": ["Boss"]}]}]}, "guilds[0].named_members[0]"),
+        (
+            {"guilds": [{"named_members": [{"username": "x", "roles": ["Boss"]}]}]},
+            "guilds[0].named_members[0]",
+        ),
     ],
 )
 def test_scenario_errors_say_where(raw, where):
@@ -421,7 +487,13 @@ def test_world_is_identical_across_processes_and_hash_seeds():
     digests = set()
     for hash_seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        result = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=60,
-                                check=True)
+        result = subprocess.run(
+            [sys.executable, "-c", program],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
         digests.add(result.stdout.strip())
     assert len(digests) == 1 and len(next(iter(digests))) == len(hashlib.sha256().hexdigest())
