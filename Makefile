@@ -33,6 +33,7 @@ system-packages:  ## the Debian packages the tests need (Chromium, nginx, Apache
 
 test: system-packages $(VENV)/.installed-test  ## static checks, then the whole test suite
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest
 
