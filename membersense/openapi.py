@@ -1195,6 +1195,11 @@ def _schemas() -> Json:
                 "parentId": {"oneOf": [snowflake, {"type": "null"}]},
                 "position": {"type": "integer"},
                 "topic": nullable_string,
+                "canSend": {
+                    "type": "boolean",
+                    "description": "Whether the bot may post there: it can view the channel "
+                    "and has Send Messages (POST /api/messages answers 403 where not).",
+                },
             }
         ),
         "ChannelList": {"type": "array", "items": {"$ref": "#/components/schemas/Channel"}},

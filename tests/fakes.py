@@ -79,6 +79,7 @@ def make_guild(guild_id: int = 100, name: str = "Test Guild", members: int = 5) 
             "parentId": None,
             "position": 0,
             "topic": None,
+            "canSend": True,
         },
         {
             "id": "501",
@@ -87,6 +88,7 @@ def make_guild(guild_id: int = 100, name: str = "Test Guild", members: int = 5) 
             "parentId": None,
             "position": 1,
             "topic": None,
+            "canSend": False,
         },
     ]
     messages = {

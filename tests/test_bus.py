@@ -323,7 +323,7 @@ def test_gateway_changes_become_events_in_the_rest_shapes(bots: Bots, control: C
     assert set(create) == message_keys and create["content"] == "hello bus"
     assert edit["content"] == "hello again" and edit["editedTimestamp"] is not None
     assert delete == {"id": posted["id"], "channelId": channel["id"]}
-    assert set(made) == set(channel) and made["name"] == "events-room"
+    assert set(made) == set(channel) and made["name"] == "events-room" and made["canSend"]
     assert gone == {"id": room["id"]} and leave == {"id": user}
 
 

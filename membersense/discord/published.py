@@ -104,14 +104,15 @@ def role_names(guild: discord.Guild) -> RoleNames:
     )
 
 
-def _channel_entry(channel: discord.abc.GuildChannel, me: discord.Member | None) -> ChannelEntry:
+def channel_entry(channel: discord.abc.GuildChannel, me: discord.Member | None) -> ChannelEntry:
+    """One channel as published, its JSON saying whether the bot may post there (on the loop)."""
     readable = sendable = False
     if me is not None:
         permissions = channel.permissions_for(me)
         readable = permissions.view_channel and permissions.read_message_history
         sendable = permissions.view_channel and permissions.send_messages
     return ChannelEntry(
-        serialize_channel(channel),
+        {**serialize_channel(channel), "canSend": sendable},
         channel_kind(channel),
         readable,
         isinstance(channel, discord.abc.Messageable),
@@ -170,8 +171,8 @@ class Publisher:
         entries: list[ChannelEntry] = []
         for category, channels in guild.by_category():
             if category is not None:
-                entries.append(_channel_entry(category, me))
-            entries.extend(_channel_entry(channel, me) for channel in channels)
+                entries.append(channel_entry(category, me))
+            entries.extend(channel_entry(channel, me) for channel in channels)
         index = {int(entry.data["id"]): entry for entry in entries}
         guilds = dict(self.view.guilds)
         current = guilds.get(guild.id)

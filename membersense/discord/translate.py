@@ -15,10 +15,9 @@ from typing import Any
 import discord
 
 from membersense.bus import EventBus, topic_of
-from membersense.discord.published import role_names
+from membersense.discord.published import channel_entry, role_names
 from membersense.discord.serializers import (
     MemberRecord,
-    serialize_channel,
     serialize_member,
     serialize_message,
 )
@@ -77,7 +76,10 @@ class EventTranslator:
 
     def channel(self, type: str, channel: discord.abc.GuildChannel) -> None:
         """``channel.create`` / ``channel.update`` (the channel's JSON) or ``channel.delete`` (its id)."""
-        data = {"id": str(channel.id)} if type == "channel.delete" else serialize_channel(channel)
+        if type == "channel.delete":
+            data: Mapping[str, Any] = {"id": str(channel.id)}
+        else:  # as GET /api/channels shows it, the bot's permission to post included
+            data = channel_entry(channel, channel.guild.me).data
         self._publish(channel.guild.id, type, data)
 
     def guild(self, summary: GuildSummary) -> None:

@@ -827,7 +827,10 @@ function renderSendBox() {
   $("send").hidden = !channel;
   $("to-send").hidden = !channel;
   if (!channel) return;
-  const refused = state.noSend.get(channelId);
+  // The channel list says where the bot may post; a 403 since (permissions changed, or a
+  // server that does not say) is remembered per channel until the channel changes.
+  const refused = state.noSend.get(channelId)
+    ?? (channel.canSend === false ? "The bot has no permission to post in this channel." : undefined);
   const waiting = Date.now() < state.sendBlockedUntil;
   $("send-text").disabled = Boolean(refused);
   $("send-text").readOnly = state.sending;
@@ -870,7 +873,8 @@ $("send").addEventListener("submit", (event) => {
 async function sendMessage() {
   const channelId = state.channelId;
   const content = $("send-text").value;
-  if (!channelId || state.sending || state.noSend.has(channelId) || Date.now() < state.sendBlockedUntil) return;
+  const mayPost = state.channelById.get(channelId)?.canSend !== false && !state.noSend.has(channelId);
+  if (!channelId || state.sending || !mayPost || Date.now() < state.sendBlockedUntil) return;
   if (!content.trim()) {
     $("send-error").textContent = "Write a message first.";
     return;
@@ -937,7 +941,7 @@ function sendFailed(error, channelId) {
     case 401:
       break; // back at the login already
     case 403:
-      // Known only now: GET /api/channels does not say where the bot may post.
+      // The channel list said the bot may post here (or did not say): it may not, now.
       state.draft = null;
       state.noSend.set(channelId, sentence(error.message));
       break;

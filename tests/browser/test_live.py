@@ -331,17 +331,59 @@ def test_the_stream_reopens_with_a_new_ticket_and_misses_nothing(
     watch.assert_clean()  # no 401: no used ticket was ever sent again
 
 
-def test_sending_where_the_bot_may_not_post_says_so_and_turns_the_box_off(
-    context: Any, app_url: str, world: dict[str, Any], sandbox: SandboxServer, artifacts: Path
+def test_the_send_box_is_off_where_the_channel_list_says_the_bot_may_not_post(
+    context: Any, app_url: str, world: dict[str, Any], artifacts: Path
 ) -> None:
     page = context.new_page()
     watch = Watch(page)
     log_in(page, app_url)
     page.click("#tab-channels")
     page.click(f".channel[data-channel-id='{world['read_only']}']")
+    page.wait_for_selector("#send-note", state="visible")
+    assert (
+        page.text_content("#send-note")
+        == "Cannot send here: the bot has no permission to post in #staff-news."
+    )
+    assert page.get_attribute("#send-note", "role") == "alert"
+    assert page.is_disabled("#send-text") and page.is_disabled("#send-button")
+    readable(page, "#send-note")
+    page.screenshot(path=str(artifacts / "send-refused.png"))
+    page.emulate_media(color_scheme="dark")
+    readable(page, "#send-note")
+    page.emulate_media(color_scheme="light")
+    # Another channel can be posted in; coming back, the box is off again.
+    page.click(f".channel[data-channel-id='{world['general']}']")
+    page.wait_for_selector("#message-list li.message")
+    assert page.is_enabled("#send-text") and not page.is_visible("#send-note")
+    page.click(f".channel[data-channel-id='{world['read_only']}']")
+    page.wait_for_selector("#send-note", state="visible")
+    assert page.is_disabled("#send-text")
+    assert watch.api_requests("POST", "/api/messages") == []  # never asked
+    page.click("#logout")
+    watch.assert_clean()
+
+
+def test_a_403_where_the_list_did_not_say_turns_the_box_off(
+    context: Any, app_url: str, world: dict[str, Any], sandbox: SandboxServer
+) -> None:
+    # A server from before channels said canSend (or permissions changed since the list
+    # was read): the page learns from the refusal, once.
+    page = context.new_page()
+    watch = Watch(page)
+
+    def without_can_send(route: Any) -> None:
+        answer = route.fetch()
+        channels = [{k: v for k, v in c.items() if k != "canSend"} for c in answer.json()]
+        route.fulfill(response=answer, body=json.dumps(channels))
+
+    page.route("**/api/channels?type=all", without_can_send)
+    log_in(page, app_url)
+    page.click("#tab-channels")
+    page.click(f".channel[data-channel-id='{world['read_only']}']")
     page.wait_for_function(
         "() => !document.querySelector('#messages-status').textContent.startsWith('Loading')"
     )
+    assert page.is_enabled("#send-text")
     before = sandbox_messages(sandbox, world["read_only"])
     page.fill("#send-text", "may I?")
     page.click("#send-button")
@@ -350,15 +392,9 @@ def test_sending_where_the_bot_may_not_post_says_so_and_turns_the_box_off(
         page.text_content("#send-note")
         == "Cannot send here: the bot has no permission to post in #staff-news."
     )
-    assert page.get_attribute("#send-note", "role") == "alert"
     assert page.is_disabled("#send-text") and page.is_disabled("#send-button")
     assert sandbox_messages(sandbox, world["read_only"]) == before
-    readable(page, "#send-note")
-    page.screenshot(path=str(artifacts / "send-refused.png"))
-    page.emulate_media(color_scheme="dark")
-    readable(page, "#send-note")
-    page.emulate_media(color_scheme="light")
-    # Another channel can be posted in; coming back, the box is still off, without asking.
+    # Coming back, the box is still off, without asking again.
     page.click(f".channel[data-channel-id='{world['general']}']")
     page.wait_for_selector("#message-list li.message")
     assert page.is_enabled("#send-text") and not page.is_visible("#send-note")

@@ -195,7 +195,12 @@ def test_channels_by_kind(api: Api) -> None:
     session = api.login()
     text = api.get("/api/channels", session).json()
     assert text and all(c["type"] == "text" for c in text)
-    assert set(text[0]) == {"id", "name", "type", "parentId", "position", "topic"}
+    assert set(text[0]) == {"id", "name", "type", "parentId", "position", "topic", "canSend"}
+    # Where the bot may post: not in a channel it cannot even see.
+    assert {c["name"]: c["canSend"] for c in text if c["name"] in ("general", "staff-only")} == {
+        "general": True,
+        "staff-only": False,
+    }
     everything = api.get("/api/channels", session, type="all").json()
     kinds = {c["type"] for c in everything}
     assert {"text", "voice", "category"} <= kinds
