@@ -148,11 +148,18 @@ def test_membersense_down_is_a_json_502(
         assert requests.get(f"{front.base_url}/_ah/health", timeout=10).status_code == 200
         assert backend.stop() == 0
         response = requests.get(f"{front.base_url}/api/members", timeout=10)
+        # A page on another origin can read it, as it reads MemberSense's own errors.
+        cross_origin = requests.get(
+            f"{front.base_url}/api/members", headers={"Origin": "https://app.example"}, timeout=10
+        )
     finally:
         front.stop()
     assert response.status_code == 502
     assert response.headers["Content-Type"] == "application/json"
     assert response.json() == {"error": "Bad Gateway"}
+    assert "Access-Control-Allow-Origin" not in response.headers  # only with Origin
+    assert cross_origin.status_code == 502 and cross_origin.json() == {"error": "Bad Gateway"}
+    assert cross_origin.headers["Access-Control-Allow-Origin"] == "*"
 
 
 def _get(port: int, path: str, source: str, headers: dict[str, str] | None = None) -> int:
