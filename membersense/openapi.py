@@ -694,7 +694,9 @@ def _event_paths() -> Json:
         "event (`id`, `event`: its type, `data`: its `data` as JSON), "
         "`event: reset` (`data: {}`) first when the id to resume from is no "
         "longer kept (re-read over REST), `: heartbeat` every 15 s, "
-        "`event: end` when the session ends, and `retry: 1000` before it "
+        '`event: end` when the session ends (`data: {"reason": "session ended"}`) or '
+        'the server stops (`"server shutting down"`: the session may go on, open a new '
+        "stream), and `retry: 1000` before it "
         "closes after EVENT_STREAM_MAX_SECONDS (reconnect with `Last-Event-ID`).",
         "headers": _headers(rate_limited=True),
         "content": {

@@ -144,6 +144,20 @@ def test_logout_ends_the_stream_and_frees_its_place(
     assert live.open_readers == 0
 
 
+def test_a_stopping_server_ends_its_streams_saying_so(
+    fast_app: Flask, fast_client: FlaskClient, login: Callable[..., str]
+) -> None:
+    # The session is not over (in Redis mode another instance serves it): clients may go on.
+    session = login(test_client=fast_client)
+    live = runtime_of(fast_app).live
+    with open_stream(fast_client, **auth(session)) as frames:
+        next(frames)
+        later(0.1, live.close)
+        rest = frames.rest()
+        assert rest[-1].event == "end" and rest[-1].json() == {"reason": "server shutting down"}
+    assert live.open_readers == 0
+
+
 def test_heartbeats_keep_the_session_alive_and_notice_its_expiry(
     fast_app: Flask, fast_client: FlaskClient, login: Callable[..., str], clock: FakeClock
 ) -> None:

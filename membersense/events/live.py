@@ -68,7 +68,10 @@ def _reset_frame(cursor: str) -> bytes:
     return b"id: %s\nevent: reset\ndata: {}\n\n" % cursor.encode()
 
 
-_END_FRAME = b'event: end\ndata: {"reason":"session ended"}\n\n'
+#: The last frame of a stream whose session ended (logout, expiry, ended elsewhere).
+SESSION_ENDED_FRAME = b'event: end\ndata: {"reason":"session ended"}\n\n'
+#: The last frame of a stream this server ends as it stops (the session may go on elsewhere).
+SHUTTING_DOWN_FRAME = b'event: end\ndata: {"reason":"server shutting down"}\n\n'
 
 
 class EventReader:
@@ -213,7 +216,7 @@ class LiveEvents:
         deadline, next_beat = started + self.max_stream_s, started + self.heartbeat_s
         while True:
             if self._over(reader):
-                yield _END_FRAME
+                yield SHUTTING_DOWN_FRAME if self._closed else SESSION_ENDED_FRAME
                 return
             now = clock()
             if now >= deadline:
@@ -221,7 +224,7 @@ class LiveEvents:
                 return
             if now >= next_beat:
                 if refresh() is None:
-                    yield _END_FRAME
+                    yield SESSION_ENDED_FRAME
                     return
                 yield b": heartbeat\n\n"
                 next_beat = now + self.heartbeat_s

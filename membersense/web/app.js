@@ -1173,8 +1173,9 @@ async function openStream(live) {
   };
   for (const type of [...Object.keys(EVENT_HANDLERS), "reset"]) source.addEventListener(type, onEvent(type));
   source.addEventListener("end", () => {
-    // The session ended, or the server is shutting down (it says `end` then too): asking for
-    // a new ticket tells which. A 401 signs out; a ticket opens a stream elsewhere.
+    // The session ended, or this server is stopping (the frame's reason says which): a new
+    // ticket is the answer that holds either way. A 401 signs out; a ticket opens a stream,
+    // on another instance in Redis mode.
     if (live.source !== source || !current(live)) return;
     source.close();
     live.source = null;
