@@ -63,7 +63,7 @@ from membersense.cluster.connection import Keys
 from membersense.config import load_settings
 from membersense.discord.tokens import fingerprint
 from tests.integration.support import Control, children, tcp_peer_ports
-from tests.redis_support import SHARED_URL, delete_prefix, new_prefix
+from tests.redis_support import SHARED_URL, delete_prefix, lease_holder_pid, new_prefix
 from tests.sse import FrameReader
 
 TOKEN = "bench-failover-token"
@@ -216,16 +216,16 @@ class Bot:
         self.id = state["bots"][0]["id"]
         self.guild = state["guilds"][0]["id"]
         self.redis = redis.Redis.from_url(SHARED_URL, socket_timeout=5)
-        self.lease_key = Keys(prefix).lease(fingerprint(TOKEN))
+        self.keys = Keys(prefix)
+        self.lease_key = self.keys.lease(fingerprint(TOKEN))
 
     def connections(self) -> int:
         """The bot's gateway connections at the sandbox."""
         return int(self.control.gateway()["connections_by_bot"].get(self.id, 0))
 
     def lease_holder(self) -> int | None:
-        """The pid holding the bot's lease (``"<host>:<pid>:<nonce>:<fence>"``), or None."""
-        value = self.redis.get(self.lease_key)
-        return int(value.decode().split(":")[-3]) if isinstance(value, bytes) else None
+        """The pid holding the bot's lease, or None."""
+        return lease_holder_pid(self.redis, self.keys, TOKEN)
 
     def lease_left(self) -> float:
         """Seconds until the bot's lease runs out unless renewed (negative: no lease)."""

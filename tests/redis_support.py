@@ -15,6 +15,8 @@ from pathlib import Path
 
 import redis
 
+from membersense.cluster.connection import Keys
+from membersense.discord.tokens import fingerprint
 from tests.servers import free_port
 
 SHARED_URL = "redis://127.0.0.1:6379/0"
@@ -26,6 +28,15 @@ def shared_redis_alive() -> bool:
     except redis.RedisError:
         return False
     return True
+
+
+def lease_holder_pid(client: redis.Redis, keys: Keys, token: str) -> int | None:
+    """The pid of the process holding the bot's lease, or None.
+
+    A lease is ``"<host>:<pid>:<nonce>:<fence>"`` (:class:`membersense.cluster.leases.Leases`).
+    """
+    lease = client.get(keys.lease(fingerprint(token)))
+    return int(lease.decode().split(":")[-3]) if isinstance(lease, bytes) else None
 
 
 def new_prefix() -> str:

@@ -17,7 +17,6 @@ import pytest
 import redis
 
 from membersense.cluster.connection import Keys
-from membersense.discord.tokens import fingerprint
 from membersense.sandbox.config import SandboxConfig
 from membersense.sandbox.server import SandboxServer
 from tests.contract import watch_session
@@ -29,7 +28,7 @@ from tests.integration.support import (
     worker_pid,
     write_scenario,
 )
-from tests.redis_support import delete_prefix, new_prefix
+from tests.redis_support import delete_prefix, lease_holder_pid, new_prefix
 from tests.servers import GunicornServer
 
 #: DISCORD_TIMEOUT and LOGIN_TIMEOUT of these tests' servers, in seconds: timing
@@ -144,13 +143,12 @@ class Cluster:
         return None
 
     def owner_pid(self, token: str) -> int | None:
-        """The process holding the bot's lease (``"<host>:<pid>:<nonce>:<fence>"``), or None."""
+        """The process holding the bot's lease, or None."""
         client = redis.Redis.from_url(self.url)
         try:
-            lease = client.get(self.keys.lease(fingerprint(token)))
+            return lease_holder_pid(client, self.keys, token)
         finally:
             client.close()
-        return int(lease.decode().split(":")[-3]) if lease else None
 
     def instance_of(self, pid: int | None) -> MemberSense | None:
         """The instance *pid* is a worker of."""
