@@ -64,6 +64,15 @@ class Sandbox:
             if self.process.stdout:
                 self.process.stdout.close()
 
+    @classmethod
+    def without_cooldown(cls, members: int, token: str) -> Self:
+        """A guild of *members* for one bot, three channels of one message each, and no
+        member-request cooldown: every cold login may load the whole list."""
+        return cls(
+            *("--members", str(members), "--token", token, "--channels", "3", "--messages", "1"),
+            *("--member-request-cooldown", "0"),
+        )
+
     def env(self) -> dict[str, str]:
         """MemberSense settings pointing at this sandbox."""
         return {"DISCORD_API_BASE": self.api_url, "DISCORD_GATEWAY_URL": self.gateway_url}

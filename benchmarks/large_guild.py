@@ -61,18 +61,7 @@ def main() -> None:
         "DISCORD_TIMEOUT": "30000",
     }
 
-    with Sandbox(
-        "--members",
-        str(args.members),
-        "--token",
-        TOKEN,
-        "--channels",
-        "3",
-        "--messages",
-        "1",
-        "--member-request-cooldown",
-        "0",
-    ) as sandbox:
+    with Sandbox.without_cooldown(args.members, TOKEN) as sandbox:
         logins, totals, members_s = [], [], []
         with (
             GunicornServer({**sandbox.env(), **env, "CONNECTION_LINGER": "0"}) as server,

@@ -5,7 +5,8 @@
 A sandbox (own process, member-request cooldown 0 so every round may chunk)
 and MemberSense under gunicorn; each round is ``POST /api/auth/login`` (token
 check over REST, gateway IDENTIFY, READY, GUILD_CREATE, all member chunks)
-then logout, which closes the connection, so every round is a cold login.
+then logout, which closes the connection (``CONNECTION_LINGER=0``: by default it would
+stay a minute for a quick re-login), so every round is a cold login.
 """
 
 from __future__ import annotations
@@ -28,20 +29,14 @@ def main() -> None:
     args = parser.parse_args()
 
     with (
-        Sandbox(
-            "--members",
-            str(args.members),
-            "--token",
-            TOKEN,
-            "--channels",
-            "3",
-            "--messages",
-            "1",
-            "--member-request-cooldown",
-            "0",
-        ) as sandbox,
+        Sandbox.without_cooldown(args.members, TOKEN) as sandbox,
         GunicornServer(
-            {**sandbox.env(), "RATE_LIMIT_MAX_REQUESTS": "100000", "LOG_LEVEL": "WARNING"}
+            {
+                **sandbox.env(),
+                "RATE_LIMIT_MAX_REQUESTS": "100000",
+                "LOG_LEVEL": "WARNING",
+                "CONNECTION_LINGER": "0",
+            }
         ) as server,
         requests.Session() as http,
     ):
@@ -60,6 +55,7 @@ def main() -> None:
                 headers={"Authorization": body["sessionId"]},
                 timeout=30,
             )
+            time.sleep(0.5)  # let the connection close before the next cold login
         samples = samples[1:]  # the first one also imports discord.py and starts the loop
     p50 = median(samples)
     print(

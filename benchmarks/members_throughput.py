@@ -140,18 +140,7 @@ def main() -> None:
     stock = ("-k", "gthread")
     with (
         tempfile.TemporaryDirectory() as tmp,
-        Sandbox(
-            "--members",
-            str(args.members),
-            "--token",
-            TOKEN,
-            "--channels",
-            "3",
-            "--messages",
-            "1",
-            "--member-request-cooldown",
-            "0",
-        ) as sandbox,
+        Sandbox.without_cooldown(args.members, TOKEN) as sandbox,
         GunicornServer({**sandbox.env(), **env, **metrics_on}) as app,
         GunicornServer({**sandbox.env(), **env}) as without_metrics,
         GunicornServer({**sandbox.env(), **env, **metrics_on}, args=stock) as stock_app,

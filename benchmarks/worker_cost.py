@@ -80,18 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     env = {"RATE_LIMIT_MAX_REQUESTS": "100000000", "RATE_LIMIT_WINDOW": "1000"}
     with (
-        Sandbox(
-            "--members",
-            str(args.members),
-            "--token",
-            TOKEN,
-            "--channels",
-            "3",
-            "--messages",
-            "1",
-            "--member-request-cooldown",
-            "0",
-        ) as sandbox,
+        Sandbox.without_cooldown(args.members, TOKEN) as sandbox,
         GunicornServer({**sandbox.env(), **env}) as ours,
         GunicornServer({**sandbox.env(), **env}, args=("-k", "gthread")) as stock,
     ):
