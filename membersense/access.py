@@ -63,7 +63,9 @@ _request_ids = _RequestIds()
 def _begin() -> None:
     state = g._get_current_object()  # once, not per use
     state.started = time.perf_counter()
-    supplied = request.headers.get(REQUEST_ID_HEADER, "")
+    # From the environ: request.headers.get raises and catches an exception when, as
+    # usual, the header is absent.
+    supplied = request.environ.get("HTTP_X_REQUEST_ID", "")
     state.request_id = supplied if _VALID_REQUEST_ID.fullmatch(supplied) else _request_ids.next()
 
 

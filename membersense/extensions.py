@@ -49,7 +49,7 @@ class Sessions:
         Accepts the bare id (what the MemberSense web client sends) and
         ``Bearer <id>``.
         """
-        session_id = _session_id_from_header(request.headers.get("Authorization"))
+        session_id = _session_id_from_header(request.environ.get("HTTP_AUTHORIZATION"))
         record = self.manager.authenticate(session_id) if session_id else None
         if record is None:
             raise Unauthorized()

@@ -51,19 +51,38 @@ _OWN_LOGGERS = ("membersense",)
 _LIBRARY_LOGGERS = ("discord",)
 
 
+#: The shortest text TOKEN_PATTERN matches: shorter values need no search.
+_SHORTEST_TOKEN = 23 + 1 + 6 + 1 + 27
+
+
+def _holds_token(value: object) -> bool:
+    return (
+        isinstance(value, str)
+        and len(value) >= _SHORTEST_TOKEN
+        and TOKEN_PATTERN.search(value) is not None
+    )
+
+
 class RedactTokens(logging.Filter):
-    """Replace token-shaped substrings in a record's message and fields."""
+    """Replace token-shaped substrings in a record's message and fields.
+
+    The message is formatted here once, for every later reader of the record.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if TOKEN_PATTERN.search(message):
-            record.msg, record.args = TOKEN_PATTERN.sub(REDACTED, message), None
+        record.msg, record.args = message, None
+        if _holds_token(message):
+            record.msg = TOKEN_PATTERN.sub(REDACTED, message)
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
-            record.fields = {
-                k: TOKEN_PATTERN.sub(REDACTED, v) if isinstance(v, str) else v
-                for k, v in fields.items()
-            }
+            for value in fields.values():
+                if _holds_token(value):
+                    record.fields = {
+                        k: TOKEN_PATTERN.sub(REDACTED, v) if isinstance(v, str) else v
+                        for k, v in fields.items()
+                    }
+                    break
         return True
 
 
@@ -131,10 +150,22 @@ _JSON_LINE_BREAKERS = {code: f"\\u{code:04x}" for code in (0x85, 0x2028, 0x2029)
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, severity, logger, message, fields."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        # (second, its text): every line of the same second shares the formatting.
+        self._second: tuple[int, str] = (-1, "")
+
+    def _time(self, record: logging.LogRecord) -> str:
+        whole = int(record.created)
+        second, text = self._second  # one tuple: a thread switch never splits the pair
+        if second != whole:
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+            self._second = (whole, text)
+        return f"{text}.{int(record.msecs):03d}Z"
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "time": self._time(record),
             "severity": record.levelname,
             "logger": record.name,
             "message": _message(record),
@@ -222,9 +253,10 @@ def make_handler(log_format: str, stream: Any = None) -> logging.Handler:
     """A line handler with the chosen formatter and the token filter."""
     handler = LineHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    # In this order: RedactTokens formats the message, which the others read unformatted.
     handler.addFilter(OmitDiscordPayloads())
-    handler.addFilter(RedactTokens())
     handler.addFilter(ReconnectsAreWarnings())
+    handler.addFilter(RedactTokens())
     handler.set_name("membersense")
     return handler
 
@@ -236,6 +268,9 @@ def configure_logging(settings: Settings, stream: Any = None) -> None:
     the handler rather than adding a second one.
     """
     handler = make_handler(settings.log_format, stream)
+    # Neither formatter prints a thread's or process's name: every record would look
+    # them up (a tenth of an access line's cost) for nothing.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     library_level = logging.DEBUG if settings.log_level == "DEBUG" else logging.WARNING
     # The root logger too: asyncio's "Task exception was never retrieved" and any
     # other library's warnings then come out in our format, through the filter,

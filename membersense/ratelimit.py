@@ -19,10 +19,12 @@ peer; werkzeug's ``ProxyFix`` (see the app factory) replaces it with the
 client cannot pick its own address.
 
 Each request needs its verdict and the window's state (for the ``RateLimit-*``
-headers): two storage calls through `limits`' API. On Redis that was two round
-trips, most of a cached ``/api/members`` request in Redis mode; there
+headers): two storage calls through `limits`' API. On Redis
 :class:`RedisMovingWindow` does both in one script over the same keys and
-values as `limits`' moving window (see BENCHMARKS.md).
+values as `limits`' moving window. Even one round trip per request was most of
+a cached ``/api/members`` request in Redis mode, so there a process takes a
+busy client's places in blocks (:class:`ReservedMovingWindow`), still counting
+every request in the one shared window before admitting it (see BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import logging
 import math
 import threading
 import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 from limits import RateLimitItem, RateLimitItemPerSecond
@@ -42,7 +46,17 @@ from membersense import metrics
 from membersense.config import Settings
 from membersense.errors import TooManyRequests
 
-__all__ = ["PrunedMemoryStorage", "RateLimiting", "RedisMovingWindow"]
+if TYPE_CHECKING:
+    # Not at run time: memory mode never imports redis-py (Debian's uWSGI Python cannot).
+    from redis import Redis
+
+__all__ = [
+    "PrunedMemoryStorage",
+    "RateLimiting",
+    "RedisMovingWindow",
+    "Reservation",
+    "ReservedMovingWindow",
+]
 
 log = logging.getLogger("membersense.ratelimit")
 
@@ -87,21 +101,19 @@ class PrunedMemoryStorage(MemoryStorage):
                     self.locks.pop(key, None)
 
 
-#: `limits`' moving-window acquisition, then the window's oldest entry and size, in one call.
-#: KEYS: the window (a list of timestamps, newest first). ARGV: now, limit, expiry (s).
-#: Returns {acquired (0/1), oldest timestamp in the window, entries in the window}.
-_HIT_AND_COUNT = """
+#: `limits`' moving window, taking up to ARGV[4] places at once, then the window's state.
+#: KEYS: the window (a list of timestamps, newest first). ARGV: now, limit, expiry (s),
+#: wanted places, their timestamp, then a timestamp and a count of places to give back first.
+#: A place's timestamp never falls below the newest one's, so the list stays ordered.
+#: Returns {places taken, oldest timestamp in the window, entries in the window, timestamp}.
+_RESERVE = """
 local now, limit, expiry = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local since = now - expiry
-local acquired = 0
-local last = redis.call('LINDEX', KEYS[1], limit - 1)
-if not (last and tonumber(last) >= since) then
-    redis.call('LPUSH', KEYS[1], ARGV[1])
-    redis.call('LTRIM', KEYS[1], 0, limit - 1)
-    redis.call('EXPIRE', KEYS[1], expiry)
-    acquired = 1
+local wanted, stamp = tonumber(ARGV[4]), ARGV[5]
+if tonumber(ARGV[7]) > 0 then
+    redis.call('LREM', KEYS[1], ARGV[7], ARGV[6])
 end
-local low, high, oldest, count = 0, redis.call('LLEN', KEYS[1]) - 1, ARGV[1], 0
+local since = now - expiry
+local low, high, oldest, count = 0, redis.call('LLEN', KEYS[1]) - 1, nil, 0
 while low <= high do
     local mid = math.floor((low + high) / 2)
     local entry = redis.call('LINDEX', KEYS[1], mid)
@@ -111,8 +123,37 @@ while low <= high do
         high = mid - 1
     end
 end
-return {acquired, oldest, count}
+local free, taken = limit - count, 0
+if free > 0 then
+    -- Near the limit, half of what is left: the other processes still find places.
+    taken = math.min(wanted, math.ceil(free / 2))
+    local newest = redis.call('LINDEX', KEYS[1], 0)
+    if newest and tonumber(newest) > tonumber(stamp) then
+        stamp = newest
+    end
+    local places = {}
+    for i = 1, taken do
+        places[i] = stamp
+    end
+    redis.call('LPUSH', KEYS[1], unpack(places))
+    redis.call('LTRIM', KEYS[1], 0, limit - 1)
+    redis.call('EXPIRE', KEYS[1], math.ceil(math.max(0, tonumber(stamp) - now) + expiry))
+    count = count + taken
+    oldest = oldest or stamp
+end
+return {taken, oldest or ARGV[1], count, stamp}
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Places taken in a window at once: *taken* (0 when the window is full), each carrying
+    *stamp*; then *reset* (when the window's oldest entry leaves) and *remaining* places."""
+
+    taken: int
+    stamp: str
+    reset: float
+    remaining: int
 
 
 class RedisMovingWindow:
@@ -124,17 +165,186 @@ class RedisMovingWindow:
 
     def __init__(self, storage: RedisStorage) -> None:
         self.storage = storage
-        self._script = storage.get_connection().register_script(_HIT_AND_COUNT.encode())
+        # limits types its connection as a protocol without pipelines; it is redis-py's client.
+        self._redis = cast("Redis", storage.get_connection())
+        self._script = self._redis.register_script(_RESERVE.encode())
+
+    def key(self, item: RateLimitItem, identifier: str) -> str:
+        """The Redis key of *identifier*'s window."""
+        return str(self.storage.prefixed_key(item.key_for(identifier)))
+
+    def reserve(
+        self,
+        item: RateLimitItem,
+        key: str,
+        *,
+        wanted: int,
+        stamp: float,
+        give_back: tuple[str, int] = ("", 0),
+    ) -> Reservation:
+        """Take up to *wanted* places in the window at *key*, timestamped *stamp* (or the
+        newest entry's time, if later); first give back *give_back*'s places (stamp, count)."""
+        expiry, now = item.get_expiry(), time.time()
+        args: list[str | float] = [now, item.amount, expiry, wanted, repr(stamp), *give_back]
+        try:
+            taken, oldest, count, stamp_used = self._script(keys=[key], args=args)
+        except self.storage.base_exceptions as exc:  # as limits' wrap_exceptions would
+            raise StorageError(exc) from exc
+        return Reservation(
+            int(taken), stamp_used.decode(), float(oldest) + expiry, item.amount - int(count)
+        )
+
+    def give_back(self, places: list[tuple[str, str, int]]) -> None:
+        """Free places taken but not used: (key, stamp, count) each, in one round trip."""
+        pipeline = self._redis.pipeline(transaction=False)
+        for key, stamp, count in places:
+            pipeline.lrem(key, count, stamp)
+        try:
+            pipeline.execute()
+        except self.storage.base_exceptions as exc:
+            raise StorageError(exc) from exc
 
     def hit(self, item: RateLimitItem, identifier: str) -> tuple[bool, float, int]:
         """Count one request: (allowed, window reset time, remaining)."""
-        key = self.storage.prefixed_key(item.key_for(identifier))
-        expiry, now = item.get_expiry(), time.time()
-        try:
-            acquired, oldest, count = self._script(keys=[key], args=[now, item.amount, expiry])
-        except self.storage.base_exceptions as exc:  # as limits' wrap_exceptions would
-            raise StorageError(exc) from exc
-        return bool(acquired), float(oldest) + expiry, item.amount - int(count)
+        taken = self.reserve(item, self.key(item, identifier), wanted=1, stamp=time.time())
+        return bool(taken.taken), taken.reset, taken.remaining
+
+
+#: Most places a process takes for one client at once.
+MAX_SHARE = 64
+
+
+@dataclass(slots=True)
+class _Share:
+    """One client's places held by this process (see :class:`ReservedMovingWindow`)."""
+
+    key: str
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    wanted: int = 1
+    stamp: str = ""
+    left: int = 0
+    usable_until: float = 0.0
+    remaining: int = 0  # the window's free places at the reservation, not counting left
+    reset: float = 0.0
+    refused_until: float = 0.0
+    dropped: bool = False
+
+
+class ReservedMovingWindow:
+    """A shared Redis window that a busy client's requests reach about once per block.
+
+    One Redis round trip per request was most of a cached ``/api/members``
+    request in Redis mode (see BENCHMARKS.md). Here a process takes places for a
+    client in blocks: the first request of a client takes one place, as before;
+    a client that comes back while its block is still fresh gets twice as many
+    next time, up to :data:`MAX_SHARE` (and a sixteenth of the limit); later
+    requests use the block's places without a round trip. Near the limit a
+    block is at most half of what is left, so there every request is counted
+    in Redis as it comes.
+
+    The one budget stays exact: a place is taken in Redis before the request it
+    admits, and carries the time its block stops being usable (at most
+    *lifetime* after it was taken), so it stays in the window for at least a
+    window after the request it admitted. What it costs a client: places taken
+    but not used count until given back, within a *lifetime* (a sweeper gives
+    back those of blocks that went stale), and ``RateLimit-Remaining`` is as of
+    the block's reservation, less what this process used since. A refused
+    client is answered from memory until its window's oldest entry leaves (at
+    most *lifetime*), so a flood of refused requests does not reach Redis.
+    """
+
+    def __init__(self, window: RedisMovingWindow, *, lifetime: float) -> None:
+        self.window = window
+        self.storage = window.storage
+        self.lifetime = lifetime
+        self._shares: dict[str, _Share] = {}
+        self._lock = threading.Lock()
+        self._sweeper: threading.Timer | None = None
+
+    def hit(self, item: RateLimitItem, identifier: str) -> tuple[bool, float, int]:
+        """Count one request: (allowed, window reset time, remaining)."""
+        while True:
+            share = self._shares.get(identifier)
+            if share is None:
+                with self._lock:
+                    share = self._shares.setdefault(
+                        identifier, _Share(self.window.key(item, identifier))
+                    )
+                self._schedule_sweep()
+            with share.lock:
+                if not share.dropped:  # else the sweeper forgot it meanwhile: look again
+                    return self._hit(item, share)
+
+    def _hit(self, item: RateLimitItem, share: _Share) -> tuple[bool, float, int]:
+        now = time.time()
+        fresh = now < share.usable_until
+        if share.refused_until > now:
+            return False, share.reset, 0
+        if share.left and fresh:
+            share.left -= 1
+            return True, share.reset, share.remaining + share.left
+        cap = max(1, min(MAX_SHARE, item.amount // 16))
+        if share.left:  # it went stale before its places were used: smaller blocks
+            share.wanted = max(1, share.wanted // 2)
+        elif fresh:  # all used while fresh: larger ones
+            share.wanted = min(cap, share.wanted * 2)
+        give_back, share.left = (share.stamp, share.left), 0
+        # A single place is used at once; a block's serve until it goes stale.
+        stamp = now + self.lifetime if share.wanted > 1 else now
+        taken = self.window.reserve(
+            item, share.key, wanted=share.wanted, stamp=stamp, give_back=give_back
+        )
+        share.reset = taken.reset
+        if not taken.taken:
+            share.refused_until = min(taken.reset, now + self.lifetime)
+            share.usable_until = 0.0
+            return False, taken.reset, 0
+        share.stamp, share.left = taken.stamp, taken.taken - 1
+        share.usable_until = now + self.lifetime
+        share.remaining = taken.remaining
+        return True, taken.reset, taken.remaining + share.left
+
+    def sweep(self) -> None:
+        """Give back the places of stale blocks, and forget clients with nothing held."""
+        now = time.time()
+        places: list[tuple[str, str, int]] = []
+        with self._lock:
+            for identifier, share in list(self._shares.items()):
+                if now < max(share.usable_until, share.refused_until):
+                    continue
+                if not share.lock.acquire(blocking=False):
+                    continue  # a request is using it: next sweep
+                try:
+                    if share.left:
+                        places.append((share.key, share.stamp, share.left))
+                    share.dropped = True
+                    del self._shares[identifier]
+                finally:
+                    share.lock.release()
+        if places:
+            try:
+                self.window.give_back(places)
+            except StorageError:
+                # Nothing lost: the places leave the window by themselves within a window.
+                log.debug("could not give back %d unused rate-limit places", len(places))
+
+    def _schedule_sweep(self) -> None:
+        # Started by the first request of a client (in the serving process), and again
+        # by each sweep while clients are held; a daemon, never holding the exit.
+        with self._lock:
+            if self._sweeper is not None and self._sweeper.is_alive():
+                return
+            self._sweeper = threading.Timer(max(self.lifetime, 0.05), self._sweep_on_timer)
+            self._sweeper.daemon = True
+            self._sweeper.start()
+
+    def _sweep_on_timer(self) -> None:
+        self.sweep()
+        with self._lock:
+            self._sweeper = None
+            if not self._shares:
+                return
+        self._schedule_sweep()
 
 
 class _LimitsMovingWindow:
@@ -151,14 +361,20 @@ class _LimitsMovingWindow:
         return allowed, reset, remaining
 
 
-_Window = RedisMovingWindow | _LimitsMovingWindow
+_Window = ReservedMovingWindow | _LimitsMovingWindow
 
 
-def _make_window(storage: Storage) -> _Window:
+def _make_window(storage: Storage, window_s: float) -> _Window:
     # Sentinel and Cluster storages subclass RedisStorage but route scripts differently.
     if type(storage) is RedisStorage:
-        return RedisMovingWindow(storage)
+        return ReservedMovingWindow(RedisMovingWindow(storage), lifetime=block_lifetime(window_s))
     return _LimitsMovingWindow(storage)
+
+
+def block_lifetime(window_s: float) -> float:
+    """How long a process may use places it took for a client: a twentieth of the window,
+    at most a second, so a block's places leave the window at most that late."""
+    return min(1.0, window_s / 20)
 
 
 def _make_storage(uri: str, key_prefix: str) -> Storage:
@@ -177,6 +393,9 @@ class _Budget:
 
     def __init__(self, item: RateLimitItem, storage_uri: str, key_prefix: str) -> None:
         self.item = item
+        #: The RateLimit-Policy and RateLimit-Limit header values.
+        self.policy = f"{item.amount};w={item.get_expiry()}"
+        self.limit = str(item.amount)
         self._storage_uri = storage_uri
         self._key_prefix = key_prefix
         self._shared: _Window | None = None
@@ -196,7 +415,10 @@ class _Budget:
         if shared is None:
             with self._lock:
                 if self._shared is None:
-                    self._shared = _make_window(_make_storage(self._storage_uri, self._key_prefix))
+                    self._shared = _make_window(
+                        _make_storage(self._storage_uri, self._key_prefix),
+                        self.item.get_expiry(),
+                    )
                 shared = self._shared
         return shared
 
@@ -270,7 +492,7 @@ class RateLimiting:
             return
         budget: _Budget = current_app.extensions[self.key]
         allowed, reset, remaining = budget.hit(req.remote_addr or "unknown")
-        g.rate_limit = (budget.item, reset, remaining)
+        g.rate_limit = (budget, reset, remaining)
         if not allowed:
             metrics.rate_limited()
             raise TooManyRequests(retry_after=reset - time.time())
@@ -279,11 +501,11 @@ class RateLimiting:
     def _add_headers(response: Response) -> Response:
         state = g.get("rate_limit")
         if state is not None:
-            item, reset, remaining = state
+            budget, reset, remaining = state
             # add(), not set(): nothing else writes these, so skip set()'s scan.
             add = response.headers.add
-            add("RateLimit-Policy", f"{item.amount};w={item.get_expiry()}")
-            add("RateLimit-Limit", str(item.amount))
+            add("RateLimit-Policy", budget.policy)
+            add("RateLimit-Limit", budget.limit)
             add("RateLimit-Remaining", str(max(0, remaining)))
             add("RateLimit-Reset", str(_seconds_until(reset)))
         return response

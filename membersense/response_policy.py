@@ -31,20 +31,22 @@ CREDENTIAL_CACHE_CONTROL = "no-store"
 
 def _apply(response: Response) -> Response:
     headers = response.headers
-    headers["X-Content-Type-Options"] = "nosniff"
-    headers["Referrer-Policy"] = "no-referrer"
-    path = request.path
+    # add(), not item assignment: nothing else writes these two, so skip set()'s scan.
+    headers.add("X-Content-Type-Options", "nosniff")
+    headers.add("Referrer-Policy", "no-referrer")
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    path = req.path
     if path.startswith("/api/"):
         if path.startswith("/api/auth/"):
             headers["Cache-Control"] = CREDENTIAL_CACHE_CONTROL
         else:
             # A view may say more (no-store for an answer that holds a secret).
             if "Cache-Control" not in headers:
-                headers["Cache-Control"] = GUILD_DATA_CACHE_CONTROL
+                headers.add("Cache-Control", GUILD_DATA_CACHE_CONTROL)
             vary = headers.get("Vary")
             headers["Vary"] = f"{vary}, Authorization" if vary else "Authorization"
     if (
-        request.method == "OPTIONS"
+        req.method == "OPTIONS"
         and response.status_code == 200
         and not response.direct_passthrough
         and not response.get_data()

@@ -193,3 +193,179 @@ def test_the_memory_storage_sweeps_once_a_second_not_on_a_new_thread_every_10_ms
     assert len(timers) <= 2  # the constructor's, then one sweep a second
     assert storage.timer.daemon and storage.timer.interval == SWEEP_INTERVAL_S
     storage.timer.cancel()
+
+
+# -- Redis mode: places taken in blocks ------------------------------------------------
+
+
+class _CountingWindow:
+    """A RedisMovingWindow that counts its round trips."""
+
+    def __init__(self, redis_url: str, prefix: str) -> None:
+        from limits.storage import RedisStorage
+
+        from membersense.ratelimit import RedisMovingWindow
+
+        self.inner = RedisMovingWindow(RedisStorage(redis_url, key_prefix=f"{prefix}ratelimit"))
+        self.storage = self.inner.storage
+        self.reservations = 0
+
+    def key(self, item, identifier: str) -> str:
+        return self.inner.key(item, identifier)
+
+    def reserve(self, *args, **kwargs):
+        self.reservations += 1
+        return self.inner.reserve(*args, **kwargs)
+
+    def give_back(self, places) -> None:
+        self.inner.give_back(places)
+
+    def entries(self, item, identifier: str) -> list[float]:
+        redis = self.storage.get_connection()
+        return [float(v) for v in redis.lrange(self.key(item, identifier), 0, -1)]
+
+
+def _process(redis_url: str, prefix: str, window_s: int):
+    """One process's view of the shared windows: (its blocks, their round-trip counter)."""
+    from membersense.ratelimit import ReservedMovingWindow, block_lifetime
+
+    counting = _CountingWindow(redis_url, prefix)
+    return ReservedMovingWindow(counting, lifetime=block_lifetime(window_s)), counting
+
+
+def test_a_busy_client_reaches_redis_about_once_per_block(
+    redis_url: str, redis_prefix: str, traveller
+) -> None:
+    from limits import RateLimitItemPerSecond
+
+    from membersense.ratelimit import MAX_SHARE
+
+    item = RateLimitItemPerSecond(100_000, 60)
+    blocks, counting = _process(redis_url, redis_prefix, 60)
+    answers = [blocks.hit(item, "10.0.0.1") for _ in range(1000)]
+    assert all(allowed for allowed, _, _ in answers)
+    # Blocks of 1, 2, 4 ... MAX_SHARE, then MAX_SHARE each: not a round trip per request.
+    assert counting.reservations <= 7 + (1000 - 127) // MAX_SHARE + 1
+    assert counting.reservations >= 1000 // MAX_SHARE
+    # Every request holds a place in the shared window before it is admitted.
+    taken = len(counting.entries(item, "10.0.0.1"))
+    assert 1000 <= taken < 1000 + MAX_SHARE
+    # RateLimit-Remaining counts down by one per request within this process.
+    remaining = [left for _, _, left in answers]
+    assert remaining == list(range(100_000 - 1, 100_000 - 1001, -1))
+
+
+def test_near_the_limit_every_place_is_counted_and_the_last_one_refused(
+    redis_url: str, redis_prefix: str, traveller
+) -> None:
+    from limits import RateLimitItemPerSecond
+
+    item = RateLimitItemPerSecond(160, 60)  # blocks of up to 10
+    blocks, counting = _process(redis_url, redis_prefix, 60)
+    answers = [blocks.hit(item, "10.0.0.1") for _ in range(161)]
+    assert [allowed for allowed, _, _ in answers] == [True] * 160 + [False]
+    assert [left for _, _, left in answers] == [*range(159, -1, -1), 0]
+    assert answers[-1][1] == START + 60  # the first place leaves the window then
+    assert len(counting.entries(item, "10.0.0.1")) == 160
+
+
+def test_a_refused_client_is_answered_from_memory_until_a_place_may_free(
+    redis_url: str, redis_prefix: str, traveller
+) -> None:
+    from limits import RateLimitItemPerSecond
+
+    item = RateLimitItemPerSecond(2, 10)
+    blocks, counting = _process(redis_url, redis_prefix, 10)
+    assert [blocks.hit(item, "10.0.0.1")[0] for _ in range(3)] == [True, True, False]
+    asked = counting.reservations
+    assert [blocks.hit(item, "10.0.0.1")[0] for _ in range(50)] == [False] * 50
+    assert counting.reservations == asked  # the flood never reached Redis
+    traveller.shift(0.6)  # past the block lifetime (0.5 s): Redis is asked again
+    assert blocks.hit(item, "10.0.0.1")[0] is False
+    assert counting.reservations == asked + 1
+    traveller.shift(10)
+    assert blocks.hit(item, "10.0.0.1")[0] is True
+
+
+def test_places_carry_the_end_of_their_blocks_life(
+    redis_url: str, redis_prefix: str, traveller
+) -> None:
+    from limits import RateLimitItemPerSecond
+
+    from membersense.ratelimit import block_lifetime
+
+    item = RateLimitItemPerSecond(1000, 20)
+    lifetime = block_lifetime(20)
+    blocks, counting = _process(redis_url, redis_prefix, 20)
+    used_at = []
+    for _ in range(40):  # a block of several places, used over most of its life
+        assert blocks.hit(item, "10.0.0.1")[0]
+        used_at.append(time.time())
+        traveller.shift(lifetime / 50)
+    entries = sorted(counting.entries(item, "10.0.0.1"))
+    assert len(entries) >= len(used_at)
+    # Each request's place stays in the window for at least a window after the request.
+    for used, entry in zip(sorted(used_at), entries[: len(used_at)], strict=True):
+        assert entry >= used
+    assert max(entries) <= max(used_at) + lifetime
+
+
+def test_unused_places_are_given_back(redis_url: str, redis_prefix: str, traveller) -> None:
+    from limits import RateLimitItemPerSecond
+
+    item = RateLimitItemPerSecond(1000, 60)
+    first, counting = _process(redis_url, redis_prefix, 60)
+    second, _ = _process(redis_url, redis_prefix, 60)
+    for _ in range(40):  # blocks of 1, 2, 4, 8, 16, 32: places left over in the last
+        assert first.hit(item, "10.0.0.1")[0]
+    assert len(counting.entries(item, "10.0.0.1")) > 40
+    first.sweep()  # the block is still fresh: nothing to give back yet
+    assert len(counting.entries(item, "10.0.0.1")) > 40
+    traveller.shift(1.5)  # past the block lifetime (1 s)
+    first.sweep()
+    assert len(counting.entries(item, "10.0.0.1")) == 40
+    # Another process sees exactly the 40 requests made.
+    assert second.hit(item, "10.0.0.1") == (True, START + 60, 1000 - 41)
+
+
+def test_two_processes_never_admit_more_than_the_limit_in_any_window(
+    redis_url: str, redis_prefix: str, traveller
+) -> None:
+    import random
+
+    from limits import RateLimitItemPerSecond
+
+    limit, window = 50, 10
+    item = RateLimitItemPerSecond(limit, window)
+    processes = [_process(redis_url, redis_prefix, window)[0] for _ in range(2)]
+    rng = random.Random(7)
+    admitted: list[float] = []
+    for step in range(600):  # 30 s in steps of 50 ms, bursts from both processes
+        for blocks in processes:
+            for _ in range(rng.choice((0, 0, 1, 3, 8))):
+                if blocks.hit(item, "10.0.0.9")[0]:
+                    admitted.append(time.time())
+            if step % 10 == 0:
+                blocks.sweep()
+        traveller.shift(0.05)
+    admitted.sort()
+    busiest = max(sum(1 for t in admitted if start <= t < start + window) for start in admitted)
+    assert busiest <= limit
+    # ... and the budget is not wasted: near the limit in the busiest windows.
+    assert busiest >= limit - 5
+    assert len(admitted) >= 2.5 * limit
+
+
+def test_near_the_limit_a_block_leaves_half_the_free_places_to_others(
+    redis_url: str, redis_prefix: str, traveller
+) -> None:
+    from limits import RateLimitItemPerSecond
+
+    item = RateLimitItemPerSecond(160, 60)
+    window = _CountingWindow(redis_url, redis_prefix).inner
+    for _ in range(150):
+        assert window.hit(item, "10.0.0.1")[0]
+    key = window.key(item, "10.0.0.1")
+    taken = [window.reserve(item, key, wanted=10, stamp=time.time()) for _ in range(6)]
+    assert [t.taken for t in taken] == [5, 3, 1, 1, 0, 0]
+    assert [t.remaining for t in taken] == [5, 2, 1, 0, 0, 0]

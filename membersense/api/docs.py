@@ -28,13 +28,12 @@ _DOCUMENT_KEY = "membersense.openapi"
 
 @bp.after_request
 def _security_headers(response: Response) -> Response:
-    # Our own script, style and document only; nothing inline, nothing framed.
+    # Our own script, style and document only; nothing inline, nothing framed. (The
+    # other security headers are every response's: membersense.response_policy.)
     response.headers["Content-Security-Policy"] = (
         "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
         "img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
     )
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
     return response
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from membersense.api.params import guild_arg, int_arg
+from membersense.api.params import guild_arg, int_arg, query_arg
 from membersense.bus import topic_of
 from membersense.discord.errors import GuildNotFound
 from membersense.errors import BadRequest, Unauthorized
@@ -62,7 +62,7 @@ def _event_id(name: str, value: str | None) -> str | None:
 
 def _stream_session() -> SessionRecord:
     # Authorization as everywhere, or a ticket: EventSource cannot send headers.
-    ticket = request.args.get("ticket")
+    ticket = query_arg("ticket")
     if request.headers.get("Authorization") or ticket is None:
         return sessions.authenticate()
     session_id = _live().tickets.redeem(ticket)
@@ -93,7 +93,7 @@ def stream() -> Response:
     _, topic = session_topic(session)
     live = _live()
     after = _event_id(
-        "Last-Event-ID", request.headers.get("Last-Event-ID") or request.args.get("lastEventId")
+        "Last-Event-ID", request.headers.get("Last-Event-ID") or query_arg("lastEventId")
     ) or live.bus.cursor(topic)
     reader = live.open_reader(session.id)
     manager, session_id = sessions.manager, session.id
@@ -118,7 +118,7 @@ def poll() -> Any:
     session = sessions.authenticate()
     _, topic = session_topic(session)
     live = _live()
-    after = _event_id("after", request.args.get("after")) or live.bus.cursor(topic)
+    after = _event_id("after", query_arg("after")) or live.bus.cursor(topic)
     wait = int_arg("wait", default=0, minimum=0, maximum=MAX_POLL_WAIT_S)
     limit = int_arg("limit", default=MAX_POLL_LIMIT, minimum=1, maximum=MAX_POLL_LIMIT)
     batch = live.poll(session.id, topic, after, wait=wait, limit=limit)

@@ -19,6 +19,7 @@ from membersense.gunicorn_compat import MALFORMED_BODY_ERRORS
 from membersense.sessions import SessionRecord
 
 __all__ = [
+    "query_arg",
     "snowflake_arg",
     "required_snowflake_arg",
     "guild_arg",
@@ -38,12 +39,20 @@ _SNOWFLAKE = re.compile(r"[0-9]{1,20}")
 _INTEGER = re.compile(r"-?[0-9]{1,20}")
 
 
+def query_arg(name: str) -> str | None:
+    """The query parameter *name* as sent (its first value), or None when absent."""
+    args = request.args
+    # Not args.get(): a MultiDict raises and catches an exception for each absent name,
+    # and most requests name none of their optional parameters.
+    return args[name] if name in args else None
+
+
 def snowflake_arg(name: str) -> int | None:
     """A Discord id from the query string; None when absent.
 
     0 is accepted: Discord's own cursors use ``after=0`` for "from the start".
     """
-    raw = request.args.get(name)
+    raw = query_arg(name)
     if raw is None:
         return None
     if not _SNOWFLAKE.fullmatch(raw) or int(raw) > _MAX_SNOWFLAKE:
@@ -53,7 +62,7 @@ def snowflake_arg(name: str) -> int | None:
 
 def required_snowflake_arg(name: str, missing_message: str) -> int:
     """A Discord id from the query string; 400 *missing_message* when absent or empty."""
-    value = snowflake_arg(name) if request.args.get(name) else None
+    value = snowflake_arg(name) if query_arg(name) else None
     if value is None:
         raise BadRequest(missing_message)
     return value
@@ -79,7 +88,7 @@ def int_arg(name: str, *, default: None, minimum: int, maximum: int) -> int | No
 
 def int_arg(name: str, *, default: int | None, minimum: int, maximum: int) -> int | None:
     """An integer in [minimum, maximum] from the query string, or *default*."""
-    raw = request.args.get(name)
+    raw = query_arg(name)
     if raw is None:
         return default
     if not _INTEGER.fullmatch(raw) or not minimum <= int(raw) <= maximum:
@@ -90,7 +99,7 @@ def int_arg(name: str, *, default: int | None, minimum: int, maximum: int) -> in
 def choice_arg(name: str, choices: Iterable[str], *, default: str) -> str:
     """One of *choices* (in any case) from the query string, or *default*."""
     options = tuple(choices)
-    raw = request.args.get(name)
+    raw = query_arg(name)
     if raw is None:
         return default
     raw = raw.lower()
