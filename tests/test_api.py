@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -163,6 +164,53 @@ def test_members_are_served_with_an_etag_and_304_when_unchanged(
     assert again.data == b""
     other = client.get("/api/members", headers={**headers, "If-None-Match": '"other"'})
     assert other.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("accept_encoding", "gzipped"),
+    [
+        ("gzip", True),
+        ("gzip, deflate, br", True),
+        ("br, GZIP", True),
+        ("*", True),
+        ("gzip;q=0.5", True),
+        ("*;q=0.5, br", True),
+        (None, False),
+        ("", False),
+        ("identity", False),
+        ("br, deflate", False),
+        ("gzip;q=0", False),
+        ("deflate;q=1, gzip;q=0", False),
+    ],
+)
+def test_members_come_gzipped_when_the_client_accepts_gzip(
+    make_app: Callable[..., Flask],
+    discord: FakeDiscord,
+    accept_encoding: str | None,
+    gzipped: bool,
+) -> None:
+    import gzip
+
+    from membersense.discord.service import JsonDocument
+
+    plain_members = discord.members
+
+    def members(*args, **kwargs) -> JsonDocument:
+        document = plain_members(*args, **kwargs)
+        return JsonDocument(document.etag, document.body, gzip.compress(document.body))
+
+    discord.members = members  # type: ignore[method-assign]
+    client = make_app().test_client()
+    session = client.post("/api/auth/login", json={"token": "good-token"}).get_json()["sessionId"]
+    headers = auth(session)
+    if accept_encoding is not None:
+        headers["Accept-Encoding"] = accept_encoding
+    response = client.get("/api/members", headers=headers)
+    assert response.status_code == 200
+    assert (response.headers.get("Content-Encoding") == "gzip") is gzipped
+    assert response.headers["ETag"].endswith('.gz"') is gzipped
+    body = gzip.decompress(response.data) if gzipped else response.data
+    assert len(json.loads(body)) == 5
 
 
 def test_members_pagination_is_passed_through(

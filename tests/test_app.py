@@ -53,3 +53,30 @@ def test_test_config_wins_over_the_environment(monkeypatch) -> None:
     assert settings.port == 9999
     assert settings.max_concurrent_users == 100  # the environment is not read for test apps
     assert app.config["MAX_CONTENT_LENGTH"] == 65536
+
+
+def test_responses_reach_the_server_with_werkzeugs_header_fixes_where_they_need_them() -> None:
+    from werkzeug.test import EnvironBuilder
+
+    response_class = create_app({}, discord=FakeDiscord()).response_class
+    environ = EnvironBuilder("/t").get_environ()
+
+    def sent(response) -> dict[str, str]:
+        _, _, headers = response.get_wsgi_response(environ)
+        return dict(headers)
+
+    plain = response_class(b"abc", headers={"ETag": '"x"'})
+    assert sent(plain) == {
+        "Content-Type": "text/html; charset=utf-8",
+        "Content-Length": "3",
+        "ETag": '"x"',
+    }
+    moved = response_class(status=302, headers={"Location": "/t/caf\u00e9"})
+    assert sent(moved)["Location"] == "/t/caf%C3%A9"  # made a URI
+    assert "Content-Length" not in sent(response_class(b"", status=204))
+    not_modified = response_class(b"", status=304, headers={"ETag": '"x"'})
+    assert "Content-Length" not in sent(not_modified)
+    assert "Content-Length" not in sent(response_class(iter([b"a", b"b"])))  # unknown
+    listed = response_class([b"a", b"bc"])
+    del listed.headers["Content-Length"]
+    assert sent(listed)["Content-Length"] == "3"  # worked out
