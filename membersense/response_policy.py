@@ -40,11 +40,21 @@ def _apply(response: Response) -> Response:
         if path.startswith("/api/auth/"):
             headers["Cache-Control"] = CREDENTIAL_CACHE_CONTROL
         else:
+            # One look through the headers for both (each lookup would be one).
+            cache_control = vary = None
+            for name, value in headers:
+                lowered = name.lower()
+                if lowered == "cache-control":
+                    cache_control = value
+                elif lowered == "vary":
+                    vary = value
             # A view may say more (no-store for an answer that holds a secret).
-            if "Cache-Control" not in headers:
+            if cache_control is None:
                 headers.add("Cache-Control", GUILD_DATA_CACHE_CONTROL)
-            vary = headers.get("Vary")
-            headers["Vary"] = f"{vary}, Authorization" if vary else "Authorization"
+            if vary is None:
+                headers.add("Vary", "Authorization")
+            else:
+                headers["Vary"] = f"{vary}, Authorization"
     if (
         req.method == "OPTIONS"
         and response.status_code == 200
