@@ -74,4 +74,4 @@ bots = Bots()
 def init_app(app: Flask, runtime: Runtime) -> None:
     """Wire every service into *app*."""
     init_runtime(app, runtime)
-    rate_limiting.init_app(app, runtime.settings)
+    rate_limiting.init_app(app, runtime)

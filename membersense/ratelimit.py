@@ -43,12 +43,13 @@ from limits.storage import MemoryStorage, RedisStorage, Storage, storage_from_st
 from limits.strategies import MovingWindowRateLimiter
 
 from membersense import metrics
-from membersense.config import Settings
 from membersense.errors import TooManyRequests
 
 if TYPE_CHECKING:
     # Not at run time: memory mode never imports redis-py (Debian's uWSGI Python cannot).
     from redis import Redis
+
+    from membersense.runtime import Runtime
 
 __all__ = [
     "PrunedMemoryStorage",
@@ -304,13 +305,14 @@ class ReservedMovingWindow:
         share.remaining = taken.remaining
         return True, taken.reset, taken.remaining + share.left
 
-    def sweep(self) -> None:
-        """Give back the places of stale blocks, and forget clients with nothing held."""
+    def sweep(self, *, everything: bool = False) -> None:
+        """Give back the places of stale blocks (of every block: *everything*), and forget
+        clients with nothing held."""
         now = time.time()
         places: list[tuple[str, str, int]] = []
         with self._lock:
             for identifier, share in list(self._shares.items()):
-                if now < max(share.usable_until, share.refused_until):
+                if not everything and now < max(share.usable_until, share.refused_until):
                     continue
                 if not share.lock.acquire(blocking=False):
                     continue  # a request is using it: next sweep
@@ -327,6 +329,14 @@ class ReservedMovingWindow:
             except StorageError:
                 # Nothing lost: the places leave the window by themselves within a window.
                 log.debug("could not give back %d unused rate-limit places", len(places))
+
+    def close(self) -> None:
+        """Stop the sweeper and give back every place held."""
+        with self._lock:
+            sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+        self.sweep(everything=True)
 
     def _schedule_sweep(self) -> None:
         # Started by the first request of a client (in the serving process), and again
@@ -437,6 +447,12 @@ class _Budget:
             return self._shared_limiter()
         return fallback
 
+    def close(self) -> None:
+        """Give back the places held for clients (a stopping process serves no more)."""
+        shared = self._shared
+        if isinstance(shared, ReservedMovingWindow):
+            shared.close()
+
     def hit(self, key: str) -> tuple[bool, float, int]:
         """Count a request for *key*: (allowed, window reset time, remaining)."""
         limiter = self._limiter()
@@ -472,14 +488,18 @@ class RateLimiting:
         self._exempt_blueprints.add(blueprint.name)
         return blueprint
 
-    def init_app(self, app: Flask, settings: Settings) -> None:
-        """Give *app* its budget from *settings* and check it before every request."""
+    def init_app(self, app: Flask, runtime: Runtime) -> None:
+        """Give *app* its budget from *runtime*'s settings and check it before every request;
+        the runtime's close gives back the places the budget holds."""
+        settings = runtime.settings
         window_s = settings.rate_limit_window // 1000
-        app.extensions[self.key] = _Budget(
+        budget = _Budget(
             RateLimitItemPerSecond(settings.rate_limit_max_requests, window_s),
             settings.rate_limit_storage,
             settings.redis_key_prefix,
         )
+        app.extensions[self.key] = budget
+        runtime.on_close(budget.close)
         app.before_request(self._check)
         app.after_request(self._add_headers)
 

@@ -154,6 +154,7 @@ class Runtime:
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._refusing = False
+        self._closers: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
         return f"<Runtime {'closed' if self.closed else 'open'} {self.sessions!r}>"
@@ -169,6 +170,10 @@ class Runtime:
         self.sessions.refuse_new()
         self.discord.refuse_new()
 
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Have :meth:`close` call *callback* last (an extension's threads and leftovers)."""
+        self._closers.append(callback)
+
     def wait_closed(self, timeout: float) -> bool:
         """Wait up to *timeout* seconds for :meth:`close` to finish; whether it did."""
         return self._closed.wait(timeout)
@@ -182,7 +187,8 @@ class Runtime:
         the webhook deliveries on it) and builder, and the bus wakes whoever
         still waits on it. In Redis mode the sessions stay (other processes serve
         them), this process's leases are released at once, and queued writes are
-        flushed before Redis is let go.
+        flushed before Redis is let go. What extensions asked for (:meth:`on_close`)
+        runs before that.
         """
         with self._lock:
             if self._closed.is_set():
@@ -193,6 +199,8 @@ class Runtime:
                 self.webhooks.close()
                 self.discord.close()
                 self.bus.close()
+                for callback in self._closers:
+                    callback()
                 if self._cluster is not None:
                     self._cluster.close_after_discord()
             finally:

@@ -369,3 +369,26 @@ def test_near_the_limit_a_block_leaves_half_the_free_places_to_others(
     taken = [window.reserve(item, key, wanted=10, stamp=time.time()) for _ in range(6)]
     assert [t.taken for t in taken] == [5, 3, 1, 1, 0, 0]
     assert [t.remaining for t in taken] == [5, 2, 1, 0, 0, 0]
+
+
+def test_a_closing_app_gives_back_the_places_it_holds(
+    make_app: Callable[..., Flask], redis_url: str, redis_prefix: str, traveller
+) -> None:
+    from membersense import runtime_of
+
+    config = {
+        "RATE_LIMIT_MAX_REQUESTS": 1000,
+        "RATE_LIMIT_STORAGE_URI": redis_url,
+        "REDIS_KEY_PREFIX": redis_prefix,
+    }
+    app = make_app(**config)
+    client = app.test_client()
+    for _ in range(40):  # blocks of 1, 2, 4, 8, 16, 32: places left over in the last
+        hit(client)
+    budget = app.extensions["membersense.ratelimit"]
+    window = budget.storage.get_connection()
+    (key,) = window.keys(f"{redis_prefix}*")
+    assert window.llen(key) > 40
+    runtime_of(app).close()  # still fresh: a stopping process gives them back anyway
+    assert window.llen(key) == 40
+    assert hit(make_app(**config).test_client()).headers["RateLimit-Remaining"] == "959"
