@@ -33,6 +33,7 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
@@ -216,18 +217,41 @@ MAX_SHARE = 64
 
 
 @dataclass(slots=True)
+class _Block:
+    """Places taken in one reservation, used by requests without a lock.
+
+    *places* holds, for each place left, what ``RateLimit-Remaining`` adds to
+    *remaining* when a request takes it; ``deque.pop`` is atomic, so two
+    requests never take the same place, and :meth:`drain` leaves none for later.
+    """
+
+    stamp: str
+    usable_until: float
+    remaining: int  # the window's free places after the reservation
+    reset: float
+    places: deque[int]
+
+    def drain(self) -> int:
+        """Take every place left; how many there were."""
+        count = 0
+        while True:
+            try:
+                self.places.pop()
+            except IndexError:
+                return count
+            count += 1
+
+
+@dataclass(slots=True)
 class _Share:
     """One client's places held by this process (see :class:`ReservedMovingWindow`)."""
 
     key: str
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one reservation at a time
     wanted: int = 1
-    stamp: str = ""
-    left: int = 0
-    usable_until: float = 0.0
-    remaining: int = 0  # the window's free places at the reservation, not counting left
-    reset: float = 0.0
+    block: _Block | None = None
     refused_until: float = 0.0
+    reset: float = 0.0  # of the last refusal
     dropped: bool = False
 
 
@@ -239,8 +263,9 @@ class ReservedMovingWindow:
     client in blocks: the first request of a client takes one place, as before;
     a client that comes back while its block is still fresh gets twice as many
     next time, up to :data:`MAX_SHARE` (and a sixteenth of the limit); later
-    requests use the block's places without a round trip. Near the limit a
-    block is at most half of what is left, so there every request is counted
+    requests take the block's places without a round trip, and without a lock
+    (under gunicorn's threads, one lock per client was a queue). Near the limit
+    a block is at most half of what is left, so there every request is counted
     in Redis as it comes.
 
     The one budget stays exact: a place is taken in Redis before the request it
@@ -272,38 +297,52 @@ class ReservedMovingWindow:
                         identifier, _Share(self.window.key(item, identifier))
                     )
                 self._schedule_sweep()
+            answer = self._from_memory(share, time.time())
+            if answer is not None:
+                return answer
             with share.lock:
                 if not share.dropped:  # else the sweeper forgot it meanwhile: look again
-                    return self._hit(item, share)
+                    return self._reserve(item, share)
 
-    def _hit(self, item: RateLimitItem, share: _Share) -> tuple[bool, float, int]:
-        now = time.time()
-        fresh = now < share.usable_until
-        if share.refused_until > now:
+    def _from_memory(self, share: _Share, now: float) -> tuple[bool, float, int] | None:
+        if now < share.refused_until:
             return False, share.reset, 0
-        if share.left and fresh:
-            share.left -= 1
-            return True, share.reset, share.remaining + share.left
-        cap = max(1, min(MAX_SHARE, item.amount // 16))
-        if share.left:  # it went stale before its places were used: smaller blocks
-            share.wanted = max(1, share.wanted // 2)
-        elif fresh:  # all used while fresh: larger ones
-            share.wanted = min(cap, share.wanted * 2)
-        give_back, share.left = (share.stamp, share.left), 0
+        block = share.block
+        if block is not None and now < block.usable_until:
+            try:
+                left = block.places.pop()
+            except IndexError:
+                return None
+            return True, block.reset, block.remaining + left
+        return None
+
+    def _reserve(self, item: RateLimitItem, share: _Share) -> tuple[bool, float, int]:
+        now = time.time()
+        answer = self._from_memory(share, now)  # another request may have reserved meanwhile
+        if answer is not None:
+            return answer
+        give_back = ("", 0)
+        block, share.block = share.block, None
+        if block is not None:
+            left = block.drain()
+            if left:  # it went stale before its places were used: smaller blocks
+                share.wanted = max(1, share.wanted // 2)
+                give_back = (block.stamp, left)
+            elif now < block.usable_until:  # all used while fresh: larger ones
+                share.wanted = min(max(1, min(MAX_SHARE, item.amount // 16)), share.wanted * 2)
         # A single place is used at once; a block's serve until it goes stale.
         stamp = now + self.lifetime if share.wanted > 1 else now
         taken = self.window.reserve(
             item, share.key, wanted=share.wanted, stamp=stamp, give_back=give_back
         )
-        share.reset = taken.reset
         if not taken.taken:
-            share.refused_until = min(taken.reset, now + self.lifetime)
-            share.usable_until = 0.0
+            share.refused_until, share.reset = min(taken.reset, now + self.lifetime), taken.reset
             return False, taken.reset, 0
-        share.stamp, share.left = taken.stamp, taken.taken - 1
-        share.usable_until = now + self.lifetime
-        share.remaining = taken.remaining
-        return True, taken.reset, taken.remaining + share.left
+        left = taken.taken - 1
+        share.block = _Block(
+            taken.stamp, now + self.lifetime, taken.remaining, taken.reset, deque(range(left))
+        )
+        return True, taken.reset, taken.remaining + left
 
     def sweep(self, *, everything: bool = False) -> None:
         """Give back the places of stale blocks (of every block: *everything*), and forget
@@ -312,13 +351,17 @@ class ReservedMovingWindow:
         places: list[tuple[str, str, int]] = []
         with self._lock:
             for identifier, share in list(self._shares.items()):
-                if not everything and now < max(share.usable_until, share.refused_until):
+                block = share.block
+                live = block is not None and now < block.usable_until
+                if not everything and (live or now < share.refused_until):
                     continue
                 if not share.lock.acquire(blocking=False):
-                    continue  # a request is using it: next sweep
+                    continue  # a request is reserving: next sweep
                 try:
-                    if share.left:
-                        places.append((share.key, share.stamp, share.left))
+                    block = share.block
+                    left = block.drain() if block is not None else 0
+                    if block is not None and left:
+                        places.append((share.key, block.stamp, left))
                     share.dropped = True
                     del self._shares[identifier]
                 finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -392,3 +393,30 @@ def test_a_closing_app_gives_back_the_places_it_holds(
     runtime_of(app).close()  # still fresh: a stopping process gives them back anyway
     assert window.llen(key) == 40
     assert hit(make_app(**config).test_client()).headers["RateLimit-Remaining"] == "959"
+
+
+def test_threads_of_one_process_never_share_a_place(
+    redis_url: str, redis_prefix: str, traveller
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from limits import RateLimitItemPerSecond
+
+    item = RateLimitItemPerSecond(1000, 60)
+    blocks, counting = _process(redis_url, redis_prefix, 60)
+
+    def burst(_: int) -> list[tuple[bool, float, int]]:
+        return [blocks.hit(item, "10.0.0.1") for _ in range(200)]
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch as often as they can: races show
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            answers = [answer for answers in pool.map(burst, range(8)) for answer in answers]
+    finally:
+        sys.setswitchinterval(interval)
+    admitted = [left for allowed, _, left in answers if allowed]
+    assert len(admitted) == 1000  # of 1 600 asked, exactly the limit
+    assert sorted(admitted) == list(range(1000))  # each place's own Remaining: none twice
+    blocks.close()
+    assert len(counting.entries(item, "10.0.0.1")) == 1000
