@@ -269,7 +269,7 @@ def configure_logging(settings: Settings, stream: Any = None) -> None:
     """
     handler = make_handler(settings.log_format, stream)
     # Neither formatter prints a thread's or process's name: every record would look
-    # them up (a tenth of an access line's cost) for nothing.
+    # them up (a twelfth of an access line's cost) for nothing.
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     library_level = logging.DEBUG if settings.log_level == "DEBUG" else logging.WARNING
     # The root logger too: asyncio's "Task exception was never retrieved" and any

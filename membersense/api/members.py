@@ -47,7 +47,8 @@ def list_members() -> Response:
 
 def _accepts_gzip(req: Request) -> bool:
     # Most clients send a plain list ("gzip, deflate, br"): read that without parsing it
-    # into werkzeug's Accept object, a tenth of a cached request. Weights go the long way.
+    # into werkzeug's Accept object, about a twentieth of a cached request. Weights go the
+    # long way.
     value = req.environ.get("HTTP_ACCEPT_ENCODING", "")
     if ";" in value:
         return req.accept_encodings["gzip"] > 0
