@@ -40,7 +40,7 @@ def _apply(response: Response) -> Response:
         if path.startswith("/api/auth/"):
             headers["Cache-Control"] = CREDENTIAL_CACHE_CONTROL
         else:
-            # One look through the headers for both (each lookup would be one).
+            # One pass over the headers finds both (a lookup each would be a pass each).
             cache_control = vary = None
             for name, value in headers:
                 lowered = name.lower()

@@ -171,7 +171,8 @@ class Runtime:
         self.discord.refuse_new()
 
     def on_close(self, callback: Callable[[], None]) -> None:
-        """Have :meth:`close` call *callback* last (an extension's threads and leftovers)."""
+        """Have :meth:`close` call *callback* (an extension's threads and leftovers), once
+        sessions, Discord and the bus are closed and before Redis is let go."""
         self._closers.append(callback)
 
     def wait_closed(self, timeout: float) -> bool:
