@@ -159,7 +159,8 @@ class Reservation:
 
 
 class RedisMovingWindow:
-    """`limits`' moving window on its Redis storage, a hit and its window in one round trip.
+    """`limits`' moving window on its Redis storage: places taken and the window read in one
+    round trip.
 
     Same keys and values as :class:`limits.strategies.MovingWindowRateLimiter` on
     that storage, so either reads what the other wrote.
@@ -205,11 +206,6 @@ class RedisMovingWindow:
             pipeline.execute()
         except self.storage.base_exceptions as exc:
             raise StorageError(exc) from exc
-
-    def hit(self, item: RateLimitItem, identifier: str) -> tuple[bool, float, int]:
-        """Count one request: (allowed, window reset time, remaining)."""
-        taken = self.reserve(item, self.key(item, identifier), wanted=1, stamp=time.time())
-        return bool(taken.taken), taken.reset, taken.remaining
 
 
 #: Most places a process takes for one client at once.

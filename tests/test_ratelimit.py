@@ -163,16 +163,21 @@ def test_the_one_call_redis_window_and_limits_own_read_each_others_counts(
     storage = RedisStorage(redis_url, key_prefix=f"{redis_prefix}ratelimit")
     ours, theirs = RedisMovingWindow(storage), MovingWindowRateLimiter(storage)
     item = RateLimitItemPerSecond(3, 10)
-    assert ours.hit(item, "a") == (True, START + 10, 2)
+
+    def our_hit(identifier: str) -> tuple[bool, float, int]:
+        taken = ours.reserve(item, ours.key(item, identifier), wanted=1, stamp=time.time())
+        return bool(taken.taken), taken.reset, taken.remaining
+
+    assert our_hit("a") == (True, START + 10, 2)
     traveller.shift(4)
     assert theirs.hit(item, "a")  # limits' own hit, at t=4
-    assert ours.hit(item, "a") == (True, START + 10, 0)  # the oldest (t=0) sets the reset
+    assert our_hit("a") == (True, START + 10, 0)  # the oldest (t=0) sets the reset
     assert tuple(theirs.get_window_stats(item, "a")) == (START + 10, 0)
-    assert ours.hit(item, "a") == (False, START + 10, 0)
+    assert our_hit("a") == (False, START + 10, 0)
     assert not theirs.hit(item, "a")
     traveller.shift(6.5)  # t=10.5: the t=0 entry has left
-    assert ours.hit(item, "a") == (True, START + 14, 0)
-    assert ours.hit(item, "b") == (True, START + 20.5, 2)  # another client's own window
+    assert our_hit("a") == (True, START + 14, 0)
+    assert our_hit("b") == (True, START + 20.5, 2)  # another client's own window
     keys = storage.get_connection().keys(f"{redis_prefix}*")
     assert len(keys) == 2  # everything under the deployment's prefix
 
@@ -364,9 +369,9 @@ def test_near_the_limit_a_block_leaves_half_the_free_places_to_others(
 
     item = RateLimitItemPerSecond(160, 60)
     window = _CountingWindow(redis_url, redis_prefix).inner
-    for _ in range(150):
-        assert window.hit(item, "10.0.0.1")[0]
     key = window.key(item, "10.0.0.1")
+    for _ in range(150):
+        assert window.reserve(item, key, wanted=1, stamp=time.time()).taken == 1
     taken = [window.reserve(item, key, wanted=10, stamp=time.time()) for _ in range(6)]
     assert [t.taken for t in taken] == [5, 3, 1, 1, 0, 0]
     assert [t.remaining for t in taken] == [5, 2, 1, 0, 0, 0]
